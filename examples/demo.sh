@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Quick start: build hacfg, add two nodes to a demo folder, print the config.
+# Needs only the Rust toolchain; no root, nothing outside ./target/demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet --release
+hacfg=target/release/hacfg
+demo=target/demo
+rm -rf "$demo"
+export HACFG_NODES_DIR="$demo/nodes" HACFG_OUTPUT="$demo/haproxy.cfg"
+"$hacfg" add s1 172.17.0.3
+"$hacfg" add s2 172.17.0.4:8080 --weight 2
+"$hacfg" list
+echo "--- $HACFG_OUTPUT"
+cat "$HACFG_OUTPUT"

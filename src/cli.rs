@@ -1,0 +1,226 @@
+//! The command line (clap). Nothing outside `config` sees these types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Keep an HAProxy configuration in step with a changing set of backend nodes.
+#[derive(Debug, Parser)]
+#[command(name = "hacfg", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: CommandArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Folder with one file per node
+    #[arg(long, global = true, env = "HACFG_NODES_DIR", default_value = "/nodes")]
+    pub nodes_dir: PathBuf,
+    /// Jinja template to render [default: the built-in templates/haproxy.cfg.j2]
+    #[arg(long, global = true, env = "HACFG_TEMPLATE")]
+    pub template: Option<PathBuf>,
+    /// The HAProxy configuration file to write
+    #[arg(
+        long,
+        global = true,
+        env = "HACFG_OUTPUT",
+        default_value = "/usr/local/etc/haproxy/haproxy.cfg"
+    )]
+    pub output: PathBuf,
+    /// Port of nodes whose file gives none
+    #[arg(long, global = true, env = "HACFG_DEFAULT_PORT", default_value_t = 3000,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub default_port: u16,
+    /// Template variable, `vars.KEY` in the template (repeatable)
+    #[arg(
+        long = "var",
+        global = true,
+        env = "HACFG_VARS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub vars: Vec<String>,
+    /// Refuse to write a config with fewer nodes than this
+    #[arg(long, global = true, env = "HACFG_MIN_NODES", default_value_t = 0)]
+    pub min_nodes: usize,
+    /// Print only errors
+    #[arg(short, long, global = true, env = "HACFG_QUIET")]
+    pub quiet: bool,
+    /// Append one line per action to this file
+    #[arg(long, global = true, env = "HACFG_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub apply: ApplyArgs,
+}
+
+/// How a changed config is checked, written and loaded.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// HAProxy binary used for `haproxy -c` [default: `haproxy` from PATH, if any]
+    #[arg(long, global = true, env = "HACFG_HAPROXY_BIN")]
+    pub haproxy_bin: Option<PathBuf>,
+    /// Command that checks a candidate config; `{}` is its path
+    #[arg(
+        long,
+        global = true,
+        env = "HACFG_CHECK_CMD",
+        conflicts_with = "no_check"
+    )]
+    pub check_cmd: Option<String>,
+    /// Do not check the candidate config before writing it
+    #[arg(long, global = true, env = "HACFG_NO_CHECK")]
+    pub no_check: bool,
+    /// Reload HAProxy after the config changed
+    #[arg(long, global = true, env = "HACFG_RELOAD")]
+    pub reload: bool,
+    /// Write and reload even when the rendered config is unchanged
+    #[arg(long, global = true)]
+    pub force: bool,
+    /// Reload by running this shell command (e.g. `s6-svc -h /var/run/s6/services/ha`)
+    #[arg(long, global = true, env = "HACFG_RELOAD_CMD")]
+    pub reload_cmd: Option<String>,
+    /// Reload by sending SIGUSR2 to the master process whose pid is in this file
+    #[arg(long, global = true, env = "HACFG_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Reload through HAProxy's master CLI socket (`haproxy -W -S PATH`) and verify it
+    #[arg(long, global = true, env = "HACFG_MASTER_SOCKET")]
+    pub master_socket: Option<PathBuf>,
+    /// Seconds a reload may take before it counts as failed
+    #[arg(
+        long,
+        global = true,
+        env = "HACFG_RELOAD_TIMEOUT",
+        default_value_t = 10.0
+    )]
+    pub reload_timeout: f64,
+    /// Overwrite the output in place instead of renaming over it (bind-mounted files)
+    #[arg(long, global = true)]
+    pub in_place: bool,
+    /// `rename` (atomic, default) or `in-place`
+    #[arg(long, global = true, env = "HACFG_WRITE_MODE", hide = true)]
+    pub write_mode: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CommandArgs {
+    /// Create or replace a node, then render
+    Add(AddArgs),
+    /// Delete a node, then render
+    Remove(RemoveArgs),
+    /// Show the nodes, sorted by name
+    List(ListArgs),
+    /// Render the config from the current nodes
+    Render(RenderArgs),
+    /// Reload HAProxy with the current config
+    Reload,
+    /// Handle a Serf event: SERF_EVENT and member lines on stdin
+    Serf(SerfArgs),
+    /// Make the nodes folder equal to the alive members of a Serf cluster
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Node name (also its file name)
+    pub name: String,
+    /// IP address or host name, optionally with `:PORT` (`[IPV6]:PORT`)
+    pub address: String,
+    /// Port [default: from ADDRESS, else --default-port]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Server weight, 0-256 [default: 1]
+    #[arg(long)]
+    pub weight: Option<u16>,
+    /// Tag, available to templates as `tags.KEY` (repeatable)
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Only change the nodes folder
+    #[arg(long)]
+    pub no_render: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// Node name
+    pub name: String,
+    /// Fail when the node does not exist
+    #[arg(long)]
+    pub strict: bool,
+    /// Only change the nodes folder
+    #[arg(long)]
+    pub no_render: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Print the config instead of writing it
+    #[arg(long, conflicts_with = "diff")]
+    pub stdout: bool,
+    /// Show a unified diff against the current output; write nothing
+    #[arg(long)]
+    pub diff: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SerfArgs {
+    /// Serf roles whose members are nodes (repeatable, or comma-separated)
+    #[arg(
+        long = "role",
+        env = "HACFG_SERF_ROLE",
+        value_delimiter = ',',
+        default_value = "backend"
+    )]
+    pub roles: Vec<String>,
+    /// What a `member-failed` event does: `remove` the node or `keep` it
+    #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove")]
+    pub on_failed: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Serf roles whose members are nodes (repeatable, or comma-separated)
+    #[arg(
+        long = "role",
+        env = "HACFG_SERF_ROLE",
+        value_delimiter = ',',
+        default_value = "backend"
+    )]
+    pub roles: Vec<String>,
+    /// Address of the Serf agent's RPC endpoint
+    #[arg(long, env = "SERF_RPC_ADDR")]
+    pub rpc_addr: Option<String>,
+    /// The `serf` binary
+    #[arg(long, env = "HACFG_SERF_BIN", default_value = "serf")]
+    pub serf_bin: PathBuf,
+    /// Show the changes; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_command() {
+        let a = Cli::try_parse_from(["hacfg", "--nodes-dir", "n", "list"]).unwrap();
+        let b = Cli::try_parse_from(["hacfg", "list", "--nodes-dir", "n"]).unwrap();
+        assert_eq!(a.global.nodes_dir, b.global.nodes_dir);
+    }
+}

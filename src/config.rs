@@ -1,0 +1,328 @@
+//! Resolved settings: the only reader of `cli`. Precedence (flag > env >
+//! default) is clap's; here values are checked and turned into plain types.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::cli::{ApplyArgs, Cli, CommandArgs, GlobalArgs};
+use crate::node::{self, Node};
+
+/// Everything a run needs, with no clap types left.
+#[derive(Debug)]
+pub struct Config {
+    /// Folder with one file per node.
+    pub nodes_dir: PathBuf,
+    /// `None` means the built-in template.
+    pub template: Option<PathBuf>,
+    /// The rendered configuration file.
+    pub output: PathBuf,
+    /// Port of nodes whose file gives none.
+    pub default_port: u16,
+    /// `vars` in templates.
+    pub vars: BTreeMap<String, String>,
+    /// Refuse configs with fewer nodes than this.
+    pub min_nodes: usize,
+    /// Print only errors.
+    pub quiet: bool,
+    /// File that gets one line per action.
+    pub log_file: Option<PathBuf>,
+    /// How candidates are checked; `None` skips the check.
+    pub check: Option<Check>,
+    /// How HAProxy is reloaded; `None` when `--reload` was not given.
+    pub reload: Option<Reload>,
+    /// Write and reload even when nothing changed.
+    pub force: bool,
+    /// Overwrite the output's inode instead of renaming over it.
+    pub in_place: bool,
+    pub command: Command,
+}
+
+/// The validation command for a staged config.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// `<bin> -c -f <staged>`.
+    Haproxy(PathBuf),
+    /// A shell command with `{}` replaced by the staged path.
+    Command(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub strategy: Strategy,
+    pub timeout: Duration,
+}
+
+/// The ways to make HAProxy load a new config (see README, "Applying and reloading").
+#[derive(Debug, Clone)]
+pub enum Strategy {
+    /// A shell command, e.g. `s6-svc -h /var/run/s6/services/ha`.
+    Command(String),
+    /// SIGUSR2 to the master process whose pid is in this file.
+    Signal(PathBuf),
+    /// `reload` on the master CLI socket, verified through `show proc`.
+    MasterSocket(PathBuf),
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Add {
+        node: Node,
+        render: bool,
+    },
+    Remove {
+        name: String,
+        strict: bool,
+        render: bool,
+    },
+    List {
+        json: bool,
+    },
+    Render {
+        mode: RenderMode,
+    },
+    Reload,
+    Serf {
+        roles: Vec<String>,
+        keep_failed: bool,
+    },
+    Sync {
+        roles: Vec<String>,
+        rpc_addr: Option<String>,
+        serf_bin: PathBuf,
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderMode {
+    Write,
+    Stdout,
+    Diff,
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config> {
+        let GlobalArgs {
+            nodes_dir,
+            template,
+            output,
+            default_port,
+            vars,
+            min_nodes,
+            quiet,
+            log_file,
+            apply,
+        } = cli.global;
+        let wants_reload = apply.reload || matches!(cli.command, CommandArgs::Reload);
+        let command = command_from(cli.command, default_port)?;
+        Ok(Config {
+            nodes_dir,
+            template,
+            output,
+            default_port,
+            vars: parse_pairs(&vars, "--var").and_then(validate_vars)?,
+            min_nodes,
+            quiet,
+            log_file,
+            check: check_from(&apply)?,
+            reload: if wants_reload {
+                Some(reload_from(&apply)?)
+            } else {
+                None
+            },
+            force: apply.force,
+            in_place: write_mode_from(&apply)?,
+            command,
+        })
+    }
+}
+
+fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
+    Ok(match args {
+        CommandArgs::Add(a) => {
+            let (address, port_in_address) = node::parse_endpoint(&a.address)?;
+            ensure!(
+                a.port.is_none() || port_in_address.is_none() || a.port == port_in_address,
+                "the port is given twice, in {:?} and as --port {}",
+                a.address,
+                a.port.unwrap_or_default()
+            );
+            let node = Node {
+                name: a.name,
+                address,
+                port: Some(a.port.or(port_in_address).unwrap_or(default_port)),
+                weight: Some(a.weight.unwrap_or(node::DEFAULT_WEIGHT)),
+                tags: parse_pairs(&a.tags, "--tag")?,
+            };
+            node.validate()?;
+            Command::Add {
+                node,
+                render: !a.no_render,
+            }
+        }
+        CommandArgs::Remove(a) => {
+            node::validate_name(&a.name)?;
+            Command::Remove {
+                name: a.name,
+                strict: a.strict,
+                render: !a.no_render,
+            }
+        }
+        CommandArgs::List(a) => Command::List { json: a.json },
+        CommandArgs::Render(a) => Command::Render {
+            mode: match (a.stdout, a.diff) {
+                (true, _) => RenderMode::Stdout,
+                (_, true) => RenderMode::Diff,
+                _ => RenderMode::Write,
+            },
+        },
+        CommandArgs::Reload => Command::Reload,
+        CommandArgs::Serf(a) => Command::Serf {
+            roles: a.roles,
+            keep_failed: on_failed_keeps(&a.on_failed)?,
+        },
+        CommandArgs::Sync(a) => Command::Sync {
+            roles: a.roles,
+            rpc_addr: a.rpc_addr,
+            serf_bin: a.serf_bin,
+            dry_run: a.dry_run,
+        },
+    })
+}
+
+fn on_failed_keeps(value: &str) -> Result<bool> {
+    match value {
+        "remove" => Ok(false),
+        "keep" => Ok(true),
+        _ => bail!("invalid --on-failed {value:?}: use `remove` or `keep`"),
+    }
+}
+
+/// Parses `KEY=VALUE` items; a key given twice is an error.
+fn parse_pairs(items: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("invalid {flag} {item:?}: expected KEY=VALUE"))?;
+        ensure!(
+            map.insert(k.to_string(), v.to_string()).is_none(),
+            "{flag} {k:?} is given twice"
+        );
+    }
+    Ok(map)
+}
+
+fn validate_vars(vars: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+    for (k, v) in &vars {
+        ensure!(
+            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "invalid --var name {k:?}: use letters, digits and '_'"
+        );
+        ensure!(
+            !v.chars().any(char::is_control),
+            "invalid --var {k}: the value {v:?} has control characters"
+        );
+    }
+    Ok(vars)
+}
+
+fn check_from(apply: &ApplyArgs) -> Result<Option<Check>> {
+    if apply.no_check {
+        return Ok(None);
+    }
+    if let Some(cmd) = &apply.check_cmd {
+        ensure!(
+            cmd.contains("{}"),
+            "--check-cmd {cmd:?} has no `{{}}` for the config path"
+        );
+        return Ok(Some(Check::Command(cmd.clone())));
+    }
+    match &apply.haproxy_bin {
+        Some(bin) => {
+            let found = find_executable(bin).with_context(|| {
+                format!(
+                    "haproxy binary `{}` not found (--haproxy-bin)",
+                    bin.display()
+                )
+            })?;
+            Ok(Some(Check::Haproxy(found)))
+        }
+        None => Ok(find_executable(Path::new("haproxy")).map(Check::Haproxy)),
+    }
+}
+
+fn reload_from(apply: &ApplyArgs) -> Result<Reload> {
+    ensure!(
+        apply.reload_timeout.is_finite() && apply.reload_timeout > 0.0,
+        "invalid --reload-timeout {}: use a positive number of seconds",
+        apply.reload_timeout
+    );
+    let mut strategies = Vec::new();
+    if let Some(cmd) = &apply.reload_cmd {
+        strategies.push(Strategy::Command(cmd.clone()));
+    }
+    if let Some(pid_file) = &apply.pid_file {
+        strategies.push(Strategy::Signal(pid_file.clone()));
+    }
+    if let Some(socket) = &apply.master_socket {
+        strategies.push(Strategy::MasterSocket(socket.clone()));
+    }
+    let strategy = match strategies.len() {
+        1 => strategies.remove(0),
+        0 => bail!("reloading needs one of --reload-cmd, --pid-file or --master-socket"),
+        _ => bail!("give only one of --reload-cmd, --pid-file and --master-socket"),
+    };
+    Ok(Reload {
+        strategy,
+        timeout: Duration::from_secs_f64(apply.reload_timeout),
+    })
+}
+
+fn write_mode_from(apply: &ApplyArgs) -> Result<bool> {
+    match apply.write_mode.as_deref() {
+        None | Some("rename") => Ok(apply.in_place),
+        Some("in-place") => Ok(true),
+        Some(other) => bail!("invalid HACFG_WRITE_MODE {other:?}: use `rename` or `in-place`"),
+    }
+}
+
+/// `bin` itself if it has a slash, else the first match on PATH.
+fn find_executable(bin: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if bin.components().count() > 1 {
+        return is_exec(bin).then(|| bin.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(bin))
+        .find(|p| is_exec(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs() {
+        let items = ["a=1".to_string(), "b=x=y".to_string()];
+        let map = parse_pairs(&items, "--tag").unwrap();
+        assert_eq!(map["b"], "x=y");
+        assert!(parse_pairs(&["a".to_string()], "--tag").is_err());
+        assert!(parse_pairs(&["a=1".to_string(), "a=2".to_string()], "--tag").is_err());
+    }
+
+    #[test]
+    fn executables() {
+        assert!(find_executable(Path::new("sh")).is_some());
+        assert!(find_executable(Path::new("/nonexistent/haproxy")).is_none());
+        assert!(find_executable(Path::new("no-such-binary-hacfg")).is_none());
+    }
+}

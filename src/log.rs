@@ -1,0 +1,103 @@
+//! What hacfg tells people: progress on stderr, one line per action in the
+//! optional log file, and errors with their causes.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+/// Progress messages: stderr (unless quiet) and the log file, if any.
+pub struct Log {
+    quiet: bool,
+    file: Option<File>,
+}
+
+impl Log {
+    pub fn new(quiet: bool, path: Option<&Path>) -> Result<Log> {
+        let file = path
+            .map(|p| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("unable to open log file `{}`", p.display()))
+            })
+            .transpose()?;
+        Ok(Log { quiet, file })
+    }
+
+    /// Reports one action.
+    pub fn info(&mut self, message: &str) {
+        if !self.quiet {
+            eprintln!("hacfg: {message}");
+        }
+        self.to_file(message);
+    }
+
+    /// Reports a problem that does not stop the run.
+    pub fn warn(&mut self, message: &str) {
+        eprintln!("hacfg: warning: {message}");
+        self.to_file(&format!("warning: {message}"));
+    }
+
+    fn to_file(&mut self, message: &str) {
+        if let Some(file) = &mut self.file {
+            let line = format!("{} hacfg[{}]: {message}\n", timestamp(), std::process::id());
+            // One write per line, so concurrent appenders never interleave
+            // within a line; a full disk must not fail the handler itself.
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Prints `hacfg: error: …`, then one `caused by: …` line per cause, and
+/// the template location and variables for template errors.
+pub fn print_error(err: &anyhow::Error) {
+    eprintln!("hacfg: error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("caused by: {cause}");
+    }
+    if let Some(tmpl) = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<minijinja::Error>())
+    {
+        if tmpl.line().is_some() {
+            eprintln!("{}", tmpl.display_debug_info());
+        }
+    }
+}
+
+/// UTC time as `YYYY-MM-DDTHH:MM:SSZ` (Howard Hinnant's civil-from-days).
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_shape() {
+        let t = super::timestamp();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+    }
+}

@@ -1,0 +1,366 @@
+//! A backend node: its fields, their validation, and the node-file formats.
+//!
+//! Names and addresses arrive from the network (Serf member lists), so every
+//! value is checked against a strict character set before it can reach a file
+//! name or the rendered configuration. Nothing is ever sanitized silently.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted node name (Serf names are hostnames, at most an FQDN).
+pub const MAX_NAME_LEN: usize = 253;
+/// HAProxy accepts server weights from 0 to 256.
+pub const MAX_WEIGHT: u16 = 256;
+/// Weight written when none is given (HAProxy's own default).
+pub const DEFAULT_WEIGHT: u16 = 1;
+const MAX_TAGS: usize = 64;
+const MAX_TAG_KEY_LEN: usize = 64;
+const MAX_TAG_VALUE_LEN: usize = 256;
+
+/// File-name endings of editor backups and package-manager leftovers. Such
+/// files in the nodes folder are ignored, and no node may be named like them.
+const IGNORED_SUFFIXES: &[&str] = &[
+    ".bak",
+    ".orig",
+    ".rej",
+    ".swp",
+    ".swo",
+    ".tmp",
+    ".dpkg-old",
+    ".dpkg-new",
+    ".dpkg-dist",
+    ".rpmnew",
+    ".rpmsave",
+];
+
+/// One backend node, as written to `<nodes-dir>/<name>` (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub address: String,
+    /// `None` only for files that gave no port (lab format); filled from the
+    /// configured default port when rendering.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub weight: Option<u16>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Node {
+    /// Checks every field; the error names the field and shows the value escaped.
+    pub fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        validate_address(&self.address)?;
+        if let Some(port) = self.port {
+            ensure!(
+                port != 0,
+                "invalid port 0 for node `{}`: use 1-65535",
+                self.name
+            );
+        }
+        if let Some(weight) = self.weight {
+            ensure!(
+                weight <= MAX_WEIGHT,
+                "invalid weight {weight} for node `{}`: use 0-{MAX_WEIGHT}",
+                self.name
+            );
+        }
+        ensure!(
+            self.tags.len() <= MAX_TAGS,
+            "node `{}` has {} tags, at most {MAX_TAGS} are allowed",
+            self.name,
+            self.tags.len()
+        );
+        for (key, value) in &self.tags {
+            validate_tag(key, value)?;
+        }
+        if let Some(backend) = self.tags.get("backend") {
+            // It becomes an HAProxy section name in the built-in template.
+            validate_name(backend)
+                .with_context(|| format!("invalid backend tag of node `{}`", self.name))?;
+        }
+        Ok(())
+    }
+
+    /// The node's JSON file content (one line, newline-terminated).
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        // Serializing a struct of strings and integers cannot fail.
+        let mut out = serde_json::to_vec(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+}
+
+/// Whether a file in the nodes folder is not a node: hidden files (hacfg's
+/// own lock and temp files among them), editor backups and package leftovers.
+pub fn is_ignored_file_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.starts_with('#')
+        || name.ends_with('~')
+        || IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// A name must be usable as an HAProxy server name and as a plain file name.
+pub fn validate_name(name: &str) -> Result<()> {
+    ensure!(!name.is_empty(), "invalid node name \"\": it is empty");
+    ensure!(
+        name.len() <= MAX_NAME_LEN,
+        "invalid node name {name:?}: longer than {MAX_NAME_LEN} bytes"
+    );
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        bail!(
+            "invalid node name {name:?}: character {bad:?} is not allowed \
+             (use letters, digits, '-', '_', '.', ':')"
+        );
+    }
+    ensure!(
+        !name.starts_with('-') && !name.starts_with('.'),
+        "invalid node name {name:?}: it must not start with '-' or '.'"
+    );
+    ensure!(
+        !is_ignored_file_name(name),
+        "invalid node name {name:?}: files named like this are ignored as backups"
+    );
+    Ok(())
+}
+
+/// An IPv4/IPv6 literal or an RFC 1123 host name.
+pub fn validate_address(address: &str) -> Result<()> {
+    if address.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || format!("invalid address {address:?}: not an IP address or a DNS host name");
+    ensure!(!address.is_empty() && address.len() <= 253, bad());
+    let host = address.strip_suffix('.').unwrap_or(address);
+    for label in host.split('.') {
+        ensure!(
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-'),
+            bad()
+        );
+    }
+    // "1.2.3.999" is a mistyped IP address, not a host name (RFC 3696 2).
+    let last = host.rsplit('.').next().unwrap_or(host);
+    ensure!(!last.bytes().all(|b| b.is_ascii_digit()), bad());
+    Ok(())
+}
+
+fn validate_tag(key: &str, value: &str) -> Result<()> {
+    ensure!(
+        !key.is_empty()
+            && key.len() <= MAX_TAG_KEY_LEN
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+        "invalid tag key {key:?}: use 1-{MAX_TAG_KEY_LEN} letters, digits, '-', '_', '.'"
+    );
+    ensure!(
+        value.len() <= MAX_TAG_VALUE_LEN
+            && value.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'+' | b'=')
+            }),
+        "invalid value {value:?} for tag `{key}`: use at most {MAX_TAG_VALUE_LEN} letters, \
+         digits, '-', '_', '.', ':', '/', '@', '+', '='"
+    );
+    Ok(())
+}
+
+/// Splits `HOST`, `HOST:PORT`, `IPV6` or `[IPV6]:PORT` and validates both parts.
+pub fn parse_endpoint(spec: &str) -> Result<(String, Option<u16>)> {
+    let (host, port) = if let Some(rest) = spec.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .with_context(|| format!("invalid address {spec:?}: missing ']'"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => bail!("invalid address {spec:?}: expected ':PORT' after ']'"),
+            },
+        }
+    } else {
+        match spec.matches(':').count() {
+            1 => spec
+                .split_once(':')
+                .map(|(h, p)| (h, Some(p)))
+                .unwrap_or((spec, None)),
+            _ => (spec, None),
+        }
+    };
+    validate_address(host)?;
+    // Store IP literals in their canonical form so equal nodes compare equal.
+    let host = host
+        .parse::<IpAddr>()
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|_| host.to_ascii_lowercase());
+    let port = port.map(|p| parse_port(p, spec)).transpose()?;
+    Ok((host, port))
+}
+
+fn parse_port(port: &str, spec: &str) -> Result<u16> {
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
+        _ => bail!("invalid port {port:?} in {spec:?}: use 1-65535"),
+    }
+}
+
+/// Parses a node file: hacfg's JSON, or one of the lab's one-line formats
+/// (`<name> <ip>`, `<ip>`, `<ip>:<port>`). `file_name` is the node's identity.
+pub fn parse_node_file(file_name: &str, content: &[u8]) -> Result<Node> {
+    let text = std::str::from_utf8(content).context("the file is not UTF-8 text")?;
+    let trimmed = text.trim();
+    let node = if trimmed.starts_with('{') {
+        let node: Node = serde_json::from_str(trimmed).context("invalid JSON node")?;
+        ensure!(
+            node.name == file_name,
+            "the file names node {:?} but is named `{file_name}`",
+            node.name
+        );
+        node
+    } else {
+        let mut fields = trimmed.split_ascii_whitespace();
+        let (name, endpoint) = match (fields.next(), fields.next(), fields.next()) {
+            (Some(endpoint), None, None) => (file_name, endpoint),
+            (Some(name), Some(endpoint), None) => (name, endpoint),
+            (None, _, _) => bail!("the file is empty"),
+            _ => bail!("expected `<name> <ip>`, `<ip>`, `<ip>:<port>` or JSON"),
+        };
+        ensure!(
+            name == file_name,
+            "the file names node {name:?} but is named `{file_name}`"
+        );
+        let (address, port) = parse_endpoint(endpoint)?;
+        Node {
+            name: name.to_string(),
+            address,
+            port,
+            weight: None,
+            tags: BTreeMap::new(),
+        }
+    };
+    node.validate()?;
+    Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["s1", "543a4bed586c", "web-1.example.com", "a_b:c", "A"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        for bad in [
+            "", ".", "..", "../x", "a/b", "-x", ".x", "a b", "a\nb", "a#b", "a~", "x.bak", "é",
+            &long,
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn name_error_shows_value_escaped() {
+        let err = validate_name("s1\nserver evil").unwrap_err().to_string();
+        assert!(err.contains(r#""s1\nserver evil""#), "{err}");
+    }
+
+    #[test]
+    fn addresses() {
+        for ok in ["10.0.0.1", "::1", "fe80::1", "web.local", "a-b.c", "host."] {
+            assert!(validate_address(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1.2.3.256",
+            "a..b",
+            "-a.b",
+            "a b",
+            "a:b",
+            "h_st",
+            "1.2.3.4 x",
+        ] {
+            assert!(validate_address(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        let ep = |s| parse_endpoint(s).unwrap();
+        assert_eq!(ep("10.0.0.1"), ("10.0.0.1".into(), None));
+        assert_eq!(ep("10.0.0.1:8080"), ("10.0.0.1".into(), Some(8080)));
+        assert_eq!(ep("[::1]:80"), ("::1".into(), Some(80)));
+        assert_eq!(ep("[::1]"), ("::1".into(), None));
+        assert_eq!(ep("fe80:0::1"), ("fe80::1".into(), None));
+        assert_eq!(ep("Web.Local:1"), ("web.local".into(), Some(1)));
+        for bad in [
+            "1.2.3.4:0",
+            "1.2.3.4:65536",
+            "1.2.3.4:+1",
+            "[::1",
+            "[::1]x",
+            "a:",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn lab_formats() {
+        let n = parse_node_file("543a4bed586c", b"543a4bed586c 192.168.42.22\n").unwrap();
+        assert_eq!((n.address.as_str(), n.port), ("192.168.42.22", None));
+        let n = parse_node_file("s1", b"10.0.0.2:8080").unwrap();
+        assert_eq!((n.name.as_str(), n.port), ("s1", Some(8080)));
+        assert!(parse_node_file("s1", b"s2 10.0.0.2").is_err());
+        assert!(parse_node_file("s1", b"").is_err());
+        assert!(parse_node_file("s1", b"s1 10.0.0.2 extra").is_err());
+    }
+
+    #[test]
+    fn json_round_trip_and_identity() {
+        let node = Node {
+            name: "s1".into(),
+            address: "10.0.0.1".into(),
+            port: Some(80),
+            weight: Some(5),
+            tags: BTreeMap::from([("backend".into(), "api".into())]),
+        };
+        let bytes = node.to_file_bytes();
+        assert_eq!(parse_node_file("s1", &bytes).unwrap(), node);
+        assert!(parse_node_file("s2", &bytes).is_err());
+        assert!(parse_node_file("s1", br#"{"name":"s1"}"#).is_err());
+        assert!(parse_node_file("s1", br#"{"name":"s1","address":"a b"}"#).is_err());
+        assert!(parse_node_file("s1", br#"{"name":"s1","address":"h","wieght":1}"#).is_err());
+    }
+
+    #[test]
+    fn tags() {
+        assert!(validate_tag("backend", "api").is_ok());
+        assert!(validate_tag("k", "").is_ok());
+        for (k, v) in [
+            ("", "x"),
+            ("a b", "x"),
+            ("k", "a b"),
+            ("k", "a\n"),
+            ("k", "#x"),
+        ] {
+            assert!(validate_tag(k, v).is_err(), "{k:?}={v:?}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Rendering: a Jinja template and the sorted node list in, the config text out.
+//! Pure: no I/O, so the same nodes always give the same bytes.
+
+use std::collections::{BTreeMap, HashSet};
+
+use minijinja::value::Serde;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, syntax::SyntaxConfig};
+use serde::Serialize;
+
+use crate::node::{DEFAULT_WEIGHT, Node};
+
+/// The built-in template, `templates/haproxy.cfg.j2`, embedded in the binary.
+pub const BUILTIN_TEMPLATE: &str = include_str!("../templates/haproxy.cfg.j2");
+/// Name shown in errors about the built-in template.
+pub const BUILTIN_NAME: &str = "haproxy.cfg.j2 (built-in)";
+/// Backend of nodes that carry no `backend` tag (the lab's single backend).
+pub const DEFAULT_BACKEND: &str = "nodes";
+/// Server ids are positive 31-bit integers, as HAProxy's `id` keyword takes.
+const MAX_ID: u32 = i32::MAX as u32;
+
+/// What a template sees of one node.
+#[derive(Debug, Serialize)]
+pub struct NodeView<'a> {
+    pub name: &'a str,
+    pub address: &'a str,
+    pub port: u16,
+    pub weight: u16,
+    pub tags: &'a BTreeMap<String, String>,
+    pub id: u32,
+}
+
+/// The stable server id of a name: FNV-1a (32 bit) of the name, folded into
+/// 1..=2^31-1. It depends only on the name, so a server keeps its place on
+/// HAProxy's consistent-hashing ring while other nodes come and go.
+pub fn stable_id(name: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in name.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % MAX_ID + 1
+}
+
+/// Builds the views of `nodes` (sorted by name). Ids that collide are
+/// resolved by taking the next free id, in name order, so the result is
+/// still deterministic for a given node set.
+pub fn views(nodes: &[Node], default_port: u16) -> Vec<NodeView<'_>> {
+    let mut taken = HashSet::with_capacity(nodes.len());
+    nodes
+        .iter()
+        .map(|n| {
+            let mut id = stable_id(&n.name);
+            while !taken.insert(id) {
+                id = id % MAX_ID + 1;
+            }
+            NodeView {
+                name: &n.name,
+                address: &n.address,
+                port: n.port.unwrap_or(default_port),
+                weight: n.weight.unwrap_or(DEFAULT_WEIGHT),
+                tags: &n.tags,
+                id,
+            }
+        })
+        .collect()
+}
+
+/// Renders `source` over `nodes`. Strict undefined (a misspelled variable is
+/// an error), no auto-escaping, and Jinja's `trim_blocks`/`lstrip_blocks`.
+pub fn render_config(
+    name: &str,
+    source: &str,
+    nodes: &[Node],
+    default_port: u16,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_debug(true);
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()?,
+    );
+    env.add_template(name, source)?;
+    let views = views(nodes, default_port);
+    let mut backends: BTreeMap<&str, Vec<&NodeView>> = BTreeMap::new();
+    backends.insert(DEFAULT_BACKEND, Vec::new());
+    for view in &views {
+        let backend = view
+            .tags
+            .get("backend")
+            .map_or(DEFAULT_BACKEND, |b| b.as_str());
+        backends.entry(backend).or_default().push(view);
+    }
+    let ctx = minijinja::context! {
+        nodes => Value::from(Serde(&views)),
+        backends => Value::from(Serde(&backends)),
+        default_backend => DEFAULT_BACKEND,
+        vars => Value::from(Serde(vars)),
+    };
+    env.get_template(name)?.render(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_VARS: BTreeMap<String, String> = BTreeMap::new();
+
+    fn node(name: &str, port: Option<u16>, backend: Option<&str>) -> Node {
+        Node {
+            name: name.into(),
+            address: "10.0.0.1".into(),
+            port,
+            weight: None,
+            tags: backend
+                .map(|b| BTreeMap::from([("backend".to_string(), b.to_string())]))
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn ids_are_stable_and_unique() {
+        assert_eq!(stable_id("s1"), stable_id("s1"));
+        assert!((1..=MAX_ID).contains(&stable_id("")));
+        let nodes: Vec<Node> = (0..5000)
+            .map(|i| node(&format!("n{i:05}"), None, None))
+            .collect();
+        let ids: HashSet<u32> = views(&nodes, 1).iter().map(|v| v.id).collect();
+        assert_eq!(ids.len(), nodes.len());
+        // A node's id does not depend on its neighbours.
+        assert_eq!(views(&nodes[..1], 1)[0].id, views(&nodes, 1)[0].id);
+    }
+
+    #[test]
+    fn colliding_ids_are_resolved_in_name_order() {
+        // Brute-force two names whose hashes collide after folding.
+        let mut seen = std::collections::HashMap::new();
+        let pair = (0u32..)
+            .map(|i| format!("c{i}"))
+            .find_map(|n| seen.insert(stable_id(&n) % 4096, n.clone()).map(|m| (m, n)))
+            .unwrap();
+        let mut nodes = vec![node(&pair.0, None, None), node(&pair.1, None, None)];
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut taken = HashSet::new();
+        for v in views(&nodes, 1) {
+            assert!(taken.insert(v.id));
+        }
+    }
+
+    #[test]
+    fn strict_and_unescaped() {
+        let nodes = [node("a", None, None)];
+        let out = render_config("t", "{{ nodes[0].name }}<&>\n", &nodes, 3000, &NO_VARS).unwrap();
+        assert_eq!(out, "a<&>\n");
+        let err = render_config("t", "{{ nodes[0].nmae }}", &nodes, 3000, &NO_VARS).unwrap_err();
+        assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
+    }
+
+    #[test]
+    fn default_port_and_backends() {
+        let nodes = [node("a", None, None), node("b", Some(81), Some("api"))];
+        let src = "{% for b, ns in backends|items %}{{ b }}:{% for n in ns %} {{ n.name }}={{ n.port }}{% endfor %}\n{% endfor %}";
+        let out = render_config("t", src, &nodes, 3000, &NO_VARS).unwrap();
+        assert_eq!(out, "api: b=81nodes: a=3000"); // trim_blocks eats the newlines
+    }
+
+    #[test]
+    fn builtin_is_deterministic() {
+        let nodes = [node("a", Some(1), None), node("b", None, Some("api"))];
+        let one = render_config(BUILTIN_NAME, BUILTIN_TEMPLATE, &nodes, 3000, &NO_VARS).unwrap();
+        let two = render_config(BUILTIN_NAME, BUILTIN_TEMPLATE, &nodes, 3000, &NO_VARS).unwrap();
+        assert_eq!(one, two);
+        assert!(one.contains("server a 10.0.0.1:1 check"), "{one}");
+    }
+}

@@ -1,0 +1,218 @@
+//! The nodes folder: one file per node, named after it, guarded by a lock file.
+
+use std::fs::{self, File, TryLockError};
+use std::io::{ErrorKind, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::atomic;
+use crate::node::{self, Node};
+
+/// Name of the lock file inside the nodes folder (hidden, so never a node).
+pub const LOCK_FILE: &str = ".hacfg.lock";
+
+/// The nodes folder.
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Held while the folder is read or changed; the kernel drops the lock when
+/// the process exits, however it exits (flock semantics, even on SIGKILL).
+pub struct Lock {
+    _file: File,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the folder's lock, exclusive for changes and shared for reads,
+    /// waiting for other hacfg processes. `create` makes a missing folder.
+    pub fn lock(&self, exclusive: bool, create: bool) -> Result<Lock> {
+        if create {
+            fs::create_dir_all(&self.dir).with_context(|| {
+                format!("unable to create nodes folder `{}`", self.dir.display())
+            })?;
+        } else if !self.dir.is_dir() {
+            bail!(
+                "nodes folder `{}` does not exist (set --nodes-dir or HACFG_NODES_DIR, \
+                 or add a node first)",
+                self.dir.display()
+            );
+        }
+        let path = self.dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("unable to open lock file `{}`", path.display()))?;
+        let try_lock = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match try_lock {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                if exclusive {
+                    file.lock()
+                } else {
+                    file.lock_shared()
+                }
+                .with_context(|| format!("unable to lock `{}`", path.display()))?;
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("unable to lock `{}`", path.display()));
+            }
+        }
+        Ok(Lock { _file: file })
+    }
+
+    fn path_of(&self, name: &str) -> Result<PathBuf> {
+        // Validation keeps `name` a single plain path component.
+        node::validate_name(name)?;
+        Ok(self.dir.join(name))
+    }
+
+    /// Reads one node; `None` if it has no file.
+    pub fn read(&self, name: &str) -> Result<Option<Node>> {
+        let path = self.path_of(name)?;
+        match fs::read(&path) {
+            Ok(bytes) => node::parse_node_file(name, &bytes)
+                .map(Some)
+                .with_context(|| format!("invalid node file `{}`", path.display())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("unable to read `{}`", path.display())),
+        }
+    }
+
+    /// Creates or replaces a node file. Returns false when it already held
+    /// exactly this node (nothing is written then).
+    pub fn write(&self, node: &Node) -> Result<bool> {
+        node.validate()?;
+        if self.read(&node.name).ok().flatten().as_ref() == Some(node) {
+            return Ok(false);
+        }
+        let path = self.path_of(&node.name)?;
+        atomic::write_atomic(&path, &node.to_file_bytes())
+            .with_context(|| format!("unable to write node file `{}`", path.display()))?;
+        Ok(true)
+    }
+
+    /// Deletes a node file. Returns false when there was none.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        let path = self.path_of(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                atomic::sync_dir(&self.dir)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("unable to remove `{}`", path.display())),
+        }
+    }
+
+    /// Every node in the folder, sorted by name. Any file that is not a valid
+    /// node makes this fail, naming the file: a half-read pool is never rendered.
+    pub fn load_all(&self) -> Result<Vec<Node>> {
+        let entries = fs::read_dir(&self.dir)
+            .with_context(|| format!("unable to read nodes folder `{}`", self.dir.display()))?;
+        let mut nodes = Vec::new();
+        let mut buf = Vec::with_capacity(256);
+        for entry in entries {
+            let entry = entry
+                .with_context(|| format!("unable to read nodes folder `{}`", self.dir.display()))?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else {
+                bail!(
+                    "invalid node file `{}`: the name is not UTF-8",
+                    entry.path().display()
+                );
+            };
+            if node::is_ignored_file_name(name) {
+                continue;
+            }
+            let path = entry.path();
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("unable to stat `{}`", path.display()))?;
+            if !kind.is_file() {
+                bail!(
+                    "invalid node file `{}`: not a regular file (links and folders are refused)",
+                    path.display()
+                );
+            }
+            node::validate_name(name)
+                .with_context(|| format!("invalid node file `{}`", path.display()))?;
+            buf.clear();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .with_context(|| format!("unable to read node file `{}`", path.display()))?;
+            let node = node::parse_node_file(name, &buf)
+                .with_context(|| format!("invalid node file `{}`", path.display()))?;
+            nodes.push(node);
+        }
+        nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Ok(nodes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn node(name: &str, address: &str) -> Node {
+        Node {
+            name: name.into(),
+            address: address.into(),
+            port: Some(80),
+            weight: Some(1),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn write_read_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock(true, true).unwrap();
+        assert!(store.write(&node("b", "10.0.0.2")).unwrap());
+        assert!(store.write(&node("a", "10.0.0.1")).unwrap());
+        assert!(!store.write(&node("a", "10.0.0.1")).unwrap());
+        fs::write(dir.path().join("c"), "c 10.0.0.3\n").unwrap();
+        fs::write(dir.path().join("c~"), "garbage").unwrap();
+        fs::write(dir.path().join(".hidden"), "garbage").unwrap();
+        let names: Vec<_> = store
+            .load_all()
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(store.remove("b").unwrap());
+        assert!(!store.remove("b").unwrap());
+        assert_eq!(store.read("b").unwrap(), None);
+        assert!(store.read("../etc").is_err());
+    }
+
+    #[test]
+    fn bad_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("bad"), "{not json").unwrap();
+        let err = format!("{:#}", Store::new(dir.path()).load_all().unwrap_err());
+        assert!(err.contains("bad`"), "{err}");
+        fs::remove_file(dir.path().join("bad")).unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        assert!(Store::new(dir.path()).load_all().is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Applying: check, reload, roll back, against a real HAProxy.

@@ -1,0 +1,333 @@
+//! The core: node store, rendering, atomic output, and the CLI contract.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::harness::{HACFG, TestEnv, haproxy_accepts, tool};
+
+#[test]
+fn add_list_remove_round_trip() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s2", "172.17.0.4", "--weight", "7", "--tag", "zone=a"]);
+    env.ok(&["add", "s1", "172.17.0.3:8080"]);
+    env.ok(&["add", "s3", "[fd00::1]:81"]);
+    assert_eq!(
+        env.servers(),
+        ["s1 172.17.0.3:8080", "s2 172.17.0.4:3000", "s3 fd00::1:81"]
+    );
+    let table = env.ok(&["list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    assert!(lines[2].contains("s2") && lines[2].contains("zone=a") && lines[2].contains(" 7 "));
+    let json: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--json"])).unwrap();
+    assert_eq!(json[1]["name"], "s2");
+    assert_eq!(json[1]["weight"], 7);
+    assert_eq!(json[1]["tags"]["zone"], "a");
+    // The node file is the documented JSON.
+    let file: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.nodes.join("s1")).unwrap()).unwrap();
+    assert_eq!(file["port"], 8080);
+    assert_eq!(file["address"], "172.17.0.3");
+
+    env.ok(&["remove", "s2"]);
+    assert_eq!(env.servers(), ["s1 172.17.0.3:8080", "s3 fd00::1:81"]);
+    assert!(!env.nodes.join("s2").exists());
+    // Leave events repeat: removing a missing node succeeds, unless --strict.
+    let out = env.run(&["remove", "s2"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was not there"));
+    let before = env.snapshot();
+    env.fails(&["remove", "s2", "--strict"], 1);
+    assert_eq!(before, env.snapshot());
+}
+
+#[test]
+fn same_add_twice_changes_nothing() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    let mtime = fs::metadata(&env.output).unwrap().modified().unwrap();
+    let node_mtime = fs::metadata(env.nodes.join("s1")).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = env.run(&["add", "s1", "10.0.0.1"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already up to date") && stderr.contains("unchanged"), "{stderr}");
+    assert_eq!(fs::metadata(&env.output).unwrap().modified().unwrap(), mtime);
+    assert_eq!(fs::metadata(env.nodes.join("s1")).unwrap().modified().unwrap(), node_mtime);
+}
+
+#[test]
+fn no_render_only_touches_the_folder() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1", "--no-render"]);
+    assert!(env.nodes.join("s1").exists());
+    assert!(!env.output.exists());
+    env.ok(&["render"]);
+    assert_eq!(env.servers(), ["s1 10.0.0.1:3000"]);
+    env.ok(&["remove", "s1", "--no-render"]);
+    assert_eq!(env.servers(), ["s1 10.0.0.1:3000"]);
+}
+
+#[test]
+fn lab_one_line_files_are_read() {
+    let env = TestEnv::new();
+    env.write("nodes/543a4bed586c", "543a4bed586c 192.168.42.22\n");
+    env.write("nodes/s2", "192.168.42.23");
+    env.write("nodes/s3", "192.168.42.24:8080\n");
+    env.write("nodes/s4", "[fd00::4]:9000\n");
+    // Ignored: hidden files, editor backups, hacfg's own temp files.
+    env.write("nodes/.s5.swp", "garbage");
+    env.write("nodes/s6~", "garbage");
+    env.write("nodes/s7.bak", "garbage");
+    env.write("nodes/.s8.abc.tmp", "garbage");
+    env.ok(&["--default-port", "3001", "render"]);
+    assert_eq!(
+        env.servers(),
+        [
+            "543a4bed586c 192.168.42.22:3001",
+            "s2 192.168.42.23:3001",
+            "s3 192.168.42.24:8080",
+            "s4 fd00::4:9000"
+        ]
+    );
+    // `ls` of the folder still shows the node names.
+    env.ok(&["add", "s9", "10.0.0.9"]);
+    assert!(env.nodes.join("s9").is_file());
+}
+
+#[test]
+fn environment_variables_configure_paths() {
+    let env = TestEnv::new();
+    let out = Command::new(HACFG)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HACFG_NODES_DIR", &env.nodes)
+        .env("HACFG_OUTPUT", &env.output)
+        .env("HACFG_DEFAULT_PORT", "8000")
+        .args(["add", "s1", "10.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.servers(), ["s1 10.0.0.1:8000"]);
+}
+
+#[test]
+fn output_is_deterministic() {
+    let (a, b) = (TestEnv::new(), TestEnv::new());
+    let names: Vec<String> = (0..40).map(|i| format!("n{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        a.write(&format!("nodes/{name}"), &format!("10.0.0.{i}"));
+    }
+    for (i, name) in names.iter().enumerate().rev() {
+        b.write(&format!("nodes/{name}"), &format!("10.0.0.{i}"));
+    }
+    a.ok(&["render"]);
+    b.ok(&["render"]);
+    let first = a.output_text();
+    assert_eq!(first, b.output_text());
+    assert_eq!(first, a.ok(&["render", "--stdout"]));
+    let mut sorted = a.servers();
+    sorted.sort();
+    assert_eq!(a.servers(), sorted);
+}
+
+#[test]
+fn haproxy_accepts_builtin_output_for_0_1_1000_nodes() {
+    let Some(haproxy) = tool("haproxy") else { return };
+    let env = TestEnv::new();
+    let mut written = 0;
+    for count in [0usize, 1, 1000] {
+        for i in std::mem::replace(&mut written, count)..count {
+            env.write(&format!("nodes/web-{i:04}"), &format!("10.1.{}.{}", i / 250, i % 250 + 1));
+        }
+        env.ok(&["--no-check", "render"]);
+        assert_eq!(env.servers().len(), count);
+        assert!(haproxy_accepts(&haproxy, &env.output), "{count} nodes");
+    }
+}
+
+#[test]
+fn stdout_and_diff_write_nothing() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    env.write("nodes/s2", "10.0.0.2");
+    let before = env.snapshot();
+    let stdout = env.ok(&["render", "--stdout"]);
+    assert!(stdout.contains("server s2 10.0.0.2:3000"));
+    let diff = env.ok(&["render", "--diff"]);
+    assert!(diff.lines().any(|l| l.starts_with("+    server s2 10.0.0.2:3000")), "{diff}");
+    assert!(!diff.lines().any(|l| l.starts_with("-    server s1")), "{diff}");
+    assert_eq!(before, env.snapshot());
+}
+
+#[test]
+fn hostile_input_is_rejected_and_changes_nothing() {
+    let env = TestEnv::new();
+    env.ok(&["add", "good", "10.0.0.1"]);
+    let before = env.snapshot();
+    let long = "a".repeat(300);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["add", "s1\nserver evil 6.6.6.6:80", "10.0.0.2"],
+        vec!["add", "s1\rx", "10.0.0.2"],
+        vec!["add", "s1 x", "10.0.0.2"],
+        vec!["add", "s1\tx", "10.0.0.2"],
+        vec!["add", "s1#x", "10.0.0.2"],
+        vec!["add", "../escape", "10.0.0.2"],
+        vec!["add", "..", "10.0.0.2"],
+        vec!["add", ".", "10.0.0.2"],
+        vec!["add", "a/b", "10.0.0.2"],
+        vec!["add", "/etc/passwd", "10.0.0.2"],
+        vec!["add", ".hidden", "10.0.0.2"],
+        vec!["add", "-dash", "10.0.0.2"],
+        vec!["add", "", "10.0.0.2"],
+        vec!["add", &long, "10.0.0.2"],
+        vec!["add", "s1\u{7f}", "10.0.0.2"],
+        vec!["add", "naïve", "10.0.0.2"],
+        vec!["add", "s1;reboot", "10.0.0.2"],
+        vec!["add", "s1$(id)", "10.0.0.2"],
+        vec!["add", "s1.bak", "10.0.0.2"],
+        vec!["add", "s1", "10.0.0.2\nserver evil 6.6.6.6"],
+        vec!["add", "s1", "10.0.0.2 backup"],
+        vec!["add", "s1", "10.0.0.256"],
+        vec!["add", "s1", "10.0.0.2:0"],
+        vec!["add", "s1", "10.0.0.2:65536"],
+        vec!["add", "s1", "10.0.0.2:80:90"],
+        vec!["add", "s1", "[::1"],
+        vec!["add", "s1", "host_name.example"],
+        vec!["add", "--", "s1", "-host.example"],
+        vec!["add", "s1", "#comment"],
+        vec!["add", "s1", ""],
+        vec!["add", "s1", "10.0.0.2", "--weight", "257"],
+        vec!["add", "s1", "10.0.0.2", "--port", "0"],
+        vec!["add", "s1", "10.0.0.2", "--tag", "k=v\nserver evil"],
+        vec!["add", "s1", "10.0.0.2", "--tag", "k=a b"],
+        vec!["add", "s1", "10.0.0.2", "--tag", "bad key=v"],
+        vec!["add", "s1", "10.0.0.2", "--tag", "novalue"],
+        vec!["add", "s1", "10.0.0.2", "--tag", "backend=../x"],
+        vec!["add", "s1", "10.0.0.2:80", "--port", "81"],
+        vec!["remove", "../nodes/good"],
+        vec!["remove", "good\nx"],
+    ];
+    assert!(cases.len() >= 30);
+    for args in &cases {
+        let out = env.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?} was accepted: {stderr}"
+        );
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+        assert_eq!(before, env.snapshot(), "{args:?} changed files");
+    }
+    // Errors show the value escaped, on one line.
+    let stderr = env.fails(&["add", "s1\nserver evil 6.6.6.6:80", "10.0.0.2"], 1);
+    assert!(stderr.contains(r#""s1\nserver evil 6.6.6.6:80""#), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn template_error_leaves_output_identical() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    let tmpl = env.write("bad.j2", "backend x\n{% for n in nodes %}\n  server {{ n.nmae }}\n{% endfor %}\n");
+    let before = fs::read(&env.output).unwrap();
+    let tmpl = tmpl.to_str().unwrap();
+    let stderr = env.fails(&["--template", tmpl, "add", "s2", "10.0.0.2"], 1);
+    assert!(stderr.contains("bad.j2"), "{stderr}");
+    assert!(stderr.contains("undefined"), "{stderr}");
+    assert!(stderr.contains("n.nmae"), "debug info shows the expression: {stderr}");
+    assert_eq!(before, fs::read(&env.output).unwrap());
+    // A syntax error, too.
+    env.write("bad.j2", "{% for n in nodes %}");
+    env.fails(&["--template", tmpl, "render"], 1);
+    assert_eq!(before, fs::read(&env.output).unwrap());
+    // A typo'd variable in a good template renders nothing silently: strict.
+    env.write("ok.j2", "{{ vars.x | default('d') }} {{ nodes | length }}\n");
+    let ok = env.path("ok.j2");
+    let out = env.ok(&["--template", ok.to_str().unwrap(), "--var", "x=1", "render", "--stdout"]);
+    assert_eq!(out, "1 2\n");
+}
+
+#[test]
+fn corrupt_node_file_leaves_output_identical() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    let before = fs::read(&env.output).unwrap();
+    for (name, content) in [
+        ("s2", "{\"name\": \"s2\", \"address\": "),
+        ("s2", "{\"name\": \"other\", \"address\": \"10.0.0.2\"}"),
+        ("s2", "s2 10.0.0.2\nserver evil 6.6.6.6:80"),
+        ("s2", "not an address at all"),
+        ("s2", ""),
+        ("bad name", "10.0.0.2"),
+    ] {
+        let path = env.write(&format!("nodes/{name}"), content);
+        let stderr = env.fails(&["render"], 1);
+        assert!(stderr.contains(&format!("nodes/{name}`")), "{content:?}: {stderr}");
+        assert_eq!(before, fs::read(&env.output).unwrap(), "{content:?}");
+        fs::remove_file(path).unwrap();
+    }
+}
+
+#[test]
+fn links_out_of_the_folder_are_refused() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    env.write("outside", "10.9.9.9");
+    std::os::unix::fs::symlink(env.path("outside"), env.nodes.join("s2")).unwrap();
+    let stderr = env.fails(&["render"], 1);
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(!env.output_text().contains("10.9.9.9"));
+}
+
+#[test]
+fn output_write_keeps_mode_and_leaves_no_temp_files() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    fs::set_permissions(&env.output, fs::Permissions::from_mode(0o640)).unwrap();
+    env.ok(&["add", "s2", "10.0.0.2"]);
+    let mode = fs::metadata(&env.output).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let files: Vec<_> = fs::read_dir(env.output.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut files = files;
+    files.sort();
+    assert_eq!(files, ["haproxy.cfg", "haproxy.cfg.prev"]);
+}
+
+#[test]
+fn fifty_parallel_adds_lose_no_node() {
+    let env = TestEnv::new();
+    let children: Vec<_> = (0..50)
+        .map(|i| {
+            env.cmd(&["add", &format!("n{i:02}"), &format!("10.2.0.{}", i + 1)])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(env.servers().len(), 50);
+    assert_eq!(env.ok(&["list", "--json"]).matches("\"name\"").count(), 50);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = TestEnv::new();
+    env.fails(&["frobnicate"], 2);
+    env.fails(&["add", "s1"], 2);
+    env.fails(&["render", "--stdout", "--diff"], 2);
+}
+
+#[test]
+fn missing_nodes_folder_is_named() {
+    let env = TestEnv::new();
+    fs::remove_dir(&env.nodes).unwrap();
+    let stderr = env.fails(&["render"], 1);
+    assert!(stderr.contains("nodes`") && stderr.contains("does not exist"), "{stderr}");
+    assert!(!env.output.exists());
+}

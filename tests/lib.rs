@@ -1,0 +1,8 @@
+//! End-to-end tests: the real binary, a temp dir, and real HAProxy and Serf
+//! where a user would have them. One test binary keeps `cargo test` fast.
+
+mod harness;
+
+mod apply;
+mod core;
+mod serf;

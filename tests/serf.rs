@@ -1,0 +1,1 @@
+//! Serf: real agents on loopback, hacfg as their handler.
