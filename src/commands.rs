@@ -18,14 +18,17 @@ pub fn run(cfg: Config) -> Result<()> {
     let store = Store::new(&cfg.nodes_dir);
     match &cfg.command {
         Command::Add { node, render } => {
-            let _lock = store.lock(true, true)?;
-            if store.write(node)? {
+            let changed = {
+                let _shared = store.lock(false, true)?;
+                store.write(node)?
+            };
+            if changed {
                 log.info(&format!("added node {}", describe(node, cfg.default_port)));
             } else {
                 log.info(&format!("node `{}` is already up to date", node.name));
             }
             if *render {
-                apply::update(&cfg, &store, &mut log)?;
+                update(&cfg, &store, &mut log)?;
             }
         }
         Command::Remove {
@@ -33,8 +36,11 @@ pub fn run(cfg: Config) -> Result<()> {
             strict,
             render,
         } => {
-            let _lock = store.lock(true, true)?;
-            if store.remove(name)? {
+            let removed = {
+                let _shared = store.lock(false, true)?;
+                store.remove(name)?
+            };
+            if removed {
                 log.info(&format!("removed node `{name}`"));
             } else if *strict {
                 bail!(
@@ -45,7 +51,7 @@ pub fn run(cfg: Config) -> Result<()> {
                 log.info(&format!("node `{name}` was not there; nothing removed"));
             }
             if *render {
-                apply::update(&cfg, &store, &mut log)?;
+                update(&cfg, &store, &mut log)?;
             }
         }
         Command::List { json } => {
@@ -55,10 +61,7 @@ pub fn run(cfg: Config) -> Result<()> {
         }
         Command::Render {
             mode: RenderMode::Write,
-        } => {
-            let _lock = store.lock(true, false)?;
-            apply::update(&cfg, &store, &mut log)?;
-        }
+        } => update(&cfg, &store, &mut log)?,
         Command::Render { mode } => {
             let _lock = store.lock(false, false)?;
             let rendered = apply::render_nodes(&cfg, &store.load_all()?)?;
@@ -88,9 +91,11 @@ pub fn run(cfg: Config) -> Result<()> {
                 log.info(&format!("{event}: ignored"));
                 return Ok(());
             }
-            let _lock = store.lock(true, true)?;
-            let skipped = handle_event(&cfg, &store, &mut log, &event, action, roles, &input)?;
-            apply::update(&cfg, &store, &mut log)?;
+            let skipped = {
+                let _shared = store.lock(false, true)?;
+                handle_event(&cfg, &store, &mut log, &event, action, roles, &input)?
+            };
+            update(&cfg, &store, &mut log)?;
             if skipped > 0 {
                 return Err(Exit::new(
                     Code::Skipped,
@@ -138,6 +143,15 @@ pub fn run(cfg: Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Renders and applies under the exclusive lock. Folder changes are made
+/// under the shared lock before it, so when a burst of calls queues here,
+/// the first to get the lock renders everyone's nodes and the rest find the
+/// live config already equal to their render: few writes, few reloads.
+fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
+    let _lock = store.lock(true, false)?;
+    apply::update(cfg, store, log)
 }
 
 /// Applies one Serf event's members to the folder; returns how many were skipped.

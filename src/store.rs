@@ -19,6 +19,10 @@ pub struct Store {
 
 /// Held while the folder is read or changed; the kernel drops the lock when
 /// the process exits, however it exits (flock semantics, even on SIGKILL).
+///
+/// Shared: changing single node files (each write is atomic on its own) and
+/// reading. Exclusive: rendering and applying, which must see a folder that
+/// no one is changing.
 pub struct Lock {
     _file: File,
 }

@@ -9,7 +9,15 @@ use crate::harness::{HACFG, TestEnv, haproxy_accepts, tool};
 #[test]
 fn add_list_remove_round_trip() {
     let env = TestEnv::new();
-    env.ok(&["add", "s2", "172.17.0.4", "--weight", "7", "--tag", "zone=a"]);
+    env.ok(&[
+        "add",
+        "s2",
+        "172.17.0.4",
+        "--weight",
+        "7",
+        "--tag",
+        "zone=a",
+    ]);
     env.ok(&["add", "s1", "172.17.0.3:8080"]);
     env.ok(&["add", "s3", "[fd00::1]:81"]);
     assert_eq!(
@@ -47,14 +55,29 @@ fn same_add_twice_changes_nothing() {
     let env = TestEnv::new();
     env.ok(&["add", "s1", "10.0.0.1"]);
     let mtime = fs::metadata(&env.output).unwrap().modified().unwrap();
-    let node_mtime = fs::metadata(env.nodes.join("s1")).unwrap().modified().unwrap();
+    let node_mtime = fs::metadata(env.nodes.join("s1"))
+        .unwrap()
+        .modified()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let out = env.run(&["add", "s1", "10.0.0.1"]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("already up to date") && stderr.contains("unchanged"), "{stderr}");
-    assert_eq!(fs::metadata(&env.output).unwrap().modified().unwrap(), mtime);
-    assert_eq!(fs::metadata(env.nodes.join("s1")).unwrap().modified().unwrap(), node_mtime);
+    assert!(
+        stderr.contains("already up to date") && stderr.contains("unchanged"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::metadata(&env.output).unwrap().modified().unwrap(),
+        mtime
+    );
+    assert_eq!(
+        fs::metadata(env.nodes.join("s1"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        node_mtime
+    );
 }
 
 #[test]
@@ -108,7 +131,11 @@ fn environment_variables_configure_paths() {
         .args(["add", "s1", "10.0.0.1"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(env.servers(), ["s1 10.0.0.1:8000"]);
 }
 
@@ -134,12 +161,17 @@ fn output_is_deterministic() {
 
 #[test]
 fn haproxy_accepts_builtin_output_for_0_1_1000_nodes() {
-    let Some(haproxy) = tool("haproxy") else { return };
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
     let env = TestEnv::new();
     let mut written = 0;
     for count in [0usize, 1, 1000] {
         for i in std::mem::replace(&mut written, count)..count {
-            env.write(&format!("nodes/web-{i:04}"), &format!("10.1.{}.{}", i / 250, i % 250 + 1));
+            env.write(
+                &format!("nodes/web-{i:04}"),
+                &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+            );
         }
         env.ok(&["--no-check", "render"]);
         assert_eq!(env.servers().len(), count);
@@ -156,8 +188,15 @@ fn stdout_and_diff_write_nothing() {
     let stdout = env.ok(&["render", "--stdout"]);
     assert!(stdout.contains("server s2 10.0.0.2:3000"));
     let diff = env.ok(&["render", "--diff"]);
-    assert!(diff.lines().any(|l| l.starts_with("+    server s2 10.0.0.2:3000")), "{diff}");
-    assert!(!diff.lines().any(|l| l.starts_with("-    server s1")), "{diff}");
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with("+    server s2 10.0.0.2:3000")),
+        "{diff}"
+    );
+    assert!(
+        !diff.lines().any(|l| l.starts_with("-    server s1")),
+        "{diff}"
+    );
     assert_eq!(before, env.snapshot());
 }
 
@@ -222,7 +261,10 @@ fn hostile_input_is_rejected_and_changes_nothing() {
     }
     // Errors show the value escaped, on one line.
     let stderr = env.fails(&["add", "s1\nserver evil 6.6.6.6:80", "10.0.0.2"], 1);
-    assert!(stderr.contains(r#""s1\nserver evil 6.6.6.6:80""#), "{stderr}");
+    assert!(
+        stderr.contains(r#""s1\nserver evil 6.6.6.6:80""#),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
@@ -230,22 +272,38 @@ fn hostile_input_is_rejected_and_changes_nothing() {
 fn template_error_leaves_output_identical() {
     let env = TestEnv::new();
     env.ok(&["add", "s1", "10.0.0.1"]);
-    let tmpl = env.write("bad.j2", "backend x\n{% for n in nodes %}\n  server {{ n.nmae }}\n{% endfor %}\n");
+    let tmpl = env.write(
+        "bad.j2",
+        "backend x\n{% for n in nodes %}\n  server {{ n.nmae }}\n{% endfor %}\n",
+    );
     let before = fs::read(&env.output).unwrap();
     let tmpl = tmpl.to_str().unwrap();
     let stderr = env.fails(&["--template", tmpl, "add", "s2", "10.0.0.2"], 1);
     assert!(stderr.contains("bad.j2"), "{stderr}");
     assert!(stderr.contains("undefined"), "{stderr}");
-    assert!(stderr.contains("n.nmae"), "debug info shows the expression: {stderr}");
+    assert!(
+        stderr.contains("n.nmae"),
+        "debug info shows the expression: {stderr}"
+    );
     assert_eq!(before, fs::read(&env.output).unwrap());
     // A syntax error, too.
     env.write("bad.j2", "{% for n in nodes %}");
     env.fails(&["--template", tmpl, "render"], 1);
     assert_eq!(before, fs::read(&env.output).unwrap());
     // A typo'd variable in a good template renders nothing silently: strict.
-    env.write("ok.j2", "{{ vars.x | default('d') }} {{ nodes | length }}\n");
+    env.write(
+        "ok.j2",
+        "{{ vars.x | default('d') }} {{ nodes | length }}\n",
+    );
     let ok = env.path("ok.j2");
-    let out = env.ok(&["--template", ok.to_str().unwrap(), "--var", "x=1", "render", "--stdout"]);
+    let out = env.ok(&[
+        "--template",
+        ok.to_str().unwrap(),
+        "--var",
+        "x=1",
+        "render",
+        "--stdout",
+    ]);
     assert_eq!(out, "1 2\n");
 }
 
@@ -264,7 +322,10 @@ fn corrupt_node_file_leaves_output_identical() {
     ] {
         let path = env.write(&format!("nodes/{name}"), content);
         let stderr = env.fails(&["render"], 1);
-        assert!(stderr.contains(&format!("nodes/{name}`")), "{content:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("nodes/{name}`")),
+            "{content:?}: {stderr}"
+        );
         assert_eq!(before, fs::read(&env.output).unwrap(), "{content:?}");
         fs::remove_file(path).unwrap();
     }
@@ -328,6 +389,9 @@ fn missing_nodes_folder_is_named() {
     let env = TestEnv::new();
     fs::remove_dir(&env.nodes).unwrap();
     let stderr = env.fails(&["render"], 1);
-    assert!(stderr.contains("nodes`") && stderr.contains("does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("nodes`") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
     assert!(!env.output.exists());
 }
