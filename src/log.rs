@@ -33,16 +33,16 @@ impl Log {
         if !self.quiet {
             eprintln!("hacfg: {message}");
         }
-        self.to_file(message);
+        self.append(message);
     }
 
     /// Reports a problem that does not stop the run.
     pub fn warn(&mut self, message: &str) {
         eprintln!("hacfg: warning: {message}");
-        self.to_file(&format!("warning: {message}"));
+        self.append(&format!("warning: {message}"));
     }
 
-    fn to_file(&mut self, message: &str) {
+    fn append(&mut self, message: &str) {
         if let Some(file) = &mut self.file {
             let line = format!("{} hacfg[{}]: {message}\n", timestamp(), std::process::id());
             // One write per line, so concurrent appenders never interleave
@@ -59,13 +59,11 @@ pub fn print_error(err: &anyhow::Error) {
     for cause in err.chain().skip(1) {
         eprintln!("caused by: {cause}");
     }
-    if let Some(tmpl) = err
+    let tmpl = err
         .chain()
-        .find_map(|e| e.downcast_ref::<minijinja::Error>())
-    {
-        if tmpl.line().is_some() {
-            eprintln!("{}", tmpl.display_debug_info());
-        }
+        .find_map(|e| e.downcast_ref::<minijinja::Error>());
+    if let Some(tmpl) = tmpl.filter(|t| t.line().is_some()) {
+        eprintln!("{}", tmpl.display_debug_info());
     }
 }
 

@@ -182,6 +182,8 @@ fn master_cli(socket: &Path, command: &str, timeout: Duration) -> std::io::Resul
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.write_all(format!("{command}\n").as_bytes())?;
+    // Half-close: the master CLI answers, then closes once input ends.
+    stream.shutdown(std::net::Shutdown::Write)?;
     let mut out = String::new();
     stream.read_to_string(&mut out)?;
     Ok(out)
@@ -203,18 +205,17 @@ fn master_cli_reload(socket: &Path, timeout: Duration) -> Result<String> {
     loop {
         thread::sleep(Duration::from_millis(10));
         // The master re-executes itself: the socket refuses us for a moment.
-        if let Ok(now) = show(deadline.saturating_duration_since(Instant::now())) {
-            if now.reloads > before.reloads {
-                ensure!(
-                    now.failed == before.failed,
-                    "HAProxy refused the new config at reload time (master reports \
-                     {} failed reloads, was {}); the old workers keep serving",
-                    now.failed,
-                    before.failed
-                );
-                if now.workers.iter().any(|w| !before.workers.contains(w)) {
-                    return Ok(format!("reloaded HAProxy through `{}`", socket.display()));
-                }
+        let now = show(deadline.saturating_duration_since(Instant::now())).ok();
+        if let Some(now) = now.filter(|n| n.reloads > before.reloads) {
+            ensure!(
+                now.failed == before.failed,
+                "HAProxy refused the new config at reload time (master reports \
+                 {} failed reloads, was {}); the old workers keep serving",
+                now.failed,
+                before.failed
+            );
+            if now.workers.iter().any(|w| !before.workers.contains(w)) {
+                return Ok(format!("reloaded HAProxy through `{}`", socket.display()));
             }
         }
         ensure!(

@@ -1,1 +1,338 @@
-//! Applying: check, reload, roll back, against a real HAProxy.
+//! Applying: check, reload, roll back, against a real master-worker HAProxy.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::{TestEnv, tool, wait_until};
+use crate::live::{Backend, Haproxy, get};
+
+fn set_of(names: &[&str]) -> std::collections::BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// The built-in template plus a directive HAProxy rejects once there are
+/// two nodes or more.
+fn breaking_template(env: &TestEnv) -> PathBuf {
+    let builtin = include_str!("../templates/haproxy.cfg.j2");
+    env.write(
+        "breaking.j2",
+        &format!(
+            "{builtin}{{% if nodes | length > 1 %}}\n    no_such_keyword here\n{{% endif %}}\n"
+        ),
+    )
+}
+
+#[test]
+fn master_socket_reload_moves_traffic() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
+    let hap = Haproxy::start(&haproxy, &env);
+    let sock = hap.master_socket.to_str().unwrap().to_string();
+    let reload = ["--reload", "--master-socket", &sock];
+    let started = Instant::now();
+    env.ok(&hap.args(&[&reload[..], &["add", "s1", &b1.endpoint()]].concat()));
+    eprintln!(
+        "add + check + reload (master socket): {:?}",
+        started.elapsed()
+    );
+    env.ok(&hap.args(&[&reload[..], &["add", "s2", &b2.endpoint()]].concat()));
+    assert_eq!(hap.reloads(), (2, 0));
+    assert_eq!(hap.answering(20), set_of(&["s1", "s2"]));
+
+    env.ok(&hap.args(&[&reload[..], &["remove", "s1"]].concat()));
+    let hits = b1.hits.load(Ordering::SeqCst);
+    assert_eq!(hap.answering(20), set_of(&["s2"]));
+    assert_eq!(
+        b1.hits.load(Ordering::SeqCst),
+        hits,
+        "removed node got traffic"
+    );
+    assert!(env.output.with_extension("cfg.prev").exists());
+}
+
+#[test]
+fn signal_and_command_strategies_reload() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
+    let hap = Haproxy::start(&haproxy, &env);
+    let pid_file = hap.pid_file.to_str().unwrap().to_string();
+
+    env.ok(&hap.args(&[
+        "--reload",
+        "--pid-file",
+        &pid_file,
+        "add",
+        "s1",
+        &b1.endpoint(),
+    ]));
+    assert_eq!(hap.reloads().0, 1);
+    assert_eq!(hap.answering(10), set_of(&["s1"]));
+
+    let cmd = format!("kill -USR2 $(cat '{pid_file}')");
+    env.ok(&hap.args(&[
+        "--reload",
+        "--reload-cmd",
+        &cmd,
+        "add",
+        "s2",
+        &b2.endpoint(),
+    ]));
+    assert!(wait_until(5.0, || hap.reloads().0 == 2));
+    assert!(wait_until(5.0, || hap.answering(10) == set_of(&["s1", "s2"])));
+}
+
+#[test]
+fn rejected_config_changes_nothing_live() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
+    let tmpl = breaking_template(&env);
+    let tmpl = tmpl.to_str().unwrap();
+    env.ok(&[
+        "--template",
+        tmpl,
+        "add",
+        "s1",
+        &b1.endpoint(),
+        "--no-render",
+    ]);
+    let hap = Haproxy::start(&haproxy, &env);
+    let sock = hap.master_socket.to_str().unwrap();
+    let live = fs::read(&env.output).unwrap();
+    let reloads = hap.reloads();
+
+    let args = [
+        "--template",
+        tmpl,
+        "--reload",
+        "--master-socket",
+        sock,
+        "add",
+        "s2",
+    ];
+    let stderr = env.fails(
+        &hap.args(&[&args[..], &[b2.endpoint().as_str()]].concat()),
+        3,
+    );
+    assert!(
+        stderr.contains("no_such_keyword"),
+        "HAProxy's own message: {stderr}"
+    );
+    assert!(stderr.contains("nodes folder keeps the change"), "{stderr}");
+    assert_eq!(fs::read(&env.output).unwrap(), live);
+    assert_eq!(hap.reloads(), reloads, "a rejected config was reloaded");
+    assert_eq!(hap.answering(10), set_of(&["s1"]));
+    assert!(env.nodes.join("s2").exists());
+}
+
+#[test]
+fn failed_reload_restores_prev() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
+    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    let live = fs::read(&env.output).unwrap();
+
+    // The reload command fails.
+    let stderr = env.fails(
+        &hap.args(&[
+            "--reload",
+            "--reload-cmd",
+            "echo boom >&2; exit 1",
+            "add",
+            "s2",
+            &b2.endpoint(),
+        ]),
+        4,
+    );
+    assert!(
+        stderr.contains("boom") && stderr.contains("restored"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read(&env.output).unwrap(), live);
+    assert_eq!(hap.answering(10), set_of(&["s1"]));
+
+    // HAProxy itself refuses the config at reload time (no check before).
+    let tmpl = breaking_template(&env);
+    let sock = hap.master_socket.to_str().unwrap();
+    let args = [
+        "--no-check",
+        "--template",
+        tmpl.to_str().unwrap(),
+        "--reload",
+        "--master-socket",
+        sock,
+        "render",
+    ];
+    let stderr = env.fails(&hap.args(&args), 4);
+    assert!(stderr.contains("refused the new config"), "{stderr}");
+    assert_eq!(fs::read(&env.output).unwrap(), live);
+    assert_eq!(hap.reloads().1, 1, "the master recorded the failed reload");
+    assert_eq!(hap.answering(10), set_of(&["s1"]));
+}
+
+#[test]
+fn unchanged_force_and_min_nodes() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let b1 = Backend::start("s1");
+    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    let sock = hap.master_socket.to_str().unwrap();
+    let reload = ["--reload", "--master-socket", sock];
+
+    let out = hap.args(&[&reload[..], &["render"]].concat());
+    let stderr = String::from_utf8_lossy(&env.run(&out).stderr).into_owned();
+    assert!(stderr.contains("unchanged"), "{stderr}");
+    assert_eq!(hap.reloads(), (0, 0), "unchanged config was reloaded");
+
+    env.ok(&hap.args(&[&reload[..], &["--force", "render"]].concat()));
+    assert_eq!(hap.reloads(), (1, 0));
+
+    let live = fs::read(&env.output).unwrap();
+    let stderr = env.fails(
+        &hap.args(&[&reload[..], &["--min-nodes", "1", "remove", "s1"]].concat()),
+        5,
+    );
+    assert!(stderr.contains("--min-nodes"), "{stderr}");
+    assert_eq!(fs::read(&env.output).unwrap(), live);
+    assert_eq!(hap.reloads(), (1, 0));
+    assert_eq!(hap.answering(5), set_of(&["s1"]));
+}
+
+#[test]
+fn in_place_write_keeps_the_inode() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(_) = tool("haproxy") else { return };
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    let inode = fs::metadata(&env.output).unwrap().ino();
+    env.ok(&["--in-place", "add", "s2", "10.0.0.2"]);
+    assert_eq!(fs::metadata(&env.output).unwrap().ino(), inode);
+    assert_eq!(env.servers().len(), 2);
+    let out = env
+        .cmd(&["add", "s3", "10.0.0.3"])
+        .env("HACFG_WRITE_MODE", "in-place")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(fs::metadata(&env.output).unwrap().ino(), inode);
+}
+
+#[test]
+fn fifty_reload_cycles_under_traffic_fail_no_request() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let backends = [
+        Backend::start("s1"),
+        Backend::start("s2"),
+        Backend::start("s3"),
+    ];
+    env.ok(&["add", "s1", &backends[0].endpoint(), "--no-render"]);
+    env.ok(&["add", "s2", &backends[1].endpoint(), "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    let sock = hap.master_socket.to_str().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), hap.port);
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                        break;
+                    }
+                    match get(port) {
+                        Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(e) => {
+                            eprintln!("request failed: {e}");
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    let s3 = backends[2].endpoint();
+    for _ in 0..50 {
+        env.ok(&hap.args(&["-q", "--reload", "--master-socket", sock, "add", "s3", &s3]));
+        env.ok(&hap.args(&["-q", "--reload", "--master-socket", sock, "remove", "s3"]));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    eprintln!(
+        "50 add/remove cycles: {ok} requests ok, {failed} failed, {:?} reloads",
+        hap.reloads()
+    );
+    assert_eq!(hap.reloads(), (100, 0));
+    assert!(ok > 100, "too little traffic to mean anything: {ok}");
+    assert_eq!(failed, 0);
+    assert!(
+        backends[2].hits.load(Ordering::SeqCst) > 0,
+        "s3 never got traffic"
+    );
+}
+
+#[test]
+fn burst_of_100_adds_coalesces_reloads() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let b1 = Backend::start("s1");
+    let hap = Haproxy::start(&haproxy, &env);
+    let sock = hap.master_socket.to_str().unwrap();
+    let names: Vec<String> = (0..100).map(|i| format!("n{i:03}")).collect();
+    let endpoint = b1.endpoint();
+    let children: Vec<_> = names
+        .iter()
+        .map(|n| {
+            env.cmd(&hap.args(&[
+                "-q",
+                "--reload",
+                "--master-socket",
+                sock,
+                "add",
+                n,
+                &endpoint,
+            ]))
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let (reloads, failed) = hap.reloads();
+    eprintln!("100 concurrent `hacfg add --reload`: {reloads} reloads");
+    assert_eq!(failed, 0);
+    assert!(
+        (1..=50).contains(&reloads),
+        "{reloads} reloads for a burst of 100"
+    );
+    assert_eq!(env.servers().len(), 100);
+    assert_eq!(hap.answering(5), set_of(&["s1"]));
+}

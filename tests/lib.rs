@@ -2,6 +2,7 @@
 //! where a user would have them. One test binary keeps `cargo test` fast.
 
 mod harness;
+mod live;
 
 mod apply;
 mod core;

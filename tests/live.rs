@@ -1,0 +1,221 @@
+//! Live components for tests: tiny HTTP backends and a master-worker
+//! HAProxy on free 127.0.0.1 ports. Dropping them stops them, even when a
+//! test fails.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crate::harness::{TestEnv, free_port, wait_until};
+
+/// An HTTP server on 127.0.0.1 that answers every request with its name.
+pub struct Backend {
+    pub port: u16,
+    pub hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (stop2, hits2, body) = (stop.clone(), hits.clone(), name.to_string());
+        let thread = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (hits, body) = (hits2.clone(), body.clone());
+                thread::spawn(move || serve(conn, &body, &hits));
+            }
+        });
+        Backend {
+            port,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `hacfg add` arguments for this backend.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn serve(mut conn: TcpStream, body: &str, hits: &AtomicUsize) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 4096];
+    let mut req = Vec::new();
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = req.starts_with(b"HEAD");
+    if !head {
+        hits.fetch_add(1, Ordering::SeqCst);
+    }
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if head { "" } else { body }
+    );
+    let _ = conn.write_all(reply.as_bytes());
+    let _ = conn.shutdown(Shutdown::Both);
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One `GET /` through HAProxy: the answering backend's name, or an error.
+pub fn get(port: u16) -> Result<String, String> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    match resp.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => Err(format!("bad response: {resp:?}")),
+    }
+}
+
+/// HAProxy in master-worker mode with a master CLI socket and a pid file,
+/// serving the env's output, with the built-in template's `vars` pointing
+/// at free loopback ports.
+pub struct Haproxy {
+    child: Child,
+    pub port: u16,
+    pub master_socket: PathBuf,
+    pub pid_file: PathBuf,
+    /// `--var` arguments for hacfg, so the built-in template binds here.
+    pub vars: Vec<String>,
+}
+
+impl Haproxy {
+    /// Renders the env's current nodes with the built-in template, then
+    /// starts HAProxy on the result.
+    pub fn start(haproxy: &Path, env: &TestEnv) -> Haproxy {
+        let port = free_port();
+        let vars = vec![
+            "--var".into(),
+            format!("frontend_bind=127.0.0.1:{port}"),
+            "--var".into(),
+            format!("stats_bind=127.0.0.1:{}", free_port()),
+            "--var".into(),
+            format!("stats_socket={}", env.path("admin.sock").display()),
+        ];
+        let mut args: Vec<&str> = vars.iter().map(String::as_str).collect();
+        args.extend(["--force", "render"]);
+        env.ok(&args);
+        let master_socket = env.path("master.sock");
+        let pid_file = env.path("haproxy.pid");
+        let child = Command::new(haproxy)
+            .arg("-W")
+            .arg("-S")
+            .arg(&master_socket)
+            .arg("-p")
+            .arg(&pid_file)
+            .arg("-f")
+            .arg(&env.output)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start haproxy");
+        let hap = Haproxy {
+            child,
+            port,
+            master_socket,
+            pid_file,
+            vars,
+        };
+        assert!(
+            wait_until(10.0, || hap.show_proc().is_some() && hap.pid_file.exists()),
+            "haproxy did not start"
+        );
+        assert!(wait_until(10.0, || TcpStream::connect(("127.0.0.1", port)).is_ok()));
+        hap
+    }
+
+    /// `show proc` from the master CLI.
+    pub fn show_proc(&self) -> Option<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.master_socket).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"show proc\n").ok()?;
+        // The master CLI answers, then waits for more unless we half-close.
+        s.shutdown(Shutdown::Write).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.contains("master").then_some(out)
+    }
+
+    /// The master's (reloads, failed reloads) counters.
+    pub fn reloads(&self) -> (u64, u64) {
+        // Right after a reload the master re-executes: retry for a moment.
+        let mut text = None;
+        wait_until(5.0, || {
+            text = self.show_proc();
+            text.is_some()
+        });
+        let text = text.expect("show proc");
+        let line = text
+            .lines()
+            .find(|l| l.contains("master"))
+            .expect("master line");
+        let mut cols = line.split_whitespace().skip(2);
+        let reloads = cols.next().and_then(|c| c.parse().ok()).expect("reloads");
+        let failed = line
+            .split_once("[failed:")
+            .and_then(|(_, r)| r.split(']').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        (reloads, failed)
+    }
+
+    /// hacfg arguments: the vars, then `extra`.
+    pub fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args: Vec<&str> = self.vars.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// Which backends answer `n` requests.
+    pub fn answering(&self, n: usize) -> std::collections::BTreeSet<String> {
+        (0..n).filter_map(|_| get(self.port).ok()).collect()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own process group; no memory is involved.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        if !wait_until(5.0, || matches!(self.child.try_wait(), Ok(Some(_)))) {
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
