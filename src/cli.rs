@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
 /// Keep an HAProxy configuration in step with a changing set of backend nodes.
@@ -47,7 +48,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "HACFG_MIN_NODES", default_value_t = 0)]
     pub min_nodes: usize,
     /// Print only errors
-    #[arg(short, long, global = true, env = "HACFG_QUIET")]
+    #[arg(short, long, global = true, env = "HACFG_QUIET", value_parser = BoolishValueParser::new())]
     pub quiet: bool,
     /// Append one line per action to this file
     #[arg(long, global = true, env = "HACFG_LOG_FILE")]
@@ -71,10 +72,10 @@ pub struct ApplyArgs {
     )]
     pub check_cmd: Option<String>,
     /// Do not check the candidate config before writing it
-    #[arg(long, global = true, env = "HACFG_NO_CHECK")]
+    #[arg(long, global = true, env = "HACFG_NO_CHECK", value_parser = BoolishValueParser::new())]
     pub no_check: bool,
     /// Reload HAProxy after the config changed
-    #[arg(long, global = true, env = "HACFG_RELOAD")]
+    #[arg(long, global = true, env = "HACFG_RELOAD", value_parser = BoolishValueParser::new())]
     pub reload: bool,
     /// Write and reload even when the rendered config is unchanged
     #[arg(long, global = true)]
@@ -215,6 +216,17 @@ mod tests {
     #[test]
     fn clap_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn boolean_environment_variables() {
+        // Safe: this test alone touches HACFG_RELOAD and reads it at once.
+        for (value, expected) in [("1", true), ("yes", true), ("false", false), ("off", false)] {
+            unsafe { std::env::set_var("HACFG_RELOAD", value) };
+            let cli = Cli::try_parse_from(["hacfg", "list"]).unwrap();
+            assert_eq!(cli.global.apply.reload, expected, "{value}");
+        }
+        unsafe { std::env::remove_var("HACFG_RELOAD") };
     }
 
     #[test]

@@ -111,7 +111,13 @@ pub fn run(cfg: Config) -> Result<()> {
             dry_run,
         } => {
             let members = serf::alive_members(serf_bin, rpc_addr.as_deref())?;
-            let _lock = store.lock(!dry_run, !dry_run)?;
+            // A dry run on a lost folder shows everything as to be added.
+            let missing = *dry_run && !store.dir().is_dir();
+            let _lock = if missing {
+                None
+            } else {
+                Some(store.lock(!dry_run, !dry_run)?)
+            };
             let mut wanted = Vec::new();
             for m in members.iter().filter(|m| roles.contains(&m.role)) {
                 match serf::node_of(m, cfg.default_port) {
@@ -119,7 +125,11 @@ pub fn run(cfg: Config) -> Result<()> {
                     Err(e) => log.warn(&format!("skipped member {:?}: {e:#}", m.name)),
                 }
             }
-            let current = store.load_all()?;
+            let current = if missing {
+                Vec::new()
+            } else {
+                store.load_all()?
+            };
             let plan = serf::plan_sync(&current, &wanted);
             for node in &plan.upserts {
                 log.info(&format!(

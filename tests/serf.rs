@@ -1,1 +1,351 @@
-//! Serf: real agents on loopback, hacfg as their handler.
+//! Serf: real agents on loopback, started by the lab example's own s6 run
+//! scripts, with `hacfg serf` as the balancer's handler.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use crate::harness::{HACFG, TestEnv, free_port, tool, wait_until};
+
+const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab");
+
+/// A `serf agent` process group; dropping it kills it.
+struct Agent {
+    child: Option<Child>,
+    name: String,
+    rpc: String,
+}
+
+impl Agent {
+    /// Runs one of the lab's `run` scripts with `envs`.
+    fn start(script: &str, name: &str, envs: &[(&str, String)]) -> Agent {
+        let rpc = format!("127.0.0.1:{}", free_port());
+        let hacfg_dir = Path::new(HACFG).parent().unwrap();
+        let path = std::env::join_paths(std::iter::once(hacfg_dir.to_path_buf()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
+        .unwrap();
+        let mut cmd = Command::new(Path::new(LAB).join(script));
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("HACFG_") || key.starts_with("SERF_") {
+                cmd.env_remove(key.as_ref());
+            }
+        }
+        cmd.env("PATH", path)
+            .env("SERF_NODE", name)
+            .env("SERF_RPC_ADDR", &rpc)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let agent = Agent {
+            child: Some(cmd.spawn().expect("start serf")),
+            name: name.into(),
+            rpc,
+        };
+        assert!(
+            wait_until(10.0, || agent.members().is_some()),
+            "agent {name} did not start"
+        );
+        agent
+    }
+
+    /// A backend agent (the webapp image's script) joining `join`.
+    fn backend(name: &str, ip: &str, port: u16, join: &str) -> Agent {
+        Agent::start(
+            "webapp/services/serf/run",
+            name,
+            &[
+                ("SERF_BIND", format!("{ip}:{}", free_port())),
+                ("SERF_JOIN", join.to_string()),
+                ("APP_PORT", port.to_string()),
+            ],
+        )
+    }
+
+    fn members(&self) -> Option<String> {
+        let out = Command::new("serf")
+            .args(["members", "-rpc-addr", &self.rpc])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `serf leave`: a graceful leave, then the agent exits.
+    fn leave(mut self) {
+        let _ = Command::new("serf")
+            .args(["leave", "-rpc-addr", &self.rpc])
+            .output();
+        if let Some(mut child) = self.child.take() {
+            wait_until(10.0, || matches!(child.try_wait(), Ok(Some(_))));
+            kill_group(&mut child);
+        }
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    // SAFETY: kill(2) on the agent's own process group.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(&mut child);
+        }
+    }
+}
+
+/// The balancer: the ha image's Serf run script, hacfg as its handler.
+fn balancer(env: &TestEnv, name: &str) -> (Agent, String) {
+    let bind = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start(
+        "ha/services/serf/run",
+        name,
+        &[
+            ("SERF_BIND", bind.clone()),
+            ("SERF_PROFILE", "local".into()),
+            ("HACFG_NODES_DIR", env.nodes.display().to_string()),
+            ("HACFG_OUTPUT", env.output.display().to_string()),
+            ("HACFG_LOG_FILE", env.path("serf.log").display().to_string()),
+        ],
+    );
+    (agent, bind)
+}
+
+fn sorted_servers(env: &TestEnv) -> Vec<String> {
+    let mut s = env.servers();
+    s.sort();
+    s
+}
+
+#[test]
+fn joins_leaves_failures_and_updates_reach_the_config() {
+    let (Some(_), Some(_)) = (tool("serf"), tool("haproxy")) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (bal, join) = balancer(&env, "bal");
+    let web1 = Agent::backend("web1", "127.0.0.2", 3001, &join);
+    let web2 = Agent::backend("web2", "127.0.0.3", 3002, &join);
+    let web3 = Agent::backend("web3", "127.0.0.4", 3003, &join);
+    let all = [
+        "web1 127.0.0.2:3001",
+        "web2 127.0.0.3:3002",
+        "web3 127.0.0.4:3003",
+    ];
+    assert!(
+        wait_until(15.0, || sorted_servers(&env) == all),
+        "{:?}",
+        env.servers()
+    );
+    assert!(!env.nodes.join("bal").exists(), "the balancer added itself");
+
+    web1.leave();
+    assert!(
+        wait_until(15.0, || sorted_servers(&env) == all[1..]),
+        "{:?}",
+        env.servers()
+    );
+
+    drop(web2); // kill -9: Serf declares it failed after its probes time out
+    assert!(
+        wait_until(30.0, || sorted_servers(&env) == all[2..]),
+        "{:?}",
+        env.servers()
+    );
+
+    let name = web3.name.clone();
+    web3.leave();
+    assert!(
+        wait_until(15.0, || env.servers().is_empty()),
+        "{:?}",
+        env.servers()
+    );
+    let _web3 = Agent::backend(&name, "127.0.0.4", 4003, &join);
+    assert!(
+        wait_until(15.0, || env.servers() == ["web3 127.0.0.4:4003"]),
+        "{:?}",
+        env.servers()
+    );
+    let log = fs::read_to_string(env.path("serf.log")).unwrap();
+    for needle in [
+        "member-join: added/updated node `web1`",
+        "member-leave: removed node `web1`",
+        "member-failed: removed node `web2`",
+    ] {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+    drop(bal);
+}
+
+#[test]
+fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
+    let (Some(_), Some(_)) = (tool("serf"), tool("haproxy")) else {
+        return;
+    };
+    let (env_a, env_b) = (TestEnv::new(), TestEnv::new());
+    let (bal_a, join) = balancer(&env_a, "bal-a");
+    let (_bal_b, _) = balancer(&env_b, "bal-b");
+    Command::new("serf")
+        .args(["join", "-rpc-addr", &bal_a.rpc, &join])
+        .output()
+        .unwrap();
+    let (_w1, _w2, _w3) = (
+        Agent::backend("w1", "127.0.0.5", 3001, &join),
+        Agent::backend("w2", "127.0.0.6", 3002, &join),
+        Agent::backend("w3", "127.0.0.7", 3003, &join),
+    );
+    let _b_join = Command::new("serf")
+        .args(["join", "-rpc-addr", &_bal_b.rpc, &join])
+        .output()
+        .unwrap();
+    assert!(wait_until(15.0, || env_a.servers().len() == 3
+        && env_b.servers().len() == 3));
+    assert!(wait_until(5.0, || env_a.output_text() == env_b.output_text()));
+
+    // Lose the folder, as a restarted container would.
+    let live = env_a.output_text();
+    fs::remove_dir_all(&env_a.nodes).unwrap();
+    let sync = |extra: &[&str]| {
+        env_a
+            .cmd(&[&["sync", "--rpc-addr", &bal_a.rpc][..], extra].concat())
+            .output()
+            .unwrap()
+    };
+    let dry = sync(&["--dry-run"]);
+    assert!(String::from_utf8_lossy(&dry.stderr).contains("sync: add/update `w1`"));
+    assert!(!env_a.nodes.exists() || fs::read_dir(&env_a.nodes).unwrap().count() <= 1);
+    // The lab image's sync service, run once.
+    let status = Command::new(Path::new(LAB).join("ha/services/hacfg-sync/run"))
+        .env("PATH", path_with_hacfg())
+        .env("SERF_RPC_ADDR", &bal_a.rpc)
+        .env("HACFG_SYNC_INTERVAL", "0")
+        .env("HACFG_NODES_DIR", &env_a.nodes)
+        .env("HACFG_OUTPUT", &env_a.output)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut names: Vec<String> = fs::read_dir(&env_a.nodes)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["w1", "w2", "w3"]);
+    assert_eq!(env_a.output_text(), live);
+    // A node no member backs is removed by sync.
+    env_a.ok(&["add", "stale", "10.9.9.9", "--no-render"]);
+    assert!(sync(&[]).status.success());
+    assert!(!env_a.nodes.join("stale").exists());
+    assert_eq!(env_a.output_text(), live);
+}
+
+fn path_with_hacfg() -> std::ffi::OsString {
+    let dir: PathBuf = Path::new(HACFG).parent().unwrap().to_path_buf();
+    std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap()
+}
+
+/// Runs `hacfg serf` as Serf would: event in the environment, members on stdin.
+fn handle(env: &TestEnv, event: &str, stdin: &str, extra: &[&str]) -> std::process::Output {
+    let mut child = env
+        .cmd(&[&["--no-check", "serf"][..], extra].concat())
+        .env("SERF_EVENT", event)
+        .env("SERF_SELF_NAME", "bal")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn hostile_member_lines_are_skipped_and_the_rest_applied() {
+    let env = TestEnv::new();
+    let stdin = "good1\t10.0.0.1\tbackend\trole=backend,port=8080\n\
+                 evil\\nserver x 6.6.6.6:80\t10.0.0.2\tbackend\trole=backend\n\
+                 ../etc\t10.0.0.3\tbackend\t\n\
+                 good2\t10.0.0.4\tbackend\tbackend=api,weight=3\n\
+                 bad-addr\t10.0.0.5 backup\tbackend\t\n\
+                 bad-port\t10.0.0.6\tbackend\tport=0\n\
+                 this line has no tabs\n\
+                 bal\t10.0.0.7\tbackend\t\n\
+                 db1\t10.0.0.8\tdatabase\trole=database\n";
+    let out = handle(&env, "member-join", stdin, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains(r#"evil\nserver x"#), "{stderr}");
+    assert_eq!(
+        sorted_servers(&env),
+        ["good1 10.0.0.1:8080", "good2 10.0.0.4:3000"]
+    );
+    assert!(env.output_text().contains("backend api"));
+    assert!(!env.output_text().contains("6.6.6.6"));
+    let names: Vec<_> = fs::read_dir(&env.nodes)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert_eq!(names.len(), 3, "two nodes and the lock file");
+    // Leave and failed events remove; user events and queries do nothing.
+    for (event, code) in [("user", 0), ("query", 0), ("member-failed", 0)] {
+        let out = handle(
+            &env,
+            event,
+            "good1\t10.0.0.1\tbackend\t\n",
+            &["--on-failed", "keep"],
+        );
+        assert_eq!(out.status.code(), Some(code));
+    }
+    assert_eq!(env.servers().len(), 2);
+    let out = handle(&env, "member-leave", "good1\t10.0.0.1\tbackend\t\n", &[]);
+    assert!(out.status.success());
+    assert_eq!(env.servers(), ["good2 10.0.0.4:3000"]);
+    let out = handle(&env, "", "", &[]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn one_event_with_1000_members_is_one_render() {
+    let env = TestEnv::new();
+    let stdin: String = (0..1000)
+        .map(|i| {
+            format!(
+                "m{i:04}\t10.3.{}.{}\tbackend\trole=backend,port=3000\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let out = handle(&env, "member-join", &stdin, &[]);
+    eprintln!(
+        "1,000-member member-join (debug build): {:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("wrote `").count(), 1, "one render");
+    assert_eq!(env.servers().len(), 1000);
+}

@@ -1,0 +1,10 @@
+// Answers every request with this container's name, like the lab's app.
+const http = require("http");
+const os = require("os");
+const port = Number(process.env.APP_PORT || 3000);
+http
+  .createServer((req, res) => {
+    res.writeHead(200, { "Content-Type": "text/plain" });
+    res.end(req.method === "HEAD" ? undefined : `hello from ${os.hostname()}\n`);
+  })
+  .listen(port, () => console.log(`listening on ${port}`));
