@@ -2,7 +2,7 @@
 //! keep the last good config, swap, reload, and restore it if the reload fails.
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use crate::store::Store;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Renders `nodes` with the configured template.
-pub fn render_nodes(cfg: &Config, nodes: &[Node]) -> Result<String> {
+pub fn render_nodes(cfg: &Config, nodes: Vec<Node>) -> Result<String> {
     let (name, source) = match &cfg.template {
         None => (
             render::BUILTIN_NAME.to_string(),
@@ -47,6 +47,32 @@ pub fn read_output(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Whether the file at `path` holds exactly `bytes` (`None`: no file).
+/// Compared in chunks, so a large config is not held in memory twice.
+fn same_as_file(path: &Path, bytes: &[u8]) -> Result<Option<bool>> {
+    let context = || format!("unable to read `{}`", path.display());
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(context),
+    };
+    if file.metadata().with_context(context)?.len() != bytes.len() as u64 {
+        return Ok(Some(false));
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut rest = bytes;
+    loop {
+        let n = file.read(&mut buf).with_context(context)?;
+        if n == 0 {
+            return Ok(Some(rest.is_empty()));
+        }
+        match rest.strip_prefix(&buf[..n]) {
+            Some(tail) => rest = tail,
+            None => return Ok(Some(false)),
+        }
+    }
+}
+
 /// `<output>.prev`: the last config that was live before the current one.
 pub fn prev_path(output: &Path) -> PathBuf {
     let mut name = output.as_os_str().to_owned();
@@ -60,47 +86,39 @@ pub fn prev_path(output: &Path) -> PathBuf {
 /// whoever finds the live config already equal to its render does nothing.
 pub fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
     let nodes = store.load_all()?;
-    let rendered = render_nodes(cfg, &nodes)?;
+    let count = nodes.len();
+    let rendered = render_nodes(cfg, nodes)?;
     let out = &cfg.output;
-    if nodes.len() < cfg.min_nodes {
+    if count < cfg.min_nodes {
         return Err(Exit::new(
             Code::TooFewNodes,
             format!(
-                "refusing to write `{}` with {} nodes, fewer than --min-nodes {}; the live \
-                 config is unchanged (the nodes folder keeps the change)",
+                "refusing to write `{}` with {count} nodes, fewer than --min-nodes {}; the \
+                 live config is unchanged (the nodes folder keeps the change)",
                 out.display(),
-                nodes.len(),
                 cfg.min_nodes
             ),
         )
         .into());
     }
-    let current = read_output(out)?;
-    if current.as_deref() == Some(rendered.as_bytes()) && !cfg.force {
-        log.info(&format!(
-            "`{}` unchanged ({} nodes)",
-            out.display(),
-            nodes.len()
-        ));
+    let current = same_as_file(out, rendered.as_bytes())?;
+    if current == Some(true) && !cfg.force {
+        log.info(&format!("`{}` unchanged ({count} nodes)", out.display()));
         return Ok(());
     }
     let staged = Staged::new(out, rendered.as_bytes())?;
     if let Some(check) = &cfg.check {
         run_check(check, staged.path(), out)?;
     }
-    if let Some(current) = &current {
-        atomic::write_atomic(&prev_path(out), current)?;
+    if current.is_some() {
+        atomic::copy_atomic(out, &prev_path(out))?;
     }
     if cfg.in_place {
         atomic::write_in_place(out, rendered.as_bytes())?;
     } else {
         staged.commit()?;
     }
-    log.info(&format!(
-        "wrote `{}` ({} nodes)",
-        out.display(),
-        nodes.len()
-    ));
+    log.info(&format!("wrote `{}` ({count} nodes)", out.display()));
     if cfg.reload.is_some() {
         reload_or_restore(cfg, log)?;
     }
@@ -194,6 +212,20 @@ mod tests {
     fn quoting() {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn compares_files_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        assert_eq!(same_as_file(&path, b"x").unwrap(), None);
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &big).unwrap();
+        assert_eq!(same_as_file(&path, &big).unwrap(), Some(true));
+        let mut other = big.clone();
+        other[150_000] ^= 1;
+        assert_eq!(same_as_file(&path, &other).unwrap(), Some(false));
+        assert_eq!(same_as_file(&path, &big[1..]).unwrap(), Some(false));
     }
 
     #[test]

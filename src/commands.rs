@@ -8,7 +8,7 @@ use crate::apply;
 use crate::config::{Command, Config, RenderMode};
 use crate::exit::{Code, Exit};
 use crate::log::Log;
-use crate::node::Node;
+use crate::node::{self, Node};
 use crate::render;
 use crate::serf::{self, Action};
 use crate::store::Store;
@@ -64,7 +64,7 @@ pub fn run(cfg: Config) -> Result<()> {
         } => update(&cfg, &store, &mut log)?,
         Command::Render { mode } => {
             let _lock = store.lock(false, false)?;
-            let rendered = apply::render_nodes(&cfg, &store.load_all()?)?;
+            let rendered = apply::render_nodes(&cfg, store.load_all()?)?;
             if *mode == RenderMode::Stdout {
                 print!("{rendered}");
             } else {
@@ -143,12 +143,12 @@ pub fn run(cfg: Config) -> Result<()> {
             if *dry_run {
                 return Ok(());
             }
-            for node in &plan.upserts {
-                store.write(node)?;
-            }
-            for name in &plan.removals {
-                store.remove(name)?;
-            }
+            let written = store.write_all(&plan.upserts)?;
+            let removed = store.remove_all(&plan.removals)?;
+            written
+                .into_iter()
+                .chain(removed)
+                .try_for_each(|r| r.map(drop))?;
             apply::update(&cfg, &store, &mut log)?;
         }
     }
@@ -164,7 +164,8 @@ fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
     apply::update(cfg, store, log)
 }
 
-/// Applies one Serf event's members to the folder; returns how many were skipped.
+/// Applies one Serf event's members to the folder as one batch; returns
+/// how many members were skipped (malformed, hostile, or not writable).
 fn handle_event(
     cfg: &Config,
     store: &Store,
@@ -176,36 +177,49 @@ fn handle_event(
 ) -> Result<usize> {
     let self_name = std::env::var("SERF_SELF_NAME").unwrap_or_default();
     let mut skipped = 0;
+    let mut nodes = Vec::new();
+    let mut names = Vec::new();
     for line in input.lines().filter(|l| !l.trim().is_empty()) {
-        let member = match serf::parse_member_line(line) {
-            Ok(m) => m,
-            Err(e) => {
-                log.warn(&format!("{event}: skipped: {e:#}"));
-                skipped += 1;
-                continue;
+        let member = serf::parse_member_line(line).and_then(|m| {
+            if m.name == self_name || !roles.contains(&m.role) {
+                return Ok(None);
             }
-        };
-        if member.name == self_name || !roles.contains(&member.role) {
-            continue;
+            match action {
+                Action::Upsert => nodes.push(serf::node_of(&m, cfg.default_port)?),
+                Action::Remove => {
+                    node::validate_name(&m.name)?;
+                    names.push(m.name.clone());
+                }
+                Action::Ignore => {}
+            }
+            Ok(Some(()))
+        });
+        if let Err(e) = member {
+            log.warn(&format!("{event}: skipped: {e:#}"));
+            skipped += 1;
         }
-        let result = match action {
-            Action::Upsert => serf::node_of(&member, cfg.default_port).and_then(|node| {
-                let what = describe(&node, cfg.default_port);
-                store.write(&node).map(|changed| match changed {
-                    true => format!("{event}: added/updated node {what}"),
-                    false => format!("{event}: node `{}` already up to date", node.name),
-                })
-            }),
-            Action::Remove => store.remove(&member.name).map(|removed| match removed {
-                true => format!("{event}: removed node `{}`", member.name),
-                false => format!("{event}: node `{}` was not there", member.name),
-            }),
-            Action::Ignore => continue,
-        };
+    }
+    let (labels, results, verbs): (Vec<String>, _, _) = match action {
+        Action::Upsert => (
+            nodes
+                .iter()
+                .map(|n| describe(n, cfg.default_port))
+                .collect(),
+            store.write_all(&nodes)?,
+            ("added/updated node", "already up to date:"),
+        ),
+        _ => (
+            names.iter().map(|n| format!("`{n}`")).collect(),
+            store.remove_all(&names)?,
+            ("removed node", "was not there:"),
+        ),
+    };
+    for (label, result) in labels.iter().zip(results) {
         match result {
-            Ok(message) => log.info(&message),
+            Ok(true) => log.info(&format!("{event}: {} {label}", verbs.0)),
+            Ok(false) => log.info(&format!("{event}: {} {label}", verbs.1)),
             Err(e) => {
-                log.warn(&format!("{event}: skipped member {:?}: {e:#}", member.name));
+                log.warn(&format!("{event}: skipped {label}: {e:#}"));
                 skipped += 1;
             }
         }

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use minijinja::value::Serde;
+use std::sync::Arc;
+
+use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, syntax::SyntaxConfig};
 use serde::Serialize;
 
@@ -41,10 +43,10 @@ pub fn stable_id(name: &str) -> u32 {
     hash % MAX_ID + 1
 }
 
-/// Builds the views of `nodes` (sorted by name). Ids that collide are
-/// resolved by taking the next free id, in name order, so the result is
-/// still deterministic for a given node set.
-pub fn views(nodes: &[Node], default_port: u16) -> Vec<NodeView<'_>> {
+/// Server ids for `nodes` (sorted by name). Ids that collide are resolved
+/// by taking the next free id, in name order, so the result is still
+/// deterministic for a given node set.
+pub fn assign_ids(nodes: &[Node]) -> Vec<u32> {
     let mut taken = HashSet::with_capacity(nodes.len());
     nodes
         .iter()
@@ -53,24 +55,109 @@ pub fn views(nodes: &[Node], default_port: u16) -> Vec<NodeView<'_>> {
             while !taken.insert(id) {
                 id = id % MAX_ID + 1;
             }
-            NodeView {
-                name: &n.name,
-                address: &n.address,
-                port: n.port.unwrap_or(default_port),
-                weight: n.weight.unwrap_or(DEFAULT_WEIGHT),
-                tags: &n.tags,
-                id,
-            }
+            id
         })
         .collect()
 }
 
-/// Renders `source` over `nodes`. Strict undefined (a misspelled variable is
-/// an error), no auto-escaping, and Jinja's `trim_blocks`/`lstrip_blocks`.
+/// What templates see of each node, for `hacfg list --json`.
+pub fn views(nodes: &[Node], default_port: u16) -> Vec<NodeView<'_>> {
+    nodes
+        .iter()
+        .zip(assign_ids(nodes))
+        .map(|(n, id)| NodeView {
+            name: &n.name,
+            address: &n.address,
+            port: n.port.unwrap_or(default_port),
+            weight: n.weight.unwrap_or(DEFAULT_WEIGHT),
+            tags: &n.tags,
+            id,
+        })
+        .collect()
+}
+
+/// The nodes as the template engine sees them. Template values are made
+/// lazily, field by field, from these: converting 100,000 nodes into
+/// engine values up front would cost several times the output's size.
+#[derive(Debug)]
+struct Pool {
+    nodes: Vec<Node>,
+    ids: Vec<u32>,
+    default_port: u16,
+}
+
+/// `nodes`, or one backend's members (indexes into the pool).
+#[derive(Debug)]
+struct NodeList {
+    pool: Arc<Pool>,
+    members: Option<Vec<usize>>,
+}
+
+impl Object for NodeList {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Seq
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let i = key.as_usize()?;
+        let index = match &self.members {
+            None => (i < self.pool.nodes.len()).then_some(i)?,
+            Some(members) => *members.get(i)?,
+        };
+        Some(Value::from_object(NodeRef {
+            pool: self.pool.clone(),
+            index,
+        }))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Seq(
+            self.members
+                .as_ref()
+                .map_or(self.pool.nodes.len(), Vec::len),
+        )
+    }
+}
+
+/// One node: `name`, `address`, `port`, `weight`, `tags`, `id`.
+#[derive(Debug)]
+struct NodeRef {
+    pool: Arc<Pool>,
+    index: usize,
+}
+
+const NODE_FIELDS: &[&str] = &["name", "address", "port", "weight", "tags", "id"];
+
+impl Object for NodeRef {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let node = &self.pool.nodes[self.index];
+        Some(match key.as_str()? {
+            "name" => Value::from(node.name.as_str()),
+            "address" => Value::from(node.address.as_str()),
+            "port" => Value::from(node.port.unwrap_or(self.pool.default_port)),
+            "weight" => Value::from(node.weight.unwrap_or(DEFAULT_WEIGHT)),
+            "tags" => Value::from(node.tags.clone()),
+            "id" => Value::from(self.pool.ids[self.index]),
+            _ => return None,
+        })
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(NODE_FIELDS)
+    }
+}
+
+/// Renders `source` over `nodes` (sorted by name). Strict undefined (a
+/// misspelled variable is an error), no auto-escaping, and Jinja's
+/// `trim_blocks`/`lstrip_blocks`.
 pub fn render_config(
     name: &str,
     source: &str,
-    nodes: &[Node],
+    nodes: Vec<Node>,
     default_port: u16,
     vars: &BTreeMap<String, String>,
 ) -> Result<String, minijinja::Error> {
@@ -86,21 +173,36 @@ pub fn render_config(
             .build()?,
     );
     env.add_template(name, source)?;
-    let views = views(nodes, default_port);
-    let mut backends: BTreeMap<&str, Vec<&NodeView>> = BTreeMap::new();
-    backends.insert(DEFAULT_BACKEND, Vec::new());
-    for view in &views {
-        let backend = view
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    groups.insert(DEFAULT_BACKEND.to_string(), Vec::new());
+    for (i, node) in nodes.iter().enumerate() {
+        let backend = node
             .tags
             .get("backend")
             .map_or(DEFAULT_BACKEND, |b| b.as_str());
-        backends.entry(backend).or_default().push(view);
+        groups.entry(backend.to_string()).or_default().push(i);
     }
+    let ids = assign_ids(&nodes);
+    let pool = Arc::new(Pool {
+        nodes,
+        ids,
+        default_port,
+    });
+    let backends: BTreeMap<String, Value> = groups
+        .into_iter()
+        .map(|(backend, members)| {
+            let list = NodeList {
+                pool: pool.clone(),
+                members: Some(members),
+            };
+            (backend, Value::from_object(list))
+        })
+        .collect();
     let ctx = minijinja::context! {
-        nodes => Value::from(Serde(&views)),
-        backends => Value::from(Serde(&backends)),
+        nodes => Value::from_object(NodeList { pool, members: None }),
+        backends => backends,
         default_backend => DEFAULT_BACKEND,
-        vars => Value::from(Serde(vars)),
+        vars => vars.clone(),
     };
     env.get_template(name)?.render(ctx)
 }
@@ -130,10 +232,10 @@ mod tests {
         let nodes: Vec<Node> = (0..5000)
             .map(|i| node(&format!("n{i:05}"), None, None))
             .collect();
-        let ids: HashSet<u32> = views(&nodes, 1).iter().map(|v| v.id).collect();
+        let ids: HashSet<u32> = assign_ids(&nodes).into_iter().collect();
         assert_eq!(ids.len(), nodes.len());
         // A node's id does not depend on its neighbours.
-        assert_eq!(views(&nodes[..1], 1)[0].id, views(&nodes, 1)[0].id);
+        assert_eq!(assign_ids(&nodes[..1])[0], assign_ids(&nodes)[0]);
     }
 
     #[test]
@@ -147,17 +249,25 @@ mod tests {
         let mut nodes = vec![node(&pair.0, None, None), node(&pair.1, None, None)];
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let mut taken = HashSet::new();
-        for v in views(&nodes, 1) {
-            assert!(taken.insert(v.id));
+        for id in assign_ids(&nodes) {
+            assert!(taken.insert(id));
         }
     }
 
     #[test]
     fn strict_and_unescaped() {
         let nodes = [node("a", None, None)];
-        let out = render_config("t", "{{ nodes[0].name }}<&>\n", &nodes, 3000, &NO_VARS).unwrap();
+        let out = render_config(
+            "t",
+            "{{ nodes[0].name }}<&>\n",
+            nodes.to_vec(),
+            3000,
+            &NO_VARS,
+        )
+        .unwrap();
         assert_eq!(out, "a<&>\n");
-        let err = render_config("t", "{{ nodes[0].nmae }}", &nodes, 3000, &NO_VARS).unwrap_err();
+        let err =
+            render_config("t", "{{ nodes[0].nmae }}", nodes.to_vec(), 3000, &NO_VARS).unwrap_err();
         assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
     }
 
@@ -165,15 +275,29 @@ mod tests {
     fn default_port_and_backends() {
         let nodes = [node("a", None, None), node("b", Some(81), Some("api"))];
         let src = "{% for b, ns in backends|items %}{{ b }}:{% for n in ns %} {{ n.name }}={{ n.port }}{% endfor %}\n{% endfor %}";
-        let out = render_config("t", src, &nodes, 3000, &NO_VARS).unwrap();
+        let out = render_config("t", src, nodes.to_vec(), 3000, &NO_VARS).unwrap();
         assert_eq!(out, "api: b=81nodes: a=3000"); // trim_blocks eats the newlines
     }
 
     #[test]
     fn builtin_is_deterministic() {
         let nodes = [node("a", Some(1), None), node("b", None, Some("api"))];
-        let one = render_config(BUILTIN_NAME, BUILTIN_TEMPLATE, &nodes, 3000, &NO_VARS).unwrap();
-        let two = render_config(BUILTIN_NAME, BUILTIN_TEMPLATE, &nodes, 3000, &NO_VARS).unwrap();
+        let one = render_config(
+            BUILTIN_NAME,
+            BUILTIN_TEMPLATE,
+            nodes.to_vec(),
+            3000,
+            &NO_VARS,
+        )
+        .unwrap();
+        let two = render_config(
+            BUILTIN_NAME,
+            BUILTIN_TEMPLATE,
+            nodes.to_vec(),
+            3000,
+            &NO_VARS,
+        )
+        .unwrap();
         assert_eq!(one, two);
         assert!(one.contains("server a 10.0.0.1:1 check"), "{one}");
     }

@@ -102,27 +102,77 @@ impl Store {
     /// Creates or replaces a node file. Returns false when it already held
     /// exactly this node (nothing is written then).
     pub fn write(&self, node: &Node) -> Result<bool> {
-        node.validate()?;
-        if self.read(&node.name).ok().flatten().as_ref() == Some(node) {
-            return Ok(false);
-        }
-        let path = self.path_of(&node.name)?;
-        atomic::write_atomic(&path, &node.to_file_bytes())
-            .with_context(|| format!("unable to write node file `{}`", path.display()))?;
-        Ok(true)
+        self.write_all(std::slice::from_ref(node))?.remove(0)
     }
 
     /// Deletes a node file. Returns false when there was none.
     pub fn remove(&self, name: &str) -> Result<bool> {
-        let path = self.path_of(name)?;
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                atomic::sync_dir(&self.dir)?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("unable to remove `{}`", path.display())),
+        self.remove_all(&[name.to_string()])?.remove(0)
+    }
+
+    /// Creates or replaces node files, one result per node (true: written,
+    /// false: already held this node). Each file is staged and renamed into
+    /// place; the data is made durable once for the batch, before any rename.
+    /// The outer error is the batch's: its data or folder could not be synced.
+    pub fn write_all(&self, nodes: &[Node]) -> Result<Vec<Result<bool>>> {
+        let mut staged = Vec::new();
+        let mut results: Vec<Result<bool>> =
+            nodes
+                .iter()
+                .map(|node| {
+                    node.validate()?;
+                    if self.read(&node.name).ok().flatten().as_ref() == Some(node) {
+                        return Ok(false);
+                    }
+                    let path = self.path_of(&node.name)?;
+                    let write = if nodes.len() == 1 {
+                        atomic::Staged::new(&path, &node.to_file_bytes())
+                    } else {
+                        atomic::Staged::unsynced(&path, &node.to_file_bytes())
+                    };
+                    staged.push(write.with_context(|| {
+                        format!("unable to write node file `{}`", path.display())
+                    })?);
+                    Ok(true)
+                })
+                .collect();
+        if staged.is_empty() {
+            return Ok(results);
         }
+        if nodes.len() > 1 {
+            // On failure nothing was renamed: the staged files vanish when dropped.
+            atomic::sync_fs(&self.dir)?;
+        }
+        let mut renamed = staged.into_iter().map(atomic::Staged::rename);
+        for r in results.iter_mut().filter(|r| matches!(r, Ok(true))) {
+            if let Some(Err(e)) = renamed.next() {
+                *r = Err(e);
+            }
+        }
+        atomic::sync_dir(&self.dir)?;
+        Ok(results)
+    }
+
+    /// Deletes node files, one result per name (false: there was none); the
+    /// folder is synced once.
+    pub fn remove_all(&self, names: &[String]) -> Result<Vec<Result<bool>>> {
+        let results: Vec<Result<bool>> = names
+            .iter()
+            .map(|name| {
+                let path = self.path_of(name)?;
+                match fs::remove_file(&path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                    Err(e) => {
+                        Err(e).with_context(|| format!("unable to remove `{}`", path.display()))
+                    }
+                }
+            })
+            .collect();
+        if results.iter().any(|r| matches!(r, Ok(true))) {
+            atomic::sync_dir(&self.dir)?;
+        }
+        Ok(results)
     }
 
     /// Every node in the folder, sorted by name. Any file that is not a valid
