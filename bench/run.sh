@@ -5,8 +5,8 @@
 #   bash bench/run.sh --sizes "1000"  # chosen sizes
 #   bash bench/run.sh --smoke         # N = 10, one run each (CI)
 #
-# Times are medians of RUNS runs after a warm-up, wall clock around the
-# process (fork+exec included, the same for every row); RSS is peak resident
+# Times are medians of RUNS runs after a warm-up, wall clock ($EPOCHREALTIME)
+# around the process (fork+exec included, the same for every row); RSS is peak resident
 # memory from /usr/bin/time. The floor is one `find -exec cat {} +` reading
 # every node file. Node files use the lab's one-line format, which both
 # hacfg and the lab's handler read.
@@ -52,8 +52,8 @@ median_ms() {
   eval "$prep"; eval "$cmd" >/dev/null 2>&1 || true
   for ((i = 0; i < n; i++)); do
     eval "$prep"
-    s=$(date +%s%N); eval "$cmd" >/dev/null 2>&1 || true; e=$(date +%s%N)
-    echo $(((e - s) / 1000))
+    s=$EPOCHREALTIME; eval "$cmd" >/dev/null 2>&1 || true; e=$EPOCHREALTIME
+    echo $((${e/./} - ${s/./}))
   done | sort -n | awk '{ a[NR] = $1 } END { printf "%.3f", a[int((NR + 1) / 2)] / 1000 }'
 }
 
@@ -94,13 +94,15 @@ for n in $sizes; do
   h="$hacfg --no-check --quiet --nodes-dir $nodes --output $out"
   "$hacfg" --no-check --quiet --nodes-dir "$nodes" --output "$out" render
   floor=$(median_ms "$r" ":" "find $nodes -maxdepth 1 -type f -exec cat {} + >/dev/null")
-  add=$(median_ms "$r" "rm -f $nodes/bench-new" "$h add bench-new 10.255.0.1")
+  # Each run adds a node the live config lacks, so it really writes.
+  reset="rm -f $nodes/bench-new $nodes/join-*; $h render"
+  add=$(median_ms "$r" "$reset" "$h add bench-new 10.255.0.1")
   render=$(median_ms "$r" ":" "$h --force render")
   render_ms[$n]=$render
   rss=$(rss_mb ":" "$h --force render")
   size=$(awk -v b="$(stat -c %s "$out")" 'BEGIN { printf "%.2f", b / 1048576 }')
-  serf=$(median_ms "$r" "rm -f $nodes/join-*" "SERF_EVENT=member-join $h serf < $work/join.txt")
-  rm -f "$nodes"/join-*
+  serf=$(median_ms "$r" "$reset" "SERF_EVENT=member-join $h serf < $work/join.txt")
+  eval "$reset"
   labcell="skipped"; labratio="-"
   if [ -n "$handlebars" ] && [ "$n" -le 10000 ]; then
     labout="$d/lab.cfg"
@@ -112,7 +114,7 @@ for n in $sizes; do
       labcell="fails: ${servers} servers written (${err##*: })"
     else
       lr=$r; [ "$n" -ge 1000 ] && lr=3
-      labcell=$(median_ms "$lr" "rm -f $nodes/bench-new" \
+      labcell=$(median_ms "$lr" "$reset" \
         "SERF_EVENT=member-join bash $root/bench/lab-handler.sh $nodes $root/bench/lab-haproxy.cfg.hb $labout $handlebars < $work/one.txt")
       labratio="$(ratio "$labcell" "$add")×"
     fi
@@ -131,7 +133,8 @@ if [ -n "$haproxy_bin" ] && [ "$smoke" = 0 ]; then
     d="$work/n$n"; nodes="$d/nodes"; out="$d/haproxy.cfg"
     [ -d "$nodes" ] || make_nodes "$nodes" "$n"
     "$hacfg" --no-check --quiet --nodes-dir "$nodes" --output "$out" --force render
-    with=$(median_ms "$runs" "rm -f $nodes/bench-new" "$hacfg --quiet --nodes-dir $nodes --output $out add bench-new 10.255.0.1")
+    reset="rm -f $nodes/bench-new; $hacfg --no-check --quiet --nodes-dir $nodes --output $out render"
+    with=$(median_ms "$runs" "$reset" "$hacfg --quiet --nodes-dir $nodes --output $out add bench-new 10.255.0.1")
     rm -f "$nodes/bench-new"
     alone=$(median_ms "$runs" ":" "$haproxy_bin -c -f $out")
     share=$(awk -v w="$with" -v a="$alone" 'BEGIN { printf "%.1f %%", (w - a) / w * 100 }')

@@ -85,7 +85,7 @@ pub fn prev_path(output: &Path) -> PathBuf {
 /// snapshot, and a burst of queued callers costs few writes and reloads:
 /// whoever finds the live config already equal to its render does nothing.
 pub fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
-    let nodes = store.load_all()?;
+    let nodes = store.load_all(true)?;
     let count = nodes.len();
     let rendered = render_nodes(cfg, nodes)?;
     let out = &cfg.output;

@@ -56,7 +56,7 @@ pub fn run(cfg: Config) -> Result<()> {
         }
         Command::List { json } => {
             let _lock = store.lock(false, false)?;
-            let nodes = store.load_all()?;
+            let nodes = store.load_all(false)?;
             print!("{}", list_text(&nodes, cfg.default_port, *json)?);
         }
         Command::Render {
@@ -64,7 +64,7 @@ pub fn run(cfg: Config) -> Result<()> {
         } => update(&cfg, &store, &mut log)?,
         Command::Render { mode } => {
             let _lock = store.lock(false, false)?;
-            let rendered = apply::render_nodes(&cfg, store.load_all()?)?;
+            let rendered = apply::render_nodes(&cfg, store.load_all(false)?)?;
             if *mode == RenderMode::Stdout {
                 print!("{rendered}");
             } else {
@@ -128,7 +128,7 @@ pub fn run(cfg: Config) -> Result<()> {
             let current = if missing {
                 Vec::new()
             } else {
-                store.load_all()?
+                store.load_all(!dry_run)?
             };
             let plan = serf::plan_sync(&current, &wanted);
             for node in &plan.upserts {

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod exit;
+mod index;
 mod log;
 mod node;
 mod reload;

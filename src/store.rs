@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::atomic;
+use crate::index::{self, Stamp};
 use crate::node::{self, Node};
 
 /// Name of the lock file inside the nodes folder (hidden, so never a node).
@@ -112,7 +113,7 @@ impl Store {
 
     /// Creates or replaces node files, one result per node (true: written,
     /// false: already held this node). Each file is staged and renamed into
-    /// place; the data is made durable once for the batch, before any rename.
+    /// place; the batch's data is made durable (in parallel) before any rename.
     /// The outer error is the batch's: its data or folder could not be synced.
     pub fn write_all(&self, nodes: &[Node]) -> Result<Vec<Result<bool>>> {
         let mut staged = Vec::new();
@@ -141,7 +142,7 @@ impl Store {
         }
         if nodes.len() > 1 {
             // On failure nothing was renamed: the staged files vanish when dropped.
-            atomic::sync_fs(&self.dir)?;
+            atomic::sync_all(&staged)?;
         }
         let mut renamed = staged.into_iter().map(atomic::Staged::rename);
         for r in results.iter_mut().filter(|r| matches!(r, Ok(true))) {
@@ -177,25 +178,29 @@ impl Store {
 
     /// Every node in the folder, sorted by name. Any file that is not a valid
     /// node makes this fail, naming the file: a half-read pool is never rendered.
-    pub fn load_all(&self) -> Result<Vec<Node>> {
-        let entries = fs::read_dir(&self.dir)
-            .with_context(|| format!("unable to read nodes folder `{}`", self.dir.display()))?;
-        let mut nodes = Vec::new();
+    /// Files the index (`.hacfg.index`) proves unchanged are not read again;
+    /// `refresh_index` (renders under the exclusive lock) rewrites a stale index,
+    /// so read-only commands write nothing at all.
+    pub fn load_all(&self, refresh_index: bool) -> Result<Vec<Node>> {
+        let scan_start = index::now_ns();
+        let mut snapshot = index::Snapshot::load(&self.dir);
+        let folder = || format!("unable to read nodes folder `{}`", self.dir.display());
+        let mut found: Vec<(Node, Stamp)> = Vec::new();
+        let mut changed = false;
         let mut buf = Vec::with_capacity(256);
-        for entry in entries {
-            let entry = entry
-                .with_context(|| format!("unable to read nodes folder `{}`", self.dir.display()))?;
+        for entry in fs::read_dir(&self.dir).with_context(folder)? {
+            let entry = entry.with_context(folder)?;
             let file_name = entry.file_name();
+            let path = entry.path();
             let Some(name) = file_name.to_str() else {
                 bail!(
                     "invalid node file `{}`: the name is not UTF-8",
-                    entry.path().display()
+                    path.display()
                 );
             };
             if node::is_ignored_file_name(name) {
                 continue;
             }
-            let path = entry.path();
             let kind = entry
                 .file_type()
                 .with_context(|| format!("unable to stat `{}`", path.display()))?;
@@ -207,17 +212,48 @@ impl Store {
             }
             node::validate_name(name)
                 .with_context(|| format!("invalid node file `{}`", path.display()))?;
-            buf.clear();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut buf))
-                .with_context(|| format!("unable to read node file `{}`", path.display()))?;
-            let node = node::parse_node_file(name, &buf)
-                .with_context(|| format!("invalid node file `{}`", path.display()))?;
-            nodes.push(node);
+            if snapshot.contains(name) {
+                let meta = entry
+                    .metadata()
+                    .with_context(|| format!("unable to stat `{}`", path.display()))?;
+                let stamp = Stamp::of(&meta);
+                if let Some(node) = snapshot.take(name, &stamp) {
+                    found.push((node, stamp));
+                    continue;
+                }
+            }
+            changed = true;
+            found.push(read_node_file(&path, name, &mut buf)?);
         }
-        nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        Ok(nodes)
+        found.sort_unstable_by(|a, b| a.0.name.cmp(&b.0.name));
+        if refresh_index && (changed || snapshot.leftover() > 0) {
+            // A cache: a folder we may read but not write still renders.
+            let _ = index::save(&self.dir, scan_start, &found);
+        }
+        Ok(found.into_iter().map(|(node, _)| node).collect())
     }
+}
+
+/// Reads one node file; the stamp is taken from the open file before its
+/// bytes, so a later change always shows in the stamp. Links are refused
+/// even if one replaced the file since the folder was listed.
+fn read_node_file(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<(Node, Stamp)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    buf.clear();
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("unable to read node file `{}`", path.display()))?;
+    let stamp = file
+        .metadata()
+        .map(|m| Stamp::of(&m))
+        .with_context(|| format!("unable to stat `{}`", path.display()))?;
+    file.read_to_end(buf)
+        .with_context(|| format!("unable to read node file `{}`", path.display()))?;
+    let node = node::parse_node_file(name, buf)
+        .with_context(|| format!("invalid node file `{}`", path.display()))?;
+    Ok((node, stamp))
 }
 
 #[cfg(test)]
@@ -247,7 +283,7 @@ mod tests {
         fs::write(dir.path().join("c~"), "garbage").unwrap();
         fs::write(dir.path().join(".hidden"), "garbage").unwrap();
         let names: Vec<_> = store
-            .load_all()
+            .load_all(false)
             .unwrap()
             .into_iter()
             .map(|n| n.name)
@@ -263,10 +299,10 @@ mod tests {
     fn bad_file_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("bad"), "{not json").unwrap();
-        let err = format!("{:#}", Store::new(dir.path()).load_all().unwrap_err());
+        let err = format!("{:#}", Store::new(dir.path()).load_all(false).unwrap_err());
         assert!(err.contains("bad`"), "{err}");
         fs::remove_file(dir.path().join("bad")).unwrap();
         fs::create_dir(dir.path().join("sub")).unwrap();
-        assert!(Store::new(dir.path()).load_all().is_err());
+        assert!(Store::new(dir.path()).load_all(false).is_err());
     }
 }

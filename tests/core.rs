@@ -395,3 +395,64 @@ fn missing_nodes_folder_is_named() {
     );
     assert!(!env.output.exists());
 }
+
+#[test]
+fn the_index_never_serves_a_stale_node() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::new();
+    for (name, addr) in [
+        ("s1", "10.0.0.1"),
+        ("s2", "10.0.0.2"),
+        ("s3", "10.0.0.3"),
+        ("s4", "10.0.0.4"),
+    ] {
+        env.write(&format!("nodes/{name}"), addr);
+    }
+    // Files older than the index's racy window are trusted by their stat.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    env.ok(&["--no-check", "render"]);
+    env.ok(&["--no-check", "render"]);
+    let index = fs::read_to_string(env.nodes.join(".hacfg.index")).unwrap();
+    assert!(index.lines().any(|l| l.starts_with("s1\t")), "{index}");
+
+    // Other tools edit behind hacfg's back:
+    // in place, same size, same inode;
+    fs::write(env.nodes.join("s1"), "10.0.0.9").unwrap();
+    // in place, then the old mtime put back (as `cp -p` or `rsync -t` do);
+    let s2 = env.nodes.join("s2");
+    let meta = fs::metadata(&s2).unwrap();
+    fs::write(&s2, "10.0.0.8").unwrap();
+    let stamp = format!("@{}.{:09}", meta.mtime(), meta.mtime_nsec());
+    assert!(
+        Command::new("touch")
+            .args(["-m", "-d", &stamp])
+            .arg(&s2)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(fs::metadata(&s2).unwrap().mtime_nsec(), meta.mtime_nsec());
+    // replaced by rename; deleted; added.
+    env.write("s3.new", "10.0.0.7");
+    fs::rename(env.path("s3.new"), env.nodes.join("s3")).unwrap();
+    fs::remove_file(env.nodes.join("s4")).unwrap();
+    env.write("nodes/s5", "10.0.0.5");
+    env.ok(&["--no-check", "render"]);
+    let want = [
+        "s1 10.0.0.9:3000",
+        "s2 10.0.0.8:3000",
+        "s3 10.0.0.7:3000",
+        "s5 10.0.0.5:3000",
+    ];
+    assert_eq!(env.servers(), want);
+
+    // A damaged or hostile index is ignored.
+    fs::write(
+        env.nodes.join(".hacfg.index"),
+        "hacfg-index-v1 0\ns1\tgarbage\nend 1 0\n",
+    )
+    .unwrap();
+    env.ok(&["--no-check", "--force", "render"]);
+    assert_eq!(env.servers(), want);
+    assert_eq!(env.ok(&["render", "--stdout"]), env.output_text());
+}
