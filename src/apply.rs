@@ -34,8 +34,16 @@ pub fn render_nodes(cfg: &Config, nodes: Vec<Node>) -> Result<String> {
                 .with_context(|| format!("unable to read template `{}`", path.display()))?,
         ),
     };
-    render::render_config(&name, &source, nodes, cfg.default_port, &cfg.vars)
-        .with_context(|| format!("unable to render template `{name}`"))
+    let size_hint = fs::metadata(&cfg.output).map_or(0, |m| m.len() as usize);
+    render::render_config(
+        &name,
+        &source,
+        nodes,
+        cfg.default_port,
+        &cfg.vars,
+        size_hint,
+    )
+    .with_context(|| format!("unable to render template `{name}`"))
 }
 
 /// The current output, `None` if there is none yet.

@@ -22,11 +22,11 @@ pub fn run(cfg: Config) -> Result<()> {
                 let _shared = store.lock(false, true)?;
                 store.write(node)?
             };
-            if changed {
-                log.info(&format!("added node {}", describe(node, cfg.default_port)));
-            } else {
-                log.info(&format!("node `{}` is already up to date", node.name));
-            }
+            let port = cfg.default_port;
+            log.info(&match changed {
+                true => format!("added node {}", describe(node, port)),
+                false => format!("node `{}` is already up to date", node.name),
+            });
             if *render {
                 update(&cfg, &store, &mut log)?;
             }
@@ -40,16 +40,16 @@ pub fn run(cfg: Config) -> Result<()> {
                 let _shared = store.lock(false, true)?;
                 store.remove(name)?
             };
-            if removed {
-                log.info(&format!("removed node `{name}`"));
-            } else if *strict {
+            if !removed && *strict {
                 bail!(
                     "node `{name}` does not exist in `{}`",
                     store.dir().display()
                 );
-            } else {
-                log.info(&format!("node `{name}` was not there; nothing removed"));
             }
+            log.info(&match removed {
+                true => format!("removed node `{name}`"),
+                false => format!("node `{name}` was not there; nothing removed"),
+            });
             if *render {
                 update(&cfg, &store, &mut log)?;
             }
@@ -62,23 +62,7 @@ pub fn run(cfg: Config) -> Result<()> {
         Command::Render {
             mode: RenderMode::Write,
         } => update(&cfg, &store, &mut log)?,
-        Command::Render { mode } => {
-            let _lock = store.lock(false, false)?;
-            let rendered = apply::render_nodes(&cfg, store.load_all(false)?)?;
-            if *mode == RenderMode::Stdout {
-                print!("{rendered}");
-            } else {
-                let current = apply::read_output(&cfg.output)?.unwrap_or_default();
-                let current = String::from_utf8_lossy(&current);
-                let out = cfg.output.display().to_string();
-                let diff = similar::TextDiff::from_lines(current.as_ref(), rendered.as_str());
-                print!(
-                    "{}",
-                    diff.unified_diff()
-                        .header(&out, &format!("{out} (rendered)"))
-                );
-            }
-        }
+        Command::Render { mode } => preview(&cfg, &store, *mode)?,
         Command::Reload => {
             let _lock = store.lock(true, false)?;
             apply::reload_or_restore(&cfg, &mut log)?;
@@ -97,11 +81,8 @@ pub fn run(cfg: Config) -> Result<()> {
             };
             update(&cfg, &store, &mut log)?;
             if skipped > 0 {
-                return Err(Exit::new(
-                    Code::Skipped,
-                    format!("{event}: {skipped} member(s) skipped, the rest applied"),
-                )
-                .into());
+                let message = format!("{event}: {skipped} member(s) skipped, the rest applied");
+                return Err(Exit::new(Code::Skipped, message).into());
             }
         }
         Command::Sync {
@@ -111,48 +92,80 @@ pub fn run(cfg: Config) -> Result<()> {
             dry_run,
         } => {
             let members = serf::alive_members(serf_bin, rpc_addr.as_deref())?;
-            // A dry run on a lost folder shows everything as to be added.
-            let missing = *dry_run && !store.dir().is_dir();
-            let _lock = if missing {
-                None
-            } else {
-                Some(store.lock(!dry_run, !dry_run)?)
-            };
-            let mut wanted = Vec::new();
-            for m in members.iter().filter(|m| roles.contains(&m.role)) {
-                match serf::node_of(m, cfg.default_port) {
-                    Ok(node) => wanted.push(node),
-                    Err(e) => log.warn(&format!("skipped member {:?}: {e:#}", m.name)),
-                }
-            }
-            let current = if missing {
-                Vec::new()
-            } else {
-                store.load_all(!dry_run)?
-            };
-            let plan = serf::plan_sync(&current, &wanted);
-            for node in &plan.upserts {
-                log.info(&format!(
-                    "sync: add/update {}",
-                    describe(node, cfg.default_port)
-                ));
-            }
-            for name in &plan.removals {
-                log.info(&format!("sync: remove `{name}`"));
-            }
-            if *dry_run {
-                return Ok(());
-            }
-            let written = store.write_all(&plan.upserts)?;
-            let removed = store.remove_all(&plan.removals)?;
-            written
-                .into_iter()
-                .chain(removed)
-                .try_for_each(|r| r.map(drop))?;
-            apply::update(&cfg, &store, &mut log)?;
+            sync(&cfg, &store, &mut log, &members, roles, *dry_run)?;
         }
     }
     Ok(())
+}
+
+/// `render --stdout` and `render --diff`: show, write nothing.
+fn preview(cfg: &Config, store: &Store, mode: RenderMode) -> Result<()> {
+    let _lock = store.lock(false, false)?;
+    let rendered = apply::render_nodes(cfg, store.load_all(false)?)?;
+    if mode == RenderMode::Stdout {
+        print!("{rendered}");
+        return Ok(());
+    }
+    let current = apply::read_output(&cfg.output)?.unwrap_or_default();
+    let current = String::from_utf8_lossy(&current);
+    let out = cfg.output.display().to_string();
+    let diff = similar::TextDiff::from_lines(current.as_ref(), rendered.as_str());
+    let rendered_name = format!("{out} (rendered)");
+    print!("{}", diff.unified_diff().header(&out, &rendered_name));
+    Ok(())
+}
+
+/// Makes the folder equal to the alive `members` of `roles`, then applies
+/// once. A dry run prints the plan on stdout (`+ node`, `- node`) instead.
+fn sync(
+    cfg: &Config,
+    store: &Store,
+    log: &mut Log,
+    members: &[serf::Member],
+    roles: &[String],
+    dry_run: bool,
+) -> Result<()> {
+    let mut wanted = Vec::new();
+    for m in members.iter().filter(|m| roles.contains(&m.role)) {
+        match serf::node_of(m, cfg.default_port) {
+            Ok(node) => wanted.push(node),
+            Err(e) => log.warn(&format!("sync: skipped member {:?}: {e:#}", m.name)),
+        }
+    }
+    // A dry run on a lost folder shows everything as to be added.
+    let lost = dry_run && !store.dir().is_dir();
+    let _lock = match lost {
+        true => None,
+        false => Some(store.lock(!dry_run, !dry_run)?),
+    };
+    let current = match lost {
+        true => Vec::new(),
+        false => store.load_all(!dry_run)?,
+    };
+    let plan = serf::plan_sync(&current, &wanted);
+    if dry_run {
+        for node in &plan.upserts {
+            println!("+ {}", describe(node, cfg.default_port));
+        }
+        for name in &plan.removals {
+            println!("- `{name}`");
+        }
+        return Ok(());
+    }
+    let written = store.write_all(&plan.upserts)?;
+    let removed = store.remove_all(&plan.removals)?;
+    for (node, result) in plan.upserts.iter().zip(written) {
+        result?;
+        log.info(&format!(
+            "sync: added/updated node {}",
+            describe(node, cfg.default_port)
+        ));
+    }
+    for (name, result) in plan.removals.iter().zip(removed) {
+        result?;
+        log.info(&format!("sync: removed node `{name}`"));
+    }
+    apply::update(cfg, store, log)
 }
 
 /// Renders and applies under the exclusive lock. Folder changes are made

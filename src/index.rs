@@ -17,7 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use tempfile::NamedTempFile;
 
 use crate::node::Node;
@@ -63,36 +63,75 @@ pub fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// The settled entries of a saved index, by name.
+/// The settled entries of a saved index, sorted by name, and which of them
+/// a scan of the folder has confirmed.
+#[derive(Default)]
 pub struct Snapshot {
-    entries: BTreeMap<String, (Stamp, Node)>,
+    nodes: Vec<Node>,
+    stamps: Vec<Stamp>,
+    confirmed: Vec<bool>,
 }
 
 impl Snapshot {
     /// Loads the folder's index; any problem gives an empty snapshot.
     pub fn load(dir: &Path) -> Snapshot {
-        let entries = File::open(dir.join(INDEX_FILE))
+        let (nodes, stamps) = File::open(dir.join(INDEX_FILE))
             .map_err(anyhow::Error::from)
             .and_then(|f| parse(BufReader::with_capacity(64 * 1024, f)))
             .unwrap_or_default();
-        Snapshot { entries }
-    }
-
-    /// The cached node for `name` if `stamp` proves the file unchanged.
-    pub fn take(&mut self, name: &str, stamp: &Stamp) -> Option<Node> {
-        match self.entries.remove(name) {
-            Some((s, node)) if s == *stamp => Some(node),
-            _ => None,
+        let confirmed = vec![false; nodes.len()];
+        Snapshot {
+            nodes,
+            stamps,
+            confirmed,
         }
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.entries.contains_key(name)
+    /// Where `name` is, if the index has it.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.nodes
+            .binary_search_by(|n| n.name.as_str().cmp(name))
+            .ok()
     }
 
-    /// Entries never taken: files that are gone or changed.
-    pub fn leftover(&self) -> usize {
-        self.entries.len()
+    /// Keeps entry `at` if `stamp` proves its file unchanged.
+    pub fn confirm(&mut self, at: usize, stamp: &Stamp) -> bool {
+        let same = self.stamps[at] == *stamp;
+        self.confirmed[at] = same;
+        same
+    }
+
+    /// The folder's nodes and stamps, sorted: the confirmed entries plus the
+    /// files read afresh (`fresh`). `changed` tells whether the index on disk
+    /// differs from them and is worth rewriting.
+    pub fn merge(self, mut fresh: Vec<(Node, Stamp)>) -> (Vec<Node>, Vec<Stamp>, bool) {
+        let Snapshot {
+            mut nodes,
+            mut stamps,
+            confirmed,
+        } = self;
+        let changed = !fresh.is_empty() || confirmed.iter().any(|c| !c);
+        let mut keep = confirmed.iter();
+        nodes.retain(|_| keep.next() == Some(&true));
+        let mut keep = confirmed.iter();
+        stamps.retain(|_| keep.next() == Some(&true));
+        fresh.sort_unstable_by(|a, b| a.0.name.cmp(&b.0.name));
+        if fresh.len() > nodes.len() / 8 {
+            // Many new files (a first run): one sort beats many inserts.
+            nodes.reserve_exact(fresh.len());
+            stamps.reserve_exact(fresh.len());
+            let mut all: Vec<(Node, Stamp)> = nodes.into_iter().zip(stamps).collect();
+            all.extend(fresh);
+            all.sort_unstable_by(|a, b| a.0.name.cmp(&b.0.name));
+            let (n, s) = all.into_iter().unzip();
+            return (n, s, changed);
+        }
+        for (node, stamp) in fresh {
+            let at = nodes.partition_point(|n| n.name < node.name);
+            nodes.insert(at, node);
+            stamps.insert(at, stamp);
+        }
+        (nodes, stamps, changed)
     }
 }
 
@@ -104,70 +143,91 @@ fn fnv(hash: u64, bytes: &[u8]) -> u64 {
 }
 const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
-fn parse(reader: impl BufRead) -> Result<BTreeMap<String, (Stamp, Node)>> {
-    let mut lines = reader.lines();
-    let header = lines.next().context("empty index")??;
-    let scan_start: i64 = header
+fn parse(mut reader: impl BufRead) -> Result<(Vec<Node>, Vec<Stamp>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let scan_start: i64 = line
+        .trim_end()
         .strip_prefix(MAGIC)
         .and_then(|rest| rest.strip_prefix(' '))
         .context("not a hacfg index")?
         .parse()?;
-    let mut entries = BTreeMap::new();
+    let (mut nodes, mut stamps) = (Vec::new(), Vec::new());
     let (mut seen, mut hash) = (0usize, FNV_START);
-    for line in lines {
-        let line = line?;
-        if let Some(trailer) = line.strip_prefix("end ") {
+    loop {
+        line.clear();
+        ensure!(
+            reader.read_line(&mut line)? > 0,
+            "index has no trailer (torn write)"
+        );
+        let text = line
+            .strip_suffix('\n')
+            .context("index line without newline")?;
+        if let Some(trailer) = text.strip_prefix("end ") {
             ensure!(
                 trailer == format!("{seen} {hash:016x}"),
                 "index checksum mismatch"
             );
-            return Ok(entries);
+            return Ok((nodes, stamps));
         }
         seen += 1;
-        hash = fnv(hash, line.as_bytes());
-        let f: Vec<&str> = line.split('\t').collect();
-        let [name, ino, size, mtime, ctime, address, port, weight, tags] = f[..] else {
-            bail!("malformed index line");
-        };
-        let stamp = Stamp {
-            ino: ino.parse()?,
-            size: size.parse()?,
-            mtime_ns: mtime.parse()?,
-            ctime_ns: ctime.parse()?,
-        };
-        let opt =
-            |s: &str| -> Result<Option<u16>> { Ok(if s == "-" { None } else { Some(s.parse()?) }) };
-        let mut tag_map = BTreeMap::new();
-        for pair in tags.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').context("malformed tag")?;
-            tag_map.insert(k.to_string(), v.to_string());
-        }
-        let node = Node {
-            name: name.to_string(),
-            address: address.to_string(),
-            port: opt(port)?,
-            weight: opt(weight)?,
-            tags: tag_map,
-        };
-        // The index is a file in a folder others write to: trust nothing.
-        node.validate()?;
+        hash = fnv(hash, text.as_bytes());
+        let (stamp, node) = parse_entry(text)?;
+        ensure!(
+            nodes.last().is_none_or(|last: &Node| last.name < node.name),
+            "index is not sorted"
+        );
         if stamp.settled(scan_start) {
-            entries.insert(node.name.clone(), (stamp, node));
+            nodes.push(node);
+            stamps.push(stamp);
         }
     }
-    bail!("index has no trailer (torn write)")
+}
+
+/// `name ino size mtime ctime address port weight tags`, tab-separated.
+fn parse_entry(text: &str) -> Result<(Stamp, Node)> {
+    let mut f = text.split('\t');
+    let mut next = || f.next().context("malformed index line");
+    let name = next()?;
+    let stamp = Stamp {
+        ino: next()?.parse()?,
+        size: next()?.parse()?,
+        mtime_ns: next()?.parse()?,
+        ctime_ns: next()?.parse()?,
+    };
+    let address = next()?;
+    let opt =
+        |s: &str| -> Result<Option<u16>> { Ok(if s == "-" { None } else { Some(s.parse()?) }) };
+    let port = opt(next()?)?;
+    let weight = opt(next()?)?;
+    let mut tags = BTreeMap::new();
+    for pair in next()?.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').context("malformed tag")?;
+        tags.insert(k.to_string(), v.to_string());
+    }
+    ensure!(f.next().is_none(), "malformed index line");
+    let node = Node {
+        name: name.to_string(),
+        address: address.to_string(),
+        port,
+        weight,
+        tags,
+    };
+    // The index is a file in a folder others write to: trust nothing.
+    node.validate()?;
+    Ok((stamp, node))
 }
 
 /// Writes the index for `nodes` (sorted) as found by a scan that began at
 /// `scan_start`. Atomic (temp file and rename); no fsync: it is a cache, and
 /// a torn index fails its trailer (entry count and checksum) and is ignored.
-pub fn save(dir: &Path, scan_start: i64, nodes: &[(Node, Stamp)]) -> Result<()> {
+pub fn save(dir: &Path, scan_start: i64, nodes: &[Node], stamps: &[Stamp]) -> Result<()> {
     use std::fmt::Write as _;
     let tmp = NamedTempFile::with_prefix_in(".hacfg.index.", dir)?;
     let mut w = BufWriter::with_capacity(64 * 1024, tmp.as_file());
     writeln!(w, "{MAGIC} {scan_start}")?;
     let (mut line, mut hash) = (String::with_capacity(128), FNV_START);
-    for (n, s) in nodes {
+    for (n, s) in nodes.iter().zip(stamps) {
         line.clear();
         let opt = |v: Option<u16>| v.map_or("-".to_string(), |v| v.to_string());
         let _ = write!(
@@ -223,22 +283,19 @@ mod tests {
             ctime_ns: now_ns(),
             ..OLD
         };
-        save(
-            dir.path(),
-            now_ns(),
-            &[(node("a"), OLD), (node("b"), fresh)],
-        )
-        .unwrap();
+        save(dir.path(), now_ns(), &[node("a"), node("b")], &[OLD, fresh]).unwrap();
         let mut snap = Snapshot::load(dir.path());
-        assert!(!snap.contains("b"), "a racy entry was kept");
-        assert_eq!(snap.take("a", &OLD), Some(node("a")));
-        assert_eq!(snap.leftover(), 0);
+        assert_eq!(snap.find("b"), None, "a racy entry was kept");
+        let at = snap.find("a").unwrap();
+        assert!(snap.confirm(at, &OLD));
+        let (nodes, _, changed) = snap.merge(Vec::new());
+        assert_eq!((nodes, changed), (vec![node("a")], false));
     }
 
     #[test]
     fn any_stamp_change_misses() {
         let dir = tempfile::tempdir().unwrap();
-        save(dir.path(), now_ns(), &[(node("a"), OLD)]).unwrap();
+        save(dir.path(), now_ns(), &[node("a")], &[OLD]).unwrap();
         for changed in [
             Stamp { ino: 8, ..OLD },
             Stamp { size: 31, ..OLD },
@@ -251,16 +308,34 @@ mod tests {
                 ..OLD
             },
         ] {
-            assert_eq!(Snapshot::load(dir.path()).take("a", &changed), None);
+            let mut snap = Snapshot::load(dir.path());
+            assert!(!snap.confirm(0, &changed));
+            let (nodes, stamps, changed) = snap.merge(Vec::new());
+            assert!(nodes.is_empty() && stamps.is_empty() && changed);
         }
+    }
+
+    #[test]
+    fn merge_keeps_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), now_ns(), &[node("b"), node("d")], &[OLD, OLD]).unwrap();
+        let mut snap = Snapshot::load(dir.path());
+        snap.confirm(0, &OLD);
+        snap.confirm(1, &OLD);
+        let fresh = vec![(node("e"), OLD), (node("a"), OLD), (node("c"), OLD)];
+        let (nodes, stamps, changed) = snap.merge(fresh);
+        let names: Vec<_> = nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "e"]);
+        assert_eq!((stamps.len(), changed), (5, true));
     }
 
     #[test]
     fn damaged_index_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        save(dir.path(), now_ns(), &[(node("a"), OLD), (node("b"), OLD)]).unwrap();
+        save(dir.path(), now_ns(), &[node("a"), node("b")], &[OLD, OLD]).unwrap();
         let path = dir.path().join(INDEX_FILE);
         let text = std::fs::read_to_string(&path).unwrap();
+        assert!(Snapshot::load(dir.path()).find("a").is_some());
         for bad in [
             text.replace("hacfg-index-v1 ", "hacfg-index-v0 "),
             text.replace("\nend 2 ", "\nend 1 "),
@@ -271,7 +346,7 @@ mod tests {
             String::new(),
         ] {
             std::fs::write(&path, bad).unwrap();
-            assert_eq!(Snapshot::load(dir.path()).leftover(), 0);
+            assert_eq!(Snapshot::load(dir.path()).find("a"), None);
         }
     }
 }

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Object, ObjectRepr};
-use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, syntax::SyntaxConfig};
+use minijinja::{
+    AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value, syntax::SyntaxConfig,
+};
 use serde::Serialize;
 
 use crate::node::{DEFAULT_WEIGHT, Node};
@@ -151,7 +153,8 @@ impl Object for NodeRef {
     }
 }
 
-/// Renders `source` over `nodes` (sorted by name). Strict undefined (a
+/// Renders `source` over `nodes` (sorted by name); `size_hint` is the
+/// expected output size (the current file's). Strict undefined (a
 /// misspelled variable is an error), no auto-escaping, and Jinja's
 /// `trim_blocks`/`lstrip_blocks`.
 pub fn render_config(
@@ -160,7 +163,8 @@ pub fn render_config(
     nodes: Vec<Node>,
     default_port: u16,
     vars: &BTreeMap<String, String>,
-) -> Result<String, minijinja::Error> {
+    size_hint: usize,
+) -> Result<String, Error> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -204,7 +208,11 @@ pub fn render_config(
         default_backend => DEFAULT_BACKEND,
         vars => vars.clone(),
     };
-    env.get_template(name)?.render(ctx)
+    // Rendering into a buffer sized for the output avoids the doubling
+    // reallocations that would briefly hold a large config twice.
+    let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 4096);
+    env.get_template(name)?.render_captured_to(ctx, &mut out)?;
+    String::from_utf8(out).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
 }
 
 #[cfg(test)]
@@ -263,11 +271,19 @@ mod tests {
             nodes.to_vec(),
             3000,
             &NO_VARS,
+            0,
         )
         .unwrap();
         assert_eq!(out, "a<&>\n");
-        let err =
-            render_config("t", "{{ nodes[0].nmae }}", nodes.to_vec(), 3000, &NO_VARS).unwrap_err();
+        let err = render_config(
+            "t",
+            "{{ nodes[0].nmae }}",
+            nodes.to_vec(),
+            3000,
+            &NO_VARS,
+            0,
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
     }
 
@@ -275,7 +291,7 @@ mod tests {
     fn default_port_and_backends() {
         let nodes = [node("a", None, None), node("b", Some(81), Some("api"))];
         let src = "{% for b, ns in backends|items %}{{ b }}:{% for n in ns %} {{ n.name }}={{ n.port }}{% endfor %}\n{% endfor %}";
-        let out = render_config("t", src, nodes.to_vec(), 3000, &NO_VARS).unwrap();
+        let out = render_config("t", src, nodes.to_vec(), 3000, &NO_VARS, 0).unwrap();
         assert_eq!(out, "api: b=81nodes: a=3000"); // trim_blocks eats the newlines
     }
 
@@ -288,6 +304,7 @@ mod tests {
             nodes.to_vec(),
             3000,
             &NO_VARS,
+            0,
         )
         .unwrap();
         let two = render_config(
@@ -296,6 +313,7 @@ mod tests {
             nodes.to_vec(),
             3000,
             &NO_VARS,
+            0,
         )
         .unwrap();
         assert_eq!(one, two);

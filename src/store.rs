@@ -185,8 +185,7 @@ impl Store {
         let scan_start = index::now_ns();
         let mut snapshot = index::Snapshot::load(&self.dir);
         let folder = || format!("unable to read nodes folder `{}`", self.dir.display());
-        let mut found: Vec<(Node, Stamp)> = Vec::new();
-        let mut changed = false;
+        let mut fresh: Vec<(Node, Stamp)> = Vec::new();
         let mut buf = Vec::with_capacity(256);
         for entry in fs::read_dir(&self.dir).with_context(folder)? {
             let entry = entry.with_context(folder)?;
@@ -212,25 +211,22 @@ impl Store {
             }
             node::validate_name(name)
                 .with_context(|| format!("invalid node file `{}`", path.display()))?;
-            if snapshot.contains(name) {
+            if let Some(at) = snapshot.find(name) {
                 let meta = entry
                     .metadata()
                     .with_context(|| format!("unable to stat `{}`", path.display()))?;
-                let stamp = Stamp::of(&meta);
-                if let Some(node) = snapshot.take(name, &stamp) {
-                    found.push((node, stamp));
+                if snapshot.confirm(at, &Stamp::of(&meta)) {
                     continue;
                 }
             }
-            changed = true;
-            found.push(read_node_file(&path, name, &mut buf)?);
+            fresh.push(read_node_file(&path, name, &mut buf)?);
         }
-        found.sort_unstable_by(|a, b| a.0.name.cmp(&b.0.name));
-        if refresh_index && (changed || snapshot.leftover() > 0) {
+        let (nodes, stamps, changed) = snapshot.merge(fresh);
+        if refresh_index && changed {
             // A cache: a folder we may read but not write still renders.
-            let _ = index::save(&self.dir, scan_start, &found);
+            let _ = index::save(&self.dir, scan_start, &nodes, &stamps);
         }
-        Ok(found.into_iter().map(|(node, _)| node).collect())
+        Ok(nodes)
     }
 }
 

@@ -222,7 +222,8 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
             .unwrap()
     };
     let dry = sync(&["--dry-run"]);
-    assert!(String::from_utf8_lossy(&dry.stderr).contains("sync: add/update `w1`"));
+    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(plan.contains("+ `w1` 127.0.0.5:3001"), "{plan}");
     assert!(!env_a.nodes.exists() || fs::read_dir(&env_a.nodes).unwrap().count() <= 1);
     // The lab image's sync service, run once.
     let status = Command::new(Path::new(LAB).join("ha/services/hacfg-sync/run"))
