@@ -118,8 +118,11 @@ pub fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
     if let Some(check) = &cfg.check {
         run_check(check, staged.path(), out)?;
     }
-    if current.is_some() {
-        atomic::copy_atomic(out, &prev_path(out))?;
+    match (current, cfg.in_place) {
+        (None, _) => {}
+        // In place, the output's inode is about to change: copy its bytes.
+        (Some(_), true) => atomic::copy_atomic(out, &prev_path(out))?,
+        (Some(_), false) => atomic::link_atomic(out, &prev_path(out))?,
     }
     if cfg.in_place {
         atomic::write_in_place(out, rendered.as_bytes())?;

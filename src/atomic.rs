@@ -119,6 +119,24 @@ pub fn copy_atomic(source: &Path, target: &Path) -> Result<()> {
     staged.commit()
 }
 
+/// Makes `target` another name of `source`'s current inode (a hard link,
+/// renamed into place): no bytes are copied or synced, and `source` may be
+/// renamed over afterwards without changing `target`. The folder is synced
+/// by the caller's next `commit`. Falls back to `copy_atomic` where the file
+/// system has no hard links.
+pub fn link_atomic(source: &Path, target: &Path) -> Result<()> {
+    let base = target.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = parent_dir(target).join(format!(".{base}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    match fs::hard_link(source, &tmp) {
+        Ok(()) => fs::rename(&tmp, target).with_context(|| {
+            let _ = fs::remove_file(&tmp);
+            format!("unable to replace `{}`", target.display())
+        }),
+        Err(_) => copy_atomic(source, target),
+    }
+}
+
 /// Overwrites `target` in place (same inode), for bind-mounted single files
 /// where a rename would leave the reader on the old inode. Not atomic.
 pub fn write_in_place(target: &Path, bytes: &[u8]) -> Result<()> {
@@ -215,6 +233,18 @@ mod tests {
         fs::write(&b, b"old").unwrap();
         copy_atomic(&a, &b).unwrap();
         assert_eq!(fs::read(&b).unwrap(), b"payload");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn link_survives_a_rename_over_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, prev) = (dir.path().join("out"), dir.path().join("out.prev"));
+        write_atomic(&out, b"one").unwrap();
+        link_atomic(&out, &prev).unwrap();
+        write_atomic(&out, b"two").unwrap();
+        assert_eq!(fs::read(&prev).unwrap(), b"one");
+        assert_eq!(fs::read(&out).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 

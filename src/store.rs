@@ -209,8 +209,7 @@ impl Store {
                     path.display()
                 );
             }
-            node::validate_name(name)
-                .with_context(|| format!("invalid node file `{}`", path.display()))?;
+            // A name the index holds was validated when it was indexed.
             if let Some(at) = snapshot.find(name) {
                 let meta = entry
                     .metadata()
@@ -219,6 +218,8 @@ impl Store {
                     continue;
                 }
             }
+            node::validate_name(name)
+                .with_context(|| format!("invalid node file `{}`", path.display()))?;
             fresh.push(read_node_file(&path, name, &mut buf)?);
         }
         let (nodes, stamps, changed) = snapshot.merge(fresh);
