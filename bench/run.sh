@@ -65,13 +65,18 @@ rss_mb() {
   awk '{ printf "%.1f", $1 / 1024 }' "$work/rss"
 }
 
-# make_nodes DIR N: N lab-format node files.
+# make_nodes DIR N: N lab-format node files, then a steady state: their
+# data flushed (so no measured fsync pays for writing them) and older than
+# hacfg's 2-second "racy" window (so its index may trust them, as it would
+# trust any node file that has not changed in the last two seconds).
 make_nodes() {
   rm -rf "$1"; mkdir -p "$1"
   awk -v n="$2" -v dir="$1" 'BEGIN { for (i = 0; i < n; i++) {
     name = sprintf("web-%06d", i); f = dir "/" name
     printf "%s 10.%d.%d.%d\n", name, int(i / 65536) % 256, int(i / 256) % 256, i % 256 > f
     close(f) } }'
+  sync
+  sleep 2.1
 }
 
 # join_event FILE: a member-join event with 1,000 new members, as Serf sends it.

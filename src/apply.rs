@@ -43,7 +43,10 @@ pub fn render_nodes(cfg: &Config, nodes: Vec<Node>) -> Result<String> {
         &cfg.vars,
         size_hint,
     )
-    .with_context(|| format!("unable to render template `{name}`"))
+    .with_context(|| {
+        let out = cfg.output.display();
+        format!("unable to render template `{name}`; `{out}` was left as it was")
+    })
 }
 
 /// The current output, `None` if there is none yet.
@@ -120,7 +123,7 @@ pub fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
     }
     match (current, cfg.in_place) {
         (None, _) => {}
-        // In place, the output's inode is about to change: copy its bytes.
+        // In place, the bytes change under the same inode: copy them.
         (Some(_), true) => atomic::copy_atomic(out, &prev_path(out))?,
         (Some(_), false) => atomic::link_atomic(out, &prev_path(out))?,
     }
