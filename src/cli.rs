@@ -172,8 +172,9 @@ pub struct RenderArgs {
     pub diff: bool,
 }
 
+/// Which Serf members are nodes (shared by `serf` and `sync`).
 #[derive(Debug, Args)]
-pub struct SerfArgs {
+pub struct RolesArgs {
     /// Serf roles whose members are nodes (repeatable, or comma-separated)
     #[arg(
         long = "role",
@@ -182,6 +183,12 @@ pub struct SerfArgs {
         default_value = "backend"
     )]
     pub roles: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SerfArgs {
+    #[command(flatten)]
+    pub roles: RolesArgs,
     /// What a `member-failed` event does: `remove` the node or `keep` it
     #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove")]
     pub on_failed: String,
@@ -189,14 +196,8 @@ pub struct SerfArgs {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Serf roles whose members are nodes (repeatable, or comma-separated)
-    #[arg(
-        long = "role",
-        env = "HACFG_SERF_ROLE",
-        value_delimiter = ',',
-        default_value = "backend"
-    )]
-    pub roles: Vec<String>,
+    #[command(flatten)]
+    pub roles: RolesArgs,
     /// Address of the Serf agent's RPC endpoint
     #[arg(long, env = "SERF_RPC_ADDR")]
     pub rpc_addr: Option<String>,

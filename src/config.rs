@@ -181,11 +181,11 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
         },
         CommandArgs::Reload => Command::Reload,
         CommandArgs::Serf(a) => Command::Serf {
-            roles: a.roles,
+            roles: a.roles.roles,
             keep_failed: on_failed_keeps(&a.on_failed)?,
         },
         CommandArgs::Sync(a) => Command::Sync {
-            roles: a.roles,
+            roles: a.roles.roles,
             rpc_addr: a.rpc_addr,
             serf_bin: a.serf_bin,
             dry_run: a.dry_run,

@@ -298,25 +298,19 @@ mod tests {
     #[test]
     fn builtin_is_deterministic() {
         let nodes = [node("a", Some(1), None), node("b", None, Some("api"))];
-        let one = render_config(
-            BUILTIN_NAME,
-            BUILTIN_TEMPLATE,
-            nodes.to_vec(),
-            3000,
-            &NO_VARS,
-            0,
-        )
-        .unwrap();
-        let two = render_config(
-            BUILTIN_NAME,
-            BUILTIN_TEMPLATE,
-            nodes.to_vec(),
-            3000,
-            &NO_VARS,
-            0,
-        )
-        .unwrap();
-        assert_eq!(one, two);
+        let render = || {
+            render_config(
+                BUILTIN_NAME,
+                BUILTIN_TEMPLATE,
+                nodes.to_vec(),
+                3000,
+                &NO_VARS,
+                0,
+            )
+            .unwrap()
+        };
+        let one = render();
+        assert_eq!(one, render());
         assert!(one.contains("server a 10.0.0.1:1 check"), "{one}");
     }
 }
