@@ -114,7 +114,11 @@ pub fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
     }
     let current = same_as_file(out, rendered.as_bytes())?;
     if current == Some(true) && !cfg.force {
-        log.info(&format!("`{}` unchanged ({count} nodes)", out.display()));
+        log.info(&format!(
+            "`{}` unchanged ({})",
+            out.display(),
+            nodes_text(count)
+        ));
         return Ok(());
     }
     let staged = Staged::new(out, rendered.as_bytes())?;
@@ -132,11 +136,19 @@ pub fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
     } else {
         staged.commit()?;
     }
-    log.info(&format!("wrote `{}` ({count} nodes)", out.display()));
+    log.info(&format!(
+        "wrote `{}` ({})",
+        out.display(),
+        nodes_text(count)
+    ));
     if cfg.reload.is_some() {
         reload_or_restore(cfg, log)?;
     }
     Ok(())
+}
+
+fn nodes_text(count: usize) -> String {
+    format!("{count} node{}", if count == 1 { "" } else { "s" })
 }
 
 /// Reloads HAProxy; on failure puts `<output>.prev` back over the output.
