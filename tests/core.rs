@@ -456,3 +456,30 @@ fn the_index_never_serves_a_stale_node() {
     assert_eq!(env.servers(), want);
     assert_eq!(env.ok(&["render", "--stdout"]), env.output_text());
 }
+
+#[test]
+fn a_killed_process_releases_the_lock() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
+    // A check that hangs holds the exclusive lock; SIGKILL it mid-render.
+    let mut stuck = env
+        .cmd(&["--check-cmd", "sleep 30 # {}", "add", "s2", "10.0.0.2"])
+        .spawn()
+        .unwrap();
+    let lock_held = || {
+        let lock = fs::File::open(env.nodes.join(".hacfg.lock")).unwrap();
+        matches!(lock.try_lock(), Err(fs::TryLockError::WouldBlock))
+    };
+    assert!(
+        crate::harness::wait_until(10.0, lock_held),
+        "the check never started"
+    );
+    stuck.kill().unwrap();
+    stuck.wait().unwrap();
+    // The kernel released the lock: the next call goes through at once.
+    env.ok(&["--no-check", "add", "s3", "10.0.0.3"]);
+    assert_eq!(
+        env.servers(),
+        ["s1 10.0.0.1:3000", "s2 10.0.0.2:3000", "s3 10.0.0.3:3000"]
+    );
+}

@@ -250,6 +250,40 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
     assert_eq!(env_a.output_text(), live);
 }
 
+#[test]
+fn hostile_agent_names_from_real_serf_are_skipped() {
+    let (Some(_), Some(_)) = (tool("serf"), tool("haproxy")) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (_bal, join) = balancer(&env, "bal");
+    let _evil = Agent::backend("evil\nserver x 6.6.6.6:80", "127.0.0.12", 3001, &join);
+    let _escape = Agent::backend("../../etc/x", "127.0.0.13", 3002, &join);
+    let _good = Agent::backend("good1", "127.0.0.14", 3003, &join);
+    assert!(
+        wait_until(15.0, || env.servers() == ["good1 127.0.0.14:3003"]),
+        "{:?}",
+        env.servers()
+    );
+    let log = fs::read_to_string(env.path("serf.log")).unwrap();
+    assert!(
+        wait_until(10.0, || {
+            let log = fs::read_to_string(env.path("serf.log")).unwrap_or_default();
+            log.contains(r#"invalid node name "evil\nserver x 6.6.6.6:80""#)
+                && log.contains(r#"invalid node name "../../etc/x""#)
+        }),
+        "{log}"
+    );
+    assert!(!env.output_text().contains("6.6.6.6"));
+    let names: Vec<String> = fs::read_dir(&env.nodes)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names, ["good1"]);
+    assert!(!env.nodes.join("../../etc/x").exists());
+}
+
 fn path_with_hacfg() -> std::ffi::OsString {
     let dir: PathBuf = Path::new(HACFG).parent().unwrap().to_path_buf();
     std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(
