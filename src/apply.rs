@@ -207,7 +207,7 @@ fn run_check(check: &Check, staged: &Path, output: &Path) -> Result<()> {
             (cmd, format!("check command `{template}`"))
         }
     };
-    let done = reload::run_with_timeout(&mut cmd, &what, CHECK_TIMEOUT)?;
+    let done = crate::process::run_with_timeout(&mut cmd, &what, CHECK_TIMEOUT)?;
     if done.success {
         return Ok(());
     }

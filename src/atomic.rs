@@ -22,7 +22,7 @@ impl Staged {
     }
 
     /// Like `new`, without the fsync: for batches, which make the data
-    /// durable once with `sync_fs` before renaming.
+    /// durable with `sync_all` before renaming.
     pub fn unsynced(target: &Path, bytes: &[u8]) -> Result<Staged> {
         Staged::write(target, bytes, false)
     }
@@ -165,19 +165,20 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// but its cost depends on every other writer's dirty data.
 pub fn sync_all(staged: &[Staged]) -> Result<()> {
     const THREADS: usize = 8;
+    let sync = |s: &Staged| {
+        s.file
+            .as_file()
+            .sync_all()
+            .with_context(|| format!("unable to sync temp file `{}`", s.path().display()))
+    };
+    if staged.len() < 2 {
+        return staged.iter().try_for_each(sync);
+    }
     let chunk = staged.len().div_ceil(THREADS).max(1);
     std::thread::scope(|scope| {
         let workers: Vec<_> = staged
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter().try_for_each(|s| {
-                        s.file.as_file().sync_all().with_context(|| {
-                            format!("unable to sync temp file `{}`", s.path().display())
-                        })
-                    })
-                })
-            })
+            .map(|part| scope.spawn(move || part.iter().try_for_each(sync)))
             .collect();
         workers.into_iter().try_for_each(|w| {
             w.join()

@@ -65,7 +65,6 @@ pub fn now_ns() -> i64 {
 
 /// The settled entries of a saved index, sorted by name, and which of them
 /// a scan of the folder has confirmed.
-#[derive(Default)]
 pub struct Snapshot {
     nodes: Vec<Node>,
     stamps: Vec<Stamp>,
@@ -104,7 +103,7 @@ impl Snapshot {
     /// The folder's nodes and stamps, sorted: the confirmed entries plus the
     /// files read afresh (`fresh`). `changed` tells whether the index on disk
     /// differs from them and is worth rewriting.
-    pub fn merge(self, mut fresh: Vec<(Node, Stamp)>) -> (Vec<Node>, Vec<Stamp>, bool) {
+    pub fn merge(self, fresh: Vec<(Node, Stamp)>) -> (Vec<Node>, Vec<Stamp>, bool) {
         let Snapshot {
             mut nodes,
             mut stamps,
@@ -115,16 +114,15 @@ impl Snapshot {
         nodes.retain(|_| keep.next() == Some(&true));
         let mut keep = confirmed.iter();
         stamps.retain(|_| keep.next() == Some(&true));
-        fresh.sort_unstable_by(|a, b| a.0.name.cmp(&b.0.name));
         if fresh.len() > nodes.len() / 8 {
             // Many new files (a first run): one sort beats many inserts.
-            nodes.reserve_exact(fresh.len());
-            stamps.reserve_exact(fresh.len());
-            let mut all: Vec<(Node, Stamp)> = nodes.into_iter().zip(stamps).collect();
-            all.extend(fresh);
+            let mut all: Vec<(Node, Stamp)> = match nodes.is_empty() {
+                true => fresh,
+                false => nodes.into_iter().zip(stamps).chain(fresh).collect(),
+            };
             all.sort_unstable_by(|a, b| a.0.name.cmp(&b.0.name));
-            let (n, s) = all.into_iter().unzip();
-            return (n, s, changed);
+            let (nodes, stamps) = all.into_iter().unzip();
+            return (nodes, stamps, changed);
         }
         for (node, stamp) in fresh {
             let at = nodes.partition_point(|n| n.name < node.name);

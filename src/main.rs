@@ -9,6 +9,7 @@ mod exit;
 mod index;
 mod log;
 mod node;
+mod process;
 mod reload;
 mod render;
 mod serf;

@@ -4,67 +4,14 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::config::{Reload, Strategy};
-
-/// Output of a finished command.
-pub struct Finished {
-    pub success: bool,
-    pub status: String,
-    /// stdout then stderr, trimmed.
-    pub output: String,
-}
-
-/// Runs `cmd` with no stdin, collecting its output; kills it after `timeout`.
-pub fn run_with_timeout(cmd: &mut Command, what: &str, timeout: Duration) -> Result<Finished> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("unable to run {what}"))?;
-    let pipe = |r: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = pipe(child.stdout.take().map(|s| Box::new(s) as _));
-    let err = pipe(child.stderr.take().map(|s| Box::new(s) as _));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("waiting for {what}"))?
-        {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{what} did not finish within {:.1}s and was killed",
-                timeout.as_secs_f64()
-            );
-        }
-        thread::sleep(Duration::from_millis(2));
-    };
-    let mut output = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
-    output.push_str(&String::from_utf8_lossy(&err.join().unwrap_or_default()));
-    Ok(Finished {
-        success: status.success(),
-        status: status.to_string(),
-        output: output.trim().to_string(),
-    })
-}
+use crate::process::run_with_timeout;
 
 /// Reloads HAProxy with the configured strategy; an error means it failed.
 pub fn reload(reload: &Reload) -> Result<String> {
@@ -253,15 +200,5 @@ mod tests {
             }
         );
         assert_eq!(parse_show_proc("garbage"), None);
-    }
-
-    #[test]
-    fn command_timeout_and_failure() {
-        let t = Duration::from_millis(200);
-        let done =
-            run_with_timeout(Command::new("sh").args(["-c", "echo hi; exit 3"]), "x", t).unwrap();
-        assert!(!done.success);
-        assert_eq!(done.output, "hi");
-        assert!(run_with_timeout(Command::new("sleep").arg("5"), "x", t).is_err());
     }
 }

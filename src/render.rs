@@ -177,15 +177,18 @@ pub fn render_config(
             .build()?,
     );
     env.add_template(name, source)?;
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    groups.insert(DEFAULT_BACKEND.to_string(), Vec::new());
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::from([(DEFAULT_BACKEND, Vec::new())]);
     for (i, node) in nodes.iter().enumerate() {
         let backend = node
             .tags
             .get("backend")
-            .map_or(DEFAULT_BACKEND, |b| b.as_str());
-        groups.entry(backend.to_string()).or_default().push(i);
+            .map_or(DEFAULT_BACKEND, String::as_str);
+        groups.entry(backend).or_default().push(i);
     }
+    let groups: Vec<(String, Vec<usize>)> = groups
+        .into_iter()
+        .map(|(b, members)| (b.to_string(), members))
+        .collect();
     let ids = assign_ids(&nodes);
     let pool = Arc::new(Pool {
         nodes,

@@ -132,14 +132,14 @@ pub fn alive_members(serf_bin: &Path, rpc_addr: Option<&str>) -> Result<Vec<Memb
         cmd.arg(format!("-rpc-addr={addr}"));
     }
     let what = format!("`{} members`", serf_bin.display());
-    let done = crate::reload::run_with_timeout(&mut cmd, &what, Duration::from_secs(10))?;
+    let done = crate::process::run_with_timeout(&mut cmd, &what, Duration::from_secs(10))?;
     ensure!(
         done.success,
         "{what} failed ({}): {}",
         done.status,
         done.output
     );
-    parse_members_json(&done.output)
+    parse_members_json(&done.stdout)
         .with_context(|| format!("unable to read the member list from {what}"))
 }
 

@@ -126,11 +126,7 @@ impl Store {
                         return Ok(false);
                     }
                     let path = self.path_of(&node.name)?;
-                    let write = if nodes.len() == 1 {
-                        atomic::Staged::new(&path, &node.to_file_bytes())
-                    } else {
-                        atomic::Staged::unsynced(&path, &node.to_file_bytes())
-                    };
+                    let write = atomic::Staged::unsynced(&path, &node.to_file_bytes());
                     staged.push(write.with_context(|| {
                         format!("unable to write node file `{}`", path.display())
                     })?);
@@ -140,10 +136,8 @@ impl Store {
         if staged.is_empty() {
             return Ok(results);
         }
-        if nodes.len() > 1 {
-            // On failure nothing was renamed: the staged files vanish when dropped.
-            atomic::sync_all(&staged)?;
-        }
+        // On failure nothing was renamed: the staged files vanish when dropped.
+        atomic::sync_all(&staged)?;
         let mut renamed = staged.into_iter().map(atomic::Staged::rename);
         for r in results.iter_mut().filter(|r| matches!(r, Ok(true))) {
             if let Some(Err(e)) = renamed.next() {
