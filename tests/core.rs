@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use crate::harness::{HACFG, TestEnv, haproxy_accepts, tool};
@@ -461,20 +462,23 @@ fn the_index_never_serves_a_stale_node() {
 fn a_killed_process_releases_the_lock() {
     let env = TestEnv::new();
     env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
-    // A check that hangs holds the exclusive lock; SIGKILL it mid-render.
+    // A check that hangs holds the exclusive lock; SIGKILL it mid-render
+    // (its whole process group, so the hanging check goes too).
     let mut stuck = env
         .cmd(&["--check-cmd", "sleep 30 # {}", "add", "s2", "10.0.0.2"])
+        .process_group(0)
         .spawn()
         .unwrap();
-    let lock_held = || {
+    let exclusive_held = || {
         let lock = fs::File::open(env.nodes.join(".hacfg.lock")).unwrap();
-        matches!(lock.try_lock(), Err(fs::TryLockError::WouldBlock))
+        matches!(lock.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
     };
     assert!(
-        crate::harness::wait_until(10.0, lock_held),
+        crate::harness::wait_until(10.0, exclusive_held),
         "the check never started"
     );
-    stuck.kill().unwrap();
+    // SAFETY: kill(2) on the process group the test just created.
+    unsafe { libc::kill(-(stuck.id() as i32), libc::SIGKILL) };
     stuck.wait().unwrap();
     // The kernel released the lock: the next call goes through at once.
     env.ok(&["--no-check", "add", "s3", "10.0.0.3"]);
