@@ -5,7 +5,8 @@
 #   bash bench/run.sh --sizes "1000"  # chosen sizes
 #   bash bench/run.sh --smoke         # N = 10, one run each (CI)
 #
-# Times are medians of RUNS runs after a warm-up, wall clock ($EPOCHREALTIME)
+# Times are medians of RUNS runs (3×RUNS up to 1,000 nodes, 3 at 100,000;
+# 3 for the lab's handler from 1,000 nodes on) after a warm-up, wall clock ($EPOCHREALTIME)
 # around the process (fork+exec included, the same for every row); RSS is peak resident
 # memory from /usr/bin/time. The floor is one `find -exec cat {} +` reading
 # every node file. Node files use the lab's one-line format, which both
@@ -95,7 +96,10 @@ declare -A render_ms
 for n in $sizes; do
   d="$work/n$n"; nodes="$d/nodes"; out="$d/haproxy.cfg"
   make_nodes "$nodes" "$n"
-  r=$runs; [ "$n" -ge 100000 ] && [ "$runs" -gt 3 ] && r=3
+  # Small sizes are quick and noisy: more runs there, fewer at 100,000.
+  r=$runs
+  [ "$n" -le 1000 ] && [ "$runs" -ge 5 ] && r=$((runs * 3))
+  [ "$n" -ge 100000 ] && [ "$runs" -gt 3 ] && r=3
   h="$hacfg --no-check --quiet --nodes-dir $nodes --output $out"
   "$hacfg" --no-check --quiet --nodes-dir "$nodes" --output "$out" render
   floor=$(median_ms "$r" ":" "find $nodes -maxdepth 1 -type f -exec cat {} + >/dev/null")
