@@ -178,9 +178,39 @@ impl Store {
     pub fn load_all(&self, refresh_index: bool) -> Result<Vec<Node>> {
         let scan_start = index::now_ns();
         let mut snapshot = index::Snapshot::load(&self.dir);
-        let folder = || format!("unable to read nodes folder `{}`", self.dir.display());
-        let mut fresh: Vec<(Node, Stamp)> = Vec::new();
         let mut buf = Vec::with_capacity(256);
+        // The index's files are checked on other threads while this one
+        // lists the folder and reads the files the index does not know.
+        let (unchanged, seen, mut fresh) = std::thread::scope(|scope| {
+            let verifier = scope.spawn(|| snapshot.verify(&self.dir));
+            let listed = self.list(&snapshot, &mut buf);
+            let unchanged = verifier.join().unwrap_or_default();
+            listed.map(|l| (unchanged, l.seen, l.fresh))
+        })?;
+        for (at, seen) in seen.into_iter().enumerate() {
+            match (seen, unchanged.get(at)) {
+                (false, _) => {} // gone from the folder
+                (true, Some(true)) => snapshot.keep(at),
+                (true, _) => {
+                    let name = snapshot.name(at).to_string();
+                    fresh.push(read_node_file(&self.dir.join(&name), &name, &mut buf)?);
+                }
+            }
+        }
+        let (nodes, stamps, changed) = snapshot.merge(fresh);
+        if refresh_index && changed {
+            // A cache: a folder we may read but not write still renders.
+            let _ = index::save(&self.dir, scan_start, &nodes, &stamps);
+        }
+        Ok(nodes)
+    }
+
+    /// Lists the folder: which index entries have a file (`seen`), and the
+    /// nodes of the files the index does not know, read and validated.
+    fn list(&self, snapshot: &index::Snapshot, buf: &mut Vec<u8>) -> Result<Listing> {
+        let folder = || format!("unable to read nodes folder `{}`", self.dir.display());
+        let mut seen = vec![false; snapshot.len()];
+        let mut fresh = Vec::new();
         for entry in fs::read_dir(&self.dir).with_context(folder)? {
             let entry = entry.with_context(folder)?;
             let file_name = entry.file_name();
@@ -205,24 +235,23 @@ impl Store {
             }
             // A name the index holds was validated when it was indexed.
             if let Some(at) = snapshot.find(name) {
-                let meta = entry
-                    .metadata()
-                    .with_context(|| format!("unable to stat `{}`", path.display()))?;
-                if snapshot.confirm(at, &Stamp::of(&meta)) {
-                    continue;
-                }
+                seen[at] = true;
+                continue;
             }
             node::validate_name(name)
                 .with_context(|| format!("invalid node file `{}`", path.display()))?;
-            fresh.push(read_node_file(&path, name, &mut buf)?);
+            fresh.push(read_node_file(&path, name, buf)?);
         }
-        let (nodes, stamps, changed) = snapshot.merge(fresh);
-        if refresh_index && changed {
-            // A cache: a folder we may read but not write still renders.
-            let _ = index::save(&self.dir, scan_start, &nodes, &stamps);
-        }
-        Ok(nodes)
+        Ok(Listing { seen, fresh })
     }
+}
+
+/// What listing the folder found (see `Store::list`).
+struct Listing {
+    /// Per index entry: a file of that name is in the folder.
+    seen: Vec<bool>,
+    /// Files the index does not know, read.
+    fresh: Vec<(Node, Stamp)>,
 }
 
 /// Reads one node file; the stamp is taken from the open file before its
