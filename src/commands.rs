@@ -140,7 +140,9 @@ fn sync(
     };
     let current = match lost {
         true => Vec::new(),
-        false => store.load_all(!dry_run)?,
+        // Not refreshing the index: `apply::update` reads the folder again
+        // after the changes and refreshes it then.
+        false => store.load_all(false)?,
     };
     let plan = serf::plan_sync(&current, &wanted);
     if dry_run {

@@ -30,13 +30,7 @@ impl TestEnv {
     /// `hacfg --nodes-dir … --output … ARGS`, with no `HACFG_*`/`SERF_*`
     /// from the developer's shell and no haproxy check unless asked for.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(HACFG);
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("HACFG_") || key.starts_with("SERF_") {
-                cmd.env_remove(key.as_ref());
-            }
-        }
+        let mut cmd = clean_command(HACFG);
         cmd.arg("--nodes-dir").arg(&self.nodes);
         cmd.arg("--output").arg(&self.output);
         cmd.args(args);
@@ -105,6 +99,27 @@ impl TestEnv {
             .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
             .collect()
     }
+}
+
+/// A command for `program` (hacfg, or a script that calls it) that sees
+/// none of the developer's `HACFG_*`/`SERF_*` variables and finds the
+/// `hacfg` under test first on `PATH`.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("HACFG_") || key.starts_with("SERF_") {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let hacfg_dir = Path::new(HACFG)
+        .parent()
+        .expect("binary folder")
+        .to_path_buf();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(hacfg_dir).chain(std::env::split_paths(&path));
+    cmd.env("PATH", std::env::join_paths(dirs).expect("PATH"));
+    cmd
 }
 
 /// Finds a tool the tests need. In CI (`CI` set) a missing tool fails the

@@ -4,11 +4,11 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use crate::harness::{HACFG, TestEnv, free_port, tool, wait_until};
+use crate::harness::{TestEnv, clean_command, free_port, tool, wait_until};
 
 const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab");
 
@@ -23,20 +23,8 @@ impl Agent {
     /// Runs one of the lab's `run` scripts with `envs`.
     fn start(script: &str, name: &str, envs: &[(&str, String)]) -> Agent {
         let rpc = format!("127.0.0.1:{}", free_port());
-        let hacfg_dir = Path::new(HACFG).parent().unwrap();
-        let path = std::env::join_paths(std::iter::once(hacfg_dir.to_path_buf()).chain(
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-        ))
-        .unwrap();
-        let mut cmd = Command::new(Path::new(LAB).join(script));
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("HACFG_") || key.starts_with("SERF_") {
-                cmd.env_remove(key.as_ref());
-            }
-        }
-        cmd.env("PATH", path)
-            .env("SERF_NODE", name)
+        let mut cmd = clean_command(Path::new(LAB).join(script));
+        cmd.env("SERF_NODE", name)
             .env("SERF_RPC_ADDR", &rpc)
             .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -194,18 +182,15 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
     };
     let (env_a, env_b) = (TestEnv::new(), TestEnv::new());
     let (bal_a, join) = balancer(&env_a, "bal-a");
-    let (_bal_b, _) = balancer(&env_b, "bal-b");
-    Command::new("serf")
-        .args(["join", "-rpc-addr", &bal_a.rpc, &join])
-        .output()
-        .unwrap();
+    let (bal_b, _) = balancer(&env_b, "bal-b");
     let (_w1, _w2, _w3) = (
         Agent::backend("w1", "127.0.0.5", 3001, &join),
         Agent::backend("w2", "127.0.0.6", 3002, &join),
         Agent::backend("w3", "127.0.0.7", 3003, &join),
     );
-    let _b_join = Command::new("serf")
-        .args(["join", "-rpc-addr", &_bal_b.rpc, &join])
+    // The second balancer joins the cluster the first one started.
+    Command::new("serf")
+        .args(["join", "-rpc-addr", &bal_b.rpc, &join])
         .output()
         .unwrap();
     assert!(wait_until(15.0, || env_a.servers().len() == 3
@@ -226,8 +211,7 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
     assert!(plan.contains("+ `w1` 127.0.0.5:3001"), "{plan}");
     assert!(!env_a.nodes.exists() || fs::read_dir(&env_a.nodes).unwrap().count() <= 1);
     // The lab image's sync service, run once.
-    let status = Command::new(Path::new(LAB).join("ha/services/hacfg-sync/run"))
-        .env("PATH", path_with_hacfg())
+    let status = clean_command(Path::new(LAB).join("ha/services/hacfg-sync/run"))
         .env("SERF_RPC_ADDR", &bal_a.rpc)
         .env("HACFG_SYNC_INTERVAL", "0")
         .env("HACFG_NODES_DIR", &env_a.nodes)
@@ -282,14 +266,6 @@ fn hostile_agent_names_from_real_serf_are_skipped() {
         .collect();
     assert_eq!(names, ["good1"]);
     assert!(!env.nodes.join("../../etc/x").exists());
-}
-
-fn path_with_hacfg() -> std::ffi::OsString {
-    let dir: PathBuf = Path::new(HACFG).parent().unwrap().to_path_buf();
-    std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
-    .unwrap()
 }
 
 /// Runs `hacfg serf` as Serf would: event in the environment, members on stdin.
