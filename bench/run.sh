@@ -118,7 +118,7 @@ for n in $sizes; do
     if [ "$n" -ge 10000 ]; then
       # One run: it is slow, and it fails here.
       err=$(cd "$d" && SERF_EVENT=member-join bash "$root/bench/lab-handler.sh" "$nodes" \
-            "$root/bench/lab-haproxy.cfg.hb" "$labout" "$handlebars" < "$work/one.txt" 2>&1 >/dev/null | head -n 1 || true)
+            "$root/bench/lab-haproxy.cfg.hb" "$labout" "$handlebars" < "$work/one.txt" 2>&1 >/dev/null | sed -n 1p || true)
       servers=$(grep -c '^    server ' "$labout" || true)
       labcell="fails: ${servers} servers written (${err##*: })"
     else

@@ -2,11 +2,47 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use tempfile::NamedTempFile;
+
+/// Temp files hacfg writes are named `.hacfg-XXXXXX.tmp`: hidden (never a
+/// node), short whatever the target's name (a 253-byte node name still fits
+/// NAME_MAX), and recognisable, so the next run under the exclusive lock
+/// removes what a killed run left.
+const TEMP_PREFIX: &str = ".hacfg-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Whether a file name is a temp file of hacfg's.
+pub fn is_leftover(name: &[u8]) -> bool {
+    name.starts_with(TEMP_PREFIX.as_bytes())
+        && name.ends_with(TEMP_SUFFIX.as_bytes())
+        && name.len() > TEMP_PREFIX.len() + TEMP_SUFFIX.len()
+}
+
+/// A new, empty temp file in `dir`.
+pub fn temp_file(dir: &Path) -> std::io::Result<NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)
+}
+
+/// Removes the temp files killed runs left in `dir`. The caller holds the
+/// exclusive lock, so no other hacfg is writing one there now.
+pub fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if is_leftover(entry.file_name().as_bytes()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
 
 /// A file written next to its target, not yet visible under the target's name.
 pub struct Staged {
@@ -15,7 +51,7 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Writes `bytes` to a hidden temp file in `target`'s folder (created if
+    /// Writes `bytes` to a temp file in `target`'s folder (created if
     /// missing), with the current target's permissions, and fsyncs it.
     pub fn new(target: &Path, bytes: &[u8]) -> Result<Staged> {
         Staged::write(target, bytes, true)
@@ -29,18 +65,11 @@ impl Staged {
 
     fn write(target: &Path, bytes: &[u8], sync: bool) -> Result<Staged> {
         let dir = parent_dir(target);
-        let base = target.file_name().unwrap_or_default().to_string_lossy();
-        let create = || {
-            tempfile::Builder::new()
-                .prefix(&format!(".{base}."))
-                .suffix(".tmp")
-                .tempfile_in(dir)
-        };
-        let file = match create() {
+        let file = match temp_file(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 fs::create_dir_all(dir)
                     .with_context(|| format!("unable to create folder `{}`", dir.display()))?;
-                create()
+                temp_file(dir)
             }
             other => other,
         };
@@ -48,7 +77,7 @@ impl Staged {
             file.with_context(|| format!("unable to create a temp file in `{}`", dir.display()))?;
         let write = |file: &mut NamedTempFile| -> std::io::Result<()> {
             file.write_all(bytes)?;
-            if let Ok(meta) = fs::metadata(target) {
+            if let Some(meta) = fs::symlink_metadata(target).ok().filter(|m| m.is_file()) {
                 file.as_file().set_permissions(meta.permissions())?;
                 // Keeping the owner needs privileges; without them the new
                 // file belongs to us, which is all an unprivileged run can do.
@@ -101,55 +130,26 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     Staged::new(target, bytes)?.commit()
 }
 
-/// Atomically replaces `target` with a copy of `source`'s bytes.
-pub fn copy_atomic(source: &Path, target: &Path) -> Result<()> {
-    let mut from =
-        File::open(source).with_context(|| format!("unable to read `{}`", source.display()))?;
-    let staged = Staged::new(target, b"")?;
-    let mut to = staged.file.as_file();
-    std::io::copy(&mut from, &mut to)
-        .and_then(|_| to.sync_all())
-        .with_context(|| {
-            format!(
-                "unable to copy `{}` to `{}`",
-                source.display(),
-                target.display()
-            )
-        })?;
-    staged.commit()
-}
-
 /// Makes `target` another name of `source`'s current inode (a hard link,
 /// renamed into place): no bytes are copied or synced, and `source` may be
 /// renamed over afterwards without changing `target`. The folder is synced
-/// by the caller's next `commit`. Falls back to `copy_atomic` where the file
-/// system has no hard links.
-pub fn link_atomic(source: &Path, target: &Path) -> Result<()> {
-    let base = target.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = parent_dir(target).join(format!(".{base}.{}.tmp", std::process::id()));
+/// by the caller's next `commit`. `false` where the file system has no hard
+/// links: the caller copies instead.
+pub fn link_atomic(source: &Path, target: &Path) -> Result<bool> {
+    let dir = parent_dir(target);
+    let tmp = temp_file(dir)
+        .with_context(|| format!("unable to create a temp file in `{}`", dir.display()))?
+        .into_temp_path();
+    // The hard link needs the name free: the temp path is ours alone.
     let _ = fs::remove_file(&tmp);
-    match fs::hard_link(source, &tmp) {
-        Ok(()) => fs::rename(&tmp, target).with_context(|| {
-            let _ = fs::remove_file(&tmp);
-            format!("unable to replace `{}`", target.display())
-        }),
-        Err(_) => copy_atomic(source, target),
+    if fs::hard_link(source, &tmp).is_err() {
+        return Ok(false);
     }
-}
-
-/// Overwrites `target` in place (same inode), for bind-mounted single files
-/// where a rename would leave the reader on the old inode. Not atomic.
-pub fn write_in_place(target: &Path, bytes: &[u8]) -> Result<()> {
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(target)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    };
-    write().with_context(|| format!("unable to write `{}` in place", target.display()))
+    fs::rename(&tmp, target)
+        .with_context(|| format!("unable to replace `{}`", target.display()))?;
+    // Renamed away: nothing left for the temp path to remove.
+    let _ = tmp.keep();
+    Ok(true)
 }
 
 /// Makes a rename or unlink in `dir` durable.
@@ -187,7 +187,7 @@ pub fn sync_all(staged: &[Staged]) -> Result<()> {
     })
 }
 
-fn parent_dir(path: &Path) -> &Path {
+pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -227,36 +227,14 @@ mod tests {
     }
 
     #[test]
-    fn copies_atomically() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        fs::write(&a, b"payload").unwrap();
-        fs::write(&b, b"old").unwrap();
-        copy_atomic(&a, &b).unwrap();
-        assert_eq!(fs::read(&b).unwrap(), b"payload");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
-    }
-
-    #[test]
     fn link_survives_a_rename_over_the_source() {
         let dir = tempfile::tempdir().unwrap();
         let (out, prev) = (dir.path().join("out"), dir.path().join("out.prev"));
         write_atomic(&out, b"one").unwrap();
-        link_atomic(&out, &prev).unwrap();
+        assert!(link_atomic(&out, &prev).unwrap());
         write_atomic(&out, b"two").unwrap();
         assert_eq!(fs::read(&prev).unwrap(), b"one");
         assert_eq!(fs::read(&out).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
-    }
-
-    #[test]
-    fn in_place_keeps_inode() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out.cfg");
-        fs::write(&target, b"old").unwrap();
-        let ino = fs::metadata(&target).unwrap().ino();
-        write_in_place(&target, b"new").unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"new");
-        assert_eq!(fs::metadata(&target).unwrap().ino(), ino);
     }
 }

@@ -1,6 +1,7 @@
 //! The command line (clap). Nothing outside `config` sees these types.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
@@ -32,8 +33,8 @@ pub struct GlobalArgs {
     )]
     pub output: PathBuf,
     /// Port of nodes whose file gives none
-    #[arg(long, global = true, env = "HACFG_DEFAULT_PORT", default_value_t = 3000,
-          value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, global = true, env = "HACFG_DEFAULT_PORT", default_value = "3000",
+          value_parser = port_arg)]
     pub default_port: u16,
     /// Template variable, `vars.KEY` in the template (repeatable)
     #[arg(
@@ -45,7 +46,8 @@ pub struct GlobalArgs {
     )]
     pub vars: Vec<String>,
     /// Refuse to write a config with fewer nodes than this
-    #[arg(long, global = true, env = "HACFG_MIN_NODES", default_value_t = 0)]
+    #[arg(long, global = true, env = "HACFG_MIN_NODES", default_value = "0",
+          value_parser = count_arg)]
     pub min_nodes: usize,
     /// Print only errors
     #[arg(short, long, global = true, env = "HACFG_QUIET", value_parser = BoolishValueParser::new())]
@@ -89,14 +91,16 @@ pub struct ApplyArgs {
     /// Reload through HAProxy's master CLI socket (`haproxy -W -S PATH`) and verify it
     #[arg(long, global = true, env = "HACFG_MASTER_SOCKET")]
     pub master_socket: Option<PathBuf>,
-    /// Seconds a reload may take before it counts as failed
+    /// Seconds a reload may take before it counts as failed (up to 3600)
     #[arg(
         long,
         global = true,
         env = "HACFG_RELOAD_TIMEOUT",
-        default_value_t = 10.0
+        default_value = "10",
+        value_name = "SECS",
+        value_parser = seconds_arg
     )]
-    pub reload_timeout: f64,
+    pub reload_timeout: Duration,
     /// Overwrite the output in place instead of renaming over it (bind-mounted files)
     #[arg(long, global = true)]
     pub in_place: bool,
@@ -130,10 +134,10 @@ pub struct AddArgs {
     /// IP address or host name, optionally with `:PORT` (`[IPV6]:PORT`)
     pub address: String,
     /// Port [default: from ADDRESS, else --default-port]
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_parser = port_arg)]
     pub port: Option<u16>,
     /// Server weight, 0-256 [default: 1]
-    #[arg(long)]
+    #[arg(long, value_parser = weight_arg)]
     pub weight: Option<u16>,
     /// Tag, available to templates as `tags.KEY` (repeatable)
     #[arg(long = "tag", value_name = "KEY=VALUE")]
@@ -209,6 +213,37 @@ pub struct SyncArgs {
     pub dry_run: bool,
 }
 
+/// Numbers on the command line follow the node files' rules: plain digits.
+fn port_arg(text: &str) -> Result<u16, String> {
+    crate::node::parse_port(text).map_err(|e| e.to_string())
+}
+
+fn weight_arg(text: &str) -> Result<u16, String> {
+    crate::node::parse_weight(text).map_err(|e| e.to_string())
+}
+
+fn count_arg(text: &str) -> Result<usize, String> {
+    crate::node::parse_number(text)
+        .map(|n| n as usize)
+        .ok_or_else(|| format!("invalid count {text:?}: use plain digits"))
+}
+
+/// Seconds as plain digits with an optional fraction (`10`, `0.5`), more
+/// than 0 and at most an hour: `1e30` or `inf` are mistakes, not waits.
+fn seconds_arg(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?}: use seconds such as 10 or 0.5, up to 3600");
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, "0"));
+    let digits = |s: &str| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) {
+        return Err(bad());
+    }
+    let secs: f64 = text.parse().map_err(|_| bad())?;
+    if secs <= 0.0 || secs > 3600.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +263,20 @@ mod tests {
             assert_eq!(cli.global.apply.reload, expected, "{value}");
         }
         unsafe { std::env::remove_var("HACFG_RELOAD") };
+    }
+
+    #[test]
+    fn numbers_are_plain_digits() {
+        for bad in ["+80", "0080", "8e1", " 80", "", "65536", "0"] {
+            assert!(port_arg(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(port_arg("80"), Ok(80));
+        assert!(weight_arg("257").is_err());
+        assert_eq!(weight_arg("0"), Ok(0));
+        for bad in ["1e30", "inf", "NaN", "-1", "0", "0.0", "3601", ".5", "5."] {
+            assert!(seconds_arg(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(seconds_arg("0.5"), Ok(Duration::from_millis(500)));
     }
 
     #[test]

@@ -6,25 +6,23 @@ use anyhow::{Result, bail};
 
 use crate::apply;
 use crate::config::{Command, Config, RenderMode};
-use crate::exit::{Code, Exit};
-use crate::log::Log;
-use crate::node::{self, Node};
+use crate::exit::Outcome;
+use crate::log::{Log, print_stdout};
+use crate::node::Node;
+use crate::output::Output;
 use crate::render;
 use crate::serf::{self, Action};
-use crate::store::Store;
+use crate::store::{Exclusive, Shared, Store};
 
-pub fn run(cfg: Config) -> Result<()> {
-    let mut log = Log::new(cfg.quiet, cfg.log_file.as_deref())?;
+pub fn run(cfg: Config) -> Result<Outcome> {
+    let mut log = Log::new(cfg.quiet, cfg.log_file.as_deref());
     let store = Store::new(&cfg.nodes_dir);
     match &cfg.command {
         Command::Add { node, render } => {
-            let changed = {
-                let _shared = store.lock(false, true)?;
-                store.write(node)?
-            };
-            let port = cfg.default_port;
+            store.create()?;
+            let changed = store.write(&store.lock::<Shared>()?, node)?;
             log.info(&match changed {
-                true => format!("added node {}", describe(node, port)),
+                true => format!("added node {}", describe(node, cfg.default_port)),
                 false => format!("node `{}` is already up to date", node.name),
             });
             if *render {
@@ -36,10 +34,8 @@ pub fn run(cfg: Config) -> Result<()> {
             strict,
             render,
         } => {
-            let removed = {
-                let _shared = store.lock(false, true)?;
-                store.remove(name)?
-            };
+            store.create()?;
+            let removed = store.remove(&store.lock::<Shared>()?, name)?;
             if !removed && *strict {
                 bail!(
                     "node `{name}` does not exist in `{}`",
@@ -55,35 +51,21 @@ pub fn run(cfg: Config) -> Result<()> {
             }
         }
         Command::List { json } => {
-            let _lock = store.lock(false, false)?;
-            let nodes = store.load_all(false)?;
-            print!("{}", list_text(&nodes, cfg.default_port, *json)?);
+            let nodes = store.load_all(&store.lock::<Shared>()?)?;
+            print_stdout(&list_text(&nodes, cfg.default_port, *json)?)?;
         }
         Command::Render {
             mode: RenderMode::Write,
         } => update(&cfg, &store, &mut log)?,
         Command::Render { mode } => preview(&cfg, &store, *mode)?,
         Command::Reload => {
-            let _lock = store.lock(true, false)?;
-            apply::reload_or_restore(&cfg, &mut log)?;
+            let _lock = store.lock::<Exclusive>()?;
+            if let Some(settings) = &cfg.reload {
+                apply::reload_or_restore(settings, None, &mut log)?;
+            }
         }
         Command::Serf { roles, keep_failed } => {
-            let event = std::env::var("SERF_EVENT").unwrap_or_default();
-            let input = serf::read_stdin()?;
-            let action = serf::action_of(&event, *keep_failed)?;
-            if action == Action::Ignore {
-                log.info(&format!("{event}: ignored"));
-                return Ok(());
-            }
-            let skipped = {
-                let _shared = store.lock(false, true)?;
-                handle_event(&cfg, &store, &mut log, &event, action, roles, &input)?
-            };
-            update(&cfg, &store, &mut log)?;
-            if skipped > 0 {
-                let message = format!("{event}: {skipped} member(s) skipped, the rest applied");
-                return Err(Exit::new(Code::Skipped, message).into());
-            }
+            return serf_event(&cfg, &store, &mut log, roles, *keep_failed);
         }
         Command::Sync {
             roles,
@@ -95,24 +77,84 @@ pub fn run(cfg: Config) -> Result<()> {
             sync(&cfg, &store, &mut log, &members, roles, *dry_run)?;
         }
     }
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// `render --stdout` and `render --diff`: show, write nothing.
 fn preview(cfg: &Config, store: &Store, mode: RenderMode) -> Result<()> {
-    let _lock = store.lock(false, false)?;
-    let rendered = apply::render_nodes(cfg, store.load_all(false)?)?;
+    let output = Output::new(&cfg.output, cfg.write_mode)?;
+    let rendered = {
+        let lock = store.lock::<Shared>()?;
+        apply::render_nodes(cfg, store.load_all(&lock)?, output.size())?
+    };
     if mode == RenderMode::Stdout {
-        print!("{rendered}");
-        return Ok(());
+        return print_stdout(&rendered);
     }
-    let current = apply::read_output(&cfg.output)?.unwrap_or_default();
+    let current = output.read()?.unwrap_or_default();
     let current = String::from_utf8_lossy(&current);
     let out = cfg.output.display().to_string();
     let diff = similar::TextDiff::from_lines(current.as_ref(), rendered.as_str());
     let rendered_name = format!("{out} (rendered)");
-    print!("{}", diff.unified_diff().header(&out, &rendered_name));
-    Ok(())
+    print_stdout(&diff.unified_diff().header(&out, &rendered_name).to_string())
+}
+
+/// `hacfg serf`: one event's members applied to the folder as one batch,
+/// then one render. Skipped members make a partial success (exit 6).
+fn serf_event(
+    cfg: &Config,
+    store: &Store,
+    log: &mut Log,
+    roles: &[String],
+    keep_failed: bool,
+) -> Result<Outcome> {
+    let event = std::env::var("SERF_EVENT").unwrap_or_default();
+    // Always read stdin to its end first: Serf waits for its handler to.
+    let lines = serf::read_lines(std::io::stdin().lock())?;
+    let action = serf::action_of(&event, keep_failed)?;
+    if action == Action::Ignore {
+        log.info(&format!("{event}: ignored"));
+        return Ok(Outcome::Done);
+    }
+    let self_name = std::env::var("SERF_SELF_NAME").unwrap_or_default();
+    let plan = serf::plan_event(lines, action, roles, &self_name, cfg.default_port);
+    let mut skipped = plan.skipped.len();
+    for reason in &plan.skipped {
+        log.warn(&format!("{event}: skipped: {reason}"));
+    }
+    store.create()?;
+    {
+        let lock = store.lock::<Shared>()?;
+        let (labels, results, verbs): (Vec<String>, _, _) = match action {
+            Action::Upsert => (
+                plan.upserts
+                    .iter()
+                    .map(|n| describe(n, cfg.default_port))
+                    .collect(),
+                store.write_all(&lock, &plan.upserts)?,
+                ("added/updated node", "already up to date:"),
+            ),
+            _ => (
+                plan.removals.iter().map(|n| format!("`{n}`")).collect(),
+                store.remove_all(&lock, &plan.removals)?,
+                ("removed node", "was not there:"),
+            ),
+        };
+        for (label, result) in labels.iter().zip(results) {
+            match result {
+                Ok(true) => log.info(&format!("{event}: {} {label}", verbs.0)),
+                Ok(false) => log.info(&format!("{event}: {} {label}", verbs.1)),
+                Err(e) => {
+                    log.warn(&format!("{event}: skipped {label}: {e:#}"));
+                    skipped += 1;
+                }
+            }
+        }
+    }
+    update(cfg, store, log)?;
+    Ok(match skipped {
+        0 => Outcome::Done,
+        n => Outcome::Skipped(format!("{event}: {n} member(s) skipped, the rest applied")),
+    })
 }
 
 /// Makes the folder equal to the alive `members` of `roles`, then applies
@@ -129,33 +171,34 @@ fn sync(
     for m in members.iter().filter(|m| roles.contains(&m.role)) {
         match serf::node_of(m, cfg.default_port) {
             Ok(node) => wanted.push(node),
-            Err(e) => log.warn(&format!("sync: skipped member {:?}: {e:#}", m.name)),
+            Err(e) => log.warn(&format!(
+                "sync: skipped member {}: {e:#}",
+                crate::quote::quote(&m.name)
+            )),
         }
     }
-    // A dry run on a lost folder shows everything as to be added.
-    let lost = dry_run && !store.dir().is_dir();
-    let _lock = match lost {
-        true => None,
-        false => Some(store.lock(!dry_run, !dry_run)?),
-    };
-    let current = match lost {
-        true => Vec::new(),
-        // Not refreshing the index: `apply::update` reads the folder again
-        // after the changes and refreshes it then.
-        false => store.load_all(false)?,
-    };
-    let plan = serf::plan_sync(&current, &wanted);
     if dry_run {
+        // A dry run on a lost folder shows everything as to be added.
+        let current = match store.dir().is_dir() {
+            true => store.load_all(&store.lock::<Shared>()?)?,
+            false => Vec::new(),
+        };
+        let plan = serf::plan_sync(&current, &wanted);
+        let mut text = String::new();
         for node in &plan.upserts {
-            println!("+ {}", describe(node, cfg.default_port));
+            let _ = writeln!(text, "+ {}", describe(node, cfg.default_port));
         }
         for name in &plan.removals {
-            println!("- `{name}`");
+            let _ = writeln!(text, "- `{name}`");
         }
-        return Ok(());
+        return print_stdout(&text);
     }
-    let written = store.write_all(&plan.upserts)?;
-    let removed = store.remove_all(&plan.removals)?;
+    store.create()?;
+    let lock = store.lock::<Exclusive>()?;
+    let current = store.load_all(&lock)?;
+    let plan = serf::plan_sync(&current, &wanted);
+    let written = store.write_all(&lock, &plan.upserts)?;
+    let removed = store.remove_all(&lock, &plan.removals)?;
     for (node, result) in plan.upserts.iter().zip(written) {
         result?;
         log.info(&format!(
@@ -167,7 +210,7 @@ fn sync(
         result?;
         log.info(&format!("sync: removed node `{name}`"));
     }
-    apply::update(cfg, store, log)
+    apply::update(cfg, store, &lock, log)
 }
 
 /// Renders and applies under the exclusive lock. Folder changes are made
@@ -175,71 +218,8 @@ fn sync(
 /// the first to get the lock renders everyone's nodes and the rest find the
 /// live config already equal to their render: few writes, few reloads.
 fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
-    let _lock = store.lock(true, false)?;
-    apply::update(cfg, store, log)
-}
-
-/// Applies one Serf event's members to the folder as one batch; returns
-/// how many members were skipped (malformed, hostile, or not writable).
-fn handle_event(
-    cfg: &Config,
-    store: &Store,
-    log: &mut Log,
-    event: &str,
-    action: Action,
-    roles: &[String],
-    input: &str,
-) -> Result<usize> {
-    let self_name = std::env::var("SERF_SELF_NAME").unwrap_or_default();
-    let mut skipped = 0;
-    let mut nodes = Vec::new();
-    let mut names = Vec::new();
-    for line in input.lines().filter(|l| !l.trim().is_empty()) {
-        let member = serf::parse_member_line(line).and_then(|m| {
-            if m.name == self_name || !roles.contains(&m.role) {
-                return Ok(None);
-            }
-            match action {
-                Action::Upsert => nodes.push(serf::node_of(&m, cfg.default_port)?),
-                Action::Remove => {
-                    node::validate_name(&m.name)?;
-                    names.push(m.name.clone());
-                }
-                Action::Ignore => {}
-            }
-            Ok(Some(()))
-        });
-        if let Err(e) = member {
-            log.warn(&format!("{event}: skipped: {e:#}"));
-            skipped += 1;
-        }
-    }
-    let (labels, results, verbs): (Vec<String>, _, _) = match action {
-        Action::Upsert => (
-            nodes
-                .iter()
-                .map(|n| describe(n, cfg.default_port))
-                .collect(),
-            store.write_all(&nodes)?,
-            ("added/updated node", "already up to date:"),
-        ),
-        _ => (
-            names.iter().map(|n| format!("`{n}`")).collect(),
-            store.remove_all(&names)?,
-            ("removed node", "was not there:"),
-        ),
-    };
-    for (label, result) in labels.iter().zip(results) {
-        match result {
-            Ok(true) => log.info(&format!("{event}: {} {label}", verbs.0)),
-            Ok(false) => log.info(&format!("{event}: {} {label}", verbs.1)),
-            Err(e) => {
-                log.warn(&format!("{event}: skipped {label}: {e:#}"));
-                skipped += 1;
-            }
-        }
-    }
-    Ok(skipped)
+    let lock = store.lock::<Exclusive>()?;
+    apply::update(cfg, store, &lock, log)
 }
 
 /// `name address:port` for messages.

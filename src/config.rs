@@ -3,12 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::apply::Check;
 use crate::cli::{ApplyArgs, Cli, CommandArgs, GlobalArgs};
 use crate::node::{self, Node};
+use crate::output::WriteMode;
+use crate::quote::quote;
+use crate::reload::{Reload, Strategy};
 
 /// Everything a run needs, with no clap types left.
 #[derive(Debug)]
@@ -35,35 +38,9 @@ pub struct Config {
     pub reload: Option<Reload>,
     /// Write and reload even when nothing changed.
     pub force: bool,
-    /// Overwrite the output's inode instead of renaming over it.
-    pub in_place: bool,
+    /// How the output is replaced.
+    pub write_mode: WriteMode,
     pub command: Command,
-}
-
-/// The validation command for a staged config.
-#[derive(Debug, Clone)]
-pub enum Check {
-    /// `<bin> -c -f <staged>`.
-    Haproxy(PathBuf),
-    /// A shell command with `{}` replaced by the staged path.
-    Command(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct Reload {
-    pub strategy: Strategy,
-    pub timeout: Duration,
-}
-
-/// The ways to make HAProxy load a new config (see README, "Applying and reloading").
-#[derive(Debug, Clone)]
-pub enum Strategy {
-    /// A shell command, e.g. `s6-svc -h /var/run/s6/services/ha`.
-    Command(String),
-    /// SIGUSR2 to the master process whose pid is in this file.
-    Signal(PathBuf),
-    /// `reload` on the master CLI socket, verified through `show proc`.
-    MasterSocket(PathBuf),
 }
 
 #[derive(Debug)]
@@ -134,7 +111,7 @@ impl Config {
                 None
             },
             force: apply.force,
-            in_place: write_mode_from(&apply)?,
+            write_mode: write_mode_from(&apply)?,
             command,
         })
     }
@@ -146,8 +123,8 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             let (address, port_in_address) = node::parse_endpoint(&a.address)?;
             ensure!(
                 a.port.is_none() || port_in_address.is_none() || a.port == port_in_address,
-                "the port is given twice, in {:?} and as --port {}",
-                a.address,
+                "the port is given twice, in {} and as --port {}",
+                quote(&a.address),
                 a.port.unwrap_or_default()
             );
             let node = Node {
@@ -197,34 +174,30 @@ fn on_failed_keeps(value: &str) -> Result<bool> {
     match value {
         "remove" => Ok(false),
         "keep" => Ok(true),
-        _ => bail!("invalid --on-failed {value:?}: use `remove` or `keep`"),
+        _ => bail!(
+            "invalid --on-failed {}: use `remove` or `keep`",
+            quote(value)
+        ),
     }
 }
 
-/// Parses `KEY=VALUE` items; a key given twice is an error.
+/// Parses `KEY=VALUE` items with the one rule hacfg has for them.
 fn parse_pairs(items: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
-    let mut map = BTreeMap::new();
-    for item in items {
-        let (k, v) = item
-            .split_once('=')
-            .with_context(|| format!("invalid {flag} {item:?}: expected KEY=VALUE"))?;
-        ensure!(
-            map.insert(k.to_string(), v.to_string()).is_none(),
-            "{flag} {k:?} is given twice"
-        );
-    }
-    Ok(map)
+    node::parse_pairs(items.iter().map(String::as_str))
+        .map_err(|e| anyhow::anyhow!("invalid {flag}: {e}"))
 }
 
 fn validate_vars(vars: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
     for (k, v) in &vars {
         ensure!(
             !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-            "invalid --var name {k:?}: use letters, digits and '_'"
+            "invalid --var name {}: use letters, digits and '_'",
+            quote(k)
         );
         ensure!(
             !v.chars().any(char::is_control),
-            "invalid --var {k}: the value {v:?} has control characters"
+            "invalid --var {k}: the value {} has control characters",
+            quote(v)
         );
     }
     Ok(vars)
@@ -237,7 +210,8 @@ fn check_from(apply: &ApplyArgs) -> Result<Option<Check>> {
     if let Some(cmd) = &apply.check_cmd {
         ensure!(
             cmd.contains("{}"),
-            "--check-cmd {cmd:?} has no `{{}}` for the config path"
+            "--check-cmd {} has no `{{}}` for the config path",
+            quote(cmd)
         );
         return Ok(Some(Check::Command(cmd.clone())));
     }
@@ -256,11 +230,6 @@ fn check_from(apply: &ApplyArgs) -> Result<Option<Check>> {
 }
 
 fn reload_from(apply: &ApplyArgs) -> Result<Reload> {
-    ensure!(
-        apply.reload_timeout.is_finite() && apply.reload_timeout > 0.0,
-        "invalid --reload-timeout {}: use a positive number of seconds",
-        apply.reload_timeout
-    );
     let mut strategies = Vec::new();
     if let Some(cmd) = &apply.reload_cmd {
         strategies.push(Strategy::Command(cmd.clone()));
@@ -278,15 +247,18 @@ fn reload_from(apply: &ApplyArgs) -> Result<Reload> {
     };
     Ok(Reload {
         strategy,
-        timeout: Duration::from_secs_f64(apply.reload_timeout),
+        timeout: apply.reload_timeout,
     })
 }
 
-fn write_mode_from(apply: &ApplyArgs) -> Result<bool> {
-    match apply.write_mode.as_deref() {
-        None | Some("rename") => Ok(apply.in_place),
-        Some("in-place") => Ok(true),
-        Some(other) => bail!("invalid HACFG_WRITE_MODE {other:?}: use `rename` or `in-place`"),
+fn write_mode_from(apply: &ApplyArgs) -> Result<WriteMode> {
+    match (apply.write_mode.as_deref(), apply.in_place) {
+        (_, true) | (Some("in-place"), _) => Ok(WriteMode::InPlace),
+        (None | Some("rename"), _) => Ok(WriteMode::Rename),
+        (Some(other), _) => bail!(
+            "invalid HACFG_WRITE_MODE {}: use `rename` or `in-place`",
+            quote(other)
+        ),
     }
 }
 

@@ -1,54 +1,88 @@
-//! Exit codes, and the error type that carries one to `main`.
+//! Exit codes as values: how a run ended, and the failures that carry
+//! their own documented code to `main`.
 
 use std::fmt;
 
 /// The documented exit codes (README, "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
+    Ok = 0,
     /// Any other error.
     Error = 1,
-    /// Bad command line: clap exits with it itself, listed for the docs.
-    #[allow(dead_code)]
+    /// Bad command line: clap exits with it itself.
     Usage = 2,
     /// The check command (`haproxy -c`) rejected the rendered config.
     Rejected = 3,
-    /// The reload failed or timed out; the previous config was restored.
+    /// The reload failed or timed out; what this run wrote was restored.
     ReloadFailed = 4,
     /// `--min-nodes` refused a config with too few nodes.
     TooFewNodes = 5,
-    /// A Serf event was applied, but some members were skipped.
+    /// A batch was applied, but some members were skipped.
     Skipped = 6,
 }
 
-/// An error that ends the run with a specific exit code.
-#[derive(Debug)]
-pub struct Exit {
-    pub code: Code,
-    pub message: String,
+impl From<Code> for std::process::ExitCode {
+    fn from(code: Code) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
 }
 
-impl Exit {
-    pub fn new(code: Code, message: impl Into<String>) -> Exit {
-        Exit {
-            code,
-            message: message.into(),
+/// How a run that did not fail ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Partial success: applied, but these parts were skipped (a warning,
+    /// never an `error:` line; exit 6).
+    Skipped(String),
+}
+
+impl Outcome {
+    pub fn code(&self) -> Code {
+        match self {
+            Outcome::Done => Code::Ok,
+            Outcome::Skipped(_) => Code::Skipped,
         }
     }
 }
 
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+/// A failure with a meaning of its own (and its own exit code).
+#[derive(Debug)]
+pub enum Failure {
+    /// The check rejected the config: HAProxy's own words.
+    Rejected(String),
+    /// The reload failed; what this run wrote was put back.
+    ReloadFailed(String),
+    /// Too few nodes for `--min-nodes`.
+    TooFewNodes(String),
+}
+
+impl Failure {
+    pub fn code(&self) -> Code {
+        match self {
+            Failure::Rejected(_) => Code::Rejected,
+            Failure::ReloadFailed(_) => Code::ReloadFailed,
+            Failure::TooFewNodes(_) => Code::TooFewNodes,
+        }
     }
 }
 
-impl std::error::Error for Exit {}
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Rejected(m) | Failure::ReloadFailed(m) | Failure::TooFewNodes(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
 
-/// The exit code for an error: the first `Exit` in its chain, else 1.
+impl std::error::Error for Failure {}
+
+/// The exit code for an error: the first `Failure` in its chain, else 1.
 pub fn code_of(err: &anyhow::Error) -> Code {
     err.chain()
-        .find_map(|e| e.downcast_ref::<Exit>())
-        .map_or(Code::Error, |e| e.code)
+        .find_map(|e| e.downcast_ref::<Failure>())
+        .map_or(Code::Error, Failure::code)
 }
 
 #[cfg(test)]
@@ -58,11 +92,12 @@ mod tests {
 
     #[test]
     fn code_survives_context() {
-        let err = Err::<(), _>(Exit::new(Code::Rejected, "no"))
+        let err = Err::<(), _>(Failure::Rejected("no".into()))
             .context("while rendering")
             .unwrap_err();
         assert_eq!(code_of(&err), Code::Rejected);
         assert_eq!(code_of(&anyhow::anyhow!("plain")), Code::Error);
         assert_eq!(Code::ReloadFailed as i32, 4);
+        assert_eq!(Outcome::Skipped("x".into()).code() as i32, 6);
     }
 }

@@ -11,16 +11,16 @@
 //! a missing, unreadable or malformed index is ignored and rewritten.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, Metadata};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::fs::{self, Metadata};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, ensure};
-use tempfile::NamedTempFile;
-
+use crate::atomic;
+use crate::file;
 use crate::node::Node;
+use anyhow::{Context, Result, ensure};
 
 /// Name of the index file inside the nodes folder (hidden, so never a node).
 pub const INDEX_FILE: &str = ".hacfg.index";
@@ -73,10 +73,13 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Loads the folder's index; any problem gives an empty snapshot.
+    /// Like every file in the folder, it may be a link, a FIFO or a device.
     pub fn load(dir: &Path) -> Snapshot {
-        let (nodes, stamps) = File::open(dir.join(INDEX_FILE))
-            .map_err(anyhow::Error::from)
-            .and_then(|f| parse(BufReader::with_capacity(64 * 1024, f)))
+        let (nodes, stamps) = file::open(&dir.join(INDEX_FILE))
+            .ok()
+            .flatten()
+            .map(|(f, _)| parse(BufReader::with_capacity(64 * 1024, f)))
+            .and_then(Result::ok)
             .unwrap_or_default();
         let confirmed = vec![false; nodes.len()];
         Snapshot {
@@ -94,7 +97,7 @@ impl Snapshot {
     }
 
     /// How many entries the index holds.
-    pub fn len(&self) -> usize {
+    pub fn entries(&self) -> usize {
         self.nodes.len()
     }
 
@@ -181,9 +184,20 @@ fn fnv(hash: u64, bytes: &[u8]) -> u64 {
 }
 const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// Longest index line read: a node's entry is under 25 KiB even with 64
+/// tags of the longest kind.
+const LINE_CAP: u64 = 64 * 1024;
+
+/// Reads one line of at most `LINE_CAP` bytes; a longer one is an error.
+fn read_line(reader: &mut impl BufRead, line: &mut String) -> Result<usize> {
+    let n = reader.take(LINE_CAP).read_line(line)?;
+    ensure!(n < LINE_CAP as usize, "index line too long");
+    Ok(n)
+}
+
 fn parse(mut reader: impl BufRead) -> Result<(Vec<Node>, Vec<Stamp>)> {
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    read_line(&mut reader, &mut line)?;
     let scan_start: i64 = line
         .trim_end()
         .strip_prefix(MAGIC)
@@ -195,7 +209,7 @@ fn parse(mut reader: impl BufRead) -> Result<(Vec<Node>, Vec<Stamp>)> {
     loop {
         line.clear();
         ensure!(
-            reader.read_line(&mut line)? > 0,
+            read_line(&mut reader, &mut line)? > 0,
             "index has no trailer (torn write)"
         );
         let text = line
@@ -261,7 +275,7 @@ fn parse_entry(text: &str) -> Result<(Stamp, Node)> {
 /// a torn index fails its trailer (entry count and checksum) and is ignored.
 pub fn save(dir: &Path, scan_start: i64, nodes: &[Node], stamps: &[Stamp]) -> Result<()> {
     use std::fmt::Write as _;
-    let tmp = NamedTempFile::with_prefix_in(".hacfg.index.", dir)?;
+    let tmp = atomic::temp_file(dir)?;
     let mut w = BufWriter::with_capacity(64 * 1024, tmp.as_file());
     writeln!(w, "{MAGIC} {scan_start}")?;
     let (mut line, mut hash) = (String::with_capacity(128), FNV_START);
@@ -385,6 +399,7 @@ mod tests {
             text.replace("10.0.0.1", "a b"),
             text[..text.len() - 9].to_string(),
             String::new(),
+            text.replace("\nend ", &format!("\n{}\nend ", "x".repeat(200_000))),
         ] {
             std::fs::write(&path, bad).unwrap();
             assert_eq!(Snapshot::load(dir.path()).find("a"), None);

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use std::os::unix::fs::OpenOptionsExt;
 
 /// Progress messages: stderr (unless quiet) and the log file, if any.
 pub struct Log {
@@ -15,17 +15,29 @@ pub struct Log {
 }
 
 impl Log {
-    pub fn new(quiet: bool, path: Option<&Path>) -> Result<Log> {
-        let file = path
-            .map(|p| {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("unable to open log file `{}`", p.display()))
-            })
-            .transpose()?;
-        Ok(Log { quiet, file })
+    /// A log that also appends to `path`. A log file that cannot be opened
+    /// is a warning, never a lost event: the run goes on without it.
+    pub fn new(quiet: bool, path: Option<&Path>) -> Log {
+        let file = path.and_then(|p| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                // A FIFO or device must not block or swallow the handler.
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+                .open(p)
+                .and_then(|f| match f.metadata()?.is_file() {
+                    true => Ok(f),
+                    false => Err(std::io::Error::other("not a regular file")),
+                })
+                .map_err(|e| {
+                    print_warning(&format!(
+                        "unable to open log file `{}`: {e}; logging to stderr only",
+                        p.display()
+                    ));
+                })
+                .ok()
+        });
+        Log { quiet, file }
     }
 
     /// Reports one action.
@@ -38,7 +50,7 @@ impl Log {
 
     /// Reports a problem that does not stop the run.
     pub fn warn(&mut self, message: &str) {
-        eprintln!("hacfg: warning: {message}");
+        print_warning(message);
         self.append(&format!("warning: {message}"));
     }
 
@@ -49,6 +61,24 @@ impl Log {
             // within a line; a full disk must not fail the handler itself.
             let _ = file.write_all(line.as_bytes());
         }
+    }
+}
+
+/// Prints `hacfg: warning: …` on stderr.
+pub fn print_warning(message: &str) {
+    eprintln!("hacfg: warning: {message}");
+}
+
+/// Writes `text` to stdout. A closed pipe (`hacfg list | head -1`) ends
+/// the output quietly: the reader has all it wanted.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("unable to write to stdout")
+        }
+        _ => Ok(()),
     }
 }
 

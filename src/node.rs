@@ -10,6 +10,8 @@ use std::net::IpAddr;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
+use crate::quote::quote;
+
 /// Longest accepted node name (Serf names are hostnames, at most an FQDN).
 pub const MAX_NAME_LEN: usize = 253;
 /// HAProxy accepts server weights from 0 to 256.
@@ -22,19 +24,18 @@ const MAX_TAG_VALUE_LEN: usize = 256;
 
 /// File-name endings of editor backups and package-manager leftovers. Such
 /// files in the nodes folder are ignored, and no node may be named like them.
-const IGNORED_SUFFIXES: &[&str] = &[
-    ".bak",
-    ".orig",
-    ".rej",
-    ".swp",
-    ".swo",
-    ".tmp",
-    ".dpkg-old",
-    ".dpkg-new",
-    ".dpkg-dist",
-    ".rpmnew",
-    ".rpmsave",
+const IGNORED_SUFFIXES: &[&[u8]] = &[
+    b".bak",
+    b".orig",
+    b".rej",
+    b".swp",
+    b".swo",
+    b".tmp",
+    b".rpmnew",
+    b".rpmsave",
 ];
+/// dpkg's leftovers: `*.dpkg-old`, `*.dpkg-new`, `*.dpkg-tmp`, `*.dpkg-dist`, …
+const IGNORED_INFIX: &[u8] = b".dpkg-";
 
 /// One backend node, as written to `<nodes-dir>/<name>` (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +49,7 @@ pub struct Node {
     pub port: Option<u16>,
     #[serde(default)]
     pub weight: Option<u16>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub tags: BTreeMap<String, String>,
 }
 
@@ -98,37 +99,124 @@ impl Node {
 }
 
 /// Whether a file in the nodes folder is not a node: hidden files (hacfg's
-/// own lock and temp files among them), editor backups and package leftovers.
-pub fn is_ignored_file_name(name: &str) -> bool {
-    name.starts_with('.')
-        || name.starts_with('#')
-        || name.ends_with('~')
+/// own index and temp files among them), editor backups and package
+/// leftovers. Raw bytes: the rules apply before any other check of the name.
+pub fn is_ignored_file_name(name: &[u8]) -> bool {
+    name.starts_with(b".")
+        || name.starts_with(b"#")
+        || name.ends_with(b"~")
         || IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
+        || name
+            .windows(IGNORED_INFIX.len())
+            .any(|w| w == IGNORED_INFIX)
+}
+
+/// A number as people and Serf tags write it: plain decimal digits, no
+/// sign, no leading zero, no spaces (`80`; not `+80`, `0080` or `8e1`).
+pub fn parse_number(text: &str) -> Option<u32> {
+    let plain = !text.is_empty()
+        && text.len() <= 9
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    plain.then(|| text.parse().ok()).flatten()
+}
+
+/// A port: `parse_number` in 1-65535.
+pub fn parse_port(text: &str) -> Result<u16> {
+    parse_number(text)
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|p| *p != 0)
+        .with_context(|| format!("invalid port {}: use 1-65535 in plain digits", quote(text)))
+}
+
+/// A weight: `parse_number` in 0-256.
+pub fn parse_weight(text: &str) -> Result<u16> {
+    parse_number(text)
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|w| *w <= MAX_WEIGHT)
+        .with_context(|| {
+            format!(
+                "invalid weight {}: use 0-{MAX_WEIGHT} in plain digits",
+                quote(text)
+            )
+        })
+}
+
+/// `KEY=VALUE` items (`--tag`, `--var`, Serf's `k=v,k=v`): the value is
+/// everything after the first `=`; a key given twice is an error.
+pub fn parse_pairs<'a>(
+    items: impl IntoIterator<Item = &'a str>,
+) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("{} is not KEY=VALUE", quote(item)))?;
+        ensure!(
+            map.insert(k.to_string(), v.to_string()).is_none(),
+            "the key {} is given twice",
+            quote(k)
+        );
+    }
+    Ok(map)
+}
+
+/// Reads a JSON string map, refusing a key given twice (serde's own maps
+/// keep the last one silently).
+pub fn unique_keys<'de, D>(de: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of strings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, String>()? {
+                if out.contains_key(&k) {
+                    return Err(serde::de::Error::custom(format!(
+                        "the key {} is given twice",
+                        quote(&k)
+                    )));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    de.deserialize_map(Visitor)
 }
 
 /// A name must be usable as an HAProxy server name and as a plain file name.
 pub fn validate_name(name: &str) -> Result<()> {
     ensure!(!name.is_empty(), "invalid node name \"\": it is empty");
+    let shown = quote(name);
     ensure!(
         name.len() <= MAX_NAME_LEN,
-        "invalid node name {name:?}: longer than {MAX_NAME_LEN} bytes"
+        "invalid node name {shown}: longer than {MAX_NAME_LEN} bytes"
     );
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
     {
         bail!(
-            "invalid node name {name:?}: character {bad:?} is not allowed \
+            "invalid node name {shown}: character {bad:?} is not allowed \
              (use letters, digits, '-', '_', '.', ':')"
         );
     }
     ensure!(
         !name.starts_with('-') && !name.starts_with('.'),
-        "invalid node name {name:?}: it must not start with '-' or '.'"
+        "invalid node name {shown}: it must not start with '-' or '.'"
     );
     ensure!(
-        !is_ignored_file_name(name),
-        "invalid node name {name:?}: files named like this are ignored as backups"
+        !is_ignored_file_name(name.as_bytes()),
+        "invalid node name {shown}: files named like this are ignored as backups"
     );
     Ok(())
 }
@@ -138,7 +226,12 @@ pub fn validate_address(address: &str) -> Result<()> {
     if address.parse::<IpAddr>().is_ok() {
         return Ok(());
     }
-    let bad = || format!("invalid address {address:?}: not an IP address or a DNS host name");
+    let bad = || {
+        format!(
+            "invalid address {}: not an IP address or a DNS host name",
+            quote(address)
+        )
+    };
     ensure!(!address.is_empty() && address.len() <= 253, bad());
     let host = address.strip_suffix('.').unwrap_or(address);
     for label in host.split('.') {
@@ -166,7 +259,8 @@ fn validate_tag(key: &str, value: &str) -> Result<()> {
             && key
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
-        "invalid tag key {key:?}: use 1-{MAX_TAG_KEY_LEN} letters, digits, '-', '_', '.'"
+        "invalid tag key {}: use 1-{MAX_TAG_KEY_LEN} letters, digits, '-', '_', '.'",
+        quote(key)
     );
     ensure!(
         value.len() <= MAX_TAG_VALUE_LEN
@@ -174,8 +268,9 @@ fn validate_tag(key: &str, value: &str) -> Result<()> {
                 b.is_ascii_alphanumeric()
                     || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'+' | b'=')
             }),
-        "invalid value {value:?} for tag `{key}`: use at most {MAX_TAG_VALUE_LEN} letters, \
-         digits, '-', '_', '.', ':', '/', '@', '+', '='"
+        "invalid value {} for tag `{key}`: use at most {MAX_TAG_VALUE_LEN} letters, \
+         digits, '-', '_', '.', ':', '/', '@', '+', '='",
+        quote(value)
     );
     Ok(())
 }
@@ -185,12 +280,15 @@ pub fn parse_endpoint(spec: &str) -> Result<(String, Option<u16>)> {
     let (host, port) = if let Some(rest) = spec.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
-            .with_context(|| format!("invalid address {spec:?}: missing ']'"))?;
+            .with_context(|| format!("invalid address {}: missing ']'", quote(spec)))?;
         match after {
             "" => (host, None),
             _ => match after.strip_prefix(':') {
                 Some(port) => (host, Some(port)),
-                None => bail!("invalid address {spec:?}: expected ':PORT' after ']'"),
+                None => bail!(
+                    "invalid address {}: expected ':PORT' after ']'",
+                    quote(spec)
+                ),
             },
         }
     } else {
@@ -208,15 +306,10 @@ pub fn parse_endpoint(spec: &str) -> Result<(String, Option<u16>)> {
         .parse::<IpAddr>()
         .map(|ip| ip.to_string())
         .unwrap_or_else(|_| host.to_ascii_lowercase());
-    let port = port.map(|p| parse_port(p, spec)).transpose()?;
+    let port = port
+        .map(|p| parse_port(p).map_err(|e| anyhow::anyhow!("{e} in address {}", quote(spec))))
+        .transpose()?;
     Ok((host, port))
-}
-
-fn parse_port(port: &str, spec: &str) -> Result<u16> {
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
-        _ => bail!("invalid port {port:?} in {spec:?}: use 1-65535"),
-    }
 }
 
 /// Parses a node file: hacfg's JSON, or one of the lab's one-line formats
@@ -228,8 +321,8 @@ pub fn parse_node_file(file_name: &str, content: &[u8]) -> Result<Node> {
         let node: Node = serde_json::from_str(trimmed).context("invalid JSON node")?;
         ensure!(
             node.name == file_name,
-            "the file names node {:?} but is named `{file_name}`",
-            node.name
+            "the file names node {} but is named `{file_name}`",
+            quote(&node.name)
         );
         node
     } else {
@@ -242,7 +335,8 @@ pub fn parse_node_file(file_name: &str, content: &[u8]) -> Result<Node> {
         };
         ensure!(
             name == file_name,
-            "the file names node {name:?} but is named `{file_name}`"
+            "the file names node {} but is named `{file_name}`",
+            quote(name)
         );
         let (address, port) = parse_endpoint(endpoint)?;
         Node {

@@ -1,81 +1,301 @@
-//! Running a helper command (a check, a reload command, `serf members`)
-//! with its output collected and a deadline.
+//! Running a helper command (a check, a reload command, `serf members`):
+//! one deadline for the whole run, its own process group, bounded output.
+//!
+//! hacfg returns when the command itself exits, even if a background child
+//! of it still holds stdout (`reload.sh` that starts a daemon); at the
+//! deadline the whole group is killed, not only `sh`.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::thread;
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// Output of a finished command.
+use crate::quote::quote;
+
+/// Output kept per stream; the rest is read and dropped, so the command
+/// never blocks on a full pipe.
+const DEFAULT_CAP: usize = 1024 * 1024;
+
+/// A command that ran to its end.
 pub struct Finished {
-    pub success: bool,
-    pub status: String,
-    /// stdout alone.
-    pub stdout: String,
-    /// stdout then stderr, trimmed: what to show a person.
-    pub output: String,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
 }
 
-/// Runs `cmd` with no stdin, collecting its output; kills it after `timeout`.
-pub fn run_with_timeout(cmd: &mut Command, what: &str, timeout: Duration) -> Result<Finished> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("unable to run {what}"))?;
-    let pipe = |r: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// stdout then stderr, trimmed: what to show a person.
+    pub fn output(&self) -> String {
+        let mut text = String::from_utf8_lossy(&self.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&self.stderr));
+        text.trim().to_string()
+    }
+
+    /// Itself if it exited 0, else an error with its status and output.
+    pub fn succeeded(self, what: &str) -> Result<Finished> {
+        if !self.success() {
+            let output = self.output();
+            bail!("{what} failed ({}): {}", self.status, quote(&output));
+        }
+        Ok(self)
+    }
+}
+
+/// A command to run with a deadline.
+pub struct Run<'a> {
+    cmd: &'a mut Command,
+    what: &'a str,
+    cap: usize,
+}
+
+impl<'a> Run<'a> {
+    /// `what` names the command in messages (`haproxy -c`, `reload command …`).
+    pub fn new(cmd: &'a mut Command, what: &'a str) -> Run<'a> {
+        Run {
+            cmd,
+            what,
+            cap: DEFAULT_CAP,
+        }
+    }
+
+    /// Keep up to `cap` bytes of each stream (default 1 MiB).
+    pub fn cap(mut self, cap: usize) -> Run<'a> {
+        self.cap = cap;
+        self
+    }
+
+    /// Runs with no stdin until it exits or `timeout` passes; at the
+    /// deadline its process group is killed and this is an error.
+    pub fn run(self, timeout: Duration) -> Result<Finished> {
+        let what = self.what;
+        let mut child = self
+            .cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("unable to run {what}"))?;
+        let result = collect(&mut child, self.cap, Instant::now() + timeout);
+        match result {
+            Ok(Some(finished)) => Ok(finished),
+            Ok(None) => {
+                kill_group(&mut child);
+                bail!(
+                    "{what} did not finish within {:.1}s; its process group was killed",
+                    timeout.as_secs_f64()
+                )
             }
-            buf
+            Err(e) => {
+                kill_group(&mut child);
+                Err(e).with_context(|| format!("while running {what}"))
+            }
+        }
+    }
+}
+
+/// SIGKILL to the child's process group (its id: `process_group(0)`), then reap it.
+fn kill_group(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on the group this process created; no memory effects.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    let _ = child.wait();
+}
+
+/// Reads both pipes until the child exits; `None` at the deadline.
+fn collect(child: &mut Child, cap: usize, deadline: Instant) -> Result<Option<Finished>> {
+    let mut out = Pipe::new(child.stdout.take().map(Source::Out), cap)?;
+    let mut err = Pipe::new(child.stderr.take().map(Source::Err), cap)?;
+    // A pidfd becomes readable when the child exits: no polling interval.
+    // SAFETY: pidfd_open(2) takes a pid and flags; the result is checked.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id(), 0) };
+    let exit_fd = RawFd::try_from(raw)
+        .ok()
+        .filter(|fd| *fd >= 0)
+        // SAFETY: a fresh descriptor that nothing else owns.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    loop {
+        out.drain()?;
+        err.drain()?;
+        if let Some(status) = child.try_wait()? {
+            // What the command wrote before it exited is in the pipe now.
+            out.drain()?;
+            err.drain()?;
+            return Ok(Some(Finished {
+                status,
+                stdout: out.buf,
+                stderr: err.buf,
+            }));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let mut fds: Vec<libc::pollfd> =
+            [out.fd(), err.fd(), exit_fd.as_ref().map(AsRawFd::as_raw_fd)]
+                .into_iter()
+                .flatten()
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+        // Without a pidfd, look at the child every 2 ms.
+        let wait = match exit_fd {
+            Some(_) => left.min(Duration::from_millis(500)),
+            None => left.min(Duration::from_millis(2)),
+        };
+        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+        // SAFETY: `fds` is a valid, live array of `fds.len()` pollfds.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    }
+}
+
+enum Source {
+    Out(ChildStdout),
+    Err(ChildStderr),
+}
+
+impl Source {
+    fn reader(&mut self) -> &mut dyn Read {
+        match self {
+            Source::Out(s) => s,
+            Source::Err(s) => s,
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            Source::Out(s) => s.as_raw_fd(),
+            Source::Err(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// One non-blocking pipe and what was read from it (up to `cap` bytes).
+struct Pipe {
+    source: Option<Source>,
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl Pipe {
+    fn new(source: Option<Source>, cap: usize) -> Result<Pipe> {
+        if let Some(s) = &source {
+            let fd = s.fd();
+            // SAFETY: fcntl(2) on a descriptor this process owns.
+            let ok = unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+            };
+            if !ok {
+                return Err(std::io::Error::last_os_error()).context("unable to set up a pipe");
+            }
+        }
+        Ok(Pipe {
+            source,
+            buf: Vec::new(),
+            cap,
         })
-    };
-    let out = pipe(child.stdout.take().map(|s| Box::new(s) as _));
-    let err = pipe(child.stderr.take().map(|s| Box::new(s) as _));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("waiting for {what}"))?
-        {
-            break status;
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        self.source.as_ref().map(Source::fd)
+    }
+
+    /// Reads what is there now; closes the pipe at its end.
+    fn drain(&mut self) -> Result<()> {
+        let Some(source) = &mut self.source else {
+            return Ok(());
+        };
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match source.reader().read(&mut chunk) {
+                Ok(0) => {
+                    self.source = None;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    let room = self.cap.saturating_sub(self.buf.len());
+                    self.buf.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("unable to read a command's output"),
+            }
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{what} did not finish within {:.1}s and was killed",
-                timeout.as_secs_f64()
-            );
-        }
-        thread::sleep(Duration::from_millis(2));
-    };
-    let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
-    let output = stdout.clone() + &String::from_utf8_lossy(&err.join().unwrap_or_default());
-    Ok(Finished {
-        success: status.success(),
-        status: status.to_string(),
-        stdout,
-        output: output.trim().to_string(),
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sh(script: &str, secs: f64) -> Result<Finished> {
+        Run::new(Command::new("sh").args(["-c", script]), "x").run(Duration::from_secs_f64(secs))
+    }
+
     #[test]
-    fn command_timeout_and_failure() {
-        let t = Duration::from_millis(200);
-        let done =
-            run_with_timeout(Command::new("sh").args(["-c", "echo hi; exit 3"]), "x", t).unwrap();
-        assert!(!done.success);
-        assert_eq!(done.output, "hi");
-        assert!(run_with_timeout(Command::new("sleep").arg("5"), "x", t).is_err());
+    fn output_and_status() {
+        let done = sh("echo hi; echo err >&2; exit 3", 5.0).unwrap();
+        assert!(!done.success());
+        assert_eq!(done.output(), "hi\nerr");
+        let err = format!("{:#}", done.succeeded("x").err().unwrap());
+        assert!(err.contains("exit status: 3"), "{err}");
+    }
+
+    #[test]
+    fn a_background_child_holding_stdout_does_not_delay_the_return() {
+        let started = Instant::now();
+        let done = sh("sleep 5 & echo started", 10.0).unwrap();
+        assert!(done.success());
+        assert_eq!(done.output(), "started");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn the_deadline_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
+        let started = Instant::now();
+        let err = format!("{:#}", sh(&script, 0.5).err().unwrap());
+        assert!(err.contains("process group was killed"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild is gone (a zombie reaped by init at most).
+        std::thread::sleep(Duration::from_millis(100));
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z"), "{state}");
+    }
+
+    #[test]
+    fn output_is_capped() {
+        let done = Run::new(
+            Command::new("sh").args(["-c", "head -c 3000000 /dev/zero"]),
+            "x",
+        )
+        .cap(1000)
+        .run(Duration::from_secs(10))
+        .unwrap();
+        assert!(done.success());
+        assert_eq!(done.stdout.len(), 1000);
     }
 }

@@ -1,58 +1,112 @@
 //! Making HAProxy load the new config, and checking that it did.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
-use crate::config::{Reload, Strategy};
-use crate::process::run_with_timeout;
+use crate::file;
+use crate::process::Run;
+use crate::quote::quote_bytes;
+use crate::socket;
+
+/// How and within what time HAProxy is made to load a new config.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub strategy: Strategy,
+    /// One deadline for the whole reload, its verification included.
+    pub timeout: Duration,
+}
+
+/// The ways to make HAProxy load a new config (see README, "Applying and reloading").
+#[derive(Debug, Clone)]
+pub enum Strategy {
+    /// A shell command, e.g. `s6-svc -h /var/run/s6/services/ha`.
+    Command(String),
+    /// SIGUSR2 to the master process whose pid is in this file.
+    Signal(PathBuf),
+    /// `reload` on the master CLI socket, verified through `show proc`.
+    MasterSocket(PathBuf),
+}
 
 /// Reloads HAProxy with the configured strategy; an error means it failed.
 pub fn reload(reload: &Reload) -> Result<String> {
+    let deadline = Instant::now() + reload.timeout;
     match &reload.strategy {
         Strategy::Command(cmd) => {
             let what = format!("reload command `{cmd}`");
-            let done =
-                run_with_timeout(Command::new("sh").args(["-c", cmd]), &what, reload.timeout)?;
-            ensure!(
-                done.success,
-                "{what} failed ({}): {}",
-                done.status,
-                done.output
-            );
+            Run::new(Command::new("sh").args(["-c", cmd]), &what)
+                .run(reload.timeout)?
+                .succeeded(&what)?;
             Ok(format!("reloaded with `{cmd}`"))
         }
-        Strategy::Signal(pid_file) => signal_master(pid_file, reload.timeout),
-        Strategy::MasterSocket(socket) => master_cli_reload(socket, reload.timeout),
+        Strategy::Signal(pid_file) => signal_master(pid_file, deadline, reload.timeout),
+        Strategy::MasterSocket(socket) => master_cli_reload(socket, deadline, reload.timeout),
     }
 }
 
-/// Sends SIGUSR2 to the master, then waits for a worker it did not have before.
-fn signal_master(pid_file: &Path, timeout: Duration) -> Result<String> {
-    let text = std::fs::read_to_string(pid_file)
-        .with_context(|| format!("unable to read pid file `{}`", pid_file.display()))?;
-    let pid: i32 = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
+/// Sends SIGUSR2 to the master, then waits for a worker it did not have
+/// before. The pid must be an HAProxy master (checked through `/proc`), and
+/// the signal goes through a pidfd taken before the check, so a pid that
+/// is reused meanwhile cannot receive it.
+fn signal_master(pid_file: &Path, deadline: Instant, timeout: Duration) -> Result<String> {
+    let text = file::read_capped(pid_file, 4096)
+        .with_context(|| format!("unable to read pid file `{}`", pid_file.display()))?
+        .with_context(|| format!("pid file `{}` does not exist", pid_file.display()))?;
+    let pid: i32 = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.lines().next())
+        .and_then(|l| crate::node::parse_number(l.trim()))
+        .and_then(|p| i32::try_from(p).ok())
         .filter(|p| *p > 1)
-        .with_context(|| format!("pid file `{}` holds no pid: {text:?}", pid_file.display()))?;
+        .with_context(|| {
+            format!(
+                "pid file `{}` holds no pid: {}",
+                pid_file.display(),
+                quote_bytes(&text)
+            )
+        })?;
+    // SAFETY: pidfd_open(2) with a pid and no flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = i32::try_from(fd)
+        .ok()
+        .filter(|fd| *fd >= 0)
+        // SAFETY: a fresh descriptor that nothing else owns.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .with_context(|| {
+            format!(
+                "no process {pid} (from `{}`): {}",
+                pid_file.display(),
+                std::io::Error::last_os_error()
+            )
+        })?;
+    ensure_haproxy_master(pid).with_context(|| {
+        format!(
+            "refusing to signal process {pid} from `{}`; nothing was sent",
+            pid_file.display()
+        )
+    })?;
     let before = children(pid);
-    // SAFETY: kill(2) takes plain integers and has no memory effects.
-    let rc = unsafe { libc::kill(pid, libc::SIGUSR2) };
+    // SAFETY: pidfd_send_signal(2) on our pidfd, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGUSR2,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
     ensure!(
         rc == 0,
         "unable to signal HAProxy master {pid} (from `{}`): {}",
         pid_file.display(),
         std::io::Error::last_os_error()
     );
-    let deadline = Instant::now() + timeout;
     loop {
         thread::sleep(Duration::from_millis(10));
         ensure!(
@@ -70,6 +124,32 @@ fn signal_master(pid_file: &Path, timeout: Duration) -> Result<String> {
             timeout.as_secs_f64()
         );
     }
+}
+
+/// Checks that `pid` runs an `haproxy` executable and is a master: its
+/// parent is not an HAProxy process (a worker's parent is its master).
+fn ensure_haproxy_master(pid: i32) -> Result<()> {
+    let is_haproxy = |pid: i32| {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .is_some_and(|name| name.starts_with("haproxy"))
+    };
+    ensure!(
+        is_haproxy(pid),
+        "process {pid} is not an haproxy executable"
+    );
+    // `/proc/PID/stat`: "pid (comm) state ppid …"; comm may hold anything.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ppid = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<i32>().ok())
+        .with_context(|| format!("unable to read the parent of process {pid}"))?;
+    if ppid > 1 && is_haproxy(ppid) {
+        bail!("process {pid} is an HAProxy worker, not the master (its master is {ppid})");
+    }
+    Ok(())
 }
 
 /// Child pids of `pid` (Linux `/proc`); empty if unknown.
@@ -125,37 +205,32 @@ fn parse_show_proc(text: &str) -> Option<ProcState> {
     })
 }
 
-fn master_cli(socket: &Path, command: &str, timeout: Duration) -> std::io::Result<String> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(format!("{command}\n").as_bytes())?;
-    // Half-close: the master CLI answers, then closes once input ends.
-    stream.shutdown(std::net::Shutdown::Write)?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out)?;
-    Ok(out)
-}
-
 /// `reload` on the master CLI, confirmed by `show proc`: HAProxy 2.6's
-/// `reload` answers nothing, so success is a higher reload counter, no new
-/// failure, and a current worker that was not there before.
-fn master_cli_reload(socket: &Path, timeout: Duration) -> Result<String> {
-    let show = |t| -> Result<ProcState> {
-        let text = master_cli(socket, "show proc", t)
+/// `reload` answers nothing, so success is a higher reload counter and a
+/// current worker that was not there before; a failure is a higher failed
+/// counter. (A successful reload resets the failed counter, so a lower one
+/// after an earlier failure is no failure.)
+fn master_cli_reload(socket: &Path, deadline: Instant, timeout: Duration) -> Result<String> {
+    let show = |d| -> Result<ProcState> {
+        let text = socket::exchange(socket, "show proc", d)
             .with_context(|| format!("unable to query master socket `{}`", socket.display()))?;
-        parse_show_proc(&text).with_context(|| format!("unexpected `show proc` answer: {text:?}"))
+        parse_show_proc(&text).with_context(|| {
+            format!(
+                "unexpected `show proc` answer: {}",
+                quote_bytes(text.as_bytes())
+            )
+        })
     };
-    let before = show(timeout)?;
-    master_cli(socket, "reload", timeout)
+    let before = show(deadline)?;
+    socket::exchange(socket, "reload", deadline)
         .with_context(|| format!("unable to send `reload` to `{}`", socket.display()))?;
-    let deadline = Instant::now() + timeout;
     loop {
         thread::sleep(Duration::from_millis(10));
         // The master re-executes itself: the socket refuses us for a moment.
-        let now = show(deadline.saturating_duration_since(Instant::now())).ok();
+        let now = show(deadline).ok();
         if let Some(now) = now.filter(|n| n.reloads > before.reloads) {
             ensure!(
-                now.failed == before.failed,
+                now.failed <= before.failed,
                 "HAProxy refused the new config at reload time (master reports \
                  {} failed reloads, was {}); the old workers keep serving",
                 now.failed,

@@ -21,6 +21,15 @@ pub const BUILTIN_NAME: &str = "haproxy.cfg.j2 (built-in)";
 pub const DEFAULT_BACKEND: &str = "nodes";
 /// Server ids are positive 31-bit integers, as HAProxy's `id` keyword takes.
 const MAX_ID: u32 = i32::MAX as u32;
+/// Template instructions a render may run: a fixed budget plus some per
+/// node (the built-in template needs about 40 per node), so a runaway loop
+/// ends with an error instead of running until memory runs out.
+const FUEL_BASE: u64 = 50_000_000;
+const FUEL_PER_NODE: u64 = 10_000;
+/// Output a render may produce: a fixed budget plus some per node (a
+/// built-in server line is under 100 bytes).
+const OUTPUT_BASE: usize = 64 << 20;
+const OUTPUT_PER_NODE: usize = 16 << 10;
 
 /// What a template sees of one node.
 #[derive(Debug, Serialize)]
@@ -176,7 +185,9 @@ pub fn render_config(
             .keep_trailing_newline(true)
             .build()?,
     );
+    env.set_fuel(Some(FUEL_BASE + FUEL_PER_NODE * nodes.len() as u64));
     env.add_template(name, source)?;
+    let output_cap = OUTPUT_BASE + OUTPUT_PER_NODE * nodes.len();
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::from([(DEFAULT_BACKEND, Vec::new())]);
     for (i, node) in nodes.iter().enumerate() {
         let backend = node
@@ -190,6 +201,7 @@ pub fn render_config(
         .map(|(b, members)| (b.to_string(), members))
         .collect();
     let ids = assign_ids(&nodes);
+    let pool_len = nodes.len();
     let pool = Arc::new(Pool {
         nodes,
         ids,
@@ -213,9 +225,55 @@ pub fn render_config(
     };
     // Rendering into a buffer sized for the output avoids the doubling
     // reallocations that would briefly hold a large config twice.
-    let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 4096);
-    env.get_template(name)?.render_captured_to(ctx, &mut out)?;
-    String::from_utf8(out).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
+    let mut out = Capped {
+        buf: Vec::with_capacity((size_hint + size_hint / 8 + 4096).min(output_cap)),
+        cap: output_cap,
+    };
+    let rendered = env.get_template(name)?.render_captured_to(ctx, &mut out);
+    if out.buf.len() >= out.cap {
+        return Err(Error::new(
+            ErrorKind::WriteFailure,
+            format!(
+                "the output grew past {} MiB, the limit for {} nodes",
+                output_cap >> 20,
+                pool_len
+            ),
+        ));
+    }
+    if let Err(e) = rendered {
+        if e.kind() == ErrorKind::OutOfFuel {
+            return Err(Error::new(
+                ErrorKind::OutOfFuel,
+                format!(
+                    "the template ran more than {} instructions (a runaway loop?)",
+                    FUEL_BASE + FUEL_PER_NODE * pool_len as u64
+                ),
+            ));
+        }
+        return Err(e);
+    }
+    String::from_utf8(out.buf).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
+}
+
+/// A buffer that refuses to grow past `cap`.
+struct Capped {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.cap {
+            self.buf.resize(self.cap, 0);
+            return Err(std::io::Error::other("output too large"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -296,6 +354,31 @@ mod tests {
         let src = "{% for b, ns in backends|items %}{{ b }}:{% for n in ns %} {{ n.name }}={{ n.port }}{% endfor %}\n{% endfor %}";
         let out = render_config("t", src, nodes.to_vec(), 3000, &NO_VARS, 0).unwrap();
         assert_eq!(out, "api: b=81nodes: a=3000"); // trim_blocks eats the newlines
+    }
+
+    #[test]
+    fn runaway_templates_are_stopped() {
+        let nodes = [node("a", None, None)];
+        let err = render_config(
+            "t",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            nodes.to_vec(),
+            3000,
+            &NO_VARS,
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutOfFuel, "{err}");
+        let err = render_config(
+            "t",
+            "{% for i in range(100000) %}{{ 'x' * 10000 }}{% endfor %}",
+            nodes.to_vec(),
+            3000,
+            &NO_VARS,
+            0,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("grew past"), "{err}");
     }
 
     #[test]

@@ -2,15 +2,23 @@
 //! (`hacfg sync`) turned into node-folder changes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde::Deserialize;
 
 use crate::node::{self, Node};
+use crate::process::Run;
+use crate::quote::{quote, quote_bytes};
+
+/// Longest member line read (a real one is well under 1 KiB: a name, an
+/// address and at most 64 short tags); the rest of a longer line is skipped.
+pub const LINE_CAP: usize = 64 * 1024;
+/// Largest `serf members` answer read (about 150 bytes per member).
+const MEMBERS_CAP: usize = 256 << 20;
 
 /// One member as Serf describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,17 +48,56 @@ pub fn action_of(event: &str, keep_failed: bool) -> Result<Action> {
         "member-failed" if keep_failed => Action::Ignore,
         "member-failed" => Action::Remove,
         "user" | "query" => Action::Ignore,
-        other => bail!("unknown SERF_EVENT {other:?}: is hacfg serf run by a Serf agent?"),
+        other => bail!(
+            "unknown SERF_EVENT {}: is hacfg serf run by a Serf agent?",
+            quote(other)
+        ),
     })
 }
 
-/// Reads all of stdin (Serf waits for its handler to consume it).
-pub fn read_stdin() -> Result<String> {
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut bytes)
-        .context("unable to read the Serf event from stdin")?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+/// Reads an event's member lines to the end of `input` (Serf waits for its
+/// handler to consume stdin). Blank lines are dropped; a line longer than
+/// `LINE_CAP` is read past and comes back as an error.
+pub fn read_lines(mut input: impl BufRead) -> Result<Vec<Result<String>>> {
+    let context = "unable to read the Serf event from stdin";
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = (&mut input)
+            .take(LINE_CAP as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .context(context)?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        if buf.len() > LINE_CAP {
+            let shown = quote_bytes(&buf);
+            let mut len = buf.len();
+            while !buf.ends_with(b"\n") {
+                buf.clear();
+                let n = (&mut input)
+                    .take(LINE_CAP as u64)
+                    .read_until(b'\n', &mut buf)
+                    .context(context)?;
+                if n == 0 {
+                    break;
+                }
+                len += n;
+            }
+            lines.push(Err(anyhow!(
+                "member line of {len} bytes is longer than {} KiB: {}",
+                LINE_CAP / 1024,
+                shown.split('…').next().unwrap_or_default()
+            )));
+            continue;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']);
+        if !line.trim().is_empty() {
+            lines.push(Ok(line.to_string()));
+        }
+    }
 }
 
 /// Undoes Serf's escaping of tabs and newlines inside fields.
@@ -63,16 +110,12 @@ pub fn parse_member_line(line: &str) -> Result<Member> {
     let fields: Vec<&str> = line.split('\t').collect();
     ensure!(
         (2..=4).contains(&fields.len()),
-        "malformed member line {line:?}: expected `name<TAB>address<TAB>role<TAB>tags`"
+        "malformed member line {}: expected `name<TAB>address<TAB>role<TAB>tags`",
+        quote(line)
     );
     let field = |i: usize| fields.get(i).map_or(String::new(), |f| unescape(f));
-    let mut tags = BTreeMap::new();
-    for pair in field(3).split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .with_context(|| format!("malformed tag {pair:?} in member line {line:?}"))?;
-        tags.insert(k.to_string(), v.to_string());
-    }
+    let tags = node::parse_pairs(field(3).split(',').filter(|p| !p.is_empty()))
+        .map_err(|e| anyhow!("malformed tags in member line {}: {e}", quote(line)))?;
     Ok(Member {
         name: field(0),
         address: field(1),
@@ -88,16 +131,22 @@ pub fn node_of(member: &Member, default_port: u16) -> Result<Node> {
     let (address, _) = node::parse_endpoint(&member.address)?;
     let mut tags = member.tags.clone();
     tags.remove("role");
-    let number = |key: &str, tags: &mut BTreeMap<String, String>| -> Result<Option<u16>> {
-        tags.remove(key)
-            .map(|v| {
-                v.parse::<u16>()
-                    .with_context(|| format!("invalid {key} tag {v:?}"))
-            })
-            .transpose()
-    };
-    let port = number("port", &mut tags)?.unwrap_or(default_port);
-    let weight = number("weight", &mut tags)?.unwrap_or(node::DEFAULT_WEIGHT);
+    let port = tags
+        .remove("port")
+        .as_deref()
+        .map(node::parse_port)
+        .transpose();
+    let port = port.map_err(|e| anyhow!("member `{}`: {e} (tag `port`)", member.name))?;
+    let weight = tags
+        .remove("weight")
+        .as_deref()
+        .map(node::parse_weight)
+        .transpose();
+    let weight = weight.map_err(|e| anyhow!("member `{}`: {e} (tag `weight`)", member.name))?;
+    let (port, weight) = (
+        port.unwrap_or(default_port),
+        weight.unwrap_or(node::DEFAULT_WEIGHT),
+    );
     let node = Node {
         name: member.name.clone(),
         address,
@@ -119,7 +168,7 @@ struct MembersJson {
 struct MemberJson {
     name: String,
     addr: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "node::unique_keys")]
     tags: BTreeMap<String, String>,
     status: String,
 }
@@ -132,15 +181,12 @@ pub fn alive_members(serf_bin: &Path, rpc_addr: Option<&str>) -> Result<Vec<Memb
         cmd.arg(format!("-rpc-addr={addr}"));
     }
     let what = format!("`{} members`", serf_bin.display());
-    let done = crate::process::run_with_timeout(&mut cmd, &what, Duration::from_secs(10))?;
-    ensure!(
-        done.success,
-        "{what} failed ({}): {}",
-        done.status,
-        done.output
-    );
-    parse_members_json(&done.stdout)
-        .with_context(|| format!("unable to read the member list from {what}"))
+    let done = Run::new(&mut cmd, &what)
+        .cap(MEMBERS_CAP)
+        .run(Duration::from_secs(10))?
+        .succeeded(&what)?;
+    let text = String::from_utf8_lossy(&done.stdout);
+    parse_members_json(&text).with_context(|| format!("unable to read the member list from {what}"))
 }
 
 fn parse_members_json(text: &str) -> Result<Vec<Member>> {
@@ -163,6 +209,49 @@ fn parse_members_json(text: &str) -> Result<Vec<Member>> {
             }
         })
         .collect())
+}
+
+/// What one event asks of the folder: the nodes to write or the names to
+/// remove, and a message for each member line that was skipped.
+#[derive(Debug, Default)]
+pub struct EventPlan {
+    pub upserts: Vec<Node>,
+    pub removals: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+/// Plans an event's member lines: members of other roles and the agent
+/// itself (`self_name`) are left out; a malformed or hostile line is
+/// skipped with its reason, and the rest still counts.
+pub fn plan_event(
+    lines: Vec<Result<String>>,
+    action: Action,
+    roles: &[String],
+    self_name: &str,
+    default_port: u16,
+) -> EventPlan {
+    let mut plan = EventPlan::default();
+    for line in lines {
+        let member = line.and_then(|l| parse_member_line(&l));
+        let planned = member.and_then(|m| {
+            if m.name == self_name || !roles.contains(&m.role) {
+                return Ok(());
+            }
+            match action {
+                Action::Upsert => plan.upserts.push(node_of(&m, default_port)?),
+                Action::Remove => {
+                    node::validate_name(&m.name)?;
+                    plan.removals.push(m.name);
+                }
+                Action::Ignore => {}
+            }
+            Ok(())
+        });
+        if let Err(e) = planned {
+            plan.skipped.push(format!("{e:#}"));
+        }
+    }
+    plan
 }
 
 /// The changes that make `current` equal to `wanted` (both keyed by name).
@@ -213,6 +302,36 @@ mod tests {
         assert!(node_of(&m, 3000).is_err());
         let m = parse_member_line("s1\t10.0.0.1\tbackend\tport=99999").unwrap();
         assert!(node_of(&m, 3000).is_err());
+    }
+
+    #[test]
+    fn strict_tags() {
+        for line in [
+            "s1\t10.0.0.1\tbackend\tport=+80",
+            "s1\t10.0.0.1\tbackend\tport=0080",
+            "s1\t10.0.0.1\tbackend\tweight=1e2",
+        ] {
+            let m = parse_member_line(line).unwrap();
+            assert!(node_of(&m, 3000).is_err(), "{line:?}");
+        }
+        assert!(parse_member_line("s1\t10.0.0.1\tbackend\tport=80,port=81").is_err());
+        let text = r#"{"members":[{"name":"a","addr":"127.0.0.1:7946","tags":{"port":"1","port":"2"},"status":"alive"}]}"#;
+        assert!(parse_members_json(text).is_err());
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_the_rest_read() {
+        let mut input = vec![b'x'; 3 * LINE_CAP];
+        input.extend_from_slice(b"\ns1\t10.0.0.1\tbackend\t\n\n");
+        let lines = read_lines(&input[..]).unwrap();
+        assert_eq!(lines.len(), 2);
+        let err = format!("{:#}", lines[0].as_ref().unwrap_err());
+        assert!(
+            err.contains(&format!("{} bytes", 3 * LINE_CAP + 1)),
+            "{err}"
+        );
+        assert!(err.len() < 400, "{err}");
+        assert_eq!(lines[1].as_ref().unwrap(), "s1\t10.0.0.1\tbackend\t");
     }
 
     #[test]

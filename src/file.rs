@@ -1,0 +1,121 @@
+//! Opening files that someone else may have put there: node files, the
+//! index, the output and its `.prev`, templates, pid files.
+//!
+//! Every open refuses a symbolic link (`O_NOFOLLOW`) and cannot block
+//! (`O_NONBLOCK`: a FIFO opens at once instead of waiting for a writer);
+//! `fstat` on the open file then refuses anything that is not a regular file
+//! (FIFOs, sockets, devices), and reads stop at a cap. A hostile folder entry
+//! is an error that names it, never a hang or an exhausted memory.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// Largest node file hacfg reads (its own are under 1 KiB).
+pub const NODE_FILE_CAP: u64 = 64 * 1024;
+/// Largest template, pid file answer or similar small input.
+pub const TEMPLATE_CAP: u64 = 16 * 1024 * 1024;
+
+/// Opens `path` for reading if it is a regular file; `None` if it does not exist.
+pub fn open(path: &Path) -> Result<Option<(File, Metadata)>> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            bail!(
+                "`{}` is a symbolic link, which hacfg does not follow here",
+                path.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("unable to open `{}`", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("unable to stat `{}`", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "`{}` is not a regular file but {}",
+            path.display(),
+            kind_of(&meta)
+        );
+    }
+    Ok(Some((file, meta)))
+}
+
+/// Reads `path` whole, refusing more than `cap` bytes; `None` if it does not exist.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
+    let Some((file, meta)) = open(path)? else {
+        return Ok(None);
+    };
+    let mut buf = Vec::with_capacity(meta.len().min(cap) as usize);
+    read_into(file, path, cap, &mut buf)?;
+    Ok(Some(buf))
+}
+
+/// Reads an opened file into `buf` (cleared first), refusing more than `cap` bytes.
+pub fn read_into(file: File, path: &Path, cap: u64, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    file.take(cap + 1)
+        .read_to_end(buf)
+        .with_context(|| format!("unable to read `{}`", path.display()))?;
+    if buf.len() as u64 > cap {
+        bail!(
+            "`{}` is larger than {} KiB, hacfg's limit for this file",
+            path.display(),
+            cap / 1024
+        );
+    }
+    Ok(())
+}
+
+/// What a non-regular file is, for messages.
+pub fn kind_of(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "a regular file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_could_block_or_mislead() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("ok"), b"hello").unwrap();
+        assert_eq!(read_capped(&d.join("ok"), 5).unwrap().unwrap(), b"hello");
+        assert!(read_capped(&d.join("missing"), 5).unwrap().is_none());
+        let big = format!("{:#}", read_capped(&d.join("ok"), 4).unwrap_err());
+        assert!(big.contains("larger than"), "{big}");
+        std::os::unix::fs::symlink("/dev/zero", d.join("zero")).unwrap();
+        let err = format!("{:#}", read_capped(&d.join("zero"), 4).unwrap_err());
+        assert!(err.contains("symbolic link"), "{err}");
+        let fifo = d.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = format!("{:#}", read_capped(&fifo, 4).unwrap_err());
+        assert!(err.contains("a FIFO"), "{err}");
+        let err = format!("{:#}", read_capped(d, 4).unwrap_err());
+        assert!(err.contains("a folder"), "{err}");
+    }
+}

@@ -1,0 +1,282 @@
+//! The rendered configuration file: where it really is (a symbolic link is
+//! followed, and its target is replaced in the target's folder), how it is
+//! replaced (atomic rename, or in place for a bind-mounted file), its
+//! `.prev`, and putting `.prev` back when what this run wrote must go.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::atomic::{self, Staged};
+use crate::file;
+use crate::store::{Exclusive, Lock};
+
+/// Largest output hacfg reads back (for a diff or a restore); a 100,000-node
+/// config is about 7 MB.
+const OUTPUT_CAP: u64 = 1 << 30;
+
+/// How the output is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// A temp file renamed over the output: atomic.
+    Rename,
+    /// The same inode rewritten, for a bind-mounted single file.
+    InPlace,
+}
+
+/// The output file.
+pub struct Output {
+    /// The real file: the link's target when the configured path is a link.
+    path: PathBuf,
+    mode: WriteMode,
+}
+
+/// Proof that this run replaced the output: only such a run may put
+/// `.prev` back (`hacfg reload` restores nothing it did not write).
+#[must_use]
+pub struct Replaced<'a> {
+    output: &'a Output,
+    /// There was a config before this run's.
+    had_previous: bool,
+}
+
+impl Output {
+    /// The output at `path`. A link is followed to its target, which must
+    /// exist; anything but a regular file (or nothing yet) is refused.
+    pub fn new(path: &Path, mode: WriteMode) -> Result<Output> {
+        let path = match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                fs::canonicalize(path).with_context(|| {
+                    format!("output `{}` is a symbolic link to nothing", path.display())
+                })?
+            }
+            _ => path.to_path_buf(),
+        };
+        match fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => bail!(
+                "output `{}` is not a regular file but {}",
+                path.display(),
+                file::kind_of(&meta)
+            ),
+            _ => Ok(Output { path, mode }),
+        }
+    }
+
+    /// The file that is written (a link's target).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `<output>.prev`: the config that was live before the current one.
+    pub fn prev_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".prev");
+        PathBuf::from(name)
+    }
+
+    /// Its size now (0 if none): a hint for the render buffer.
+    pub fn size(&self) -> usize {
+        fs::metadata(&self.path).map_or(0, |m| usize::try_from(m.len()).unwrap_or(0))
+    }
+
+    /// The current bytes, `None` if there is no output yet.
+    pub fn read(&self) -> Result<Option<Vec<u8>>> {
+        file::read_capped(&self.path, OUTPUT_CAP)
+    }
+
+    /// Whether the output holds exactly `bytes` (`None`: no file yet).
+    /// Compared in chunks, so a large config is not held in memory twice.
+    pub fn same_as(&self, bytes: &[u8]) -> Result<Option<bool>> {
+        let Some((mut file, meta)) = file::open(&self.path)? else {
+            return Ok(None);
+        };
+        if meta.len() != bytes.len() as u64 {
+            return Ok(Some(false));
+        }
+        let context = || format!("unable to read `{}`", self.path.display());
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut rest = bytes;
+        loop {
+            let n = file.read(&mut buf).with_context(context)?;
+            if n == 0 {
+                return Ok(Some(rest.is_empty()));
+            }
+            match rest.strip_prefix(&buf[..n]) {
+                Some(tail) => rest = tail,
+                None => return Ok(Some(false)),
+            }
+        }
+    }
+
+    /// Writes a candidate beside the output, for the check.
+    pub fn stage(&self, bytes: &[u8]) -> Result<Staged> {
+        Staged::new(&self.path, bytes)
+    }
+
+    /// Removes temp files of killed runs beside the output.
+    pub fn remove_leftovers(&self, _lock: &Lock<Exclusive>) {
+        atomic::remove_leftovers(atomic::parent_dir(&self.path));
+    }
+
+    /// Makes the checked candidate the output; the current one becomes
+    /// `.prev` first (a hard link, or a copy when writing in place).
+    pub fn replace(&self, staged: Staged, bytes: &[u8]) -> Result<Replaced<'_>> {
+        let prev = self.prev_path();
+        let had_previous = match self.mode {
+            WriteMode::Rename => {
+                let exists = fs::symlink_metadata(&self.path).is_ok();
+                if exists && !atomic::link_atomic(&self.path, &prev)? {
+                    self.copy_to_prev()?;
+                }
+                staged.commit()?;
+                exists
+            }
+            WriteMode::InPlace => {
+                drop(staged);
+                let old = self.read()?;
+                if let Some(old) = &old {
+                    atomic::write_atomic(&prev, old)?;
+                }
+                write_in_place(&self.path, bytes, old.as_deref())?;
+                old.is_some()
+            }
+        };
+        Ok(Replaced {
+            output: self,
+            had_previous,
+        })
+    }
+
+    fn copy_to_prev(&self) -> Result<()> {
+        let old = self.read()?.unwrap_or_default();
+        atomic::write_atomic(&self.prev_path(), &old)
+    }
+}
+
+impl Replaced<'_> {
+    /// Puts `.prev` back over the output; says what it did.
+    pub fn restore(self) -> Result<String> {
+        let output = self.output;
+        let prev = output.prev_path();
+        if !self.had_previous {
+            return Ok(format!(
+                "`{}` had no previous config to restore; the new one stays",
+                output.path.display()
+            ));
+        }
+        let bytes = file::read_capped(&prev, OUTPUT_CAP)?
+            .with_context(|| format!("`{}` vanished; nothing restored", prev.display()))?;
+        match output.mode {
+            WriteMode::Rename => atomic::write_atomic(&output.path, &bytes)?,
+            WriteMode::InPlace => write_in_place(&output.path, &bytes, None)?,
+        }
+        Ok(format!(
+            "restored `{}` from `{}`",
+            output.path.display(),
+            prev.display()
+        ))
+    }
+}
+
+/// Overwrites `path` in place (same inode). The space is reserved first, so
+/// a full file system refuses before a byte changes; any later write error
+/// puts `old` back. A reader may still see a mix for a moment: this mode is
+/// for HAProxy, which reads the file only when reloaded, after the write.
+fn write_in_place(path: &Path, bytes: &[u8], old: Option<&[u8]>) -> Result<()> {
+    let context = || format!("unable to write `{}` in place", path.display());
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(context)?;
+    reserve(&file, bytes.len()).with_context(|| {
+        format!(
+            "not enough space to write `{}` in place ({} bytes); it was left as it was",
+            path.display(),
+            bytes.len()
+        )
+    })?;
+    let write = |data: &[u8]| -> std::io::Result<()> {
+        file.write_all_at(data, 0)?;
+        file.set_len(data.len() as u64)?;
+        file.sync_all()
+    };
+    if let Err(e) = write(bytes) {
+        let restored = match old {
+            Some(old) if write(old).is_ok() => "the old bytes were put back",
+            Some(_) => "putting the old bytes back failed too",
+            None => "there were no old bytes to put back",
+        };
+        return Err(e).with_context(|| format!("{}; {restored}", context()));
+    }
+    Ok(())
+}
+
+/// Reserves `len` bytes of blocks without changing the file's size (a file
+/// system without `fallocate` is written unreserved: errors still restore).
+fn reserve(file: &File, len: usize) -> std::io::Result<()> {
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Err(ErrorKind::FileTooLarge.into());
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate(2) on an open descriptor with plain integer arguments.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    let err = std::io::Error::last_os_error();
+    match rc {
+        0 => Ok(()),
+        _ if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn in_place_keeps_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.cfg");
+        fs::write(&target, b"old, longer").unwrap();
+        let ino = fs::metadata(&target).unwrap().ino();
+        write_in_place(&target, b"new", None).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert_eq!(fs::metadata(&target).unwrap().ino(), ino);
+    }
+
+    #[test]
+    fn a_link_is_followed_to_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.cfg");
+        fs::write(&real, b"x").unwrap();
+        let link = dir.path().join("haproxy.cfg");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let out = Output::new(&link, WriteMode::Rename).unwrap();
+        assert_eq!(out.path(), fs::canonicalize(&real).unwrap());
+        let staged = out.stage(b"new").unwrap();
+        let replaced = out.replace(staged, b"new").unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(&link).unwrap(), b"new");
+        assert!(replaced.restore().unwrap().contains("restored"));
+        assert_eq!(fs::read(&link).unwrap(), b"x");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), dir.path().join("dangling"))
+            .unwrap();
+        assert!(Output::new(&dir.path().join("dangling"), WriteMode::Rename).is_err());
+        assert!(Output::new(dir.path(), WriteMode::Rename).is_err());
+    }
+}
