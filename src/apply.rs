@@ -13,7 +13,7 @@ use crate::exit::Failure;
 use crate::file;
 use crate::log::Log;
 use crate::node::Node;
-use crate::output::{Output, Replaced};
+use crate::output::{Output, Replaced, WriteMode};
 use crate::process::Run;
 use crate::reload::{self, Reload};
 use crate::render;
@@ -86,8 +86,13 @@ pub fn update(cfg: &Config, store: &Store, lock: &Lock<Exclusive>, log: &mut Log
         log.info(&format!("`{shown}` unchanged ({})", nodes_text(count)));
         return Ok(());
     }
-    let staged = output.stage(rendered.as_bytes())?;
-    if let Some(check) = &cfg.check {
+    // The check reads a candidate beside the output; written in place
+    // without a check, there is nothing to stage.
+    let staged = match (&cfg.check, cfg.write_mode) {
+        (None, WriteMode::InPlace) => None,
+        _ => Some(output.stage(rendered.as_bytes())?),
+    };
+    if let (Some(check), Some(staged)) = (&cfg.check, &staged) {
         run_check(check, staged.path(), output.path())?;
     }
     let replaced = output.replace(staged, rendered.as_bytes())?;

@@ -122,12 +122,17 @@ impl Output {
         atomic::remove_leftovers(atomic::parent_dir(&self.path));
     }
 
-    /// Makes the checked candidate the output; the current one becomes
-    /// `.prev` first (a hard link, or a copy when writing in place).
-    pub fn replace(&self, staged: Staged, bytes: &[u8]) -> Result<Replaced<'_>> {
+    /// Makes `bytes` (staged already, if they were checked) the output; the
+    /// current one becomes `.prev` first (a hard link, or a copy when
+    /// writing in place).
+    pub fn replace(&self, staged: Option<Staged>, bytes: &[u8]) -> Result<Replaced<'_>> {
         let prev = self.prev_path();
         let had_previous = match self.mode {
             WriteMode::Rename => {
+                let staged = match staged {
+                    Some(staged) => staged,
+                    None => self.stage(bytes)?,
+                };
                 let exists = fs::symlink_metadata(&self.path).is_ok();
                 if exists && !atomic::link_atomic(&self.path, &prev)? {
                     self.copy_to_prev()?;
@@ -264,7 +269,7 @@ mod tests {
         let out = Output::new(&link, WriteMode::Rename).unwrap();
         assert_eq!(out.path(), fs::canonicalize(&real).unwrap());
         let staged = out.stage(b"new").unwrap();
-        let replaced = out.replace(staged, b"new").unwrap();
+        let replaced = out.replace(Some(staged), b"new").unwrap();
         assert!(
             fs::symlink_metadata(&link)
                 .unwrap()

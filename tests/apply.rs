@@ -183,6 +183,28 @@ fn failed_reload_restores_prev() {
     assert_eq!(fs::read(&env.output).unwrap(), live);
     assert_eq!(hap.reloads().1, 1, "the master recorded the failed reload");
     assert_eq!(hap.answering(10), set_of(&["s1"]));
+
+    // A good reload right after the failed one succeeds, although HAProxy
+    // then resets its failed counter, and the good config stays.
+    let before = hap.reloads();
+    let sock = hap.master_socket.to_str().unwrap();
+    env.ok(&hap.args(&[
+        "--reload",
+        "--master-socket",
+        sock,
+        "add",
+        "s2",
+        &b2.endpoint(),
+    ]));
+    let after = hap.reloads();
+    eprintln!("show proc counters: before {before:?}, after {after:?}");
+    assert_eq!(after.0, before.0 + 1);
+    assert_eq!(env.servers().len(), 2, "the good config was rolled back");
+    assert!(wait_until(5.0, || hap.answering(10) == set_of(&["s1", "s2"])));
+    // And a failure after a success is still seen.
+    let stderr = env.fails(&hap.args(&args), 4);
+    assert!(stderr.contains("refused the new config"), "{stderr}");
+    assert_eq!(env.servers().len(), 2);
 }
 
 #[test]

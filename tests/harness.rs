@@ -3,8 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const HACFG: &str = env!("CARGO_BIN_EXE_hacfg");
 
@@ -74,16 +77,31 @@ impl TestEnv {
     }
 
     /// Every file under the temp dir with its bytes: "nothing changed" is
-    /// this map being equal before and after.
+    /// this map being equal before and after. Links, FIFOs and sockets are
+    /// recorded by kind (and a link by its target), never opened. The
+    /// index is left out: a cache, rewritten while its entries are young.
     pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
             for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
                 let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else {
-                    out.insert(path.clone(), fs::read(&path).unwrap_or_default());
+                if entry.file_name() == ".hacfg.index" {
+                    continue;
                 }
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let content = if kind.is_dir() {
+                    walk(&path, out);
+                    continue;
+                } else if kind.is_symlink() {
+                    let target = fs::read_link(&path).unwrap_or_default();
+                    format!("link to {}", target.display()).into_bytes()
+                } else if kind.is_file() {
+                    fs::read(&path).unwrap_or_default()
+                } else {
+                    format!("{kind:?}").into_bytes()
+                };
+                out.insert(path, content);
             }
         }
         let mut map = BTreeMap::new();
@@ -98,6 +116,143 @@ impl TestEnv {
             .filter_map(|l| l.trim().strip_prefix("server "))
             .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
             .collect()
+    }
+}
+
+impl TestEnv {
+    /// A run of hacfg to set up and check, just-style:
+    /// `env.call(&["add", …]).stdin(…).code(1).stderr_is("…")`.
+    pub fn call(&self, args: &[&str]) -> Call<'_> {
+        Call {
+            env: self,
+            cmd: self.cmd(args),
+            stdin: Vec::new(),
+            deadline: Duration::from_secs(60),
+            unchanged: false,
+        }
+    }
+}
+
+/// One run of the real binary, with a deadline: a regression that hangs
+/// fails the test instead of stalling the suite.
+pub struct Call<'a> {
+    env: &'a TestEnv,
+    cmd: Command,
+    stdin: Vec<u8>,
+    deadline: Duration,
+    unchanged: bool,
+}
+
+/// What a finished call printed.
+pub struct Done {
+    pub stdout: String,
+    /// stderr with the temp dir's path replaced by `$TMP`.
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Call<'_> {
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = bytes.into();
+        self
+    }
+
+    /// Fail the test if the call takes longer than `secs`.
+    pub fn within(mut self, secs: f64) -> Self {
+        self.deadline = Duration::from_secs_f64(secs);
+        self
+    }
+
+    /// Also assert that no file under the temp dir changed.
+    pub fn unchanged(mut self) -> Self {
+        self.unchanged = true;
+        self
+    }
+
+    /// Runs, asserting the exit code; kills the call at its deadline.
+    pub fn code(mut self, code: i32) -> Done {
+        let before = self.unchanged.then(|| self.env.snapshot());
+        let started = Instant::now();
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("run hacfg");
+        let mut input = child.stdin.take().expect("stdin");
+        let bytes = std::mem::take(&mut self.stdin);
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&bytes);
+        });
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let out = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = stdout.read_to_end(&mut s);
+            s
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = stderr.read_to_end(&mut s);
+            s
+        });
+        let finished = wait_until(self.deadline.as_secs_f64(), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !finished {
+            // SAFETY: kill(2) on the process group this test created.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        }
+        let status = child.wait().expect("wait");
+        let elapsed = started.elapsed();
+        let _ = writer.join();
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        let stdout = text(out.join().unwrap_or_default());
+        let tmp = self.env.dir.path().to_string_lossy().into_owned();
+        let stderr = text(err.join().unwrap_or_default()).replace(&tmp, "$TMP");
+        assert!(finished, "hacfg hung for {elapsed:?}; stderr:\n{stderr}");
+        assert_eq!(status.code(), Some(code), "stderr:\n{stderr}");
+        if let Some(before) = before {
+            let after = self.env.snapshot();
+            let changed: Vec<&PathBuf> = before
+                .keys()
+                .chain(after.keys())
+                .filter(|p| before.get(*p) != after.get(*p))
+                .collect();
+            assert!(
+                changed.is_empty(),
+                "files changed: {changed:?}; stderr:\n{stderr}"
+            );
+        }
+        Done {
+            stdout,
+            stderr,
+            elapsed,
+        }
+    }
+}
+
+impl Done {
+    /// stderr is exactly `expected` (with `$TMP` for the temp dir).
+    pub fn stderr_is(&self, expected: &str) -> &Self {
+        assert_eq!(self.stderr, expected);
+        self
+    }
+
+    pub fn stderr_has(&self, part: &str) -> &Self {
+        assert!(
+            self.stderr.contains(part),
+            "{part:?} not in stderr:\n{}",
+            self.stderr
+        );
+        self
     }
 }
 

@@ -6,4 +6,5 @@ mod live;
 
 mod apply;
 mod core;
+mod hardening;
 mod serf;
