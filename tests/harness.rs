@@ -47,22 +47,12 @@ impl TestEnv {
 
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "hacfg {args:?} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.call(args).code(0).stdout
     }
 
-    /// Runs and asserts exit `code`; returns stderr.
+    /// Runs and asserts exit `code`; returns stderr (temp dir as `$TMP`).
     pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "hacfg {args:?}:\n{stderr}");
-        stderr
+        self.call(args).code(code).stderr
     }
 
     pub fn write(&self, rel: &str, content: &str) -> PathBuf {
