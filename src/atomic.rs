@@ -77,7 +77,10 @@ impl Staged {
             file.with_context(|| format!("unable to create a temp file in `{}`", dir.display()))?;
         let write = |file: &mut NamedTempFile| -> std::io::Result<()> {
             file.write_all(bytes)?;
-            if let Some(meta) = fs::symlink_metadata(target).ok().filter(|m| m.is_file()) {
+            if let Some(meta) = fs::symlink_metadata(target)
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+            {
                 file.as_file().set_permissions(meta.permissions())?;
                 // Keeping the owner needs privileges; without them the new
                 // file belongs to us, which is all an unprivileged run can do.

@@ -61,6 +61,7 @@ pub struct GlobalArgs {
 
 /// How a changed config is checked, written and loaded.
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // each is a command-line flag
 pub struct ApplyArgs {
     /// HAProxy binary used for `haproxy -c` [default: `haproxy` from PATH, if any]
     #[arg(long, global = true, env = "HACFG_HAPROXY_BIN")]

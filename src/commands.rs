@@ -14,19 +14,20 @@ use crate::render;
 use crate::serf::{self, Action};
 use crate::store::{Exclusive, Shared, Store};
 
-pub fn run(cfg: Config) -> Result<Outcome> {
+pub fn run(cfg: &Config) -> Result<Outcome> {
     let mut log = Log::new(cfg.quiet, cfg.log_file.as_deref());
     let store = Store::new(&cfg.nodes_dir);
     match &cfg.command {
         Command::Add { node, render } => {
             store.create()?;
             let changed = store.write(&store.lock::<Shared>()?, node)?;
-            log.info(&match changed {
-                true => format!("added node {}", describe(node, cfg.default_port)),
-                false => format!("node `{}` is already up to date", node.name),
+            log.info(&if changed {
+                format!("added node {}", describe(node, cfg.default_port))
+            } else {
+                format!("node `{}` is already up to date", node.name)
             });
             if *render {
-                update(&cfg, &store, &mut log)?;
+                update(cfg, &store, &mut log)?;
             }
         }
         Command::Remove {
@@ -42,12 +43,13 @@ pub fn run(cfg: Config) -> Result<Outcome> {
                     store.dir().display()
                 );
             }
-            log.info(&match removed {
-                true => format!("removed node `{name}`"),
-                false => format!("node `{name}` was not there; nothing removed"),
+            log.info(&if removed {
+                format!("removed node `{name}`")
+            } else {
+                format!("node `{name}` was not there; nothing removed")
             });
             if *render {
-                update(&cfg, &store, &mut log)?;
+                update(cfg, &store, &mut log)?;
             }
         }
         Command::List { json } => {
@@ -56,8 +58,8 @@ pub fn run(cfg: Config) -> Result<Outcome> {
         }
         Command::Render {
             mode: RenderMode::Write,
-        } => update(&cfg, &store, &mut log)?,
-        Command::Render { mode } => preview(&cfg, &store, *mode)?,
+        } => update(cfg, &store, &mut log)?,
+        Command::Render { mode } => preview(cfg, &store, *mode)?,
         Command::Reload => {
             let _lock = store.lock::<Exclusive>()?;
             if let Some(settings) = &cfg.reload {
@@ -65,7 +67,7 @@ pub fn run(cfg: Config) -> Result<Outcome> {
             }
         }
         Command::Serf { roles, keep_failed } => {
-            return serf_event(&cfg, &store, &mut log, roles, *keep_failed);
+            return serf_event(cfg, &store, &mut log, roles, *keep_failed);
         }
         Command::Sync {
             roles,
@@ -74,7 +76,7 @@ pub fn run(cfg: Config) -> Result<Outcome> {
             dry_run,
         } => {
             let members = serf::alive_members(serf_bin, rpc_addr.as_deref())?;
-            sync(&cfg, &store, &mut log, &members, roles, *dry_run)?;
+            sync(cfg, &store, &mut log, &members, roles, *dry_run)?;
         }
     }
     Ok(Outcome::Done)
@@ -179,9 +181,10 @@ fn sync(
     }
     if dry_run {
         // A dry run on a lost folder shows everything as to be added.
-        let current = match store.dir().is_dir() {
-            true => store.load_all(&store.lock::<Shared>()?)?,
-            false => Vec::new(),
+        let current = if store.dir().is_dir() {
+            store.load_all(&store.lock::<Shared>()?)?
+        } else {
+            Vec::new()
         };
         let plan = serf::plan_sync(&current, &wanted);
         let mut text = String::new();

@@ -54,7 +54,7 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
     let Some((file, meta)) = open(path)? else {
         return Ok(None);
     };
-    let mut buf = Vec::with_capacity(meta.len().min(cap) as usize);
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len().min(cap)).unwrap_or(0));
     read_into(file, path, cap, &mut buf)?;
     Ok(Some(buf))
 }

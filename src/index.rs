@@ -60,7 +60,7 @@ impl Stamp {
 pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// The settled entries of a saved index, sorted by name, and which of them
@@ -159,9 +159,10 @@ impl Snapshot {
         stamps.retain(|_| keep.next() == Some(&true));
         if fresh.len() > nodes.len() / 8 {
             // Many new files (a first run): one sort beats many inserts.
-            let mut all: Vec<(Node, Stamp)> = match nodes.is_empty() {
-                true => fresh,
-                false => nodes.into_iter().zip(stamps).chain(fresh).collect(),
+            let mut all: Vec<(Node, Stamp)> = if nodes.is_empty() {
+                fresh
+            } else {
+                nodes.into_iter().zip(stamps).chain(fresh).collect()
             };
             all.sort_unstable_by(|a, b| a.0.name.cmp(&b.0.name));
             let (nodes, stamps) = all.into_iter().unzip();
@@ -191,7 +192,7 @@ const LINE_CAP: u64 = 64 * 1024;
 /// Reads one line of at most `LINE_CAP` bytes; a longer one is an error.
 fn read_line(reader: &mut impl BufRead, line: &mut String) -> Result<usize> {
     let n = reader.take(LINE_CAP).read_line(line)?;
-    ensure!(n < LINE_CAP as usize, "index line too long");
+    ensure!((n as u64) < LINE_CAP, "index line too long");
     Ok(n)
 }
 
@@ -317,7 +318,7 @@ mod tests {
             address: "10.0.0.1".into(),
             port: Some(80),
             weight: None,
-            tags: BTreeMap::from([("a".into(), "x=y".into()), ("b".into(), "".into())]),
+            tags: BTreeMap::from([("a".into(), "x=y".into()), ("b".into(), String::new())]),
         }
     }
 

@@ -25,9 +25,12 @@ impl Log {
                 // A FIFO or device must not block or swallow the handler.
                 .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
                 .open(p)
-                .and_then(|f| match f.metadata()?.is_file() {
-                    true => Ok(f),
-                    false => Err(std::io::Error::other("not a regular file")),
+                .and_then(|f| {
+                    if f.metadata()?.is_file() {
+                        Ok(f)
+                    } else {
+                        Err(std::io::Error::other("not a regular file"))
+                    }
                 })
                 .map_err(|e| {
                     print_warning(&format!(
@@ -101,7 +104,7 @@ pub fn print_error(err: &anyhow::Error) {
 fn timestamp() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -7,7 +7,7 @@ use hacfg::{cli, commands, config, exit, log};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match config::Config::from_cli(cli).and_then(commands::run) {
+    match config::Config::from_cli(cli).and_then(|cfg| commands::run(&cfg)) {
         Ok(outcome) => {
             if let exit::Outcome::Skipped(message) = &outcome {
                 log::print_warning(message);

@@ -295,8 +295,7 @@ pub fn parse_endpoint(spec: &str) -> Result<(String, Option<u16>)> {
         match spec.matches(':').count() {
             1 => spec
                 .split_once(':')
-                .map(|(h, p)| (h, Some(p)))
-                .unwrap_or((spec, None)),
+                .map_or((spec, None), |(h, p)| (h, Some(p))),
             _ => (spec, None),
         }
     };
@@ -304,8 +303,7 @@ pub fn parse_endpoint(spec: &str) -> Result<(String, Option<u16>)> {
     // Store IP literals in their canonical form so equal nodes compare equal.
     let host = host
         .parse::<IpAddr>()
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|_| host.to_ascii_lowercase());
+        .map_or_else(|_| host.to_ascii_lowercase(), |ip| ip.to_string());
     let port = port
         .map(|p| parse_port(p).map_err(|e| anyhow::anyhow!("{e} in address {}", quote(spec))))
         .transpose()?;

@@ -66,6 +66,7 @@ impl<'a> Run<'a> {
     }
 
     /// Keep up to `cap` bytes of each stream (default 1 MiB).
+    #[must_use]
     pub fn cap(mut self, cap: usize) -> Run<'a> {
         self.cap = cap;
         self

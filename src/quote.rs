@@ -33,9 +33,10 @@ impl fmt::Display for Quoted<'_> {
 pub fn quote_bytes(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(SHOWN)];
     let text = String::from_utf8_lossy(cut);
-    match bytes.len() > SHOWN {
-        true => format!("{text:?}… ({} bytes)", bytes.len()),
-        false => format!("{text:?}"),
+    if bytes.len() > SHOWN {
+        format!("{text:?}… ({} bytes)", bytes.len())
+    } else {
+        format!("{text:?}")
     }
 }
 

@@ -141,13 +141,13 @@ fn ensure_haproxy_master(pid: i32) -> Result<()> {
     );
     // `/proc/PID/stat`: "pid (comm) state ppid …"; comm may hold anything.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let ppid = stat
+    let parent = stat
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(1))
         .and_then(|p| p.parse::<i32>().ok())
         .with_context(|| format!("unable to read the parent of process {pid}"))?;
-    if ppid > 1 && is_haproxy(ppid) {
-        bail!("process {pid} is an HAProxy worker, not the master (its master is {ppid})");
+    if parent > 1 && is_haproxy(parent) {
+        bail!("process {pid} is an HAProxy worker, not the master (its master is {parent})");
     }
     Ok(())
 }

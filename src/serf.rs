@@ -41,6 +41,7 @@ pub enum Action {
 }
 
 /// Maps `SERF_EVENT` to an action.
+#[allow(clippy::match_same_arms)] // one arm per kind of event reads best
 pub fn action_of(event: &str, keep_failed: bool) -> Result<Action> {
     Ok(match event {
         "member-join" | "member-update" => Action::Upsert,

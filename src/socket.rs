@@ -30,7 +30,7 @@ pub fn exchange(path: &Path, command: &str, deadline: Instant) -> Result<String>
     // Half-close: the master CLI answers, then closes once input ends.
     stream.shutdown(std::net::Shutdown::Write)?;
     let mut answer = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         // The timeout of each read is what is left of the one deadline.
         stream.set_read_timeout(Some(left(deadline).with_context(late)?))?;
@@ -59,6 +59,12 @@ pub fn exchange(path: &Path, command: &str, deadline: Instant) -> Result<String>
         .with_context(|| format!("`{}` answered with non-UTF-8 bytes", path.display()))
 }
 
+// Filling a C `sockaddr_un`: small constants and path bytes.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 /// Connects without blocking past `deadline`: a Unix socket whose backlog
 /// is full refuses a non-blocking connect with EAGAIN, so retry until then.
 fn connect(path: &Path, deadline: Instant) -> Result<UnixStream> {

@@ -10,7 +10,7 @@ use crate::harness::{TestEnv, tool, wait_until};
 use crate::live::{Backend, Haproxy, get};
 
 fn set_of(names: &[&str]) -> std::collections::BTreeSet<String> {
-    names.iter().map(|s| s.to_string()).collect()
+    names.iter().map(std::string::ToString::to_string).collect()
 }
 
 /// The built-in template plus a directive HAProxy rejects once there are

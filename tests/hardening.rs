@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -160,7 +161,6 @@ fn a_user_who_may_only_read_the_folder_can_list() {
     }
     let env = TestEnv::new();
     env.ok(&["add", "s1", "10.0.0.1"]);
-    use std::os::unix::fs::PermissionsExt;
     for dir in [env.dir.path(), env.nodes.as_path()] {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     }

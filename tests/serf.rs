@@ -1,6 +1,7 @@
 //! Serf: real agents on loopback, started by the lab example's own s6 run
 //! scripts, with `hacfg serf` as the balancer's handler.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -303,7 +304,7 @@ fn hostile_member_lines_are_skipped_and_the_rest_applied() {
     let out = handle(&env, "member-join", stdin, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{stderr}");
-    assert!(stderr.contains(r#"evil\nserver x"#), "{stderr}");
+    assert!(stderr.contains(r"evil\nserver x"), "{stderr}");
     assert_eq!(
         sorted_servers(&env),
         ["good1 10.0.0.1:8080", "good2 10.0.0.4:3000"]
@@ -312,7 +313,7 @@ fn hostile_member_lines_are_skipped_and_the_rest_applied() {
     assert!(!env.output_text().contains("6.6.6.6"));
     let names: Vec<_> = fs::read_dir(&env.nodes)
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert_eq!(names.len(), 2, "only the two good nodes");
@@ -337,15 +338,14 @@ fn hostile_member_lines_are_skipped_and_the_rest_applied() {
 #[test]
 fn one_event_with_1000_members_is_one_render() {
     let env = TestEnv::new();
-    let stdin: String = (0..1000)
-        .map(|i| {
-            format!(
-                "m{i:04}\t10.3.{}.{}\tbackend\trole=backend,port=3000\n",
-                i / 250,
-                i % 250 + 1
-            )
-        })
-        .collect();
+    let mut stdin = String::new();
+    for i in 0..1000 {
+        let (a, b) = (i / 250, i % 250 + 1);
+        let _ = writeln!(
+            stdin,
+            "m{i:04}\t10.3.{a}.{b}\tbackend\trole=backend,port=3000"
+        );
+    }
     let started = Instant::now();
     let out = handle(&env, "member-join", &stdin, &[]);
     eprintln!(
