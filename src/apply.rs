@@ -41,7 +41,7 @@ pub fn render_nodes(cfg: &Config, nodes: Vec<Node>, size_hint: usize) -> Result<
         ),
         Some(path) => {
             let context = || format!("unable to read template `{}`", path.display());
-            let bytes = file::read_capped(path, file::TEMPLATE_CAP)
+            let bytes = file::read_capped_with(path, file::Links::Follow, file::TEMPLATE_CAP)
                 .with_context(context)?
                 .with_context(|| format!("template `{}` does not exist", path.display()))?;
             let text = String::from_utf8(bytes).with_context(context)?;
@@ -151,9 +151,12 @@ fn run_check(check: &Check, staged: &Path, output: &Path) -> Result<()> {
     if done.success() {
         return Ok(());
     }
-    let shown = done
-        .output()
-        .replace(&*staged.to_string_lossy(), "<candidate>");
+    let shown = first_lines(
+        &done
+            .output()
+            .replace(&*staged.to_string_lossy(), "<candidate>"),
+        SHOWN_CHECK_LINES,
+    );
     Err(Failure::Rejected(format!(
         "{what} rejected the new config ({}); `{}` was not replaced and nothing was \
          reloaded (the nodes folder keeps the change)\n{shown}",
@@ -163,6 +166,28 @@ fn run_check(check: &Check, staged: &Path, output: &Path) -> Result<()> {
     .into())
 }
 
+/// Lines of a check's output shown; HAProxy prints one per problem, and
+/// the first ones name the cause.
+const SHOWN_CHECK_LINES: usize = 40;
+
+/// The first `max` lines of `text` (each cut to a readable length), and
+/// how many more there were.
+fn first_lines(text: &str, max: usize) -> String {
+    let mut lines: Vec<String> = text
+        .lines()
+        .take(max)
+        .map(|l| match crate::quote::cut(l, 400) {
+            Some(head) => format!("{head}… ({} bytes)", l.len()),
+            None => l.to_string(),
+        })
+        .collect();
+    let total = text.lines().count();
+    if total > max {
+        lines.push(format!("… ({} more lines)", total - max));
+    }
+    lines.join("\n")
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -170,6 +195,15 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_check_output_is_cut() {
+        let text = (0..100).fold(String::new(), |t, i| t + &format!("[ALERT] line {i}\n"));
+        let shown = first_lines(&text, 40);
+        assert_eq!(shown.lines().count(), 41);
+        assert!(shown.ends_with("… (60 more lines)"), "{shown}");
+        assert!(first_lines(&"é".repeat(1000), 40).ends_with("… (2000 bytes)"));
+    }
 
     #[test]
     fn quoting() {

@@ -19,11 +19,32 @@ pub const NODE_FILE_CAP: u64 = 64 * 1024;
 /// Largest template, pid file answer or similar small input.
 pub const TEMPLATE_CAP: u64 = 16 * 1024 * 1024;
 
-/// Opens `path` for reading if it is a regular file; `None` if it does not exist.
+/// Whether a symbolic link at the path itself is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Refused: files in the nodes folder and beside the output, which
+    /// anyone who can write there may have put.
+    Refuse,
+    /// Followed: files the operator names (a template, a pid file), which
+    /// are often links (a Kubernetes ConfigMap's files are).
+    Follow,
+}
+
+/// Opens `path` for reading if it is a regular file; `None` if it does not
+/// exist. A link at `path` itself is refused.
 pub fn open(path: &Path) -> Result<Option<(File, Metadata)>> {
+    open_with(path, Links::Refuse)
+}
+
+/// `open`, with links at `path` refused or followed.
+pub fn open_with(path: &Path, links: Links) -> Result<Option<(File, Metadata)>> {
+    let no_follow = match links {
+        Links::Refuse => libc::O_NOFOLLOW,
+        Links::Follow => 0,
+    };
     let opened = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(no_follow | libc::O_NONBLOCK)
         .open(path);
     let file = match opened {
         Ok(file) => file,
@@ -49,9 +70,15 @@ pub fn open(path: &Path) -> Result<Option<(File, Metadata)>> {
     Ok(Some((file, meta)))
 }
 
-/// Reads `path` whole, refusing more than `cap` bytes; `None` if it does not exist.
+/// Reads `path` whole, refusing a link at `path` and more than `cap`
+/// bytes; `None` if it does not exist.
 pub fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
-    let Some((file, meta)) = open(path)? else {
+    read_capped_with(path, Links::Refuse, cap)
+}
+
+/// `read_capped`, with links at `path` refused or followed.
+pub fn read_capped_with(path: &Path, links: Links, cap: u64) -> Result<Option<Vec<u8>>> {
+    let Some((file, meta)) = open_with(path, links)? else {
         return Ok(None);
     };
     let mut buf = Vec::with_capacity(usize::try_from(meta.len().min(cap)).unwrap_or(0));
@@ -117,5 +144,10 @@ mod tests {
         assert!(err.contains("a FIFO"), "{err}");
         let err = format!("{:#}", read_capped(d, 4).unwrap_err());
         assert!(err.contains("a folder"), "{err}");
+        // Followed where the operator names the file, still regular only.
+        std::os::unix::fs::symlink(d.join("ok"), d.join("link")).unwrap();
+        let text = read_capped_with(&d.join("link"), Links::Follow, 5).unwrap();
+        assert_eq!(text.unwrap(), b"hello");
+        assert!(read_capped_with(&d.join("zero"), Links::Follow, 4).is_err());
     }
 }

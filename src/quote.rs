@@ -18,15 +18,23 @@ pub fn quote(value: &str) -> Quoted<'_> {
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = self.0;
-        if value.len() <= SHOWN {
-            return write!(f, "{value:?}");
+        match cut(value, SHOWN) {
+            Some(head) => write!(f, "{head:?}… ({} bytes)", value.len()),
+            None => write!(f, "{value:?}"),
         }
-        let mut end = SHOWN;
-        while !value.is_char_boundary(end) {
-            end -= 1;
-        }
-        write!(f, "{:?}… ({} bytes)", &value[..end], value.len())
     }
+}
+
+/// The first `max` bytes of `value` (at a char boundary), if it is longer.
+pub fn cut(value: &str, max: usize) -> Option<&str> {
+    if value.len() <= max {
+        return None;
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(&value[..end])
 }
 
 /// Untrusted bytes (a file's content, a socket's answer) shown the same way.

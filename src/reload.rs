@@ -54,7 +54,7 @@ pub fn reload(reload: &Reload) -> Result<String> {
 /// the signal goes through a pidfd taken before the check, so a pid that
 /// is reused meanwhile cannot receive it.
 fn signal_master(pid_file: &Path, deadline: Instant, timeout: Duration) -> Result<String> {
-    let text = file::read_capped(pid_file, 4096)
+    let text = file::read_capped_with(pid_file, file::Links::Follow, 4096)
         .with_context(|| format!("unable to read pid file `{}`", pid_file.display()))?
         .with_context(|| format!("pid file `{}` does not exist", pid_file.display()))?;
     let pid: i32 = std::str::from_utf8(&text)
@@ -163,13 +163,17 @@ fn children(pid: i32) -> BTreeSet<i32> {
 
 /// What `show proc` on the master CLI says.
 #[derive(Debug, PartialEq)]
-struct ProcState {
-    reloads: u64,
-    failed: u64,
-    workers: BTreeSet<u32>,
+pub struct ProcState {
+    /// The master's reload counter.
+    pub reloads: u64,
+    /// Failed reloads since the last good one (a good reload resets it).
+    pub failed: u64,
+    /// The current workers' pids (not the old ones still draining).
+    pub workers: BTreeSet<u32>,
 }
 
-fn parse_show_proc(text: &str) -> Option<ProcState> {
+/// Parses `show proc`; `None` if there is no master line.
+pub fn parse_show_proc(text: &str) -> Option<ProcState> {
     let mut master = None;
     let mut workers = BTreeSet::new();
     let mut in_old = false;

@@ -180,19 +180,9 @@ impl Haproxy {
             text = self.show_proc();
             text.is_some()
         });
-        let text = text.expect("show proc");
-        let line = text
-            .lines()
-            .find(|l| l.contains("master"))
-            .expect("master line");
-        let mut cols = line.split_whitespace().skip(2);
-        let reloads = cols.next().and_then(|c| c.parse().ok()).expect("reloads");
-        let failed = line
-            .split_once("[failed:")
-            .and_then(|(_, r)| r.split(']').next())
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0);
-        (reloads, failed)
+        let state = hacfg::reload::parse_show_proc(&text.expect("show proc"));
+        let state = state.expect("a master line");
+        (state.reloads, state.failed)
     }
 
     /// hacfg arguments: the vars, then `extra`.
