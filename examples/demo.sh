@@ -8,6 +8,7 @@ hacfg=target/release/hacfg
 demo=target/demo
 rm -rf "$demo"
 export HACFG_NODES_DIR="$demo/nodes" HACFG_OUTPUT="$demo/haproxy.cfg"
+"$hacfg" init
 "$hacfg" add s1 172.17.0.3
 "$hacfg" add s2 172.17.0.4:8080 --weight 2
 "$hacfg" list

@@ -2,8 +2,10 @@
 //! keep the last good config, swap, reload, and put back what this run
 //! wrote if the reload fails.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,6 +13,7 @@ use anyhow::{Context, Result};
 use crate::config::Config;
 use crate::exit::Failure;
 use crate::file;
+use crate::held::{self, HeldSet};
 use crate::log::Log;
 use crate::node::Node;
 use crate::output::{Output, Replaced, WriteMode};
@@ -22,18 +25,30 @@ use crate::store::{Exclusive, Lock, Store};
 /// How long a check command may take (a 100,000-server check takes seconds).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The validation command for a staged config.
-#[derive(Debug, Clone)]
+/// How a candidate config is validated before it goes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     /// `<bin> -c -f <staged>`.
     Haproxy(PathBuf),
     /// A shell command with `{}` replaced by the staged path.
     Command(String),
+    /// `--no-check`: the operator chose not to check.
+    Skip,
+    /// Nothing to check with (no `haproxy` found): a warning at each write,
+    /// and a refusal with `--reload`.
+    Unavailable,
+}
+
+impl Check {
+    /// Whether there is a command to run.
+    pub fn runs(&self) -> bool {
+        matches!(self, Check::Haproxy(_) | Check::Command(_))
+    }
 }
 
 /// Renders `nodes` with the configured template; `size_hint` is the
 /// current output's size.
-pub fn render_nodes(cfg: &Config, nodes: Vec<Node>, size_hint: usize) -> Result<String> {
+pub fn render_nodes(cfg: &Config, nodes: Arc<Vec<Node>>, size_hint: usize) -> Result<String> {
     let (name, source) = match &cfg.template {
         None => (
             render::BUILTIN_NAME.to_string(),
@@ -62,45 +77,128 @@ pub fn render_nodes(cfg: &Config, nodes: Vec<Node>, size_hint: usize) -> Result<
     })
 }
 
+/// Checks a candidate may take before hacfg stops tracing HAProxy's
+/// refusals to nodes (each pass holds back at least one node; HAProxy
+/// reports section errors before address errors, so a few are needed).
+const MAX_CHECK_PASSES: usize = 8;
+
+/// What a render did about nodes HAProxy refuses.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Every node held back now: name and HAProxy's words.
+    pub held: Vec<(String, String)>,
+    /// The names of those this run found; the others were held before.
+    pub newly: Vec<String>,
+}
+
 /// Makes the output (and, with `--reload`, HAProxy) match the folder as it
 /// is now. The exclusive lock makes this one consistent snapshot, and a
 /// burst of queued callers costs few writes and reloads: whoever finds the
 /// live config already equal to its render does nothing.
-pub fn update(cfg: &Config, store: &Store, lock: &Lock<Exclusive>, log: &mut Log) -> Result<()> {
-    let output = Output::new(&cfg.output, cfg.write_mode)?;
+///
+/// A node whose line HAProxy refuses is held back (see `held`): the config
+/// goes live without it, and the result says so.
+pub fn update(
+    cfg: &Config,
+    store: &Store,
+    lock: &Lock<Exclusive>,
+    output: &Output,
+    log: &mut Log,
+) -> Result<Applied> {
     output.remove_leftovers(lock);
-    let nodes = store.load_all(lock)?;
-    let count = nodes.len();
-    let rendered = render_nodes(cfg, nodes, output.size())?;
+    let mut held = HeldSet::load(store.dir());
+    let before = held.clone();
+    let (live, _) = held.split(store.load_all(lock)?);
+    let mut live = Arc::new(live);
+    let mut newly = Vec::new();
+    let mut passes = 0;
     let shown = output.path().display();
-    if count < cfg.min_nodes {
-        return Err(Failure::TooFewNodes(format!(
-            "refusing to write `{shown}` with {count} nodes, fewer than --min-nodes {}; the \
-             live config is unchanged (the nodes folder keeps the change)",
-            cfg.min_nodes
-        ))
-        .into());
-    }
-    let current = output.same_as(rendered.as_bytes())?;
-    if current == Some(true) && !cfg.force {
-        log.info(&format!("`{shown}` unchanged ({})", nodes_text(count)));
-        return Ok(());
-    }
-    // The check reads a candidate beside the output; written in place
-    // without a check, there is nothing to stage.
-    let staged = match (&cfg.check, cfg.write_mode) {
-        (None, WriteMode::InPlace) => None,
-        _ => Some(output.stage(rendered.as_bytes())?),
+    let (rendered, staged) = loop {
+        let count = live.len();
+        let rendered = render_nodes(cfg, live.clone(), output.size())?;
+        if count < cfg.min_nodes {
+            save_held(&held, &before, store)?;
+            return Err(Failure::TooFewNodes(format!(
+                "refusing to write `{shown}` with {count} nodes, fewer than --min-nodes {}; the \
+                 live config is unchanged (the nodes folder keeps the change)",
+                cfg.min_nodes
+            ))
+            .into());
+        }
+        if output.same_as(rendered.as_bytes())? == Some(true) && !cfg.force {
+            save_held(&held, &before, store)?;
+            log.info(&format!("`{shown}` unchanged ({})", nodes_text(count)));
+            return Ok(applied(&held, newly));
+        }
+        // The check reads a candidate beside the output; written in place
+        // without a check, there is nothing to stage.
+        let staged = match (cfg.check.runs(), cfg.write_mode) {
+            (false, WriteMode::InPlace) => None,
+            _ => Some(output.stage(rendered.as_bytes())?),
+        };
+        let Some(candidate) = staged.as_ref().filter(|_| cfg.check.runs()) else {
+            if cfg.check == Check::Unavailable {
+                log.warn(&format!(
+                    "no `haproxy` found on PATH: `{shown}` is written unchecked (set \
+                     --haproxy-bin, or --no-check to silence this)"
+                ));
+            }
+            break (rendered, staged);
+        };
+        let Some(rejection) = run_check(&cfg.check, candidate.path(), output.path())? else {
+            break (rendered, staged);
+        };
+        passes += 1;
+        let blamed = if passes <= MAX_CHECK_PASSES {
+            held::blame(&rejection.output, &rejection.candidate, &rendered, &live)
+        } else {
+            BTreeMap::new()
+        };
+        if blamed.is_empty() {
+            save_held(&held, &before, store)?;
+            return Err(rejection.into_failure(output.path()).into());
+        }
+        for node in live.iter().filter(|n| blamed.contains_key(&n.name)) {
+            held.insert(node.clone(), blamed[&node.name].clone());
+            newly.push(node.name.clone());
+        }
+        live = Arc::new(
+            live.iter()
+                .filter(|n| !blamed.contains_key(&n.name))
+                .cloned()
+                .collect(),
+        );
     };
-    if let (Some(check), Some(staged)) = (&cfg.check, &staged) {
-        run_check(check, staged.path(), output.path())?;
-    }
+    save_held(&held, &before, store)?;
     let replaced = output.replace(staged, rendered.as_bytes())?;
-    log.info(&format!("wrote `{shown}` ({})", nodes_text(count)));
+    log.info(&format!("wrote `{shown}` ({})", nodes_text(live.len())));
     if let Some(settings) = &cfg.reload {
         reload_or_restore(settings, Some(replaced), log)?;
     }
-    Ok(())
+    Ok(applied(&held, newly))
+}
+
+fn applied(held: &HeldSet, newly: Vec<String>) -> Applied {
+    Applied {
+        held: held
+            .names()
+            .into_iter()
+            .map(|n| (n.to_string(), held.reason(n).to_string()))
+            .collect(),
+        newly,
+    }
+}
+
+fn save_held(held: &HeldSet, before: &HeldSet, store: &Store) -> Result<()> {
+    if held == before {
+        return Ok(());
+    }
+    held.save(store.dir()).with_context(|| {
+        format!(
+            "unable to record the held-back nodes in `{}`",
+            store.dir().join(held::HELD_FILE).display()
+        )
+    })
 }
 
 fn nodes_text(count: usize) -> String {
@@ -129,9 +227,32 @@ pub fn reload_or_restore(
     Err(Failure::ReloadFailed(format!("reload failed; {restored}: {err:#}")).into())
 }
 
-/// Runs the check on the staged candidate; a rejection is
-/// `Failure::Rejected` carrying HAProxy's own messages.
-fn run_check(check: &Check, staged: &Path, output: &Path) -> Result<()> {
+/// A check that said no: which command, how it exited, what it printed.
+struct Rejection {
+    what: String,
+    status: std::process::ExitStatus,
+    output: String,
+    /// The candidate's path, as the output names it.
+    candidate: String,
+}
+
+impl Rejection {
+    /// `Failure::Rejected`, carrying HAProxy's own messages.
+    fn into_failure(self, output: &Path) -> Failure {
+        let output_text = self.output.replace(&self.candidate, "<candidate>");
+        let shown = first_lines(&output_text, SHOWN_CHECK_LINES);
+        Failure::Rejected(format!(
+            "{} rejected the new config ({}); `{}` was not replaced and nothing was \
+             reloaded (the nodes folder keeps the change)\n{shown}",
+            self.what,
+            self.status,
+            output.display()
+        ))
+    }
+}
+
+/// Runs the check on the staged candidate; `Some` if it rejected it.
+fn run_check(check: &Check, staged: &Path, output: &Path) -> Result<Option<Rejection>> {
     let (mut cmd, what) = match check {
         Check::Haproxy(bin) => {
             let mut cmd = Command::new(bin);
@@ -144,26 +265,20 @@ fn run_check(check: &Check, staged: &Path, output: &Path) -> Result<()> {
             cmd.args(["-c", &line]);
             (cmd, format!("check command `{template}`"))
         }
+        Check::Skip | Check::Unavailable => return Ok(None),
     };
     let done = Run::new(&mut cmd, &what)
         .run(CHECK_TIMEOUT)
         .with_context(|| format!("`{}` was not replaced", output.display()))?;
     if done.success() {
-        return Ok(());
+        return Ok(None);
     }
-    let shown = first_lines(
-        &done
-            .output()
-            .replace(&*staged.to_string_lossy(), "<candidate>"),
-        SHOWN_CHECK_LINES,
-    );
-    Err(Failure::Rejected(format!(
-        "{what} rejected the new config ({}); `{}` was not replaced and nothing was \
-         reloaded (the nodes folder keeps the change)\n{shown}",
-        done.status,
-        output.display()
-    ))
-    .into())
+    Ok(Some(Rejection {
+        what,
+        status: done.status,
+        output: done.output(),
+        candidate: staged.to_string_lossy().into_owned(),
+    }))
 }
 
 /// Lines of a check's output shown; HAProxy prints one per problem, and

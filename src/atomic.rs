@@ -51,8 +51,8 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Writes `bytes` to a temp file in `target`'s folder (created if
-    /// missing), with the current target's permissions, and fsyncs it.
+    /// Writes `bytes` to a temp file in `target`'s folder, with the current
+    /// target's permissions, and fsyncs it.
     pub fn new(target: &Path, bytes: &[u8]) -> Result<Staged> {
         Staged::write(target, bytes, true)
     }
@@ -65,16 +65,8 @@ impl Staged {
 
     fn write(target: &Path, bytes: &[u8], sync: bool) -> Result<Staged> {
         let dir = parent_dir(target);
-        let file = match temp_file(dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir)
-                    .with_context(|| format!("unable to create folder `{}`", dir.display()))?;
-                temp_file(dir)
-            }
-            other => other,
-        };
-        let mut file =
-            file.with_context(|| format!("unable to create a temp file in `{}`", dir.display()))?;
+        let mut file = temp_file(dir)
+            .with_context(|| format!("unable to create a temp file in `{}`", dir.display()))?;
         let write = |file: &mut NamedTempFile| -> std::io::Result<()> {
             file.write_all(bytes)?;
             if let Some(meta) = fs::symlink_metadata(target)
@@ -205,7 +197,7 @@ mod tests {
     #[test]
     fn replaces_and_keeps_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("sub/out.cfg");
+        let target = dir.path().join("out.cfg");
         write_atomic(&target, b"one").unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"one");
         fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();

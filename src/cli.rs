@@ -112,6 +112,8 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CommandArgs {
+    /// Create the nodes folder and the output's folder, then render
+    Init,
     /// Create or replace a node, then render
     Add(AddArgs),
     /// Delete a node, then render
@@ -212,6 +214,9 @@ pub struct SyncArgs {
     /// Show the changes; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Apply the member list even if the agent sees no other member
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// Numbers on the command line follow the node files' rules: plain digits.

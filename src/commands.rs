@@ -1,12 +1,15 @@
-//! One function per command: take the lock, change the folder, apply.
+//! One function per command: check the folders, take the lock, change the
+//! folder, apply, and say how it ended.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
-use crate::apply;
+use crate::apply::{self, Applied};
 use crate::config::{Command, Config, RenderMode};
-use crate::exit::Outcome;
+use crate::exit::{Failure, Outcome};
+use crate::held::HeldSet;
 use crate::log::{Log, print_stdout};
 use crate::node::Node;
 use crate::output::Output;
@@ -17,17 +20,23 @@ use crate::store::{Exclusive, Shared, Store};
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let mut log = Log::new(cfg.quiet, cfg.log_file.as_deref());
     let store = Store::new(&cfg.nodes_dir);
+    let log = &mut log;
     match &cfg.command {
+        Command::Init => init(cfg, &store, log),
         Command::Add { node, render } => {
-            store.create()?;
+            // Both folders are checked before anything is written.
+            let output = render
+                .then(|| Output::new(&cfg.output, cfg.write_mode))
+                .transpose()?;
             let changed = store.write(&store.lock::<Shared>()?, node)?;
             log.info(&if changed {
                 format!("added node {}", describe(node, cfg.default_port))
             } else {
                 format!("node `{}` is already up to date", node.name)
             });
-            if *render {
-                update(cfg, &store, &mut log)?;
+            match output {
+                Some(output) => update(cfg, &store, &output, log, Some(&node.name)),
+                None => Ok(Outcome::Done),
             }
         }
         Command::Remove {
@@ -35,7 +44,9 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             strict,
             render,
         } => {
-            store.create()?;
+            let output = render
+                .then(|| Output::new(&cfg.output, cfg.write_mode))
+                .transpose()?;
             let removed = store.remove(&store.lock::<Shared>()?, name)?;
             if !removed && *strict {
                 bail!(
@@ -48,38 +59,68 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             } else {
                 format!("node `{name}` was not there; nothing removed")
             });
-            if *render {
-                update(cfg, &store, &mut log)?;
+            match output {
+                Some(output) => update(cfg, &store, &output, log, None),
+                None => Ok(Outcome::Done),
             }
         }
         Command::List { json } => {
-            let nodes = store.load_all(&store.lock::<Shared>()?)?;
-            print_stdout(&list_text(&nodes, cfg.default_port, *json)?)?;
+            let lock = store.lock::<Shared>()?;
+            let nodes = store.load_all(&lock)?;
+            let held = HeldSet::load(store.dir());
+            print_stdout(&list_text(&nodes, &held, cfg.default_port, *json)?)?;
+            Ok(Outcome::Done)
         }
         Command::Render {
             mode: RenderMode::Write,
-        } => update(cfg, &store, &mut log)?,
-        Command::Render { mode } => preview(cfg, &store, *mode)?,
+        } => {
+            let output = Output::new(&cfg.output, cfg.write_mode)?;
+            update(cfg, &store, &output, log, None)
+        }
+        Command::Render { mode } => preview(cfg, &store, *mode).map(|()| Outcome::Done),
         Command::Reload => {
             let _lock = store.lock::<Exclusive>()?;
             if let Some(settings) = &cfg.reload {
-                apply::reload_or_restore(settings, None, &mut log)?;
+                apply::reload_or_restore(settings, None, log)?;
             }
+            Ok(Outcome::Done)
         }
-        Command::Serf { roles, keep_failed } => {
-            return serf_event(cfg, &store, &mut log, roles, *keep_failed);
-        }
+        Command::Serf { roles, keep_failed } => serf_event(cfg, &store, log, roles, *keep_failed),
         Command::Sync {
             roles,
             rpc_addr,
             serf_bin,
             dry_run,
+            allow_empty,
         } => {
             let members = serf::alive_members(serf_bin, rpc_addr.as_deref())?;
-            sync(cfg, &store, &mut log, &members, roles, *dry_run)?;
+            let sync = Sync {
+                members: &members,
+                roles,
+                dry_run: *dry_run,
+                allow_empty: *allow_empty,
+            };
+            sync.run(cfg, &store, log)
         }
     }
-    Ok(Outcome::Done)
+}
+
+/// `hacfg init`: a new balancer's folders, then its first config. The
+/// only command that creates a missing folder: a mistyped path elsewhere
+/// is an error, never a fresh empty pool.
+fn init(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
+    if !store.dir().is_dir() {
+        store.create()?;
+        log.info(&format!("created nodes folder `{}`", store.dir().display()));
+    }
+    let dir = crate::atomic::parent_dir(&cfg.output);
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("unable to create output folder `{}`", dir.display()))?;
+        log.info(&format!("created output folder `{}`", dir.display()));
+    }
+    let output = Output::new(&cfg.output, cfg.write_mode)?;
+    update(cfg, store, &output, log, None)
 }
 
 /// `render --stdout` and `render --diff`: show, write nothing.
@@ -87,7 +128,9 @@ fn preview(cfg: &Config, store: &Store, mode: RenderMode) -> Result<()> {
     let output = Output::new(&cfg.output, cfg.write_mode)?;
     let rendered = {
         let lock = store.lock::<Shared>()?;
-        apply::render_nodes(cfg, store.load_all(&lock)?, output.size())?
+        let mut held = HeldSet::load(store.dir());
+        let (live, _) = held.split(store.load_all(&lock)?);
+        apply::render_nodes(cfg, Arc::new(live), output.size())?
     };
     if mode == RenderMode::Stdout {
         return print_stdout(&rendered);
@@ -117,13 +160,16 @@ fn serf_event(
         log.info(&format!("{event}: ignored"));
         return Ok(Outcome::Done);
     }
+    let output = Output::new(&cfg.output, cfg.write_mode)?;
     let self_name = std::env::var("SERF_SELF_NAME").unwrap_or_default();
     let plan = serf::plan_event(lines, action, roles, &self_name, cfg.default_port);
+    for note in &plan.notes {
+        log.warn(&format!("{event}: {note}"));
+    }
     let mut skipped = plan.skipped.len();
     for reason in &plan.skipped {
         log.warn(&format!("{event}: skipped: {reason}"));
     }
-    store.create()?;
     {
         let lock = store.lock::<Shared>()?;
         let (labels, results, verbs): (Vec<String>, _, _) = match action {
@@ -152,77 +198,148 @@ fn serf_event(
             }
         }
     }
-    update(cfg, store, log)?;
-    Ok(match skipped {
-        0 => Outcome::Done,
-        n => Outcome::Skipped(format!("{event}: {n} member(s) skipped, the rest applied")),
+    let outcome = update(cfg, store, &output, log, None)?;
+    Ok(match (skipped, outcome) {
+        (0, outcome) => outcome,
+        (n, _) => Outcome::Skipped(format!("{event}: {n} member(s) skipped, the rest applied")),
     })
 }
 
-/// Makes the folder equal to the alive `members` of `roles`, then applies
-/// once. A dry run prints the plan on stdout (`+ node`, `- node`) instead.
-fn sync(
-    cfg: &Config,
-    store: &Store,
-    log: &mut Log,
-    members: &[serf::Member],
-    roles: &[String],
+/// `hacfg sync`: the folder made equal to the alive members of `roles`.
+struct Sync<'a> {
+    members: &'a [serf::Member],
+    roles: &'a [String],
+    /// Print the plan on stdout (`+ node`, `- node`) instead.
     dry_run: bool,
-) -> Result<()> {
-    let mut wanted = Vec::new();
-    for m in members.iter().filter(|m| roles.contains(&m.role)) {
-        match serf::node_of(m, cfg.default_port) {
-            Ok(node) => wanted.push(node),
-            Err(e) => log.warn(&format!(
-                "sync: skipped member {}: {e:#}",
-                crate::quote::quote(&m.name)
-            )),
+    /// Apply even a list in which the agent sees no other member.
+    allow_empty: bool,
+}
+
+impl Sync<'_> {
+    fn run(&self, cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
+        // A freshly started, lonely or partitioned agent sees only itself:
+        // that is no evidence that the pool is empty.
+        if self.members.len() <= 1 && !self.allow_empty {
+            return Err(Failure::Alone(format!(
+                "sync: the Serf agent sees {} alive member(s), so no other member: nothing \
+                 changed (it may be starting or cut off; --allow-empty applies the list anyway)",
+                self.members.len()
+            ))
+            .into());
         }
-    }
-    if dry_run {
-        // A dry run on a lost folder shows everything as to be added.
-        let current = if store.dir().is_dir() {
-            store.load_all(&store.lock::<Shared>()?)?
-        } else {
-            Vec::new()
+        let batch = serf::batch(
+            self.members.iter().cloned().map(Ok),
+            self.roles,
+            "",
+            cfg.default_port,
+        );
+        for note in &batch.notes {
+            log.warn(&format!("sync: {note}"));
+        }
+        for reason in &batch.skipped {
+            log.warn(&format!("sync: skipped: {reason}"));
+        }
+        let skipped = match batch.skipped.len() {
+            0 => None,
+            n => Some(format!("sync: {n} member(s) skipped, the rest applied")),
         };
-        let plan = serf::plan_sync(&current, &wanted);
-        let mut text = String::new();
-        for node in &plan.upserts {
-            let _ = writeln!(text, "+ {}", describe(node, cfg.default_port));
+        if self.dry_run {
+            let current = store.load_all(&store.lock::<Shared>()?)?;
+            let plan = serf::plan_sync(&current, &batch.nodes);
+            let mut text = String::new();
+            for node in &plan.upserts {
+                let _ = writeln!(text, "+ {}", describe(node, cfg.default_port));
+            }
+            for name in &plan.removals {
+                let _ = writeln!(text, "- `{name}`");
+            }
+            print_stdout(&text)?;
+            return Ok(skipped.map_or(Outcome::Done, Outcome::Skipped));
         }
-        for name in &plan.removals {
-            let _ = writeln!(text, "- `{name}`");
+        let output = Output::new(&cfg.output, cfg.write_mode)?;
+        let lock = store.lock::<Exclusive>()?;
+        let current = store.load_all(&lock)?;
+        let plan = serf::plan_sync(&current, &batch.nodes);
+        let written = store.write_all(&lock, &plan.upserts)?;
+        let removed = store.remove_all(&lock, &plan.removals)?;
+        for (node, result) in plan.upserts.iter().zip(written) {
+            result?;
+            log.info(&format!(
+                "sync: added/updated node {}",
+                describe(node, cfg.default_port)
+            ));
         }
-        return print_stdout(&text);
+        for (name, result) in plan.removals.iter().zip(removed) {
+            result?;
+            log.info(&format!("sync: removed node `{name}`"));
+        }
+        let applied = apply::update(cfg, store, &lock, &output, log)?;
+        let outcome = report(&applied, None, log)?;
+        Ok(skipped.map_or(outcome, Outcome::Skipped))
     }
-    store.create()?;
-    let lock = store.lock::<Exclusive>()?;
-    let current = store.load_all(&lock)?;
-    let plan = serf::plan_sync(&current, &wanted);
-    let written = store.write_all(&lock, &plan.upserts)?;
-    let removed = store.remove_all(&lock, &plan.removals)?;
-    for (node, result) in plan.upserts.iter().zip(written) {
-        result?;
-        log.info(&format!(
-            "sync: added/updated node {}",
-            describe(node, cfg.default_port)
-        ));
-    }
-    for (name, result) in plan.removals.iter().zip(removed) {
-        result?;
-        log.info(&format!("sync: removed node `{name}`"));
-    }
-    apply::update(cfg, store, &lock, log)
 }
 
 /// Renders and applies under the exclusive lock. Folder changes are made
 /// under the shared lock before it, so when a burst of calls queues here,
 /// the first to get the lock renders everyone's nodes and the rest find the
 /// live config already equal to their render: few writes, few reloads.
-fn update(cfg: &Config, store: &Store, log: &mut Log) -> Result<()> {
+fn update(
+    cfg: &Config,
+    store: &Store,
+    output: &Output,
+    log: &mut Log,
+    own: Option<&str>,
+) -> Result<Outcome> {
     let lock = store.lock::<Exclusive>()?;
-    apply::update(cfg, store, &lock, log)
+    let applied = apply::update(cfg, store, &lock, output, log)?;
+    report(&applied, own, log)
+}
+
+/// How a render that held nodes back ends: the `add` of a node HAProxy
+/// refused fails with HAProxy's words (exit 3, the rest went live); a run
+/// that found other refused nodes is a partial success (exit 6); nodes held
+/// back before are one warning line.
+fn report(applied: &Applied, own: Option<&str>, log: &mut Log) -> Result<Outcome> {
+    let reason = |name: &str| {
+        applied
+            .held
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, r)| r.as_str())
+    };
+    if let Some(own) = own.filter(|o| applied.newly.iter().any(|n| n == o)) {
+        return Err(Failure::Rejected(format!(
+            "HAProxy refused node `{own}`; it is held back and the rest went live (change or \
+             remove its file to try again)\n{}",
+            reason(own)
+        ))
+        .into());
+    }
+    for name in &applied.newly {
+        log.warn(&format!(
+            "HAProxy refused node `{name}`; it is held back and the rest went live:\n{}",
+            reason(name)
+        ));
+    }
+    let earlier: Vec<String> = applied
+        .held
+        .iter()
+        .filter(|(n, _)| !applied.newly.contains(n) && Some(n.as_str()) != own)
+        .map(|(n, _)| format!("`{n}`"))
+        .collect();
+    if !earlier.is_empty() {
+        log.warn(&format!(
+            "{} node(s) still held back, refused by HAProxy before: {} (see `hacfg list`)",
+            earlier.len(),
+            earlier.join(", ")
+        ));
+    }
+    Ok(match applied.newly.len() {
+        0 => Outcome::Done,
+        n => Outcome::Skipped(format!(
+            "{n} node(s) refused by HAProxy held back, the rest applied"
+        )),
+    })
 }
 
 /// `name address:port` for messages.
@@ -236,26 +353,43 @@ fn describe(node: &Node, default_port: u16) -> String {
 }
 
 /// `hacfg list`: an aligned table, or a JSON array of what templates see.
-fn list_text(nodes: &[Node], default_port: u16, json: bool) -> Result<String> {
+/// A node HAProxy refused shows as `rejected` with HAProxy's words (JSON:
+/// a `rejected` field).
+fn list_text(nodes: &[Node], held: &HeldSet, default_port: u16, json: bool) -> Result<String> {
     let views = render::views(nodes, default_port);
+    let reason = |n: &Node| held.get(n).map(|h| h.reason.as_str());
     if json {
-        return Ok(serde_json::to_string_pretty(&views)? + "\n");
+        let mut list = Vec::with_capacity(views.len());
+        for (view, node) in views.iter().zip(nodes) {
+            let mut value = serde_json::to_value(view)?;
+            if let (Some(r), Some(map)) = (reason(node), value.as_object_mut()) {
+                map.insert("rejected".into(), r.into());
+            }
+            list.push(value);
+        }
+        return Ok(serde_json::to_string_pretty(&list)? + "\n");
     }
-    let rows: Vec<[String; 5]> = views
+    let rows: Vec<[String; 6]> = views
         .iter()
-        .map(|v| {
+        .zip(nodes)
+        .map(|(v, node)| {
             let tags: Vec<String> = v.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let status = match reason(node) {
+                Some(r) => format!("rejected: {}", r.lines().next().unwrap_or_default()),
+                None => "ok".to_string(),
+            };
             [
                 v.name.to_string(),
                 v.address.to_string(),
                 v.port.to_string(),
                 v.weight.to_string(),
                 tags.join(","),
+                status,
             ]
         })
         .collect();
-    let header = ["NAME", "ADDRESS", "PORT", "WEIGHT", "TAGS"].map(String::from);
-    let mut widths = [0; 5];
+    let header = ["NAME", "ADDRESS", "PORT", "WEIGHT", "TAGS", "STATUS"].map(String::from);
+    let mut widths = [0; 6];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());

@@ -32,8 +32,8 @@ pub struct Config {
     pub quiet: bool,
     /// File that gets one line per action.
     pub log_file: Option<PathBuf>,
-    /// How candidates are checked; `None` skips the check.
-    pub check: Option<Check>,
+    /// How candidates are checked.
+    pub check: Check,
     /// How HAProxy is reloaded; `None` when `--reload` was not given.
     pub reload: Option<Reload>,
     /// Write and reload even when nothing changed.
@@ -45,6 +45,7 @@ pub struct Config {
 
 #[derive(Debug)]
 pub enum Command {
+    Init,
     Add {
         node: Node,
         render: bool,
@@ -70,6 +71,7 @@ pub enum Command {
         rpc_addr: Option<String>,
         serf_bin: PathBuf,
         dry_run: bool,
+        allow_empty: bool,
     },
 }
 
@@ -95,6 +97,14 @@ impl Config {
         } = cli.global;
         let wants_reload = apply.reload || matches!(cli.command, CommandArgs::Reload);
         let command = command_from(cli.command, default_port)?;
+        let check = check_from(&apply)?;
+        if wants_reload && check == Check::Unavailable {
+            bail!(
+                "refusing to reload HAProxy with an unchecked config: no `haproxy` found on \
+                 PATH; set --haproxy-bin PATH (or HACFG_HAPROXY_BIN), or --no-check to reload \
+                 without a check"
+            );
+        }
         Ok(Config {
             nodes_dir,
             template,
@@ -104,7 +114,7 @@ impl Config {
             min_nodes,
             quiet,
             log_file,
-            check: check_from(&apply)?,
+            check,
             reload: if wants_reload {
                 Some(reload_from(&apply)?)
             } else {
@@ -148,6 +158,7 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
                 render: !a.no_render,
             }
         }
+        CommandArgs::Init => Command::Init,
         CommandArgs::List(a) => Command::List { json: a.json },
         CommandArgs::Render(a) => Command::Render {
             mode: match (a.stdout, a.diff) {
@@ -166,6 +177,7 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             rpc_addr: a.rpc_addr,
             serf_bin: a.serf_bin,
             dry_run: a.dry_run,
+            allow_empty: a.allow_empty,
         },
     })
 }
@@ -203,9 +215,9 @@ fn validate_vars(vars: BTreeMap<String, String>) -> Result<BTreeMap<String, Stri
     Ok(vars)
 }
 
-fn check_from(apply: &ApplyArgs) -> Result<Option<Check>> {
+fn check_from(apply: &ApplyArgs) -> Result<Check> {
     if apply.no_check {
-        return Ok(None);
+        return Ok(Check::Skip);
     }
     if let Some(cmd) = &apply.check_cmd {
         ensure!(
@@ -213,7 +225,7 @@ fn check_from(apply: &ApplyArgs) -> Result<Option<Check>> {
             "--check-cmd {} has no `{{}}` for the config path",
             quote(cmd)
         );
-        return Ok(Some(Check::Command(cmd.clone())));
+        return Ok(Check::Command(cmd.clone()));
     }
     match &apply.haproxy_bin {
         Some(bin) => {
@@ -223,9 +235,11 @@ fn check_from(apply: &ApplyArgs) -> Result<Option<Check>> {
                     bin.display()
                 )
             })?;
-            Ok(Some(Check::Haproxy(found)))
+            Ok(Check::Haproxy(found))
         }
-        None => Ok(find_executable(Path::new("haproxy")).map(Check::Haproxy)),
+        None => {
+            Ok(find_executable(Path::new("haproxy")).map_or(Check::Unavailable, Check::Haproxy))
+        }
     }
 }
 

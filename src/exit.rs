@@ -15,8 +15,9 @@ pub enum Code {
     Rejected = 3,
     /// The reload failed or timed out; what this run wrote was restored.
     ReloadFailed = 4,
-    /// `--min-nodes` refused a config with too few nodes.
-    TooFewNodes = 5,
+    /// A guard refused to shrink the pool: `--min-nodes`, or `sync` saw
+    /// no other member.
+    Guarded = 5,
     /// A batch was applied, but some members were skipped.
     Skipped = 6,
 }
@@ -54,6 +55,8 @@ pub enum Failure {
     ReloadFailed(String),
     /// Too few nodes for `--min-nodes`.
     TooFewNodes(String),
+    /// `sync` saw no member but its own agent: thin evidence.
+    Alone(String),
 }
 
 impl Failure {
@@ -61,7 +64,7 @@ impl Failure {
         match self {
             Failure::Rejected(_) => Code::Rejected,
             Failure::ReloadFailed(_) => Code::ReloadFailed,
-            Failure::TooFewNodes(_) => Code::TooFewNodes,
+            Failure::TooFewNodes(_) | Failure::Alone(_) => Code::Guarded,
         }
     }
 }
@@ -69,9 +72,10 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Rejected(m) | Failure::ReloadFailed(m) | Failure::TooFewNodes(m) => {
-                f.write_str(m)
-            }
+            Failure::Rejected(m)
+            | Failure::ReloadFailed(m)
+            | Failure::TooFewNodes(m)
+            | Failure::Alone(m) => f.write_str(m),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod file;
+pub mod held;
 pub mod index;
 pub mod log;
 pub mod node;

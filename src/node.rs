@@ -18,7 +18,7 @@ pub const MAX_NAME_LEN: usize = 253;
 pub const MAX_WEIGHT: u16 = 256;
 /// Weight written when none is given (HAProxy's own default).
 pub const DEFAULT_WEIGHT: u16 = 1;
-const MAX_TAGS: usize = 64;
+pub const MAX_TAGS: usize = 64;
 const MAX_TAG_KEY_LEN: usize = 64;
 const MAX_TAG_VALUE_LEN: usize = 256;
 
@@ -252,7 +252,7 @@ pub fn validate_address(address: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_tag(key: &str, value: &str) -> Result<()> {
+pub fn validate_tag(key: &str, value: &str) -> Result<()> {
     ensure!(
         !key.is_empty()
             && key.len() <= MAX_TAG_KEY_LEN

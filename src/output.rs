@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::atomic::{self, Staged};
 use crate::file;
@@ -56,14 +56,22 @@ impl Output {
             }
             _ => path.to_path_buf(),
         };
-        match fs::metadata(&path) {
-            Ok(meta) if !meta.is_file() => bail!(
+        if let Ok(meta) = fs::metadata(&path) {
+            ensure!(
+                meta.is_file(),
                 "output `{}` is not a regular file but {}",
                 path.display(),
                 file::kind_of(&meta)
-            ),
-            _ => Ok(Output { path, mode }),
+            );
+        } else if !atomic::parent_dir(&path).is_dir() {
+            // A mistyped folder must not become a config HAProxy never reads.
+            bail!(
+                "output folder `{}` does not exist (create it with `hacfg init`, or set \
+                 --output or HACFG_OUTPUT)",
+                atomic::parent_dir(&path).display()
+            );
         }
+        Ok(Output { path, mode })
     }
 
     /// The file that is written (a link's target).

@@ -92,7 +92,7 @@ pub fn views(nodes: &[Node], default_port: u16) -> Vec<NodeView<'_>> {
 /// engine values up front would cost several times the output's size.
 #[derive(Debug)]
 struct Pool {
-    nodes: Vec<Node>,
+    nodes: Arc<Vec<Node>>,
     ids: Vec<u32>,
     default_port: u16,
 }
@@ -169,7 +169,7 @@ impl Object for NodeRef {
 pub fn render_config(
     name: &str,
     source: &str,
-    nodes: Vec<Node>,
+    nodes: Arc<Vec<Node>>,
     default_port: u16,
     vars: &BTreeMap<String, String>,
     size_hint: usize,
@@ -329,7 +329,7 @@ mod tests {
         let out = render_config(
             "t",
             "{{ nodes[0].name }}<&>\n",
-            nodes.to_vec(),
+            Arc::new(nodes.to_vec()),
             3000,
             &NO_VARS,
             0,
@@ -339,7 +339,7 @@ mod tests {
         let err = render_config(
             "t",
             "{{ nodes[0].nmae }}",
-            nodes.to_vec(),
+            Arc::new(nodes.to_vec()),
             3000,
             &NO_VARS,
             0,
@@ -352,7 +352,7 @@ mod tests {
     fn default_port_and_backends() {
         let nodes = [node("a", None, None), node("b", Some(81), Some("api"))];
         let src = "{% for b, ns in backends|items %}{{ b }}:{% for n in ns %} {{ n.name }}={{ n.port }}{% endfor %}\n{% endfor %}";
-        let out = render_config("t", src, nodes.to_vec(), 3000, &NO_VARS, 0).unwrap();
+        let out = render_config("t", src, Arc::new(nodes.to_vec()), 3000, &NO_VARS, 0).unwrap();
         assert_eq!(out, "api: b=81nodes: a=3000"); // trim_blocks eats the newlines
     }
 
@@ -362,7 +362,7 @@ mod tests {
         let err = render_config(
             "t",
             "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-            nodes.to_vec(),
+            Arc::new(nodes.to_vec()),
             3000,
             &NO_VARS,
             0,
@@ -372,7 +372,7 @@ mod tests {
         let err = render_config(
             "t",
             "{% for i in range(100000) %}{{ 'x' * 10000 }}{% endfor %}",
-            nodes.to_vec(),
+            Arc::new(nodes.to_vec()),
             3000,
             &NO_VARS,
             0,
@@ -388,7 +388,7 @@ mod tests {
             render_config(
                 BUILTIN_NAME,
                 BUILTIN_TEMPLATE,
-                nodes.to_vec(),
+                Arc::new(nodes.to_vec()),
                 3000,
                 &NO_VARS,
                 0,

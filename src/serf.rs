@@ -27,7 +27,13 @@ pub struct Member {
     pub address: String,
     pub role: String,
     pub tags: BTreeMap<String, String>,
+    /// What was wrong with tags hacfg does not use (dropped, not fatal).
+    pub notes: Vec<String>,
 }
+
+/// The tags hacfg reads; any other tag is the operator's, and never costs
+/// a member its place in the pool.
+pub const USED_TAGS: [&str; 4] = ["role", "port", "weight", "backend"];
 
 /// What an event asks of the nodes folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,19 +121,52 @@ pub fn parse_member_line(line: &str) -> Result<Member> {
         quote(line)
     );
     let field = |i: usize| fields.get(i).map_or(String::new(), |f| unescape(f));
-    let tags = node::parse_pairs(field(3).split(',').filter(|p| !p.is_empty()))
-        .map_err(|e| anyhow!("malformed tags in member line {}: {e}", quote(line)))?;
+    let (mut tags, mut notes) = (BTreeMap::<String, String>::new(), Vec::new());
+    let mut last: Option<String> = None;
+    // Serf joins tags with ',' and does not escape one inside a value: a
+    // piece without '=' continues the previous value.
+    for piece in field(3).split(',').filter(|p| !p.is_empty()) {
+        match (piece.split_once('='), &last) {
+            (Some((k, v)), _) if !tags.contains_key(k) => {
+                tags.insert(k.to_string(), v.to_string());
+                last = Some(k.to_string());
+            }
+            (Some((k, _)), _) if USED_TAGS.contains(&k) => bail!(
+                "malformed tags in member line {}: the key {} is given twice",
+                quote(line),
+                quote(k)
+            ),
+            (Some((k, _)), _) => {
+                notes.push(format!(
+                    "tag {} is given twice; the first is kept",
+                    quote(k)
+                ));
+                last = None;
+            }
+            (None, Some(k)) => {
+                if let Some(v) = tags.get_mut(k) {
+                    v.push(',');
+                    v.push_str(piece);
+                }
+            }
+            (None, None) => notes.push(format!("dropped {}: not KEY=VALUE", quote(piece))),
+        }
+    }
     Ok(Member {
         name: field(0),
         address: field(1),
         role: field(2),
         tags,
+        notes,
     })
 }
 
-/// The node for a member: tags `port` and `weight` become fields, the rest
-/// (except `role`) stay tags. Hostile values are refused, never cleaned.
-pub fn node_of(member: &Member, default_port: u16) -> Result<Node> {
+/// The node for a member, and notes on the tags it dropped: tags `port`
+/// and `weight` become fields, the rest (except `role`) stay tags. A bad
+/// name, address, port, weight or backend is an error (hostile values are
+/// refused, never cleaned); a tag hacfg does not use that fails validation
+/// is dropped from the node, with a note.
+pub fn node_of(member: &Member, default_port: u16) -> Result<(Node, Vec<String>)> {
     node::validate_name(&member.name)?;
     let (address, _) = node::parse_endpoint(&member.address)?;
     let mut tags = member.tags.clone();
@@ -148,6 +187,26 @@ pub fn node_of(member: &Member, default_port: u16) -> Result<Node> {
         port.unwrap_or(default_port),
         weight.unwrap_or(node::DEFAULT_WEIGHT),
     );
+    let mut notes = member.notes.clone();
+    let mut kept = 0;
+    tags.retain(|k, v| {
+        if USED_TAGS.contains(&k.as_str()) {
+            return true;
+        }
+        if let Err(e) = node::validate_tag(k, v) {
+            notes.push(format!("dropped a tag: {e}"));
+            return false;
+        }
+        kept += 1;
+        if kept > node::MAX_TAGS - 1 {
+            notes.push(format!(
+                "dropped tag `{k}`: more than {} tags",
+                node::MAX_TAGS
+            ));
+            return false;
+        }
+        true
+    });
     let node = Node {
         name: member.name.clone(),
         address,
@@ -156,7 +215,48 @@ pub fn node_of(member: &Member, default_port: u16) -> Result<Node> {
         tags,
     };
     node.validate()?;
-    Ok(node)
+    Ok((node, notes))
+}
+
+/// Members as nodes: the one batch policy of `hacfg serf` and `hacfg sync`.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The members of the selected roles that became nodes.
+    pub nodes: Vec<Node>,
+    /// Why members were skipped (a bad name, address, port, weight,
+    /// backend, or a malformed line): the run exits 6.
+    pub skipped: Vec<String>,
+    /// Tags dropped from members that were kept: warnings only.
+    pub notes: Vec<String>,
+}
+
+/// The members of `roles` (but not the agent itself, `self_name`) as nodes.
+pub fn batch(
+    members: impl IntoIterator<Item = Result<Member>>,
+    roles: &[String],
+    self_name: &str,
+    default_port: u16,
+) -> Batch {
+    let mut batch = Batch::default();
+    for member in members {
+        let planned = member.and_then(|m| {
+            if m.name == self_name || !roles.contains(&m.role) {
+                return Ok(());
+            }
+            let (node, notes) = node_of(&m, default_port)?;
+            batch.notes.extend(
+                notes
+                    .into_iter()
+                    .map(|n| format!("member `{}`: {n}", m.name)),
+            );
+            batch.nodes.push(node);
+            Ok(())
+        });
+        if let Err(e) = planned {
+            batch.skipped.push(format!("{e:#}"));
+        }
+    }
+    batch
 }
 
 /// `serf members -format=json`, as far as hacfg reads it.
@@ -207,23 +307,24 @@ fn parse_members_json(text: &str) -> Result<Vec<Member>> {
                 address,
                 role: m.tags.get("role").cloned().unwrap_or_default(),
                 tags: m.tags,
+                notes: Vec::new(),
             }
         })
         .collect())
 }
 
 /// What one event asks of the folder: the nodes to write or the names to
-/// remove, and a message for each member line that was skipped.
+/// remove, why members were skipped, and notes on dropped tags.
 #[derive(Debug, Default)]
 pub struct EventPlan {
     pub upserts: Vec<Node>,
     pub removals: Vec<String>,
     pub skipped: Vec<String>,
+    pub notes: Vec<String>,
 }
 
-/// Plans an event's member lines: members of other roles and the agent
-/// itself (`self_name`) are left out; a malformed or hostile line is
-/// skipped with its reason, and the rest still counts.
+/// Plans an event's member lines with the batch policy (`batch`); a leave
+/// needs only a valid name.
 pub fn plan_event(
     lines: Vec<Result<String>>,
     action: Action,
@@ -231,20 +332,24 @@ pub fn plan_event(
     self_name: &str,
     default_port: u16,
 ) -> EventPlan {
+    let members = lines
+        .into_iter()
+        .map(|l| l.and_then(|l| parse_member_line(&l)));
+    if action == Action::Upsert {
+        let batch = batch(members, roles, self_name, default_port);
+        return EventPlan {
+            upserts: batch.nodes,
+            skipped: batch.skipped,
+            notes: batch.notes,
+            ..EventPlan::default()
+        };
+    }
     let mut plan = EventPlan::default();
-    for line in lines {
-        let member = line.and_then(|l| parse_member_line(&l));
+    for member in members {
         let planned = member.and_then(|m| {
-            if m.name == self_name || !roles.contains(&m.role) {
-                return Ok(());
-            }
-            match action {
-                Action::Upsert => plan.upserts.push(node_of(&m, default_port)?),
-                Action::Remove => {
-                    node::validate_name(&m.name)?;
-                    plan.removals.push(m.name);
-                }
-                Action::Ignore => {}
+            if m.name != self_name && roles.contains(&m.role) && action == Action::Remove {
+                node::validate_name(&m.name)?;
+                plan.removals.push(m.name);
             }
             Ok(())
         });
@@ -288,11 +393,11 @@ mod tests {
         let m = parse_member_line("s1\t10.0.0.1\tbackend\tport=8080,role=backend,w=x=y").unwrap();
         assert_eq!(m.name, "s1");
         assert_eq!(m.tags["w"], "x=y");
-        let n = node_of(&m, 3000).unwrap();
+        let (n, _) = node_of(&m, 3000).unwrap();
         assert_eq!((n.port, n.tags.len()), (Some(8080), 1));
         let empty = parse_member_line("s2\t10.0.0.2\t\t").unwrap();
         assert_eq!((empty.role.as_str(), empty.tags.len()), ("", 0));
-        assert_eq!(node_of(&empty, 3000).unwrap().port, Some(3000));
+        assert_eq!(node_of(&empty, 3000).unwrap().0.port, Some(3000));
         assert!(parse_member_line("just-a-name").is_err());
     }
 
@@ -318,6 +423,28 @@ mod tests {
         assert!(parse_member_line("s1\t10.0.0.1\tbackend\tport=80,port=81").is_err());
         let text = r#"{"members":[{"name":"a","addr":"127.0.0.1:7946","tags":{"port":"1","port":"2"},"status":"alive"}]}"#;
         assert!(parse_members_json(text).is_err());
+    }
+
+    #[test]
+    fn cosmetic_tags_never_cost_a_member_its_place() {
+        // Serf does not escape ',' in a value; a space is not a tag character.
+        let m = parse_member_line("s1\t10.0.0.1\tbackend\tdescr=my web, inc,zone=a").unwrap();
+        assert_eq!(m.tags["descr"], "my web, inc");
+        let (node, notes) = node_of(&m, 3000).unwrap();
+        assert_eq!(node.tags.keys().collect::<Vec<_>>(), ["zone"]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("\"my web, inc\""), "{notes:?}");
+        // A tag hacfg uses is still strict.
+        let m = parse_member_line("s1\t10.0.0.1\tbackend\tbackend=a b").unwrap();
+        assert!(node_of(&m, 3000).is_err());
+        // serf and sync apply the same policy to the same member.
+        let roles = ["backend".to_string()];
+        let line = "s1\t10.0.0.1\tbackend\tdescr=my web,port=3001";
+        let event = plan_event(vec![Ok(line.into())], Action::Upsert, &roles, "", 3000);
+        let member = parse_member_line(line).unwrap();
+        let synced = batch([Ok(member)], &roles, "", 3000);
+        assert_eq!(event.upserts, synced.nodes);
+        assert_eq!((event.skipped.len(), event.notes.len()), (0, 1));
     }
 
     #[test]

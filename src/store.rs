@@ -74,8 +74,8 @@ impl Store {
         let dir = match dir {
             Ok(dir) => dir,
             Err(e) if e.kind() == ErrorKind::NotFound => bail!(
-                "nodes folder `{}` does not exist (set --nodes-dir or HACFG_NODES_DIR, \
-                 or add a node first)",
+                "nodes folder `{}` does not exist (create it with `hacfg init`, or set \
+                 --nodes-dir or HACFG_NODES_DIR)",
                 self.dir.display()
             ),
             Err(e) => {

@@ -23,6 +23,7 @@ impl TestEnv {
         let nodes = dir.path().join("nodes");
         let output = dir.path().join("etc/haproxy.cfg");
         fs::create_dir_all(&nodes).expect("nodes dir");
+        fs::create_dir_all(output.parent().expect("output folder")).expect("output folder");
         TestEnv { dir, nodes, output }
     }
 

@@ -8,6 +8,7 @@ mod harness;
 mod live;
 
 mod apply;
+mod availability;
 mod core;
 mod hardening;
 mod serf;

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -198,19 +199,33 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
         && env_b.servers().len() == 3));
     assert!(wait_until(5.0, || env_a.output_text() == env_b.output_text()));
 
-    // Lose the folder, as a restarted container would.
     let live = env_a.output_text();
-    fs::remove_dir_all(&env_a.nodes).unwrap();
     let sync = |extra: &[&str]| {
         env_a
             .cmd(&[&["sync", "--rpc-addr", &bal_a.rpc][..], extra].concat())
             .output()
             .unwrap()
     };
+    // A mistyped or vanished folder is an error: nothing is created.
+    fs::rename(&env_a.nodes, env_a.path("nodes.away")).unwrap();
+    let lost = sync(&[]);
+    assert_eq!(lost.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&lost.stderr).contains("hacfg init"));
+    assert!(!env_a.nodes.exists());
+    assert_eq!(env_a.output_text(), live);
+    fs::rename(env_a.path("nodes.away"), &env_a.nodes).unwrap();
+    // Lose the nodes, as a restarted container without a volume would.
+    for entry in fs::read_dir(&env_a.nodes).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
     let dry = sync(&["--dry-run"]);
     let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(plan.contains("+ `w1` 127.0.0.5:3001"), "{plan}");
-    assert!(!env_a.nodes.exists() || fs::read_dir(&env_a.nodes).unwrap().count() <= 1);
+    assert_eq!(
+        fs::read_dir(&env_a.nodes).unwrap().count(),
+        0,
+        "a dry run wrote"
+    );
     // The lab image's sync service, run once.
     let status = clean_command(Path::new(LAB).join("ha/services/hacfg-sync/run"))
         .env("SERF_RPC_ADDR", &bal_a.rpc)
@@ -360,4 +375,87 @@ fn one_event_with_1000_members_is_one_render() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("wrote `").count(), 1, "one render");
     assert_eq!(env.servers().len(), 1000);
+}
+
+#[test]
+fn sync_from_a_lone_agent_changes_nothing() {
+    if tool("serf").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "w1", "127.0.0.5:3001"]);
+    // A balancer that has just started and joined no one sees only itself.
+    let (bal, _) = balancer(&env, "bal-lone");
+    env.call(&["--no-check", "sync", "--rpc-addr", &bal.rpc])
+        .unchanged()
+        .code(5)
+        .stderr_has("the Serf agent sees 1 alive member(s), so no other member: nothing changed");
+    // The lab's sync service lives with that: it says so and tries again later.
+    let status = clean_command(Path::new(LAB).join("ha/services/hacfg-sync/run"))
+        .env("SERF_RPC_ADDR", &bal.rpc)
+        .env("HACFG_SYNC_INTERVAL", "0")
+        .env("HACFG_NO_CHECK", "true")
+        .env("HACFG_NODES_DIR", &env.nodes)
+        .env("HACFG_OUTPUT", &env.output)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(env.servers(), ["w1 127.0.0.5:3001"]);
+}
+
+/// A backend agent started directly, with tags of the test's choosing.
+fn tagged_backend(env: &TestEnv, name: &str, ip: &str, join: &str, tags: &[&str]) -> Agent {
+    let mut script = String::from("#!/bin/sh\nexec serf agent -node \"$SERF_NODE\" ");
+    let _ = write!(
+        script,
+        "-bind {ip}:{} -rpc-addr \"$SERF_RPC_ADDR\" -join {join} -tag role=backend",
+        free_port()
+    );
+    for tag in tags {
+        let _ = write!(script, " -tag '{tag}'");
+    }
+    let path = env.write(&format!("{name}.sh"), &(script + "\n"));
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    Agent::start(path.to_str().unwrap(), name, &[])
+}
+
+#[test]
+fn a_poison_member_is_held_back_and_serf_and_sync_agree_on_tags() {
+    let (Some(_), Some(_)) = (tool("serf"), tool("haproxy")) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (bal, join) = balancer(&env, "bal-p");
+    // A member whose backend tag collides with the built-in `listen stats`,
+    // and one with a cosmetic tag that is not a valid tag value.
+    let _poison = tagged_backend(&env, "poison", "127.0.0.8", &join, &["backend=stats"]);
+    let _cosmetic = tagged_backend(&env, "cosmetic", "127.0.0.9", &join, &["descr=my web"]);
+    let _good = Agent::backend("good", "127.0.0.10", 3005, &join);
+    assert!(
+        wait_until(15.0, || sorted_servers(&env).len() == 2),
+        "{:?}",
+        sorted_servers(&env)
+    );
+    // Give the poison member's event time to have been handled too.
+    assert!(wait_until(10.0, || env.nodes.join(".hacfg.held").exists()));
+    assert_eq!(
+        sorted_servers(&env),
+        ["cosmetic 127.0.0.9:3000", "good 127.0.0.10:3005"]
+    );
+    assert!(!env.output_text().contains("backend stats"));
+    let log = fs::read_to_string(env.path("serf.log")).unwrap_or_default();
+    assert!(log.contains("HAProxy refused node `poison`"), "{log}");
+    assert!(log.contains("member `cosmetic`: dropped a tag"), "{log}");
+    // sync sees the same members the same way: the folder stays as it is,
+    // and the held node is reported, as a later event would.
+    let live = env.output_text();
+    let done = env
+        .call(&["sync", "--rpc-addr", &bal.rpc])
+        .code(0)
+        .stderr_has("member `cosmetic`: dropped a tag")
+        .stderr_has("still held back, refused by HAProxy before: `poison`")
+        .stderr
+        .clone();
+    assert!(!done.contains("skipped"), "{done}");
+    assert_eq!(env.output_text(), live);
 }

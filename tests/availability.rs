@@ -1,0 +1,229 @@
+//! One bad member never freezes the pool, and no mistake empties it:
+//! poison nodes against the real `haproxy -c`, missing folders, and no
+//! unchecked reload.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::{TestEnv, tool};
+
+#[test]
+fn nodes_haproxy_refuses_are_held_back_and_the_rest_goes_live() {
+    if tool("haproxy").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.ok(&["add", "good1", "127.0.0.1"]);
+
+    // An unresolvable host name: that add fails with HAProxy's words...
+    env.call(&["add", "bad", "nonexistent.invalid"])
+        .code(3)
+        .stderr_has("HAProxy refused node `bad`; it is held back and the rest went live")
+        .stderr_has("could not resolve address 'nonexistent.invalid'");
+    assert_eq!(env.servers(), ["good1 127.0.0.1:3000"]);
+    // ...and later changes go live, with one line naming what is held back.
+    env.call(&["add", "good2", "127.0.0.2"]).code(0).stderr_has(
+        "hacfg: warning: 1 node(s) still held back, refused by HAProxy before: `bad` \
+             (see `hacfg list`)\n",
+    );
+    assert_eq!(
+        env.servers(),
+        ["good1 127.0.0.1:3000", "good2 127.0.0.2:3000"]
+    );
+
+    // A backend tag that collides with the built-in template's `listen stats`.
+    env.call(&["add", "st", "127.0.0.3", "--tag", "backend=stats"])
+        .code(3)
+        .stderr_has("HAProxy refused node `st`")
+        .stderr_has("backend 'stats' has the same name as proxy 'stats'");
+    assert!(!env.output_text().contains("backend stats"));
+    assert_eq!(env.servers().len(), 2);
+
+    // `list` shows both as rejected, with the reason.
+    let table = env.ok(&["list"]);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("bad").contains("rejected: ") && row("bad").contains("could not resolve"));
+    assert!(row("st").contains("rejected: "), "{table}");
+    assert!(row("good1").trim_end().ends_with(" ok"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--json"])).unwrap();
+    assert!(
+        json[0]["rejected"]
+            .as_str()
+            .unwrap()
+            .contains("nonexistent.invalid")
+    );
+    assert!(json[1].get("rejected").is_none());
+
+    // A removal that touches neither succeeds too.
+    env.call(&["remove", "good2"])
+        .code(0)
+        .stderr_has("2 node(s) still held back, refused by HAProxy before: `bad`, `st`");
+    // A held node that changes is tried again, and goes live when good.
+    env.call(&["add", "bad", "127.0.0.4"]).code(0);
+    assert_eq!(
+        env.servers(),
+        ["bad 127.0.0.4:3000", "good1 127.0.0.1:3000"]
+    );
+    env.call(&["remove", "st"]).code(0);
+    let done = env.call(&["render"]).code(0);
+    assert!(!done.stderr.contains("held back"), "{}", done.stderr);
+    assert!(!env.nodes.join(".hacfg.held").exists());
+}
+
+#[test]
+fn a_server_line_haproxy_refuses_is_held_back() {
+    if tool("haproxy").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let tmpl = env.write(
+        "extra.j2",
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    \
+         timeout server 1s\nlisten b\n    bind 127.0.0.1:9\n{% for n in nodes %}\n    server {{ n.name }} \
+         {{ n.address }}:{{ n.port }} {{ n.tags.extra | default('') }}\n{% endfor %}\n",
+    );
+    let t = tmpl.to_str().unwrap();
+    env.ok(&["--template", t, "add", "before", "127.0.0.1"]);
+    env.call(&[
+        "--template",
+        t,
+        "add",
+        "kw",
+        "127.0.0.2",
+        "--tag",
+        "extra=nosuchkeyword",
+    ])
+    .code(3)
+    .stderr_has("unknown keyword 'nosuchkeyword'");
+    env.call(&[
+        "--template",
+        t,
+        "add",
+        "after",
+        "127.0.0.3",
+        "--tag",
+        "extra=backup",
+    ])
+    .code(0)
+    .stderr_has("`kw`");
+    assert_eq!(
+        env.servers(),
+        ["after 127.0.0.3:3000", "before 127.0.0.1:3000"]
+    );
+    // A refusal that no node explains still rejects the whole config.
+    let broken = env.write("broken.j2", "this is not haproxy\n");
+    env.call(&["--template", broken.to_str().unwrap(), "render"])
+        .unchanged()
+        .code(3)
+        .stderr_has("rejected the new config");
+}
+
+#[test]
+fn a_missing_folder_is_an_error_for_every_command() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
+    fs::rename(&env.nodes, env.path("nodes.away")).unwrap();
+    let missing = "hacfg: error: nodes folder `$TMP/nodes` does not exist (create it with \
+                   `hacfg init`, or set --nodes-dir or HACFG_NODES_DIR)\n";
+    for args in [
+        &["remove", "s1"][..],
+        &["add", "s2", "10.0.0.2"],
+        &["render"],
+        &["list"],
+    ] {
+        env.call(args).unchanged().code(1).stderr_is(missing);
+    }
+    // A leave event into a lost folder: stdin is drained, nothing changes.
+    env.call(&["serf"])
+        .env("SERF_EVENT", "member-leave")
+        .stdin("s1\t10.0.0.1\tbackend\t\n")
+        .unchanged()
+        .code(1)
+        .stderr_is(missing);
+    fs::rename(env.path("nodes.away"), &env.nodes).unwrap();
+
+    // A mistyped output folder: refused before the node file is written.
+    let etc = env.output.parent().unwrap().to_path_buf();
+    fs::rename(&etc, env.path("etc.away")).unwrap();
+    env.call(&["add", "s2", "10.0.0.2"])
+        .unchanged()
+        .code(1)
+        .stderr_is(
+            "hacfg: error: output folder `$TMP/etc` does not exist (create it with \
+             `hacfg init`, or set --output or HACFG_OUTPUT)\n",
+        );
+    fs::rename(env.path("etc.away"), &etc).unwrap();
+
+    // `init` creates both, for a new balancer, and renders the first config.
+    let fresh = TestEnv::new();
+    fs::remove_dir(&fresh.nodes).unwrap();
+    fs::remove_dir(fresh.output.parent().unwrap()).unwrap();
+    fresh.call(&["--no-check", "init"]).code(0);
+    assert!(fresh.nodes.is_dir());
+    assert!(fresh.output_text().contains("backend nodes"));
+    fresh
+        .call(&["--no-check", "init"])
+        .code(0)
+        .stderr_has("unchanged");
+}
+
+#[test]
+fn no_unchecked_reload() {
+    let env = TestEnv::new();
+    let no_haproxy = env.path("empty-bin");
+    fs::create_dir_all(&no_haproxy).unwrap();
+    env.call(&["--reload", "--reload-cmd", "true", "add", "s1", "10.0.0.1"])
+        .env("PATH", &no_haproxy)
+        .unchanged()
+        .code(1)
+        .stderr_is(
+            "hacfg: error: refusing to reload HAProxy with an unchecked config: no `haproxy` \
+             found on PATH; set --haproxy-bin PATH (or HACFG_HAPROXY_BIN), or --no-check to \
+             reload without a check\n",
+        );
+    // Without --reload: written, with one warning line.
+    let done = env
+        .call(&["add", "s1", "10.0.0.1"])
+        .env("PATH", &no_haproxy)
+        .code(0);
+    let warnings: Vec<&str> = done
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "hacfg: warning: no `haproxy` found on PATH: `$TMP/etc/haproxy.cfg` is written \
+          unchecked (set --haproxy-bin, or --no-check to silence this)"
+        ]
+    );
+    // --no-check says it on purpose: no warning.
+    let done = env
+        .call(&["--no-check", "add", "s2", "10.0.0.2"])
+        .env("PATH", &no_haproxy)
+        .code(0);
+    assert!(!done.stderr.contains("warning"), "{}", done.stderr);
+}
+
+#[test]
+fn sync_from_an_empty_list_changes_nothing() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "w1", "10.0.0.1"]);
+    let fake = env.write("fake-serf", "#!/bin/sh\necho '{\"members\":[]}'\n");
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = fake.to_str().unwrap();
+    env.call(&["--no-check", "sync", "--serf-bin", fake])
+        .unchanged()
+        .code(5)
+        .stderr_has("the Serf agent sees 0 alive member(s), so no other member: nothing changed");
+    env.call(&["--no-check", "sync", "--serf-bin", fake, "--allow-empty"])
+        .code(0);
+    assert_eq!(env.servers(), Vec::<String>::new());
+}
