@@ -17,9 +17,11 @@ use crate::held::{self, HeldSet};
 use crate::log::Log;
 use crate::node::Node;
 use crate::output::{Output, Replaced, WriteMode};
+use crate::plan::{self, Plan};
 use crate::process::Run;
 use crate::reload::{self, Reload};
 use crate::render;
+use crate::runtime::{self, Runtime, Waits};
 use crate::store::{Exclusive, Lock, Store};
 
 /// How long a check command may take (a 100,000-server check takes seconds).
@@ -125,7 +127,36 @@ pub fn update(
             ))
             .into());
         }
-        if output.same_as(rendered.as_bytes())? == Some(true) && !cfg.force {
+        let unchanged = output.same_as(rendered.as_bytes())? == Some(true) && !cfg.force;
+        // Before any check has run, try the runtime API: it also repairs
+        // drift when the file is unchanged (a server deleted behind our back).
+        if let Some(rt) = runtime_path(cfg).filter(|_| passes == 0) {
+            match through_runtime(cfg, rt, output, &rendered, log)? {
+                None if unchanged => {}
+                None => {
+                    save_held(&held, &before, store)?;
+                    let _ = output.replace(None, rendered.as_bytes())?;
+                    log.info(&format!(
+                        "wrote `{shown}` ({}), applied through the runtime API without a reload",
+                        nodes_text(count)
+                    ));
+                    return Ok(applied(&held, newly));
+                }
+                Some(why) if unchanged => log.warn(&format!(
+                    "the live servers differ from `{shown}` in a way the runtime API cannot \
+                     repair ({why}); `hacfg --force render` reloads"
+                )),
+                Some(why) if cfg.apply == ApplyMode::Runtime => {
+                    return Err(Failure::NeedsReload(format!(
+                        "this change needs a reload ({why}), and --apply runtime forbids one; \
+                         nothing was changed"
+                    ))
+                    .into());
+                }
+                Some(why) => log.info(&format!("reloading: {why}")),
+            }
+        }
+        if unchanged {
             save_held(&held, &before, store)?;
             log.info(&format!("`{shown}` unchanged ({})", nodes_text(count)));
             return Ok(applied(&held, newly));
@@ -173,9 +204,108 @@ pub fn update(
     let replaced = output.replace(staged, rendered.as_bytes())?;
     log.info(&format!("wrote `{shown}` ({})", nodes_text(live.len())));
     if let Some(settings) = &cfg.reload {
+        if let Some(rt) = &cfg.runtime {
+            save_server_state(rt, &rendered, log);
+        }
         reload_or_restore(settings, Some(replaced), log)?;
     }
     Ok(applied(&held, newly))
+}
+
+/// How HAProxy takes a change (`--apply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Through the runtime API when the change allows it, else a reload.
+    Auto,
+    /// Through the runtime API only; a change that needs a reload is refused.
+    Runtime,
+    /// Always a reload.
+    Reload,
+}
+
+/// The runtime API to use, if this run reloads and may avoid it.
+fn runtime_path(cfg: &Config) -> Option<&Runtime> {
+    cfg.runtime
+        .as_ref()
+        .filter(|_| cfg.reload.is_some() && cfg.apply != ApplyMode::Reload)
+}
+
+/// Brings HAProxy's servers in line with `rendered` through the runtime
+/// API. `None`: it runs them now (or already did); `Some(why)`: it takes a
+/// reload. No `haproxy -c` runs here: the rest of the config is
+/// byte-identical to the file HAProxy took, and each changed server line
+/// was taken by HAProxy's own runtime parser (`add server`).
+fn through_runtime(
+    cfg: &Config,
+    rt: &Runtime,
+    output: &Output,
+    rendered: &str,
+    log: &mut Log,
+) -> Result<Option<String>> {
+    let live = match rt.live() {
+        Ok(live) => live,
+        Err(e) if cfg.apply == ApplyMode::Auto => {
+            return Ok(Some(format!("the runtime API did not answer: {e:#}")));
+        }
+        Err(e) => return Err(e),
+    };
+    let old = output
+        .read()?
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let ops = match plan::plan(old.as_deref(), rendered, &live) {
+        Plan::Nothing => return Ok(None),
+        Plan::Reload(why) => return Ok(Some(why)),
+        Plan::Runtime(ops) => ops,
+    };
+    let waits = Waits {
+        drain: cfg.drain_timeout,
+        first_check: rt.timeout,
+    };
+    let done = runtime::execute(rt, &ops, &live, waits)?;
+    for line in &done.done {
+        log.info(&format!("runtime: {line}"));
+    }
+    for target in &done.still_draining {
+        log.warn(&format!(
+            "`{target}` still has requests in flight after --drain-timeout {}s; it stays \
+             drained (no new request) and a later run deletes it",
+            cfg.drain_timeout.as_secs_f64()
+        ));
+    }
+    for target in &done.still_checking {
+        log.warn(&format!(
+            "`{target}` had no health check within {}s; it stays drained (no request) until \
+             `set server {target} state ready` or the next reload",
+            rt.timeout.as_secs_f64()
+        ));
+    }
+    Ok(None)
+}
+
+/// Saves the live server state where the new config loads it from
+/// (`server-state-file`), so that a server DOWN by its checks, drained or
+/// weighted at runtime is still so right after the reload. Servers whose
+/// address or port the new config changes are left out. A failure is a
+/// warning: the reload matters more.
+fn save_server_state(rt: &Runtime, rendered: &str, log: &mut Log) {
+    let Some(path) = runtime::state_file_of(rendered) else {
+        return;
+    };
+    let desired: Vec<plan::Server> = plan::split(rendered)
+        .backends
+        .into_values()
+        .flat_map(|b| b.servers)
+        .collect();
+    let saved = rt
+        .servers_state()
+        .map(|state| runtime::state_to_keep(&state, &desired))
+        .and_then(|state| crate::atomic::write_atomic(&path, state.as_bytes()));
+    if let Err(e) = saved {
+        log.warn(&format!(
+            "unable to save the server state to `{}` before the reload: {e:#}",
+            path.display()
+        ));
+    }
 }
 
 fn applied(held: &HeldSet, newly: Vec<String>) -> Applied {

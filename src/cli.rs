@@ -102,6 +102,17 @@ pub struct ApplyArgs {
         value_parser = seconds_arg
     )]
     pub reload_timeout: Duration,
+    /// How HAProxy takes a change: `auto` (runtime API when it can, else reload), `runtime`, `reload`
+    #[arg(long = "apply", global = true, env = "HACFG_APPLY", default_value = "auto",
+          value_parser = ["auto", "runtime", "reload"])]
+    pub apply_mode: String,
+    /// An admin-level stats socket for runtime changes (or use --master-socket)
+    #[arg(long, global = true, env = "HACFG_STATS_SOCKET")]
+    pub stats_socket: Option<PathBuf>,
+    /// Seconds a removed server may take to finish its requests (up to 3600)
+    #[arg(long, global = true, env = "HACFG_DRAIN_TIMEOUT", default_value = "5",
+          value_name = "SECS", value_parser = seconds_arg)]
+    pub drain_timeout: Duration,
     /// Overwrite the output in place instead of renaming over it (bind-mounted files)
     #[arg(long, global = true)]
     pub in_place: bool,
@@ -128,6 +139,15 @@ pub enum CommandArgs {
     Serf(SerfArgs),
     /// Make the nodes folder equal to the alive members of a Serf cluster
     Sync(SyncArgs),
+    /// Compare the servers HAProxy runs with the nodes folder
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let log = &mut log;
     match &cfg.command {
         Command::Init => init(cfg, &store, log),
+        Command::Status { json } => status(cfg, &store, *json),
         Command::Add { node, render } => {
             // Both folders are checked before anything is written.
             let output = render
@@ -123,15 +124,47 @@ fn init(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
     update(cfg, store, &output, log, None)
 }
 
+/// The config as the folder asks for it now (held-back nodes left out),
+/// written nowhere.
+fn desired(cfg: &Config, store: &Store, output: &Output) -> Result<String> {
+    let lock = store.lock::<Shared>()?;
+    let mut held = HeldSet::load(store.dir());
+    let (live, _) = held.split(store.load_all(&lock)?);
+    apply::render_nodes(cfg, Arc::new(live), output.size())
+}
+
+/// `hacfg status`: desired servers against live ones; exit 8 on drift.
+fn status(cfg: &Config, store: &Store, json: bool) -> Result<Outcome> {
+    let Some(rt) = &cfg.runtime else {
+        bail!("status reads HAProxy's runtime API: set --master-socket or --stats-socket");
+    };
+    let output = Output::new(&cfg.output, cfg.write_mode)?;
+    let rendered = desired(cfg, store, &output)?;
+    let desired: Vec<crate::plan::Server> = crate::plan::split(&rendered)
+        .backends
+        .into_values()
+        .flat_map(|b| b.servers)
+        .collect();
+    let rows = crate::status::compare(&desired, &rt.live()?, &rt.stats()?);
+    let text = if json {
+        serde_json::to_string_pretty(&rows)? + "\n"
+    } else {
+        crate::status::table(&rows)
+    };
+    print_stdout(&text)?;
+    let drifted = rows.iter().filter(|r| !r.drift.is_empty()).count();
+    Ok(match drifted {
+        0 => Outcome::Done,
+        n => Outcome::Drift(format!(
+            "{n} server(s) differ from the nodes folder; a run with --reload repairs them"
+        )),
+    })
+}
+
 /// `render --stdout` and `render --diff`: show, write nothing.
 fn preview(cfg: &Config, store: &Store, mode: RenderMode) -> Result<()> {
     let output = Output::new(&cfg.output, cfg.write_mode)?;
-    let rendered = {
-        let lock = store.lock::<Shared>()?;
-        let mut held = HeldSet::load(store.dir());
-        let (live, _) = held.split(store.load_all(&lock)?);
-        apply::render_nodes(cfg, Arc::new(live), output.size())?
-    };
+    let rendered = desired(cfg, store, &output)?;
     if mode == RenderMode::Stdout {
         return print_stdout(&rendered);
     }

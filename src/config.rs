@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::apply::Check;
+use crate::apply::{ApplyMode, Check};
 use crate::cli::{ApplyArgs, Cli, CommandArgs, GlobalArgs};
 use crate::node::{self, Node};
 use crate::output::WriteMode;
 use crate::quote::quote;
 use crate::reload::{Reload, Strategy};
+use crate::runtime::{Runtime, Socket};
 
 /// Everything a run needs, with no clap types left.
 #[derive(Debug)]
@@ -40,12 +41,21 @@ pub struct Config {
     pub force: bool,
     /// How the output is replaced.
     pub write_mode: WriteMode,
+    /// How HAProxy takes a change (with `--reload`).
+    pub apply: ApplyMode,
+    /// The socket for runtime changes and `status`, if any.
+    pub runtime: Option<Runtime>,
+    /// How long removed servers may take to finish their requests.
+    pub drain_timeout: std::time::Duration,
     pub command: Command,
 }
 
 #[derive(Debug)]
 pub enum Command {
     Init,
+    Status {
+        json: bool,
+    },
     Add {
         node: Node,
         render: bool,
@@ -97,6 +107,15 @@ impl Config {
         } = cli.global;
         let wants_reload = apply.reload || matches!(cli.command, CommandArgs::Reload);
         let command = command_from(cli.command, default_port)?;
+        let runtime = runtime_from(&apply);
+        let apply_mode = match apply.apply_mode.as_str() {
+            "runtime" => ApplyMode::Runtime,
+            "reload" => ApplyMode::Reload,
+            _ => ApplyMode::Auto,
+        };
+        if apply_mode == ApplyMode::Runtime && runtime.is_none() {
+            bail!("--apply runtime needs --master-socket or --stats-socket");
+        }
         let check = check_from(&apply)?;
         if wants_reload && check == Check::Unavailable {
             bail!(
@@ -122,6 +141,9 @@ impl Config {
             },
             force: apply.force,
             write_mode: write_mode_from(&apply)?,
+            apply: apply_mode,
+            runtime,
+            drain_timeout: apply.drain_timeout,
             command,
         })
     }
@@ -159,6 +181,7 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             }
         }
         CommandArgs::Init => Command::Init,
+        CommandArgs::Status(a) => Command::Status { json: a.json },
         CommandArgs::List(a) => Command::List { json: a.json },
         CommandArgs::Render(a) => Command::Render {
             mode: match (a.stdout, a.diff) {
@@ -261,6 +284,20 @@ fn reload_from(apply: &ApplyArgs) -> Result<Reload> {
     };
     Ok(Reload {
         strategy,
+        timeout: apply.reload_timeout,
+    })
+}
+
+/// The runtime API's socket: the master CLI (with `@1`) if given, else a
+/// stats socket. One command may take the reload timeout.
+fn runtime_from(apply: &ApplyArgs) -> Option<Runtime> {
+    let socket = match (&apply.master_socket, &apply.stats_socket) {
+        (Some(m), _) => Socket::Master(m.clone()),
+        (None, Some(s)) => Socket::Stats(s.clone()),
+        (None, None) => return None,
+    };
+    Some(Runtime {
+        socket,
         timeout: apply.reload_timeout,
     })
 }

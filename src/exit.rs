@@ -20,6 +20,10 @@ pub enum Code {
     Guarded = 5,
     /// A batch was applied, but some members were skipped.
     Skipped = 6,
+    /// `--apply runtime` refused a change that needs a reload.
+    NeedsReload = 7,
+    /// `hacfg status`: the live servers differ from the nodes folder.
+    Drift = 8,
 }
 
 impl From<Code> for std::process::ExitCode {
@@ -35,6 +39,8 @@ pub enum Outcome {
     /// Partial success: applied, but these parts were skipped (a warning,
     /// never an `error:` line; exit 6).
     Skipped(String),
+    /// `status` found the live servers differ from the files (exit 8).
+    Drift(String),
 }
 
 impl Outcome {
@@ -42,6 +48,7 @@ impl Outcome {
         match self {
             Outcome::Done => Code::Ok,
             Outcome::Skipped(_) => Code::Skipped,
+            Outcome::Drift(_) => Code::Drift,
         }
     }
 }
@@ -57,6 +64,8 @@ pub enum Failure {
     TooFewNodes(String),
     /// `sync` saw no member but its own agent: thin evidence.
     Alone(String),
+    /// `--apply runtime`, and the change needs a reload.
+    NeedsReload(String),
 }
 
 impl Failure {
@@ -65,6 +74,7 @@ impl Failure {
             Failure::Rejected(_) => Code::Rejected,
             Failure::ReloadFailed(_) => Code::ReloadFailed,
             Failure::TooFewNodes(_) | Failure::Alone(_) => Code::Guarded,
+            Failure::NeedsReload(_) => Code::NeedsReload,
         }
     }
 }
@@ -75,7 +85,8 @@ impl fmt::Display for Failure {
             Failure::Rejected(m)
             | Failure::ReloadFailed(m)
             | Failure::TooFewNodes(m)
-            | Failure::Alone(m) => f.write_str(m),
+            | Failure::Alone(m)
+            | Failure::NeedsReload(m) => f.write_str(m),
         }
     }
 }

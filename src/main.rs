@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match config::Config::from_cli(cli).and_then(|cfg| commands::run(&cfg)) {
         Ok(outcome) => {
-            if let exit::Outcome::Skipped(message) = &outcome {
+            if let exit::Outcome::Skipped(message) | exit::Outcome::Drift(message) = &outcome {
                 log::print_warning(message);
             }
             outcome.code().into()

@@ -34,7 +34,7 @@ fn master_socket_reload_moves_traffic() {
     let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
     let hap = Haproxy::start(&haproxy, &env);
     let sock = hap.master_socket.to_str().unwrap().to_string();
-    let reload = ["--reload", "--master-socket", &sock];
+    let reload = ["--reload", "--apply", "reload", "--master-socket", &sock];
     let started = Instant::now();
     env.ok(&hap.args(&[&reload[..], &["add", "s1", &b1.endpoint()]].concat()));
     eprintln!(
@@ -174,6 +174,8 @@ fn failed_reload_restores_prev() {
         "--template",
         tmpl.to_str().unwrap(),
         "--reload",
+        "--apply",
+        "reload",
         "--master-socket",
         sock,
         "render",
@@ -190,6 +192,8 @@ fn failed_reload_restores_prev() {
     let sock = hap.master_socket.to_str().unwrap();
     env.ok(&hap.args(&[
         "--reload",
+        "--apply",
+        "reload",
         "--master-socket",
         sock,
         "add",
@@ -217,7 +221,7 @@ fn unchanged_force_and_min_nodes() {
     env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
     let hap = Haproxy::start(&haproxy, &env);
     let sock = hap.master_socket.to_str().unwrap();
-    let reload = ["--reload", "--master-socket", sock];
+    let reload = ["--reload", "--apply", "reload", "--master-socket", sock];
 
     let out = hap.args(&[&reload[..], &["render"]].concat());
     let stderr = String::from_utf8_lossy(&env.run(&out).stderr).into_owned();
@@ -296,8 +300,16 @@ fn fifty_reload_cycles_under_traffic_fail_no_request() {
         .collect();
     let s3 = backends[2].endpoint();
     for _ in 0..50 {
-        env.ok(&hap.args(&["-q", "--reload", "--master-socket", sock, "add", "s3", &s3]));
-        env.ok(&hap.args(&["-q", "--reload", "--master-socket", sock, "remove", "s3"]));
+        let reload = [
+            "-q",
+            "--reload",
+            "--apply",
+            "reload",
+            "--master-socket",
+            sock,
+        ];
+        env.ok(&hap.args(&[&reload[..], &["add", "s3", &s3]].concat()));
+        env.ok(&hap.args(&[&reload[..], &["remove", "s3"]].concat()));
     }
     stop.store(true, Ordering::SeqCst);
     for c in clients {
@@ -334,6 +346,8 @@ fn burst_of_100_adds_coalesces_reloads() {
             env.cmd(&hap.args(&[
                 "-q",
                 "--reload",
+                "--apply",
+                "reload",
                 "--master-socket",
                 sock,
                 "add",

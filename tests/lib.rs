@@ -11,4 +11,5 @@ mod apply;
 mod availability;
 mod core;
 mod hardening;
+mod runtime;
 mod serf;

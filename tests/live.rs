@@ -67,6 +67,10 @@ fn serve(mut conn: TcpStream, body: &str, hits: &AtomicUsize) {
     if !head {
         hits.fetch_add(1, Ordering::SeqCst);
     }
+    // A request in flight for a while, as a slow client download would be.
+    if req.starts_with(b"GET /slow ") {
+        thread::sleep(Duration::from_millis(1500));
+    }
     let reply = format!(
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         body.len(),
@@ -88,10 +92,16 @@ impl Drop for Backend {
 
 /// One `GET /` through HAProxy: the answering backend's name, or an error.
 pub fn get(port: u16) -> Result<String, String> {
+    get_path(port, "/")
+}
+
+/// One `GET path` through HAProxy (`/slow` takes 1.5 s to answer).
+pub fn get_path(port: u16, path: &str) -> Result<String, String> {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    conn.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes())
         .map_err(|e| e.to_string())?;
     let mut resp = String::new();
     conn.read_to_string(&mut resp).map_err(|e| e.to_string())?;
@@ -125,6 +135,11 @@ impl Haproxy {
             format!("stats_bind=127.0.0.1:{}", free_port()),
             "--var".into(),
             format!("stats_socket={}", env.path("admin.sock").display()),
+            "--var".into(),
+            format!("state_file={}", env.path("server-state").display()),
+            // A runtime add waits for the first health check: keep it short.
+            "--var".into(),
+            "server_options=inter 100ms".into(),
         ];
         let mut args: Vec<&str> = vars.iter().map(String::as_str).collect();
         args.extend(["--force", "render"]);
@@ -183,6 +198,43 @@ impl Haproxy {
         let state = hacfg::reload::parse_show_proc(&text.expect("show proc"));
         let state = state.expect("a master line");
         (state.reloads, state.failed)
+    }
+
+    /// A runtime command on the master socket (`@1 …`), as an operator
+    /// would type it.
+    pub fn command(&self, command: &str) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.master_socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(format!("@1 {command}\n").as_bytes())
+            .expect("write");
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    }
+
+    /// The live servers, through hacfg's own parser.
+    pub fn servers(&self) -> Vec<hacfg::plan::Live> {
+        hacfg::runtime::parse_servers_state(&self.command("show servers state")).expect("state")
+    }
+
+    /// A `show stat` column of one server (`lbtot`, `scur`, …).
+    pub fn stat(&self, server: &str, column: &str) -> String {
+        let text = self.command("show stat -1 4 -1");
+        let header: Vec<&str> = text
+            .lines()
+            .next()
+            .and_then(|h| h.strip_prefix("# "))
+            .unwrap_or_default()
+            .split(',')
+            .collect();
+        let at = header.iter().position(|h| *h == column).expect("column");
+        text.lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f.get(1) == Some(&server))
+            .and_then(|f| f.get(at).map(|v| (*v).to_string()))
+            .unwrap_or_default()
     }
 
     /// hacfg arguments: the vars, then `extra`.

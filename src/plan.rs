@@ -1,0 +1,479 @@
+//! What it takes to make HAProxy run the desired config: nothing, a few
+//! runtime operations, or a reload. Pure: the desired config, the file
+//! HAProxy last took and the live servers in; the plan out.
+//!
+//! The runtime path is taken only when the two configs differ in nothing
+//! but `server` lines of backends that exist on both sides, whose algorithm
+//! takes dynamic servers, and whose lines use only keywords `add server`
+//! accepts, with IP literal addresses. Anything else reloads.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// One `server` line of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub backend: String,
+    pub name: String,
+    pub addr: String,
+    pub port: u16,
+    /// `weight N`, or HAProxy's default 1.
+    pub weight: u16,
+    pub id: Option<u32>,
+    /// The line has `check`: health checks decide when it takes traffic.
+    pub check: bool,
+    /// Everything after `ADDR:PORT`, as written.
+    pub keywords: String,
+    /// Why `add server` cannot take this line, if it cannot.
+    pub not_dynamic: Option<String>,
+}
+
+/// Keywords `add server` accepts on HAProxy 2.6 (see RUNTIME.md): those
+/// without an argument, then those with one. `enabled` is left out on
+/// purpose: it is broken for dynamic servers on 2.6.12.
+const FLAGS: &[&str] = &[
+    "check",
+    "backup",
+    "ssl",
+    "send-proxy",
+    "send-proxy-v2",
+    "check-ssl",
+];
+const WITH_ARG: &[&str] = &[
+    "weight",
+    "id",
+    "maxconn",
+    "inter",
+    "fastinter",
+    "downinter",
+    "rise",
+    "fall",
+    "slowstart",
+    "port",
+    "track",
+    "maxqueue",
+    "minconn",
+];
+
+/// A config split into its server lines (per backend) and everything else.
+#[derive(Debug, Default)]
+pub struct Split {
+    /// The config without its server lines: equal `rest` means the
+    /// configs differ in server lines at most.
+    pub rest: String,
+    pub backends: BTreeMap<String, Backend>,
+}
+
+/// A `backend` or `listen` section.
+#[derive(Debug, Default, Clone)]
+pub struct Backend {
+    /// Why its algorithm takes no dynamic servers, if it does not.
+    pub not_dynamic: Option<String>,
+    pub servers: Vec<Server>,
+}
+
+/// The algorithm settings in force in a section.
+#[derive(Debug, Default, Clone)]
+struct Algorithm {
+    balance: Option<String>,
+    consistent: bool,
+}
+
+impl Algorithm {
+    /// Why `add server` refuses this algorithm, if it does.
+    fn refusal(&self) -> Option<String> {
+        let balance = self.balance.as_deref().unwrap_or("roundrobin");
+        match balance {
+            "roundrobin" | "leastconn" | "first" | "random" => None,
+            "static-rr" => Some("`balance static-rr` takes no dynamic servers".into()),
+            _ if self.consistent => None,
+            other => Some(format!(
+                "`balance {other}` without `hash-type consistent` takes no dynamic servers"
+            )),
+        }
+    }
+}
+
+/// Splits `config` into server lines and the rest.
+pub fn split(config: &str) -> Split {
+    let mut out = Split::default();
+    let mut defaults = Algorithm::default();
+    let mut section: Option<(String, String)> = None;
+    let mut algorithm = Algorithm::default();
+    let finish = |section: &Option<(String, String)>, algorithm: &Algorithm, out: &mut Split| {
+        if let Some((kind, name)) = section
+            && (kind == "backend" || kind == "listen")
+        {
+            out.backends.entry(name.clone()).or_default().not_dynamic = algorithm.refusal();
+        }
+    };
+    for line in config.split_inclusive('\n') {
+        let trimmed = line.trim();
+        let mut words = trimmed.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        let is_header =
+            !line.starts_with([' ', '\t']) && !trimmed.is_empty() && !first.starts_with('#');
+        if is_header {
+            finish(&section, &algorithm, &mut out);
+            let name = words.next().unwrap_or_default().to_string();
+            if first == "defaults" {
+                algorithm = Algorithm::default();
+            } else {
+                algorithm = defaults.clone();
+            }
+            section = Some((first.to_string(), name));
+            out.rest.push_str(line);
+            continue;
+        }
+        let in_defaults = section.as_ref().is_some_and(|(k, _)| k == "defaults");
+        match first {
+            "balance" => algorithm.balance = words.next().map(str::to_string),
+            "hash-type" => algorithm.consistent = words.next() == Some("consistent"),
+            _ => {}
+        }
+        if in_defaults {
+            defaults = algorithm.clone();
+        }
+        match (&section, first) {
+            (Some((kind, backend)), "server") if kind == "backend" || kind == "listen" => {
+                let server = parse_server(backend, trimmed);
+                out.backends
+                    .entry(backend.clone())
+                    .or_default()
+                    .servers
+                    .push(server);
+            }
+            _ => out.rest.push_str(line),
+        }
+    }
+    finish(&section, &algorithm, &mut out);
+    out
+}
+
+/// Parses `server NAME ADDR:PORT [keywords]` (a line `split` found).
+fn parse_server(backend: &str, line: &str) -> Server {
+    let mut words = line.split_whitespace().skip(1);
+    let name = words.next().unwrap_or_default().to_string();
+    let endpoint = words.next().unwrap_or_default();
+    let keywords = line
+        .splitn(4, char::is_whitespace)
+        .nth(3)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut server = Server {
+        backend: backend.to_string(),
+        name,
+        addr: String::new(),
+        port: 0,
+        weight: 1,
+        id: None,
+        check: false,
+        keywords: keywords.clone(),
+        not_dynamic: None,
+    };
+    let mut refuse = |why: String| {
+        server.not_dynamic.get_or_insert(why);
+    };
+    // IPv6 is written `fd00::1:80`: the port follows the last colon.
+    match endpoint.rsplit_once(':') {
+        Some((addr, port)) if addr.parse::<IpAddr>().is_ok() => match port.parse() {
+            Ok(port) => {
+                server.addr = addr.to_string();
+                server.port = port;
+            }
+            Err(_) => refuse(format!("no port in `{endpoint}`")),
+        },
+        _ => refuse(format!(
+            "`{endpoint}` is not IP:PORT (the runtime resolves no names)"
+        )),
+    }
+    let mut words = keywords.split_whitespace();
+    while let Some(word) = words.next() {
+        if FLAGS.contains(&word) {
+            server.check |= word == "check";
+            continue;
+        }
+        if !WITH_ARG.contains(&word) {
+            refuse(format!("keyword `{word}` is not taken by `add server`"));
+            continue;
+        }
+        let value = words.next().unwrap_or_default();
+        match word {
+            "weight" => match value.parse() {
+                Ok(w) => server.weight = w,
+                Err(_) => refuse(format!("weight `{value}`")),
+            },
+            "id" => match value.parse() {
+                Ok(id) => server.id = Some(id),
+                Err(_) => refuse(format!("id `{value}`")),
+            },
+            _ => {}
+        }
+    }
+    server
+}
+
+/// A server as HAProxy runs it (`show servers state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    pub backend: String,
+    pub name: String,
+    pub id: u32,
+    pub addr: String,
+    pub port: u16,
+    /// The weight set at runtime (`srv_uweight`).
+    pub weight: u16,
+    /// `srv_op_state`: 0 down, 1 starting, 2 up, 3 stopping.
+    pub op_state: u8,
+    /// `srv_admin_state` bits: 0x1 forced maint, 0x8 forced drain, …
+    pub admin_state: u8,
+}
+
+/// One change made through the runtime API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `add server`, then safely into service (see `runtime`).
+    Add(Server),
+    /// Drain, wait until idle, then `del server`.
+    Delete { backend: String, name: String },
+    SetAddr {
+        backend: String,
+        name: String,
+        addr: String,
+        port: u16,
+    },
+    SetWeight {
+        backend: String,
+        name: String,
+        weight: u16,
+    },
+}
+
+/// What it takes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// HAProxy already runs the desired servers.
+    Nothing,
+    /// These operations, and no reload.
+    Runtime(Vec<Op>),
+    /// A reload, for this reason.
+    Reload(String),
+}
+
+/// The plan that makes HAProxy, which took `old` at its last reload and
+/// runs `live` now, run `new`.
+pub fn plan(old: Option<&str>, new: &str, live: &[Live]) -> Plan {
+    let Some(old) = old else {
+        return Plan::Reload("there is no config yet".into());
+    };
+    let (old, new) = (split(old), split(new));
+    if old.rest != new.rest {
+        return Plan::Reload("lines other than `server` lines changed".into());
+    }
+    let mut live_by: BTreeMap<(&str, &str), &Live> = BTreeMap::new();
+    for l in live {
+        live_by.insert((l.backend.as_str(), l.name.as_str()), l);
+    }
+    let mut ops = Vec::new();
+    for (name, backend) in &new.backends {
+        let old_servers: BTreeMap<&str, &Server> = old
+            .backends
+            .get(name)
+            .map(|b| b.servers.iter().map(|s| (s.name.as_str(), s)).collect())
+            .unwrap_or_default();
+        let mut wanted = std::collections::BTreeSet::new();
+        let before = ops.len();
+        for server in &backend.servers {
+            wanted.insert(server.name.as_str());
+            let Some(live) = live_by.get(&(name.as_str(), server.name.as_str())) else {
+                if let Some(why) = &server.not_dynamic {
+                    return Plan::Reload(format!("server `{name}/{}`: {why}", server.name));
+                }
+                ops.push(Op::Add(server.clone()));
+                continue;
+            };
+            if server.id.is_some_and(|id| id != live.id) {
+                return Plan::Reload(format!("server `{name}/{}` has another id", server.name));
+            }
+            if old_servers
+                .get(server.name.as_str())
+                .is_some_and(|o| without_weight(&o.keywords) != without_weight(&server.keywords))
+            {
+                return Plan::Reload(format!(
+                    "server `{name}/{}` changed more than its address and weight",
+                    server.name
+                ));
+            }
+            if (server.addr.as_str(), server.port) != (live.addr.as_str(), live.port) {
+                if let Some(why) = &server.not_dynamic {
+                    return Plan::Reload(format!("server `{name}/{}`: {why}", server.name));
+                }
+                ops.push(Op::SetAddr {
+                    backend: name.clone(),
+                    name: server.name.clone(),
+                    addr: server.addr.clone(),
+                    port: server.port,
+                });
+            }
+            if server.weight != live.weight {
+                ops.push(Op::SetWeight {
+                    backend: name.clone(),
+                    name: server.name.clone(),
+                    weight: server.weight,
+                });
+            }
+        }
+        for live in live.iter().filter(|l| &l.backend == name) {
+            if !wanted.contains(live.name.as_str()) {
+                ops.push(Op::Delete {
+                    backend: name.clone(),
+                    name: live.name.clone(),
+                });
+            }
+        }
+        if ops.len() > before
+            && let Some(why) = &backend.not_dynamic
+        {
+            return Plan::Reload(format!("backend `{name}`: {why}"));
+        }
+    }
+    if ops.is_empty() {
+        Plan::Nothing
+    } else {
+        Plan::Runtime(ops)
+    }
+}
+
+/// A server line's keywords without `weight N`, which the runtime changes.
+fn without_weight(keywords: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = keywords.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "weight" {
+            words.next();
+        } else {
+            out.push(w);
+        }
+    }
+    out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "global\n    maxconn 10\n\ndefaults\n    mode http\n\nbackend nodes\n    balance roundrobin\n    server a 10.0.0.1:80 check weight 1 id 11\n    server b 10.0.0.2:80 check weight 1 id 12\n";
+
+    fn live_of(config: &str) -> Vec<Live> {
+        split(config)
+            .backends
+            .into_values()
+            .flat_map(|b| b.servers)
+            .map(|s| Live {
+                backend: s.backend,
+                name: s.name,
+                id: s.id.unwrap_or(0),
+                addr: s.addr,
+                port: s.port,
+                weight: s.weight,
+                op_state: 2,
+                admin_state: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splits_server_lines_from_the_rest() {
+        let s = split(BASE);
+        assert!(!s.rest.contains("server "), "{}", s.rest);
+        let b = &s.backends["nodes"];
+        assert_eq!(b.not_dynamic, None);
+        assert_eq!(b.servers[1].name, "b");
+        assert_eq!(
+            (b.servers[1].port, b.servers[1].id, b.servers[1].check),
+            (80, Some(12), true)
+        );
+        let v6 = split("backend x\n    server s fd00::1:81 weight 3\n");
+        let s = &v6.backends["x"].servers[0];
+        assert_eq!((s.addr.as_str(), s.port, s.weight), ("fd00::1", 81, 3));
+    }
+
+    #[test]
+    fn the_same_config_and_live_state_need_nothing() {
+        assert_eq!(plan(Some(BASE), BASE, &live_of(BASE)), Plan::Nothing);
+    }
+
+    #[test]
+    fn server_changes_are_runtime_operations() {
+        let new = BASE
+            .replace("    server b 10.0.0.2:80 check weight 1 id 12\n", "")
+            .replace("10.0.0.1:80 check weight 1", "10.0.0.9:81 check weight 5")
+            + "    server c 10.0.0.3:80 check weight 1 id 13\n";
+        let Plan::Runtime(ops) = plan(Some(BASE), &new, &live_of(BASE)) else {
+            panic!("{:?}", plan(Some(BASE), &new, &live_of(BASE)));
+        };
+        assert!(
+            matches!(&ops[0], Op::SetAddr { name, addr, port: 81, .. } if name == "a" && addr == "10.0.0.9")
+        );
+        assert!(matches!(&ops[1], Op::SetWeight { weight: 5, .. }));
+        assert!(matches!(&ops[2], Op::Add(s) if s.name == "c" && s.id == Some(13)));
+        assert!(matches!(&ops[3], Op::Delete { name, .. } if name == "b"));
+    }
+
+    #[test]
+    fn drift_is_repaired_against_the_live_state() {
+        let mut live = live_of(BASE);
+        live.retain(|l| l.name != "a");
+        live[0].weight = 9;
+        let Plan::Runtime(ops) = plan(Some(BASE), BASE, &live) else {
+            panic!()
+        };
+        assert_eq!(ops.len(), 2, "{ops:?}");
+    }
+
+    #[test]
+    fn anything_else_reloads() {
+        let live = live_of(BASE);
+        let reload = |new: &str| matches!(plan(Some(BASE), new, &live), Plan::Reload(_));
+        assert!(reload(&BASE.replace("maxconn 10", "maxconn 20")));
+        assert!(reload(
+            &(BASE.to_string() + "\nbackend other\n    server z 10.0.0.9:80\n")
+        ));
+        assert!(reload(
+            &BASE
+                .replace("roundrobin", "static-rr")
+                .replace("id 12", "id 12 weight 2")
+        ));
+        assert!(reload(&(BASE.to_string() + "    server h web.local:80\n")));
+        assert!(reload(
+            &(BASE.to_string() + "    server e 10.0.0.5:80 enabled\n")
+        ));
+        assert!(reload(
+            &(BASE.to_string() + "    server e 10.0.0.5:80 cookie x\n")
+        ));
+        assert!(reload(
+            &BASE.replace("check weight 1 id 11", "weight 1 id 11")
+        ));
+        assert!(reload(&BASE.replace("id 11", "id 99")));
+        assert!(matches!(plan(None, BASE, &live), Plan::Reload(_)));
+        let hashed = BASE.replace("roundrobin", "source");
+        assert!(matches!(
+            plan(
+                Some(&hashed),
+                &hashed.replace("id 12\n", "id 12 weight 3\n"),
+                &live
+            ),
+            Plan::Reload(_)
+        ));
+        let consistent =
+            hashed.replace("balance source", "balance source\n    hash-type consistent");
+        let new = consistent
+            .replace("id 12\n", "id 12 weight 3\n")
+            .replace("weight 1 id 12", "id 12");
+        assert!(matches!(
+            plan(Some(&consistent), &new, &live),
+            Plan::Runtime(_)
+        ));
+    }
+}

@@ -1,0 +1,203 @@
+//! `hacfg status`: the servers the nodes folder asks for, against the
+//! servers HAProxy runs. Two answers from the socket (`show servers state`
+//! and `show stat`), so it stays cheap at 10,000 servers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::plan::{Live, Server};
+use crate::runtime::Stat;
+
+/// One server, desired or live or both.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub backend: String,
+    pub server: String,
+    /// In the rendered config.
+    pub desired: bool,
+    /// Running in HAProxy.
+    pub live: bool,
+    /// `ADDR:PORT` the config asks for.
+    pub address: Option<String>,
+    /// `ADDR:PORT` HAProxy uses.
+    pub live_address: Option<String>,
+    pub weight: Option<u16>,
+    pub live_weight: Option<u16>,
+    /// `ready`, `drain` or `maint`.
+    pub admin: Option<&'static str>,
+    /// `down`, `starting`, `up` or `stopping`.
+    pub operational: Option<&'static str>,
+    /// The last health check (`L7OK`, `L4CON`, `INI`, …).
+    pub check: Option<String>,
+    /// What differs, empty when the server is as asked.
+    pub drift: Vec<String>,
+}
+
+/// Compares desired servers with live ones (sorted by backend, server).
+pub fn compare(
+    desired: &[Server],
+    live: &[Live],
+    stats: &BTreeMap<(String, String), Stat>,
+) -> Vec<Row> {
+    let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
+    let row = |backend: &str, server: &str| Row {
+        backend: backend.to_string(),
+        server: server.to_string(),
+        desired: false,
+        live: false,
+        address: None,
+        live_address: None,
+        weight: None,
+        live_weight: None,
+        admin: None,
+        operational: None,
+        check: None,
+        drift: Vec::new(),
+    };
+    for s in desired {
+        let r = rows
+            .entry((s.backend.clone(), s.name.clone()))
+            .or_insert_with(|| row(&s.backend, &s.name));
+        r.desired = true;
+        r.address = Some(endpoint(&s.addr, s.port));
+        r.weight = Some(s.weight);
+    }
+    for l in live {
+        let r = rows
+            .entry((l.backend.clone(), l.name.clone()))
+            .or_insert_with(|| row(&l.backend, &l.name));
+        r.live = true;
+        r.live_address = Some(endpoint(&l.addr, l.port));
+        r.live_weight = Some(l.weight);
+        r.admin = Some(match l.admin_state {
+            a if a & 0x01 != 0 || a & 0x02 != 0 || a & 0x04 != 0 => "maint",
+            a if a & 0x08 != 0 || a & 0x10 != 0 => "drain",
+            _ => "ready",
+        });
+        r.operational = Some(match l.op_state {
+            0 => "down",
+            1 => "starting",
+            2 => "up",
+            _ => "stopping",
+        });
+        r.check = stats
+            .get(&(l.backend.clone(), l.name.clone()))
+            .map(|s| s.check.clone())
+            .filter(|c| !c.is_empty());
+    }
+    for r in rows.values_mut() {
+        match (r.desired, r.live) {
+            (true, false) => r.drift.push("not running".into()),
+            (false, true) => r.drift.push("not in the nodes folder".into()),
+            _ => {
+                if r.address != r.live_address {
+                    r.drift.push("address".into());
+                }
+                if r.weight != r.live_weight {
+                    r.drift.push("weight".into());
+                }
+            }
+        }
+    }
+    rows.into_values().collect()
+}
+
+fn endpoint(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+/// An aligned table, one server per line.
+pub fn table(rows: &[Row]) -> String {
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                format!("{}/{}", r.backend, r.server),
+                dash(r.address.clone()),
+                dash(r.live_address.clone()),
+                format!(
+                    "{}/{}",
+                    dash(r.weight.map(|w| w.to_string())),
+                    dash(r.live_weight.map(|w| w.to_string()))
+                ),
+                dash(r.admin.map(str::to_string)),
+                dash(r.operational.map(str::to_string)),
+                dash(r.check.clone()),
+                if r.drift.is_empty() {
+                    "ok".into()
+                } else {
+                    format!("drift: {}", r.drift.join(", "))
+                },
+            ]
+        })
+        .collect();
+    let header = [
+        "SERVER", "DESIRED", "LIVE", "WEIGHT", "ADMIN", "STATE", "CHECK", "STATUS",
+    ]
+    .map(String::from);
+    let mut widths = [0; 8];
+    for row in std::iter::once(&header).chain(&cells) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&cells) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_is_named() {
+        let desired = crate::plan::split(
+            "backend b\n    server a 10.0.0.1:80 weight 2\n    server c 10.0.0.3:80\n",
+        );
+        let desired = &desired.backends["b"].servers;
+        let live = |name: &str, port: u16, weight: u16| Live {
+            backend: "b".into(),
+            name: name.into(),
+            id: 1,
+            addr: "10.0.0.1".into(),
+            port,
+            weight,
+            op_state: 2,
+            admin_state: 8,
+        };
+        let rows = compare(
+            desired,
+            &[live("a", 81, 2), live("z", 80, 1)],
+            &BTreeMap::new(),
+        );
+        let drift: Vec<(&str, Vec<String>)> = rows
+            .iter()
+            .map(|r| (r.server.as_str(), r.drift.clone()))
+            .collect();
+        assert_eq!(
+            drift,
+            [
+                ("a", vec!["address".to_string()]),
+                ("c", vec!["not running".to_string()]),
+                ("z", vec!["not in the nodes folder".to_string()]),
+            ]
+        );
+        assert_eq!(rows[0].admin, Some("drain"));
+        assert!(table(&rows).contains("drift: address"));
+    }
+}

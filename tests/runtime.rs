@@ -1,0 +1,345 @@
+//! Hitless apply through HAProxy's runtime API, against a real master-worker
+//! HAProxy with real HTTP backends: no reload, no failed request, no request
+//! to a server that is not ready or is leaving.
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::{TestEnv, tool, wait_until};
+use crate::live::{Backend, Haproxy, get, get_path};
+
+/// hacfg arguments for a runtime apply through the master socket (the
+/// fixture's vars set a short health-check interval: a runtime add waits
+/// for the first check).
+fn runtime_args<'a>(hap: &'a Haproxy, extra: &[&'a str]) -> Vec<&'a str> {
+    let sock = hap.master_socket.to_str().expect("socket path");
+    let mut args = hap.args(&["--reload", "--master-socket", sock]);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Continuous GETs through HAProxy on two threads until dropped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(port: u16) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(180);
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        match get(port) {
+                            Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                            Err(e) => {
+                                eprintln!("request failed: {e}");
+                                failed.fetch_add(1, Ordering::SeqCst)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    /// Stops; returns (ok, failed).
+    fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+fn names(hap: &Haproxy) -> Vec<String> {
+    let mut n: Vec<String> = hap.servers().into_iter().map(|l| l.name).collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn adds_and_removes_at_runtime_under_traffic_without_a_reload() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
+    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    let traffic = Traffic::start(hap.port);
+    let started = Instant::now();
+    for _ in 0..50 {
+        env.ok(&runtime_args(&hap, &["-q", "add", "s2", &b2.endpoint()]));
+        env.ok(&runtime_args(&hap, &["-q", "remove", "s2"]));
+    }
+    let took = started.elapsed();
+    let (ok, failed) = traffic.finish();
+    eprintln!("100 runtime changes in {took:?}: {ok} requests ok, {failed} failed");
+    assert_eq!(hap.reloads(), (0, 0), "a runtime change reloaded");
+    assert!(ok > 100, "too little traffic to mean anything: {ok}");
+    assert_eq!(failed, 0);
+    assert!(b2.hits.load(Ordering::SeqCst) > 0, "s2 never got traffic");
+    // The file matches the live servers: `status` says so.
+    env.ok(&runtime_args(&hap, &["add", "s2", &b2.endpoint()]));
+    assert_eq!(names(&hap), ["s1", "s2"]);
+    let status = env.call(&runtime_args(&hap, &["status"])).code(0).stdout;
+    assert!(
+        status.lines().skip(1).all(|l| l.ends_with(" ok")),
+        "{status}"
+    );
+    assert_eq!(status.lines().count(), 3, "{status}");
+}
+
+#[test]
+fn a_request_in_flight_to_a_removed_server_completes() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
+    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    // A slow request lands on s1, the only server.
+    let port = hap.port;
+    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    assert!(wait_until(5.0, || b1.hits.load(Ordering::SeqCst) == 1));
+    env.ok(&runtime_args(&hap, &["add", "s2", &b2.endpoint()]));
+    let hits = b1.hits.load(Ordering::SeqCst);
+    let done = env
+        .call(&runtime_args(
+            &hap,
+            &["--drain-timeout", "10", "remove", "s1"],
+        ))
+        .code(0);
+    done.stderr_has("runtime: removed `nodes/s1`");
+    // hacfg waited for the request in flight, which completed.
+    assert_eq!(slow.join().unwrap(), Ok("s1".to_string()));
+    assert!(
+        done.elapsed > Duration::from_millis(500),
+        "{:?}",
+        done.elapsed
+    );
+    // New requests never reached s1 once hacfg acted.
+    assert_eq!(hap.answering(20), ["s2".to_string()].into());
+    assert_eq!(b1.hits.load(Ordering::SeqCst), hits);
+    assert_eq!(names(&hap), ["s2"]);
+    assert_eq!(hap.reloads(), (0, 0));
+
+    // A short drain deadline leaves a busy server drained, not cut: a later
+    // run deletes it.
+    env.ok(&runtime_args(&hap, &["add", "s1", &b1.endpoint()]));
+    env.ok(&runtime_args(&hap, &["remove", "s2"]));
+    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    assert!(wait_until(5.0, || hap.stat("s1", "scur") == "1"));
+    env.call(&runtime_args(
+        &hap,
+        &["--drain-timeout", "0.2", "remove", "s1"],
+    ))
+    .code(0)
+    .stderr_has("still has requests in flight after --drain-timeout 0.2s");
+    assert_eq!(
+        slow.join().unwrap(),
+        Ok("s1".to_string()),
+        "a session was cut"
+    );
+    assert_eq!(names(&hap), ["s1"]);
+    env.call(&runtime_args(&hap, &["render"]))
+        .code(0)
+        .stderr_has("runtime: removed `nodes/s1`");
+    assert_eq!(names(&hap), Vec::<String>::new());
+}
+
+#[test]
+fn a_new_server_whose_port_refuses_never_gets_a_request() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let b1 = Backend::start("s1");
+    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    let closed = format!("127.0.0.1:{}", crate::harness::free_port());
+    let traffic = Traffic::start(hap.port);
+    env.ok(&runtime_args(&hap, &["add", "dead", &closed]));
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed) = traffic.finish();
+    assert!(ok > 10, "{ok}");
+    assert_eq!(failed, 0);
+    assert_eq!(hap.stat("dead", "lbtot"), "0", "the dead server was chosen");
+    assert_eq!(hap.stat("dead", "status"), "DOWN");
+    assert_eq!(hap.reloads(), (0, 0));
+}
+
+#[test]
+fn drift_is_reported_and_repaired() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
+    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
+    env.ok(&["add", "s2", &b2.endpoint(), "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    env.call(&runtime_args(&hap, &["status"])).code(0);
+    // Someone deletes a server and changes a weight behind hacfg's back.
+    hap.command("set server nodes/s2 state maint");
+    assert!(
+        hap.command("del server nodes/s2")
+            .contains("Server deleted")
+    );
+    hap.command("set server nodes/s1 weight 7");
+    let done = env.call(&runtime_args(&hap, &["status"])).code(8);
+    assert!(done.stdout.contains("drift: weight"), "{}", done.stdout);
+    assert!(
+        done.stdout.contains("drift: not running"),
+        "{}",
+        done.stdout
+    );
+    done.stderr_is("hacfg: warning: 2 server(s) differ from the nodes folder; a run with --reload repairs them\n");
+    let json: serde_json::Value = serde_json::from_str(
+        &env.call(&runtime_args(&hap, &["status", "--json"]))
+            .code(8)
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json[1]["server"], "s2");
+    assert_eq!(json[1]["live"], false);
+    // The next run repairs it, though the file itself is unchanged.
+    env.call(&runtime_args(&hap, &["render"]))
+        .code(0)
+        .stderr_has("runtime: set `nodes/s1` weight 1")
+        .stderr_has("runtime: added `nodes/s2`");
+    env.call(&runtime_args(&hap, &["status"])).code(0);
+    assert_eq!(
+        hap.answering(20),
+        ["s1".to_string(), "s2".to_string()].into()
+    );
+    assert_eq!(hap.reloads(), (0, 0));
+}
+
+#[test]
+fn weight_and_address_change_at_runtime_and_state_survives_a_reload() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b1_moved) = (Backend::start("s1"), Backend::start("s1-moved"));
+    let dead = format!("127.0.0.1:{}", crate::harness::free_port());
+    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
+    env.ok(&["add", "dead", &dead, "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    // Weight and address: at runtime, no reload.
+    env.ok(&runtime_args(
+        &hap,
+        &["add", "s1", &b1.endpoint(), "--weight", "5"],
+    ));
+    env.ok(&runtime_args(
+        &hap,
+        &["add", "s1", &b1_moved.endpoint(), "--weight", "5"],
+    ));
+    assert_eq!(hap.reloads(), (0, 0));
+    let s1 = hap.servers().into_iter().find(|l| l.name == "s1").unwrap();
+    assert_eq!((s1.weight, s1.port), (5, b1_moved.port));
+    assert!(wait_until(5.0, || hap.answering(5).contains("s1-moved")));
+    // `dead` is DOWN by its checks; an operator drains s1 for maintenance.
+    assert!(wait_until(5.0, || hap.stat("dead", "status") == "DOWN"));
+    assert_eq!(hap.command("set server nodes/s1 state drain").trim(), "");
+    // A change outside the server lines reloads; the saved state keeps
+    // `dead` DOWN right after the reload, before any check could run.
+    env.call(&runtime_args(&hap, &["--var", "maxconn=5000", "render"]))
+        .code(0)
+        .stderr_has("reloading: lines other than `server` lines changed");
+    assert_eq!(hap.reloads(), (1, 0));
+    let after: Vec<(String, u8, u16)> = hap
+        .servers()
+        .into_iter()
+        .map(|l| (l.name, l.op_state, l.weight))
+        .collect();
+    assert!(after.contains(&("dead".to_string(), 0, 1)), "{after:?}");
+    let s1 = hap.servers().into_iter().find(|l| l.name == "s1").unwrap();
+    assert_ne!(
+        s1.admin_state & 0x08,
+        0,
+        "s1 is no longer drained after the reload"
+    );
+    assert_eq!((s1.weight, s1.port), (5, b1_moved.port));
+    assert!(
+        fs::read_to_string(env.path("server-state"))
+            .unwrap()
+            .contains(" dead ")
+    );
+    // A port that changes in the same reload is not put back from the state.
+    env.ok(&["add", "s1", &b1.endpoint(), "--weight", "5", "--no-render"]);
+    env.ok(&runtime_args(&hap, &["--var", "maxconn=6000", "render"]));
+    assert_eq!(hap.reloads(), (2, 0));
+    let s1 = hap.servers().into_iter().find(|l| l.name == "s1").unwrap();
+    assert_eq!(
+        s1.port, b1.port,
+        "the old port came back from the state file"
+    );
+}
+
+#[test]
+fn a_runtime_change_haproxy_refuses_changes_nothing() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
+    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    // An intruder added behind hacfg's back holds the id `n2` will want.
+    let id = hacfg::render::stable_id("n2");
+    let answer = hap.command(&format!(
+        "add server nodes/intruder {} id {id}",
+        b2.endpoint()
+    ));
+    assert!(answer.contains("New server registered"), "{answer}");
+    let file = fs::read(&env.output).unwrap();
+    // One batch: a weight change HAProxy takes, then an add it refuses.
+    env.ok(&["add", "s1", &b1.endpoint(), "--weight", "9", "--no-render"]);
+    env.ok(&["add", "n2", &b2.endpoint(), "--no-render"]);
+    env.call(&runtime_args(&hap, &["render"]))
+        .code(3)
+        .stderr_has("HAProxy refused a runtime change")
+        .stderr_has(&format!("custom id {id} already used"));
+    assert_eq!(
+        fs::read(&env.output).unwrap(),
+        file,
+        "the file claims a refused change"
+    );
+    let live: Vec<(String, u16)> = hap
+        .servers()
+        .into_iter()
+        .map(|l| (l.name, l.weight))
+        .collect();
+    assert_eq!(live, [("s1".to_string(), 1), ("intruder".to_string(), 1)]);
+    assert_eq!(hap.reloads(), (0, 0));
+    // `--apply runtime` refuses what needs a reload, and changes nothing.
+    env.call(&runtime_args(
+        &hap,
+        &["--apply", "runtime", "--var", "maxconn=5000", "render"],
+    ))
+    .code(7)
+    .stderr_has("this change needs a reload (lines other than `server` lines changed)");
+    assert_eq!(fs::read(&env.output).unwrap(), file);
+}
