@@ -107,6 +107,12 @@ pub fn update(
     output: &Output,
     log: &mut Log,
 ) -> Result<Applied> {
+    // HAProxy's live servers are fetched while the folder is read and
+    // rendered: the two waits overlap.
+    let mut live_servers = runtime_path(cfg).map(|rt| {
+        let rt = rt.clone();
+        std::thread::spawn(move || rt.live())
+    });
     output.remove_leftovers(lock);
     let mut held = HeldSet::load(store.dir());
     let before = held.clone();
@@ -130,30 +136,17 @@ pub fn update(
         let unchanged = output.same_as(rendered.as_bytes())? == Some(true) && !cfg.force;
         // Before any check has run, try the runtime API: it also repairs
         // drift when the file is unchanged (a server deleted behind our back).
-        if let Some(rt) = runtime_path(cfg).filter(|_| passes == 0) {
-            match through_runtime(cfg, rt, output, &rendered, log)? {
-                None if unchanged => {}
-                None => {
-                    save_held(&held, &before, store)?;
-                    let _ = output.replace(None, rendered.as_bytes())?;
-                    log.info(&format!(
-                        "wrote `{shown}` ({}), applied through the runtime API without a reload",
-                        nodes_text(count)
-                    ));
-                    return Ok(applied(&held, newly));
-                }
-                Some(why) if unchanged => log.warn(&format!(
-                    "the live servers differ from `{shown}` in a way the runtime API cannot \
-                     repair ({why}); `hacfg --force render` reloads"
-                )),
-                Some(why) if cfg.apply == ApplyMode::Runtime => {
-                    return Err(Failure::NeedsReload(format!(
-                        "this change needs a reload ({why}), and --apply runtime forbids one; \
-                         nothing was changed"
-                    ))
-                    .into());
-                }
-                Some(why) => log.info(&format!("reloading: {why}")),
+        let runtime = runtime_path(cfg).zip(live_servers.take());
+        if let Some((rt, live)) = runtime {
+            let done = runtime_first(cfg, rt, live, output, &rendered, unchanged, log)?;
+            if done && !unchanged {
+                save_held(&held, &before, store)?;
+                let _ = output.replace(None, rendered.as_bytes())?;
+                log.info(&format!(
+                    "wrote `{shown}` ({}), applied through the runtime API without a reload",
+                    nodes_text(count)
+                ));
+                return Ok(applied(&held, newly));
             }
         }
         if unchanged {
@@ -230,6 +223,43 @@ fn runtime_path(cfg: &Config) -> Option<&Runtime> {
         .filter(|_| cfg.reload.is_some() && cfg.apply != ApplyMode::Reload)
 }
 
+/// Tries the runtime API before any check: true when HAProxy now runs the
+/// desired servers (the file may still need writing), false when the
+/// change takes the reload path. It also repairs drift when the file is
+/// `unchanged` (a server deleted behind hacfg's back).
+fn runtime_first(
+    cfg: &Config,
+    rt: &Runtime,
+    live: std::thread::JoinHandle<Result<Vec<plan::Live>>>,
+    output: &Output,
+    rendered: &str,
+    unchanged: bool,
+    log: &mut Log,
+) -> Result<bool> {
+    let live = live
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the runtime reader panicked")));
+    let Some(why) = through_runtime(cfg, rt, live, output, rendered, log)? else {
+        return Ok(true);
+    };
+    if unchanged {
+        log.warn(&format!(
+            "the live servers differ from `{}` in a way the runtime API cannot repair ({why}); \
+             `hacfg --force render` reloads",
+            output.path().display()
+        ));
+    } else if cfg.apply == ApplyMode::Runtime {
+        return Err(Failure::NeedsReload(format!(
+            "this change needs a reload ({why}), and --apply runtime forbids one; nothing was \
+             changed"
+        ))
+        .into());
+    } else {
+        log.info(&format!("reloading: {why}"));
+    }
+    Ok(false)
+}
+
 /// Brings HAProxy's servers in line with `rendered` through the runtime
 /// API. `None`: it runs them now (or already did); `Some(why)`: it takes a
 /// reload. No `haproxy -c` runs here: the rest of the config is
@@ -238,11 +268,12 @@ fn runtime_path(cfg: &Config) -> Option<&Runtime> {
 fn through_runtime(
     cfg: &Config,
     rt: &Runtime,
+    live: Result<Vec<plan::Live>>,
     output: &Output,
     rendered: &str,
     log: &mut Log,
 ) -> Result<Option<String>> {
-    let live = match rt.live() {
+    let live = match live {
         Ok(live) => live,
         Err(e) if cfg.apply == ApplyMode::Auto => {
             return Ok(Some(format!("the runtime API did not answer: {e:#}")));

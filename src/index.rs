@@ -144,15 +144,22 @@ impl Snapshot {
     }
 
     /// The folder's nodes and stamps, sorted: the confirmed entries plus the
-    /// files read afresh (`fresh`). `changed` tells whether the index on disk
-    /// differs from them and is worth rewriting.
-    pub fn merge(self, fresh: Vec<(Node, Stamp)>) -> (Vec<Node>, Vec<Stamp>, bool) {
+    /// files read afresh (`fresh`) in a scan that began at `scan_start`.
+    /// `changed` tells whether rewriting the index is worth it: an entry
+    /// went, or a fresh file is settled (a racy one would not be trusted by
+    /// the next load anyway, so a burst does not rewrite the index each time).
+    pub fn merge(
+        self,
+        fresh: Vec<(Node, Stamp)>,
+        scan_start: i64,
+    ) -> (Vec<Node>, Vec<Stamp>, bool) {
         let Snapshot {
             mut nodes,
             mut stamps,
             confirmed,
         } = self;
-        let changed = !fresh.is_empty() || confirmed.iter().any(|c| !c);
+        let changed = confirmed.iter().any(|c| !c)
+            || fresh.iter().any(|(_, stamp)| stamp.settled(scan_start));
         let mut keep = confirmed.iter();
         nodes.retain(|_| keep.next() == Some(&true));
         let mut keep = confirmed.iter();
@@ -349,7 +356,7 @@ mod tests {
         assert_eq!(snap.find("b"), None, "a racy entry was kept");
         let at = snap.find("a").unwrap();
         snap.keep(at);
-        let (nodes, _, changed) = snap.merge(Vec::new());
+        let (nodes, _, changed) = snap.merge(Vec::new(), now_ns());
         assert_eq!((nodes, changed), (vec![node("a")], false));
     }
 
@@ -379,7 +386,7 @@ mod tests {
         snap.keep(0);
         snap.keep(1);
         let fresh = vec![(node("e"), OLD), (node("a"), OLD), (node("c"), OLD)];
-        let (nodes, stamps, changed) = snap.merge(fresh);
+        let (nodes, stamps, changed) = snap.merge(fresh, now_ns());
         let names: Vec<_> = nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c", "d", "e"]);
         assert_eq!((stamps.len(), changed), (5, true));

@@ -7,7 +7,7 @@
 //! takes dynamic servers, and whose lines use only keywords `add server`
 //! accepts, with IP literal addresses. Anything else reloads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 /// One `server` line of a backend.
@@ -55,12 +55,9 @@ const WITH_ARG: &[&str] = &[
     "minconn",
 ];
 
-/// A config split into its server lines (per backend) and everything else.
+/// A config's backends and their server lines.
 #[derive(Debug, Default)]
 pub struct Split {
-    /// The config without its server lines: equal `rest` means the
-    /// configs differ in server lines at most.
-    pub rest: String,
     pub backends: BTreeMap<String, Backend>,
 }
 
@@ -94,6 +91,46 @@ impl Algorithm {
     }
 }
 
+/// One line of a config, classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind<'a> {
+    /// A `server` line of this `backend` or `listen` section.
+    Server(&'a str),
+    /// Any other line, section headers included.
+    Other,
+}
+
+/// The lines of `config` (newlines kept), each with its kind.
+fn classify(config: &str) -> impl Iterator<Item = (Kind<'_>, &str)> {
+    let mut backend: Option<&str> = None;
+    config.split_inclusive('\n').map(move |line| {
+        let trimmed = line.trim_start();
+        let first = trimmed.split_whitespace().next().unwrap_or_default();
+        if !line.starts_with([' ', '\t']) && !trimmed.is_empty() && !first.starts_with('#') {
+            let mut words = trimmed.split_whitespace();
+            backend = match (words.next(), words.next()) {
+                (Some("backend" | "listen"), Some(name)) => Some(name),
+                _ => None,
+            };
+            return (Kind::Other, line);
+        }
+        match (backend, first) {
+            (Some(b), "server") => (Kind::Server(b), line),
+            _ => (Kind::Other, line),
+        }
+    })
+}
+
+/// Whether two configs differ in `server` lines at most (no allocation).
+fn same_rest(old: &str, new: &str) -> bool {
+    let rest = |c| {
+        classify(c)
+            .filter(|(k, _)| *k == Kind::Other)
+            .map(|(_, l)| l)
+    };
+    rest(old).eq(rest(new))
+}
+
 /// Splits `config` into server lines and the rest.
 pub fn split(config: &str) -> Split {
     let mut out = Split::default();
@@ -122,7 +159,6 @@ pub fn split(config: &str) -> Split {
                 algorithm = defaults.clone();
             }
             section = Some((first.to_string(), name));
-            out.rest.push_str(line);
             continue;
         }
         let in_defaults = section.as_ref().is_some_and(|(k, _)| k == "defaults");
@@ -134,16 +170,15 @@ pub fn split(config: &str) -> Split {
         if in_defaults {
             defaults = algorithm.clone();
         }
-        match (&section, first) {
-            (Some((kind, backend)), "server") if kind == "backend" || kind == "listen" => {
-                let server = parse_server(backend, trimmed);
-                out.backends
-                    .entry(backend.clone())
-                    .or_default()
-                    .servers
-                    .push(server);
-            }
-            _ => out.rest.push_str(line),
+        if let (Some((kind, backend)), "server") = (&section, first)
+            && (kind == "backend" || kind == "listen")
+        {
+            let server = parse_server(backend, trimmed);
+            out.backends
+                .entry(backend.clone())
+                .or_default()
+                .servers
+                .push(server);
         }
     }
     finish(&section, &algorithm, &mut out);
@@ -152,41 +187,93 @@ pub fn split(config: &str) -> Split {
 
 /// Parses `server NAME ADDR:PORT [keywords]` (a line `split` found).
 fn parse_server(backend: &str, line: &str) -> Server {
+    read_server(backend, line).to_server()
+}
+
+/// A server line as read, borrowing from the config: a plan reads every
+/// line of a 10,000-server config and keeps owned copies only of changes.
+#[derive(Debug, Clone, Copy)]
+struct ServerLine<'a> {
+    backend: &'a str,
+    name: &'a str,
+    addr: &'a str,
+    port: u16,
+    weight: u16,
+    id: Option<u32>,
+    check: bool,
+    keywords: &'a str,
+    refusal: Option<Refusal<'a>>,
+}
+
+/// Why `add server` cannot take a line.
+#[derive(Debug, Clone, Copy)]
+enum Refusal<'a> {
+    NoPort(&'a str),
+    NotIp(&'a str),
+    Keyword(&'a str),
+    Value(&'a str, &'a str),
+}
+
+impl std::fmt::Display for Refusal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NoPort(e) => write!(f, "no port in `{e}`"),
+            Refusal::NotIp(e) => write!(f, "`{e}` is not IP:PORT (the runtime resolves no names)"),
+            Refusal::Keyword(k) => write!(f, "keyword `{k}` is not taken by `add server`"),
+            Refusal::Value(k, v) => write!(f, "{k} `{v}`"),
+        }
+    }
+}
+
+impl ServerLine<'_> {
+    fn to_server(self) -> Server {
+        Server {
+            backend: self.backend.to_string(),
+            name: self.name.to_string(),
+            addr: self.addr.to_string(),
+            port: self.port,
+            weight: self.weight,
+            id: self.id,
+            check: self.check,
+            keywords: self.keywords.to_string(),
+            not_dynamic: self.refusal.map(|r| r.to_string()),
+        }
+    }
+}
+
+fn read_server<'a>(backend: &'a str, line: &'a str) -> ServerLine<'a> {
     let mut words = line.split_whitespace().skip(1);
-    let name = words.next().unwrap_or_default().to_string();
+    let name = words.next().unwrap_or_default();
     let endpoint = words.next().unwrap_or_default();
     let keywords = line
         .splitn(4, char::is_whitespace)
         .nth(3)
         .unwrap_or_default()
-        .trim()
-        .to_string();
-    let mut server = Server {
-        backend: backend.to_string(),
+        .trim();
+    let mut server = ServerLine {
+        backend,
         name,
-        addr: String::new(),
+        addr: "",
         port: 0,
         weight: 1,
         id: None,
         check: false,
-        keywords: keywords.clone(),
-        not_dynamic: None,
+        keywords,
+        refusal: None,
     };
-    let mut refuse = |why: String| {
-        server.not_dynamic.get_or_insert(why);
+    let mut refuse = |why| {
+        server.refusal.get_or_insert(why);
     };
     // IPv6 is written `fd00::1:80`: the port follows the last colon.
     match endpoint.rsplit_once(':') {
         Some((addr, port)) if addr.parse::<IpAddr>().is_ok() => match port.parse() {
             Ok(port) => {
-                server.addr = addr.to_string();
+                server.addr = addr;
                 server.port = port;
             }
-            Err(_) => refuse(format!("no port in `{endpoint}`")),
+            Err(_) => refuse(Refusal::NoPort(endpoint)),
         },
-        _ => refuse(format!(
-            "`{endpoint}` is not IP:PORT (the runtime resolves no names)"
-        )),
+        _ => refuse(Refusal::NotIp(endpoint)),
     }
     let mut words = keywords.split_whitespace();
     while let Some(word) = words.next() {
@@ -195,18 +282,18 @@ fn parse_server(backend: &str, line: &str) -> Server {
             continue;
         }
         if !WITH_ARG.contains(&word) {
-            refuse(format!("keyword `{word}` is not taken by `add server`"));
+            refuse(Refusal::Keyword(word));
             continue;
         }
         let value = words.next().unwrap_or_default();
         match word {
             "weight" => match value.parse() {
                 Ok(w) => server.weight = w,
-                Err(_) => refuse(format!("weight `{value}`")),
+                Err(_) => refuse(Refusal::Value("weight", value)),
             },
             "id" => match value.parse() {
                 Ok(id) => server.id = Some(id),
-                Err(_) => refuse(format!("id `{value}`")),
+                Err(_) => refuse(Refusal::Value("id", value)),
             },
             _ => {}
         }
@@ -267,75 +354,88 @@ pub fn plan(old: Option<&str>, new: &str, live: &[Live]) -> Plan {
     let Some(old) = old else {
         return Plan::Reload("there is no config yet".into());
     };
-    let (old, new) = (split(old), split(new));
-    if old.rest != new.rest {
+    if !same_rest(old, new) {
         return Plan::Reload("lines other than `server` lines changed".into());
     }
-    let mut live_by: BTreeMap<(&str, &str), &Live> = BTreeMap::new();
-    for l in live {
-        live_by.insert((l.backend.as_str(), l.name.as_str()), l);
+    // Of the old config, only each server's keywords matter.
+    let mut old_keywords: HashMap<(&str, &str), &str> = HashMap::with_capacity(live.len() + 16);
+    for (kind, line) in classify(old) {
+        if let Kind::Server(backend) = kind {
+            let mut words = line.trim().splitn(4, char::is_whitespace).skip(1);
+            let name = words.next().unwrap_or_default();
+            let keywords = words.nth(1).unwrap_or_default().trim();
+            old_keywords.insert((backend, name), keywords);
+        }
     }
+    let live_by: HashMap<(&str, &str), &Live> = live
+        .iter()
+        .map(|l| ((l.backend.as_str(), l.name.as_str()), l))
+        .collect();
+    // The algorithms are the same on both sides: the rest is identical.
+    let backends: HashMap<String, Backend> = split_algorithms(new);
+    let mut wanted: HashSet<(&str, &str)> = HashSet::with_capacity(live.len() + 16);
+    let mut touched: HashSet<&str> = HashSet::new();
     let mut ops = Vec::new();
-    for (name, backend) in &new.backends {
-        let old_servers: BTreeMap<&str, &Server> = old
-            .backends
-            .get(name)
-            .map(|b| b.servers.iter().map(|s| (s.name.as_str(), s)).collect())
-            .unwrap_or_default();
-        let mut wanted = std::collections::BTreeSet::new();
-        let before = ops.len();
-        for server in &backend.servers {
-            wanted.insert(server.name.as_str());
-            let Some(live) = live_by.get(&(name.as_str(), server.name.as_str())) else {
-                if let Some(why) = &server.not_dynamic {
-                    return Plan::Reload(format!("server `{name}/{}`: {why}", server.name));
-                }
-                ops.push(Op::Add(server.clone()));
-                continue;
-            };
-            if server.id.is_some_and(|id| id != live.id) {
-                return Plan::Reload(format!("server `{name}/{}` has another id", server.name));
+    for (kind, line) in classify(new) {
+        let Kind::Server(backend) = kind else {
+            continue;
+        };
+        let server = read_server(backend, line.trim());
+        let name = server.name;
+        wanted.insert((backend, name));
+        let Some(live) = live_by.get(&(backend, name)) else {
+            if let Some(why) = server.refusal {
+                return Plan::Reload(format!("server `{backend}/{name}`: {why}"));
             }
-            if old_servers
-                .get(server.name.as_str())
-                .is_some_and(|o| without_weight(&o.keywords) != without_weight(&server.keywords))
-            {
-                return Plan::Reload(format!(
-                    "server `{name}/{}` changed more than its address and weight",
-                    server.name
-                ));
-            }
-            if (server.addr.as_str(), server.port) != (live.addr.as_str(), live.port) {
-                if let Some(why) = &server.not_dynamic {
-                    return Plan::Reload(format!("server `{name}/{}`: {why}", server.name));
-                }
-                ops.push(Op::SetAddr {
-                    backend: name.clone(),
-                    name: server.name.clone(),
-                    addr: server.addr.clone(),
-                    port: server.port,
-                });
-            }
-            if server.weight != live.weight {
-                ops.push(Op::SetWeight {
-                    backend: name.clone(),
-                    name: server.name.clone(),
-                    weight: server.weight,
-                });
-            }
+            ops.push(Op::Add(server.to_server()));
+            touched.insert(backend);
+            continue;
+        };
+        if server.id.is_some_and(|id| id != live.id) {
+            return Plan::Reload(format!("server `{backend}/{name}` has another id"));
         }
-        for live in live.iter().filter(|l| &l.backend == name) {
-            if !wanted.contains(live.name.as_str()) {
-                ops.push(Op::Delete {
-                    backend: name.clone(),
-                    name: live.name.clone(),
-                });
-            }
+        let old = old_keywords.get(&(backend, name));
+        if old.is_some_and(|o| {
+            *o != server.keywords && without_weight(o) != without_weight(server.keywords)
+        }) {
+            return Plan::Reload(format!(
+                "server `{backend}/{name}` changed more than its address and weight"
+            ));
         }
-        if ops.len() > before
-            && let Some(why) = &backend.not_dynamic
-        {
-            return Plan::Reload(format!("backend `{name}`: {why}"));
+        if (server.addr, server.port) != (live.addr.as_str(), live.port) {
+            if let Some(why) = server.refusal {
+                return Plan::Reload(format!("server `{backend}/{name}`: {why}"));
+            }
+            ops.push(Op::SetAddr {
+                backend: backend.to_string(),
+                name: name.to_string(),
+                addr: server.addr.to_string(),
+                port: server.port,
+            });
+            touched.insert(backend);
+        }
+        if server.weight != live.weight {
+            ops.push(Op::SetWeight {
+                backend: backend.to_string(),
+                name: name.to_string(),
+                weight: server.weight,
+            });
+            touched.insert(backend);
+        }
+    }
+    for l in live {
+        let gone = !wanted.contains(&(l.backend.as_str(), l.name.as_str()));
+        if gone && backends.contains_key(&l.backend) {
+            ops.push(Op::Delete {
+                backend: l.backend.clone(),
+                name: l.name.clone(),
+            });
+            touched.insert(&l.backend);
+        }
+    }
+    for backend in touched {
+        if let Some(why) = backends.get(backend).and_then(|b| b.not_dynamic.as_ref()) {
+            return Plan::Reload(format!("backend `{backend}`: {why}"));
         }
     }
     if ops.is_empty() {
@@ -343,6 +443,22 @@ pub fn plan(old: Option<&str>, new: &str, live: &[Live]) -> Plan {
     } else {
         Plan::Runtime(ops)
     }
+}
+
+/// The backends of `config` and their algorithms, without their servers.
+fn split_algorithms(config: &str) -> HashMap<String, Backend> {
+    let headers_and_balance = config
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !l.starts_with([' ', '\t']) || t.starts_with("balance") || t.starts_with("hash-type")
+        })
+        .fold(String::new(), |mut acc, l| {
+            acc.push_str(l);
+            acc.push('\n');
+            acc
+        });
+    split(&headers_and_balance).backends.into_iter().collect()
 }
 
 /// A server line's keywords without `weight N`, which the runtime changes.
@@ -386,7 +502,11 @@ mod tests {
     #[test]
     fn splits_server_lines_from_the_rest() {
         let s = split(BASE);
-        assert!(!s.rest.contains("server "), "{}", s.rest);
+        assert!(same_rest(BASE, &BASE.replace("10.0.0.1:80", "10.0.0.7:81")));
+        assert!(!same_rest(BASE, &BASE.replace("maxconn 10", "maxconn 11")));
+        // A peers section's `server` lines are not backend servers.
+        let peers = "peers p\n    server a 10.0.0.1:1024\n";
+        assert!(!same_rest(peers, &peers.replace("1024", "1025")));
         let b = &s.backends["nodes"];
         assert_eq!(b.not_dynamic, None);
         assert_eq!(b.servers[1].name, "b");

@@ -49,6 +49,46 @@ impl Runtime {
         Ok(answer.trim().to_string())
     }
 
+    /// Sends `commands` joined by `;`, a few KiB per exchange (HAProxy reads
+    /// one line of at most its buffer size, 16 KiB by default), and returns
+    /// one answer per command: HAProxy ends each answer with an empty line.
+    pub fn batch(&self, commands: &[String]) -> Result<Vec<String>> {
+        const LINE: usize = 8 * 1024;
+        let prefix = match self.socket {
+            Socket::Master(_) => "@1 ",
+            Socket::Stats(_) => "",
+        };
+        let mut answers = Vec::with_capacity(commands.len());
+        let mut start = 0;
+        while start < commands.len() {
+            let mut line = String::new();
+            let mut end = start;
+            while end < commands.len() && (end == start || line.len() + commands[end].len() < LINE)
+            {
+                if end > start {
+                    line.push_str("; ");
+                }
+                line.push_str(prefix);
+                line.push_str(&commands[end]);
+                end += 1;
+            }
+            let text = socket::exchange(self.path(), &line, Instant::now() + self.timeout)?;
+            let got = split_answers(&text);
+            if got.len() != end - start {
+                bail!(
+                    "`{}` gave {} answers to {} commands: {}",
+                    self.path().display(),
+                    got.len(),
+                    end - start,
+                    quote(&text)
+                );
+            }
+            answers.extend(got);
+            start = end;
+        }
+        Ok(answers)
+    }
+
     pub fn path(&self) -> &Path {
         match &self.socket {
             Socket::Master(p) | Socket::Stats(p) => p,
@@ -81,6 +121,40 @@ impl Runtime {
         let text = self.command("show stat -1 4 -1")?;
         Ok(parse_stat(&text))
     }
+
+    /// `show stat` of the servers of these `backend/server` targets' backends
+    /// only: at 10,000 servers, all of them take tens of milliseconds.
+    fn stats_of(&self, targets: &[String]) -> Result<BTreeMap<(String, String), Stat>> {
+        let backends: BTreeSet<&str> = targets
+            .iter()
+            .map(|t| t.split_once('/').map_or(t.as_str(), |(b, _)| b))
+            .collect();
+        let mut stats = BTreeMap::new();
+        for backend in backends {
+            let text = self.command(&format!("show stat {backend} 4 -1"))?;
+            stats.extend(parse_stat(&text));
+        }
+        Ok(stats)
+    }
+}
+
+/// The answers to `;`-joined commands: each ends with an empty line (the
+/// last one may end with the stream instead).
+fn split_answers(text: &str) -> Vec<String> {
+    let mut answers = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            answers.push(current.join("\n"));
+            current.clear();
+        } else {
+            current.push(line);
+        }
+    }
+    if !current.is_empty() {
+        answers.push(current.join("\n"));
+    }
+    answers
 }
 
 /// Parses `show servers state` (format version 1).
@@ -205,20 +279,41 @@ struct Execution<'a> {
     out: Executed,
 }
 
+/// A command and what its answer must look like.
+struct Step {
+    command: String,
+    ok: fn(&str) -> bool,
+    /// Commands that undo it once it succeeded.
+    undo: Vec<String>,
+}
+
+fn empty(answer: &str) -> bool {
+    answer.is_empty()
+}
+
 impl Execution<'_> {
-    /// Sends `cmd`; an answer `ok` does not accept is a refusal: what this
-    /// run changed is undone, and the error carries HAProxy's words.
-    fn send(&mut self, cmd: &str, ok: impl Fn(&str) -> bool) -> Result<()> {
-        let answer = self.rt.command(cmd)?;
-        if ok(&answer) {
+    /// Sends `steps` in one batch. Every step that succeeded is recorded
+    /// for undoing; if any was refused, all of this run's changes are
+    /// undone and the error carries HAProxy's words for the first refusal.
+    fn send(&mut self, steps: Vec<Step>) -> Result<()> {
+        let commands: Vec<String> = steps.iter().map(|s| s.command.clone()).collect();
+        let answers = self.rt.batch(&commands)?;
+        let mut refused = None;
+        for (step, answer) in steps.into_iter().zip(&answers) {
+            if (step.ok)(answer) {
+                self.undo.extend(step.undo);
+            } else if refused.is_none() {
+                refused = Some(format!("`{}`: {answer}", step.command));
+            }
+        }
+        let Some(refused) = refused else {
             return Ok(());
-        }
-        for undo in self.undo.iter().rev() {
-            let _ = self.rt.command(undo);
-        }
+        };
+        let undo: Vec<String> = self.undo.iter().rev().cloned().collect();
+        let _ = self.rt.batch(&undo);
         Err(Failure::Rejected(format!(
-            "HAProxy refused a runtime change: `{cmd}`: {answer}; what this run changed at \
-             runtime was undone, and the config file was not written"
+            "HAProxy refused a runtime change: {refused}; what this run changed at runtime was \
+             undone, and the config file was not written"
         ))
         .into())
     }
@@ -229,8 +324,9 @@ impl Execution<'_> {
             .find(|l| l.backend == backend && l.name == name)
     }
 
-    /// `set server … addr` and `… weight`.
+    /// `set server … addr` and `… weight`, in one batch.
     fn settings(&mut self, ops: &[Op]) -> Result<()> {
+        let mut steps = Vec::new();
         for op in ops {
             match op {
                 Op::SetAddr {
@@ -239,15 +335,17 @@ impl Execution<'_> {
                     addr,
                     port,
                 } => {
-                    let cmd = format!("set server {backend}/{name} addr {addr} port {port}");
-                    self.send(&cmd, |a| a.contains("changed") || a.contains("no need"))?;
-                    if let Some(l) = self.live(backend, name) {
-                        let back = format!(
+                    let undo = self.live(backend, name).map(|l| {
+                        format!(
                             "set server {backend}/{name} addr {} port {}",
                             l.addr, l.port
-                        );
-                        self.undo.push(back);
-                    }
+                        )
+                    });
+                    steps.push(Step {
+                        command: format!("set server {backend}/{name} addr {addr} port {port}"),
+                        ok: |a| a.contains("changed") || a.contains("no need"),
+                        undo: undo.into_iter().collect(),
+                    });
                     self.out
                         .done
                         .push(format!("set `{backend}/{name}` to {addr}:{port}"));
@@ -257,12 +355,14 @@ impl Execution<'_> {
                     name,
                     weight,
                 } => {
-                    let cmd = format!("set server {backend}/{name} weight {weight}");
-                    self.send(&cmd, str::is_empty)?;
-                    if let Some(l) = self.live(backend, name) {
-                        let back = format!("set server {backend}/{name} weight {}", l.weight);
-                        self.undo.push(back);
-                    }
+                    let undo = self
+                        .live(backend, name)
+                        .map(|l| format!("set server {backend}/{name} weight {}", l.weight));
+                    steps.push(Step {
+                        command: format!("set server {backend}/{name} weight {weight}"),
+                        ok: empty,
+                        undo: undo.into_iter().collect(),
+                    });
                     self.out
                         .done
                         .push(format!("set `{backend}/{name}` weight {weight}"));
@@ -270,35 +370,53 @@ impl Execution<'_> {
                 Op::Add(_) | Op::Delete { .. } => {}
             }
         }
-        Ok(())
+        self.send(steps)
     }
 
-    /// `add server`; a server with checks goes into drain with its checks
-    /// on (returned, to wait for), one without straight into service.
+    /// `add server`, in one batch; a server with checks goes into drain
+    /// with its checks on (returned, to wait for), one without straight
+    /// into service.
     fn adds(&mut self, ops: &[Op]) -> Result<Vec<String>> {
+        let mut steps = Vec::new();
         let mut checking = Vec::new();
         for op in ops {
             let Op::Add(s) = op else { continue };
             let target = format!("{}/{}", s.backend, s.name);
-            let cmd = format!(
+            let add = format!(
                 "add server {target} {}:{} {}",
                 bracket(&s.addr),
                 s.port,
                 s.keywords
             );
-            self.send(cmd.trim_end(), |a| a.contains("New server registered"))?;
-            // The undo runs in reverse: `state maint`, then `del server`.
-            self.undo.push(format!("del server {target}"));
-            self.undo.push(format!("set server {target} state maint"));
+            steps.push(Step {
+                command: add.trim_end().to_string(),
+                ok: |a| a.contains("New server registered"),
+                // Undone in reverse: `state maint`, then `del server`.
+                undo: vec![
+                    format!("del server {target}"),
+                    format!("set server {target} state maint"),
+                ],
+            });
+            let then = if s.check {
+                vec![
+                    format!("enable health {target}"),
+                    format!("set server {target} state drain"),
+                ]
+            } else {
+                vec![format!("set server {target} state ready")]
+            };
+            steps.extend(then.into_iter().map(|command| Step {
+                command,
+                ok: empty,
+                undo: Vec::new(),
+            }));
             if s.check {
-                self.send(&format!("enable health {target}"), str::is_empty)?;
-                self.send(&format!("set server {target} state drain"), str::is_empty)?;
                 checking.push(target);
             } else {
-                self.send(&format!("set server {target} state ready"), str::is_empty)?;
                 self.out.done.push(format!("added `{target}`"));
             }
         }
+        self.send(steps)?;
         Ok(checking)
     }
 
@@ -308,19 +426,25 @@ impl Execution<'_> {
     fn first_checks(&mut self, mut checking: Vec<String>, wait: Duration) -> Result<()> {
         let deadline = Instant::now() + wait;
         while !checking.is_empty() {
-            let stats = self.rt.stats()?;
-            let mut left = Vec::new();
-            for target in checking {
-                let checked = stats
-                    .get(&split_target(&target))
-                    .is_some_and(|s| !s.check.is_empty() && !s.check.starts_with("INI"));
-                if checked {
-                    self.send(&format!("set server {target} state ready"), str::is_empty)?;
-                    self.out.done.push(format!("added `{target}`"));
-                } else {
-                    left.push(target);
-                }
-            }
+            let stats = self.rt.stats_of(&checking)?;
+            let (checked, left): (Vec<String>, Vec<String>) =
+                checking.into_iter().partition(|target| {
+                    stats
+                        .get(&split_target(target))
+                        .is_some_and(|s| !s.check.is_empty() && !s.check.starts_with("INI"))
+                });
+            let steps = checked
+                .iter()
+                .map(|target| Step {
+                    command: format!("set server {target} state ready"),
+                    ok: empty,
+                    undo: Vec::new(),
+                })
+                .collect();
+            self.send(steps)?;
+            self.out
+                .done
+                .extend(checked.iter().map(|t| format!("added `{t}`")));
             checking = left;
             if checking.is_empty() || Instant::now() >= deadline {
                 break;
@@ -334,30 +458,36 @@ impl Execution<'_> {
     /// Drains every removed server at once, then deletes each as it goes
     /// idle; those still busy at the deadline stay drained.
     fn removals(&mut self, ops: &[Op], wait: Duration) -> Result<()> {
-        let mut draining = Vec::new();
-        for op in ops {
-            let Op::Delete { backend, name } = op else {
-                continue;
-            };
-            let target = format!("{backend}/{name}");
-            self.send(&format!("set server {target} state drain"), str::is_empty)?;
-            draining.push(target);
-        }
+        let mut draining: Vec<String> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Delete { backend, name } => Some(format!("{backend}/{name}")),
+                _ => None,
+            })
+            .collect();
+        let steps = draining
+            .iter()
+            .map(|target| Step {
+                command: format!("set server {target} state drain"),
+                ok: empty,
+                undo: Vec::new(),
+            })
+            .collect();
+        self.send(steps)?;
         let deadline = Instant::now() + wait;
         while !draining.is_empty() {
-            let stats = self.rt.stats()?;
-            let mut left = Vec::new();
-            for target in draining {
-                let idle = stats
-                    .get(&split_target(&target))
-                    .is_none_or(|s| s.sessions == 0);
-                if idle && delete(self.rt, &target)? {
+            let stats = self.rt.stats_of(&draining)?;
+            let (idle, busy): (Vec<String>, Vec<String>) = draining
+                .into_iter()
+                .partition(|t| stats.get(&split_target(t)).is_none_or(|s| s.sessions == 0));
+            draining = busy;
+            for (target, deleted) in idle.iter().zip(delete(self.rt, &idle)?) {
+                if deleted {
                     self.out.done.push(format!("removed `{target}`"));
                 } else {
-                    left.push(target);
+                    draining.push(target.clone());
                 }
             }
-            draining = left;
             if draining.is_empty() || Instant::now() >= deadline {
                 break;
             }
@@ -368,19 +498,39 @@ impl Execution<'_> {
     }
 }
 
-/// `state maint` then `del server`; false while connections are attached.
-fn delete(rt: &Runtime, target: &str) -> Result<bool> {
-    rt.command(&format!("set server {target} state maint"))?;
-    let answer = rt.command(&format!("del server {target}"))?;
-    if answer.contains("Server deleted") || answer.contains("No such server") {
-        return Ok(true);
+/// `state maint` then `del server` for each target, in one batch; false
+/// for a server that still has connections attached (put back in drain,
+/// so it takes no traffic while we wait).
+fn delete(rt: &Runtime, targets: &[String]) -> Result<Vec<bool>> {
+    let commands: Vec<String> = targets
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("set server {t} state maint"),
+                format!("del server {t}"),
+            ]
+        })
+        .collect();
+    let answers = rt.batch(&commands)?;
+    let mut result = Vec::with_capacity(targets.len());
+    let mut back = Vec::new();
+    for (target, answer) in targets.iter().zip(answers.iter().skip(1).step_by(2)) {
+        if answer.contains("Server deleted") || answer.contains("No such server") {
+            result.push(true);
+        } else if answer.contains("connections attached") {
+            back.push(format!("set server {target} state drain"));
+            result.push(false);
+        } else {
+            return Err(Failure::Rejected(format!(
+                "HAProxy refused `del server {target}`: {answer}"
+            ))
+            .into());
+        }
     }
-    if answer.contains("connections attached") {
-        // Back to drain: it must not take traffic while we wait.
-        rt.command(&format!("set server {target} state drain"))?;
-        return Ok(false);
+    if !back.is_empty() {
+        rt.batch(&back)?;
     }
-    Err(Failure::Rejected(format!("HAProxy refused `del server {target}`: {answer}")).into())
+    Ok(result)
 }
 
 /// `backend/server` as a key of `parse_stat`.
@@ -463,6 +613,23 @@ mod tests {
         );
         assert!(parse_servers_state("garbage").is_err());
         assert!(parse_servers_state("1\n3 nodes x\n").is_err());
+    }
+
+    #[test]
+    fn splits_answers_to_joined_commands() {
+        // Answers as HAProxy 2.6 gives them to `a; b; c; d; e; f`.
+        let text = "\nNo such server.\n\nNew server registered.\n\n\n\nServer deleted.\n";
+        assert_eq!(
+            split_answers(text),
+            [
+                "",
+                "No such server.",
+                "New server registered.",
+                "",
+                "",
+                "Server deleted."
+            ]
+        );
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl Store {
                 }
             }
         }
-        let (nodes, stamps, changed) = snapshot.merge(fresh);
+        let (nodes, stamps, changed) = snapshot.merge(fresh, scan_start);
         if M::EXCLUSIVE && changed {
             // A cache: a folder we may read but not write still renders.
             let _ = index::save(&self.dir, scan_start, &nodes, &stamps);
