@@ -421,21 +421,6 @@ fn list_text(nodes: &[Node], held: &HeldSet, default_port: u16, json: bool) -> R
             ]
         })
         .collect();
-    let header = ["NAME", "ADDRESS", "PORT", "WEIGHT", "TAGS", "STATUS"].map(String::from);
-    let mut widths = [0; 6];
-    for row in std::iter::once(&header).chain(&rows) {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
-    Ok(out)
+    let header = ["NAME", "ADDRESS", "PORT", "WEIGHT", "TAGS", "STATUS"];
+    Ok(crate::log::table(header, &rows))
 }

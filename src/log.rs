@@ -67,6 +67,29 @@ impl Log {
     }
 }
 
+/// An aligned text table (`list`, `status`): columns two spaces apart,
+/// no trailing blanks.
+pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    use std::fmt::Write as _;
+    let header = header.map(String::from);
+    let mut widths = [0; N];
+    for row in std::iter::once(&header).chain(rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
 /// Prints `hacfg: warning: …` on stderr.
 pub fn print_warning(message: &str) {
     eprintln!("hacfg: warning: {message}");

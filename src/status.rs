@@ -3,7 +3,6 @@
 //! and `show stat`), so it stays cheap at 10,000 servers.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -140,24 +139,8 @@ pub fn table(rows: &[Row]) -> String {
         .collect();
     let header = [
         "SERVER", "DESIRED", "LIVE", "WEIGHT", "ADMIN", "STATE", "CHECK", "STATUS",
-    ]
-    .map(String::from);
-    let mut widths = [0; 8];
-    for row in std::iter::once(&header).chain(&cells) {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&cells) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
-    out
+    ];
+    crate::log::table(header, &cells)
 }
 
 #[cfg(test)]

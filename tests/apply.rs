@@ -2,12 +2,11 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use crate::harness::{TestEnv, tool, wait_until};
-use crate::live::{Backend, Haproxy, get};
+use crate::live::{Backend, Haproxy, Traffic};
 
 fn set_of(names: &[&str]) -> std::collections::BTreeSet<String> {
     names.iter().map(std::string::ToString::to_string).collect()
@@ -276,28 +275,7 @@ fn fifty_reload_cycles_under_traffic_fail_no_request() {
     let hap = Haproxy::start(&haproxy, &env);
     let sock = hap.master_socket.to_str().unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), hap.port);
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(120);
-                for _ in 0..100_000 {
-                    if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
-                        break;
-                    }
-                    match get(port) {
-                        Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
-                        Err(e) => {
-                            eprintln!("request failed: {e}");
-                            failed.fetch_add(1, Ordering::SeqCst)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
+    let traffic = Traffic::start(hap.port);
     let s3 = backends[2].endpoint();
     for _ in 0..50 {
         let reload = [
@@ -311,11 +289,7 @@ fn fifty_reload_cycles_under_traffic_fail_no_request() {
         env.ok(&hap.args(&[&reload[..], &["add", "s3", &s3]].concat()));
         env.ok(&hap.args(&[&reload[..], &["remove", "s3"]].concat()));
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    let (ok, failed) = traffic.finish();
     eprintln!(
         "50 add/remove cycles: {ok} requests ok, {failed} failed, {:?} reloads",
         hap.reloads()

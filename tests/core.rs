@@ -458,8 +458,17 @@ fn the_index_never_serves_a_stale_node() {
     assert_eq!(env.ok(&["render", "--stdout"]), env.output_text());
 }
 
+/// hacfg's temp files (`.hacfg-*.tmp`) in `dir`.
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".hacfg-"))
+        .collect()
+}
+
 #[test]
-fn a_killed_process_releases_the_lock() {
+fn a_killed_process_releases_the_lock_and_leaves_nothing_behind() {
     let env = TestEnv::new();
     env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
     // A check that hangs holds the exclusive lock; SIGKILL it mid-render
@@ -477,13 +486,27 @@ fn a_killed_process_releases_the_lock() {
         crate::harness::wait_until(10.0, exclusive_held),
         "the check never started"
     );
+    let etc = env.output.parent().unwrap();
+    assert!(
+        crate::harness::wait_until(10.0, || !leftovers(etc).is_empty()),
+        "the candidate was never staged"
+    );
     // SAFETY: kill(2) on the process group the test just created.
     unsafe { libc::kill(-(stuck.id() as i32), libc::SIGKILL) };
     stuck.wait().unwrap();
-    // The kernel released the lock: the next call goes through at once.
+    // It left its candidate beside the output; a killed batch leaves staged
+    // node files (made here by hand).
+    assert_eq!(leftovers(etc).len(), 1);
+    for i in 0..3 {
+        env.write(&format!("nodes/.hacfg-x{i}y2z3.tmp"), "{\"name\":");
+    }
+    // The kernel released the lock: the next call goes through at once,
+    // and, holding the exclusive lock, removes what the killed runs left.
     env.ok(&["--no-check", "add", "s3", "10.0.0.3"]);
     assert_eq!(
         env.servers(),
         ["s1 10.0.0.1:3000", "s2 10.0.0.2:3000", "s3 10.0.0.3:3000"]
     );
+    assert_eq!(leftovers(etc), Vec::<String>::new());
+    assert_eq!(leftovers(&env.nodes), Vec::<String>::new());
 }

@@ -325,42 +325,6 @@ fn a_master_socket_that_drips_or_never_answers_costs_the_timeout() {
 }
 
 #[test]
-fn killed_runs_leave_nothing_behind() {
-    let env = TestEnv::new();
-    env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
-    // A run killed during its check leaves its candidate beside the output.
-    let mut stuck = env
-        .cmd(&["--check-cmd", "sleep 30 # {}", "add", "s2", "10.0.0.2"])
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let etc = env.output.parent().unwrap().to_path_buf();
-    let leftovers = |dir: &Path| -> Vec<String> {
-        fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".hacfg-"))
-            .collect()
-    };
-    assert!(
-        crate::harness::wait_until(10.0, || !leftovers(&etc).is_empty()),
-        "the check never started"
-    );
-    // SAFETY: kill(2) on the process group the test created.
-    unsafe { libc::kill(-(stuck.id() as i32), libc::SIGKILL) };
-    stuck.wait().unwrap();
-    assert_eq!(leftovers(&etc).len(), 1);
-    // And a killed batch leaves staged node files (made here by hand).
-    for i in 0..3 {
-        env.write(&format!("nodes/.hacfg-x{i}y2z3.tmp"), "{\"name\":");
-    }
-    env.ok(&["--no-check", "add", "s3", "10.0.0.3"]);
-    assert_eq!(leftovers(&etc), Vec::<String>::new());
-    assert_eq!(leftovers(&env.nodes), Vec::<String>::new());
-    assert_eq!(env.servers().len(), 3);
-}
-
-#[test]
 fn the_longest_valid_name_can_be_written() {
     let env = TestEnv::new();
     let name = "a".repeat(253);

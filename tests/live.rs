@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::harness::{TestEnv, free_port, wait_until};
 
@@ -108,6 +108,57 @@ pub fn get_path(port: u16, path: &str) -> Result<String, String> {
     match resp.split_once("\r\n\r\n") {
         Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
         _ => Err(format!("bad response: {resp:?}")),
+    }
+}
+
+/// Continuous GETs through HAProxy on two threads, bounded in time, until
+/// `finish`.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(port: u16) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(180);
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        match get(port) {
+                            Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                            Err(e) => {
+                                eprintln!("request failed: {e}");
+                                failed.fetch_add(1, Ordering::SeqCst)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    /// Stops; returns (ok, failed).
+    pub fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
     }
 }
 

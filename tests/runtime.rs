@@ -3,12 +3,11 @@
 //! to a server that is not ready or is leaving.
 
 use std::fs;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::harness::{TestEnv, tool, wait_until};
-use crate::live::{Backend, Haproxy, get, get_path};
+use crate::live::{Backend, Haproxy, Traffic, get_path};
 
 /// hacfg arguments for a runtime apply through the master socket (the
 /// fixture's vars set a short health-check interval: a runtime add waits
@@ -18,56 +17,6 @@ fn runtime_args<'a>(hap: &'a Haproxy, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = hap.args(&["--reload", "--master-socket", sock]);
     args.extend_from_slice(extra);
     args
-}
-
-/// Continuous GETs through HAProxy on two threads until dropped.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(port: u16) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let threads = (0..2)
-            .map(|_| {
-                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-                std::thread::spawn(move || {
-                    let deadline = Instant::now() + Duration::from_secs(180);
-                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                        match get(port) {
-                            Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
-                            Err(e) => {
-                                eprintln!("request failed: {e}");
-                                failed.fetch_add(1, Ordering::SeqCst)
-                            }
-                        };
-                    }
-                })
-            })
-            .collect();
-        Traffic {
-            stop,
-            ok,
-            failed,
-            threads,
-        }
-    }
-
-    /// Stops; returns (ok, failed).
-    fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            let _ = t.join();
-        }
-        (
-            self.ok.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        )
-    }
 }
 
 fn names(hap: &Haproxy) -> Vec<String> {
