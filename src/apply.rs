@@ -216,11 +216,12 @@ pub enum ApplyMode {
     Reload,
 }
 
-/// The runtime API to use, if this run reloads and may avoid it.
+/// The runtime API to use, if this run reloads and may avoid it
+/// (`--force` asks for a reload).
 fn runtime_path(cfg: &Config) -> Option<&Runtime> {
     cfg.runtime
         .as_ref()
-        .filter(|_| cfg.reload.is_some() && cfg.apply != ApplyMode::Reload)
+        .filter(|_| cfg.reload.is_some() && cfg.apply != ApplyMode::Reload && !cfg.force)
 }
 
 /// Tries the runtime API before any check: true when HAProxy now runs the
@@ -318,7 +319,7 @@ fn through_runtime(
 /// weighted at runtime is still so right after the reload. Servers whose
 /// address or port the new config changes are left out. A failure is a
 /// warning: the reload matters more.
-fn save_server_state(rt: &Runtime, rendered: &str, log: &mut Log) {
+pub fn save_server_state(rt: &Runtime, rendered: &str, log: &mut Log) {
     let Some(path) = runtime::state_file_of(rendered) else {
         return;
     };

@@ -81,6 +81,12 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         Command::Render { mode } => preview(cfg, &store, *mode).map(|()| Outcome::Done),
         Command::Reload => {
             let _lock = store.lock::<Exclusive>()?;
+            if let (Some(rt), Some(current)) = (
+                &cfg.runtime,
+                Output::new(&cfg.output, cfg.write_mode)?.read()?,
+            ) {
+                apply::save_server_state(rt, &String::from_utf8_lossy(&current), log);
+            }
             if let Some(settings) = &cfg.reload {
                 apply::reload_or_restore(settings, None, log)?;
             }

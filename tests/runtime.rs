@@ -178,11 +178,16 @@ fn drift_is_reported_and_repaired() {
         .stderr_has("runtime: set `nodes/s1` weight 1")
         .stderr_has("runtime: added `nodes/s2`");
     env.call(&runtime_args(&hap, &["status"])).code(0);
+    assert_eq!(hap.reloads(), (0, 0), "the repair reloaded");
+    // `--force` asks for a reload, runtime API or not.
+    env.call(&runtime_args(&hap, &["--force", "render"]))
+        .code(0);
+    assert!(wait_until(5.0, || hap.reloads() == (1, 0)));
     assert_eq!(
         hap.answering(20),
         ["s1".to_string(), "s2".to_string()].into()
     );
-    assert_eq!(hap.reloads(), (0, 0));
+    assert_eq!(hap.reloads(), (1, 0));
 }
 
 #[test]
