@@ -297,3 +297,45 @@ fn a_runtime_change_haproxy_refuses_changes_nothing() {
     .stderr_has("this change needs a reload (lines other than `server` lines changed)");
     assert_eq!(fs::read(&env.output).unwrap(), file);
 }
+
+#[test]
+fn the_stats_socket_serves_runtime_changes_and_status() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
+    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
+    let hap = Haproxy::start(&haproxy, &env);
+    let stats = env.path("admin.sock");
+    let pid_file = hap.pid_file.to_str().unwrap().to_string();
+    let stats_args = |extra: &[&str]| {
+        let mut args: Vec<String> = hap.args(&[]).iter().map(|s| (*s).to_string()).collect();
+        args.extend(
+            [
+                "--reload",
+                "--pid-file",
+                &pid_file,
+                "--stats-socket",
+                stats.to_str().unwrap(),
+            ]
+            .map(String::from),
+        );
+        args.extend(extra.iter().map(|s| (*s).to_string()));
+        args
+    };
+    let add = stats_args(&["add", "s2", &b2.endpoint()]);
+    env.call(&add.iter().map(String::as_str).collect::<Vec<_>>())
+        .code(0)
+        .stderr_has("applied through the runtime API without a reload");
+    assert_eq!(hap.reloads(), (0, 0));
+    assert_eq!(names(&hap), ["s1", "s2"]);
+    let show = stats_args(&["status", "--json"]);
+    let out = env
+        .call(&show.iter().map(String::as_str).collect::<Vec<_>>())
+        .code(0)
+        .stdout;
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(2));
+    assert_eq!(rows[1]["live_address"], b2.endpoint());
+}
