@@ -6,9 +6,29 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
+/// Examples and exit codes, shown after `--help` and in the man page.
+const AFTER_HELP: &str = "\
+Examples:
+  hacfg init                                   create /nodes, write the first config
+  hacfg add s1 172.17.0.3:3000 --weight 2      add a node, render, check
+  hacfg --reload --master-socket /run/haproxy-master.sock add s2 172.17.0.4
+                                               add through HAProxy's runtime API
+  hacfg remove s1                              remove a node (it drains first)
+  hacfg render --diff --exit-code              show what a render would change
+  hacfg --master-socket /run/haproxy-master.sock status
+                                               live servers against the folder
+  serf agent -event-handler 'hacfg serf'       a complete Serf event handler
+
+Exit codes:
+  0  success            1  error (or: render --diff --exit-code found changes)
+  2  usage error        3  HAProxy rejected the config, or a node (held back)
+  4  reload failed      5  a guard refused to shrink the pool
+  6  partial success    7  --apply runtime: the change needs a reload
+  8  status: live servers differ from the folder";
+
 /// Keep an HAProxy configuration in step with a changing set of backend nodes.
 #[derive(Debug, Parser)]
-#[command(name = "hacfg", version, about, max_term_width = 100)]
+#[command(name = "hacfg", version, about, max_term_width = 100, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -117,7 +137,7 @@ pub struct ApplyArgs {
     #[arg(long, global = true)]
     pub in_place: bool,
     /// `rename` (atomic, default) or `in-place`
-    #[arg(long, global = true, env = "HACFG_WRITE_MODE", hide = true)]
+    #[arg(long, global = true, env = "HACFG_WRITE_MODE", hide = true, value_parser = ["rename", "in-place"])]
     pub write_mode: Option<String>,
 }
 
@@ -141,6 +161,16 @@ pub enum CommandArgs {
     Sync(SyncArgs),
     /// Compare the servers HAProxy runs with the nodes folder
     Status(StatusArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the man page (roff)
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +227,9 @@ pub struct RenderArgs {
     /// Show a unified diff against the current output; write nothing
     #[arg(long)]
     pub diff: bool,
+    /// With --diff: exit 1 when the output would change, 0 when not (git's convention)
+    #[arg(long, requires = "diff")]
+    pub exit_code: bool,
 }
 
 /// Which Serf members are nodes (shared by `serf` and `sync`).
@@ -217,7 +250,7 @@ pub struct SerfArgs {
     #[command(flatten)]
     pub roles: RolesArgs,
     /// What a `member-failed` event does: `remove` the node or `keep` it
-    #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove")]
+    #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove", value_parser = ["remove", "keep"])]
     pub on_failed: String,
 }
 

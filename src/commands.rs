@@ -23,6 +23,8 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let log = &mut log;
     match &cfg.command {
         Command::Init => init(cfg, &store, log),
+        Command::Completions(shell) => print_bytes(&crate::docs::completions(*shell)),
+        Command::Man => print_bytes(&crate::docs::man_page()?),
         Command::Status { json } => status(cfg, &store, *json),
         Command::Add { node, render } => {
             // Both folders are checked before anything is written.
@@ -78,7 +80,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             let output = Output::new(&cfg.output, cfg.write_mode)?;
             update(cfg, &store, &output, log, None)
         }
-        Command::Render { mode } => preview(cfg, &store, *mode).map(|()| Outcome::Done),
+        Command::Render { mode } => preview(cfg, &store, *mode),
         Command::Reload => {
             let _lock = store.lock::<Exclusive>()?;
             if let (Some(rt), Some(current)) = (
@@ -167,19 +169,32 @@ fn status(cfg: &Config, store: &Store, json: bool) -> Result<Outcome> {
     })
 }
 
+/// Writes generated text (completions, the man page) to stdout; a closed
+/// stdout (`hacfg man | head`) is no error.
+fn print_bytes(bytes: &[u8]) -> Result<Outcome> {
+    print_stdout(&String::from_utf8_lossy(bytes))?;
+    Ok(Outcome::Done)
+}
+
 /// `render --stdout` and `render --diff`: show, write nothing.
-fn preview(cfg: &Config, store: &Store, mode: RenderMode) -> Result<()> {
+fn preview(cfg: &Config, store: &Store, mode: RenderMode) -> Result<Outcome> {
     let output = Output::new(&cfg.output, cfg.write_mode)?;
     let rendered = desired(cfg, store, &output)?;
     if mode == RenderMode::Stdout {
-        return print_stdout(&rendered);
+        print_stdout(&rendered)?;
+        return Ok(Outcome::Done);
     }
     let current = output.read()?.unwrap_or_default();
     let current = String::from_utf8_lossy(&current);
     let out = cfg.output.display().to_string();
     let diff = similar::TextDiff::from_lines(current.as_ref(), rendered.as_str());
     let rendered_name = format!("{out} (rendered)");
-    print_stdout(&diff.unified_diff().header(&out, &rendered_name).to_string())
+    print_stdout(&diff.unified_diff().header(&out, &rendered_name).to_string())?;
+    let differs = current != rendered;
+    Ok(match mode {
+        RenderMode::Diff { exit_code: true } if differs => Outcome::Differs,
+        _ => Outcome::Done,
+    })
 }
 
 /// `hacfg serf`: one event's members applied to the folder as one batch,

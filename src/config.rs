@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 
 use crate::apply::{ApplyMode, Check};
 use crate::cli::{ApplyArgs, Cli, CommandArgs, GlobalArgs};
@@ -53,6 +53,8 @@ pub struct Config {
 #[derive(Debug)]
 pub enum Command {
     Init,
+    Completions(clap_complete::Shell),
+    Man,
     Status {
         json: bool,
     },
@@ -89,7 +91,10 @@ pub enum Command {
 pub enum RenderMode {
     Write,
     Stdout,
-    Diff,
+    /// `exit_code`: exit 1 when the output would change.
+    Diff {
+        exit_code: bool,
+    },
 }
 
 impl Config {
@@ -105,7 +110,9 @@ impl Config {
             log_file,
             apply,
         } = cli.global;
-        let wants_reload = apply.reload || matches!(cli.command, CommandArgs::Reload);
+        let docs_only = matches!(cli.command, CommandArgs::Completions(_) | CommandArgs::Man);
+        let wants_reload =
+            (apply.reload || matches!(cli.command, CommandArgs::Reload)) && !docs_only;
         let command = command_from(cli.command, default_port)?;
         let runtime = runtime_from(&apply);
         let apply_mode = match apply.apply_mode.as_str() {
@@ -114,7 +121,9 @@ impl Config {
             _ => ApplyMode::Auto,
         };
         if apply_mode == ApplyMode::Runtime && runtime.is_none() {
-            bail!("--apply runtime needs --master-socket or --stats-socket");
+            return Err(usage(
+                "--apply runtime needs --master-socket or --stats-socket",
+            ));
         }
         let check = check_from(&apply)?;
         if wants_reload && check == Check::Unavailable {
@@ -153,12 +162,13 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
     Ok(match args {
         CommandArgs::Add(a) => {
             let (address, port_in_address) = node::parse_endpoint(&a.address)?;
-            ensure!(
-                a.port.is_none() || port_in_address.is_none() || a.port == port_in_address,
-                "the port is given twice, in {} and as --port {}",
-                quote(&a.address),
-                a.port.unwrap_or_default()
-            );
+            if a.port.is_some() && port_in_address.is_some() && a.port != port_in_address {
+                return Err(usage(&format!(
+                    "the port is given twice, in {} and as --port {}",
+                    quote(&a.address),
+                    a.port.unwrap_or_default()
+                )));
+            }
             let node = Node {
                 name: a.name,
                 address,
@@ -181,19 +191,23 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             }
         }
         CommandArgs::Init => Command::Init,
+        CommandArgs::Completions(a) => Command::Completions(a.shell),
+        CommandArgs::Man => Command::Man,
         CommandArgs::Status(a) => Command::Status { json: a.json },
         CommandArgs::List(a) => Command::List { json: a.json },
         CommandArgs::Render(a) => Command::Render {
             mode: match (a.stdout, a.diff) {
                 (true, _) => RenderMode::Stdout,
-                (_, true) => RenderMode::Diff,
+                (_, true) => RenderMode::Diff {
+                    exit_code: a.exit_code,
+                },
                 _ => RenderMode::Write,
             },
         },
         CommandArgs::Reload => Command::Reload,
         CommandArgs::Serf(a) => Command::Serf {
             roles: a.roles.roles,
-            keep_failed: on_failed_keeps(&a.on_failed)?,
+            keep_failed: a.on_failed == "keep",
         },
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
@@ -205,35 +219,34 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
     })
 }
 
-fn on_failed_keeps(value: &str) -> Result<bool> {
-    match value {
-        "remove" => Ok(false),
-        "keep" => Ok(true),
-        _ => bail!(
-            "invalid --on-failed {}: use `remove` or `keep`",
-            quote(value)
-        ),
-    }
+/// A usage error, reported the way clap reports its own (exit 2).
+fn usage(message: &str) -> anyhow::Error {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .into()
 }
 
 /// Parses `KEY=VALUE` items with the one rule hacfg has for them.
 fn parse_pairs(items: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
     node::parse_pairs(items.iter().map(String::as_str))
-        .map_err(|e| anyhow::anyhow!("invalid {flag}: {e}"))
+        .map_err(|e| usage(&format!("invalid {flag}: {e}")))
 }
 
 fn validate_vars(vars: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
     for (k, v) in &vars {
-        ensure!(
-            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-            "invalid --var name {}: use letters, digits and '_'",
-            quote(k)
-        );
-        ensure!(
-            !v.chars().any(char::is_control),
-            "invalid --var {k}: the value {} has control characters",
-            quote(v)
-        );
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(usage(&format!(
+                "invalid --var name {}: use letters, digits and '_'",
+                quote(k)
+            )));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(usage(&format!(
+                "invalid --var {k}: the value {} has control characters",
+                quote(v)
+            )));
+        }
     }
     Ok(vars)
 }
@@ -243,11 +256,12 @@ fn check_from(apply: &ApplyArgs) -> Result<Check> {
         return Ok(Check::Skip);
     }
     if let Some(cmd) = &apply.check_cmd {
-        ensure!(
-            cmd.contains("{}"),
-            "--check-cmd {} has no `{{}}` for the config path",
-            quote(cmd)
-        );
+        if !cmd.contains("{}") {
+            return Err(usage(&format!(
+                "--check-cmd {} has no `{{}}` for the config path",
+                quote(cmd)
+            )));
+        }
         return Ok(Check::Command(cmd.clone()));
     }
     match &apply.haproxy_bin {
@@ -279,8 +293,16 @@ fn reload_from(apply: &ApplyArgs) -> Result<Reload> {
     }
     let strategy = match strategies.len() {
         1 => strategies.remove(0),
-        0 => bail!("reloading needs one of --reload-cmd, --pid-file or --master-socket"),
-        _ => bail!("give only one of --reload-cmd, --pid-file and --master-socket"),
+        0 => {
+            return Err(usage(
+                "reloading needs one of --reload-cmd, --pid-file or --master-socket",
+            ));
+        }
+        _ => {
+            return Err(usage(
+                "give only one of --reload-cmd, --pid-file and --master-socket",
+            ));
+        }
     };
     Ok(Reload {
         strategy,
@@ -306,10 +328,10 @@ fn write_mode_from(apply: &ApplyArgs) -> Result<WriteMode> {
     match (apply.write_mode.as_deref(), apply.in_place) {
         (_, true) | (Some("in-place"), _) => Ok(WriteMode::InPlace),
         (None | Some("rename"), _) => Ok(WriteMode::Rename),
-        (Some(other), _) => bail!(
+        (Some(other), _) => Err(usage(&format!(
             "invalid HACFG_WRITE_MODE {}: use `rename` or `in-place`",
             quote(other)
-        ),
+        ))),
     }
 }
 

@@ -41,6 +41,9 @@ pub enum Outcome {
     Skipped(String),
     /// `status` found the live servers differ from the files (exit 8).
     Drift(String),
+    /// `render --diff --exit-code`: the output would change (exit 1, git's
+    /// convention, and no message: the diff says it).
+    Differs,
 }
 
 impl Outcome {
@@ -49,6 +52,7 @@ impl Outcome {
             Outcome::Done => Code::Ok,
             Outcome::Skipped(_) => Code::Skipped,
             Outcome::Drift(_) => Code::Drift,
+            Outcome::Differs => Code::Error,
         }
     }
 }

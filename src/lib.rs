@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod docs;
 pub mod exit;
 pub mod file;
 pub mod held;

@@ -14,9 +14,13 @@ fn main() -> ExitCode {
             }
             outcome.code().into()
         }
-        Err(err) => {
-            log::print_error(&err);
-            exit::code_of(&err).into()
-        }
+        Err(err) => match err.downcast::<clap::Error>() {
+            // A usage problem found after parsing: clap's format, exit 2.
+            Ok(usage) => usage.exit(),
+            Err(err) => {
+                log::print_error(&err);
+                exit::code_of(&err).into()
+            }
+        },
     }
 }

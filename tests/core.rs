@@ -510,3 +510,80 @@ fn a_killed_process_releases_the_lock_and_leaves_nothing_behind() {
     assert_eq!(leftovers(etc), Vec::<String>::new());
     assert_eq!(leftovers(&env.nodes), Vec::<String>::new());
 }
+
+#[test]
+fn every_invalid_setting_is_a_usage_error() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
+    for (args, var) in [
+        (&["add", "s2", "10.0.0.2", "--weight", "300"][..], None),
+        (&["serf", "--on-failed", "bogus"], None),
+        (&["render"], Some(("HACFG_WRITE_MODE", "inplace"))),
+        (&["--var", "bad-key=1", "render"], None),
+        (&["--check-cmd", "true", "render"], None),
+        (&["--reload", "render"], None),
+        (
+            &[
+                "--apply",
+                "runtime",
+                "--reload",
+                "--reload-cmd",
+                "true",
+                "render",
+            ],
+            None,
+        ),
+    ] {
+        let mut call = env.call(args).unchanged();
+        if let Some((k, v)) = var {
+            call = call.env(k, v);
+        }
+        let done = call.code(2);
+        assert!(
+            done.stderr.starts_with("error: "),
+            "{args:?}: {}",
+            done.stderr
+        );
+        assert!(
+            done.stderr.contains("For more information, try '--help'"),
+            "{}",
+            done.stderr
+        );
+    }
+    // The real accepted range is named.
+    env.call(&["add", "s2", "10.0.0.2", "--weight", "300"])
+        .code(2)
+        .stderr_has("use 0-256");
+}
+
+#[test]
+fn diff_exit_code_completions_and_man_page() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
+    env.call(&["render", "--diff", "--exit-code"]).code(0);
+    env.write("nodes/s2", "10.0.0.2");
+    let done = env
+        .call(&["render", "--diff", "--exit-code"])
+        .unchanged()
+        .code(1);
+    assert!(
+        done.stdout.contains("+    server s2 10.0.0.2:3000"),
+        "{}",
+        done.stdout
+    );
+    assert!(!done.stderr.contains("error"), "{}", done.stderr);
+    env.call(&["render", "--diff"]).code(0);
+    let bash = env.call(&["completions", "bash"]).code(0).stdout;
+    assert!(
+        bash.contains("complete -F") && bash.contains("--nodes-dir"),
+        "{bash}"
+    );
+    let man = env.call(&["man"]).code(0).stdout;
+    assert!(man.contains(".TH hacfg") && man.contains("HACFG_MASTER_SOCKET"));
+    assert!(man.contains("Exit codes"));
+    let help = env.call(&["--help"]).code(0).stdout;
+    assert!(
+        help.contains("Examples:") && help.contains("8  status"),
+        "{help}"
+    );
+}

@@ -381,8 +381,8 @@ fn numbers_are_plain_digits_and_keys_unique_everywhere() {
         .code(1);
     env.call(&["add", "s2", "10.0.0.2", "--tag", "a=1", "--tag", "a=2"])
         .unchanged()
-        .code(1)
-        .stderr_is("hacfg: error: invalid --tag: the key \"a\" is given twice\n");
+        .code(2)
+        .stderr_has("error: invalid --tag: the key \"a\" is given twice\n");
     env.call(&["serf"])
         .env("SERF_EVENT", "member-join")
         .stdin("s2\t10.0.0.2\tbackend\tport=+80\ns3\t10.0.0.3\tbackend\tport=80,port=81\n")
