@@ -31,6 +31,13 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             let output = render
                 .then(|| Output::new(&cfg.output, cfg.write_mode))
                 .transpose()?;
+            if let Some((addr, port)) = crate::node::ambiguous_ipv6(&node.address) {
+                log.warn(&format!(
+                    "`{}` is read as one IPv6 address; for address {addr} and port {port}, \
+                     write [{addr}]:{port}",
+                    node.address
+                ));
+            }
             let changed = store.write(&store.lock::<Shared>()?, node)?;
             log.info(&if changed {
                 format!("added node {}", describe(node, cfg.default_port))

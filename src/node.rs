@@ -275,6 +275,16 @@ pub fn validate_tag(key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// For an unbracketed IPv6 address whose last group could be a port
+/// (`::1:80`): the address and port a person may have meant.
+pub fn ambiguous_ipv6(address: &str) -> Option<(String, u16)> {
+    let (head, tail) = address.rsplit_once(':')?;
+    let port = parse_port(tail).ok()?;
+    let both =
+        address.parse::<std::net::Ipv6Addr>().is_ok() && head.parse::<std::net::Ipv6Addr>().is_ok();
+    both.then(|| (head.to_string(), port))
+}
+
 /// Splits `HOST`, `HOST:PORT`, `IPV6` or `[IPV6]:PORT` and validates both parts.
 pub fn parse_endpoint(spec: &str) -> Result<(String, Option<u16>)> {
     let (host, port) = if let Some(rest) = spec.strip_prefix('[') {
@@ -411,6 +421,14 @@ mod tests {
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn ambiguous_ipv6_addresses() {
+        assert_eq!(ambiguous_ipv6("::1:80"), Some(("::1".into(), 80)));
+        assert_eq!(ambiguous_ipv6("fd00::1:81"), Some(("fd00::1".into(), 81)));
+        assert_eq!(ambiguous_ipv6("2001:db8::10"), None);
+        assert_eq!(ambiguous_ipv6("10.0.0.1"), None);
     }
 
     #[test]

@@ -264,8 +264,12 @@ fn read_server<'a>(backend: &'a str, line: &'a str) -> ServerLine<'a> {
     let mut refuse = |why| {
         server.refusal.get_or_insert(why);
     };
-    // IPv6 is written `fd00::1:80`: the port follows the last colon.
-    match endpoint.rsplit_once(':') {
+    // IPv6 is written `[fd00::1]:80` (or `fd00::1:80`: the port follows
+    // the last colon).
+    let unbracketed = endpoint
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("]:"));
+    match unbracketed.or_else(|| endpoint.rsplit_once(':')) {
         Some((addr, port)) if addr.parse::<IpAddr>().is_ok() => match port.parse() {
             Ok(port) => {
                 server.addr = addr;
@@ -514,9 +518,19 @@ mod tests {
             (b.servers[1].port, b.servers[1].id, b.servers[1].check),
             (80, Some(12), true)
         );
-        let v6 = split("backend x\n    server s fd00::1:81 weight 3\n");
-        let s = &v6.backends["x"].servers[0];
-        assert_eq!((s.addr.as_str(), s.port, s.weight), ("fd00::1", 81, 3));
+        for line in [
+            "server s fd00::1:81 weight 3",
+            "server s [fd00::1]:81 weight 3",
+        ] {
+            let v6 = split(&format!("backend x\n    {line}\n"));
+            let s = &v6.backends["x"].servers[0];
+            assert_eq!(
+                (s.addr.as_str(), s.port, s.weight),
+                ("fd00::1", 81, 3),
+                "{line}"
+            );
+            assert_eq!(s.not_dynamic, None);
+        }
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub struct NodeView<'a> {
     pub weight: u16,
     pub tags: &'a BTreeMap<String, String>,
     pub id: u32,
+    /// `ADDRESS:PORT`, with an IPv6 address in brackets (`[fd00::1]:80`).
+    pub endpoint: String,
+}
+
+/// `ADDRESS:PORT` as HAProxy and a reader take it without a doubt: an IPv6
+/// address in brackets, since `fd00::1:80` could be read either way.
+pub fn endpoint(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
 }
 
 /// The stable server id of a name: FNV-1a (32 bit) of the name, folded into
@@ -83,6 +95,7 @@ pub fn views(nodes: &[Node], default_port: u16) -> Vec<NodeView<'_>> {
             weight: n.weight.unwrap_or(DEFAULT_WEIGHT),
             tags: &n.tags,
             id,
+            endpoint: endpoint(&n.address, n.port.unwrap_or(default_port)),
         })
         .collect()
 }
@@ -137,7 +150,9 @@ struct NodeRef {
     index: usize,
 }
 
-const NODE_FIELDS: &[&str] = &["name", "address", "port", "weight", "tags", "id"];
+const NODE_FIELDS: &[&str] = &[
+    "name", "address", "port", "weight", "tags", "id", "endpoint",
+];
 
 impl Object for NodeRef {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
@@ -153,6 +168,10 @@ impl Object for NodeRef {
             "weight" => Value::from(node.weight.unwrap_or(DEFAULT_WEIGHT)),
             "tags" => Value::from(node.tags.clone()),
             "id" => Value::from(self.pool.ids[self.index]),
+            "endpoint" => Value::from(endpoint(
+                &node.address,
+                node.port.unwrap_or(self.pool.default_port),
+            )),
             _ => return None,
         })
     }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::plan::{Live, Server};
+use crate::render::endpoint;
 use crate::runtime::Stat;
 
 /// One server, desired or live or both.
@@ -101,14 +102,6 @@ pub fn compare(
         }
     }
     rows.into_values().collect()
-}
-
-fn endpoint(addr: &str, port: u16) -> String {
-    if addr.contains(':') {
-        format!("[{addr}]:{port}")
-    } else {
-        format!("{addr}:{port}")
-    }
 }
 
 /// An aligned table, one server per line.

@@ -23,7 +23,11 @@ fn add_list_remove_round_trip() {
     env.ok(&["add", "s3", "[fd00::1]:81"]);
     assert_eq!(
         env.servers(),
-        ["s1 172.17.0.3:8080", "s2 172.17.0.4:3000", "s3 fd00::1:81"]
+        [
+            "s1 172.17.0.3:8080",
+            "s2 172.17.0.4:3000",
+            "s3 [fd00::1]:81"
+        ]
     );
     let table = env.ok(&["list"]);
     let lines: Vec<&str> = table.lines().collect();
@@ -40,7 +44,12 @@ fn add_list_remove_round_trip() {
     assert_eq!(file["address"], "172.17.0.3");
 
     env.ok(&["remove", "s2"]);
-    assert_eq!(env.servers(), ["s1 172.17.0.3:8080", "s3 fd00::1:81"]);
+    assert_eq!(env.servers(), ["s1 172.17.0.3:8080", "s3 [fd00::1]:81"]);
+    // An address that reads two ways gets a hint.
+    env.call(&["add", "h", "::1:80"]).code(0).stderr_has(
+        "`::1:80` is read as one IPv6 address; for address ::1 and port 80, write [::1]:80",
+    );
+    env.ok(&["remove", "h"]);
     assert!(!env.nodes.join("s2").exists());
     // Leave events repeat: removing a missing node succeeds, unless --strict.
     let out = env.run(&["remove", "s2"]);
@@ -112,7 +121,7 @@ fn lab_one_line_files_are_read() {
             "543a4bed586c 192.168.42.22:3001",
             "s2 192.168.42.23:3001",
             "s3 192.168.42.24:8080",
-            "s4 fd00::4:9000"
+            "s4 [fd00::4]:9000"
         ]
     );
     // `ls` of the folder still shows the node names.
