@@ -116,7 +116,13 @@ pub fn update(
     output.remove_leftovers(lock);
     let mut held = HeldSet::load(store.dir());
     let before = held.clone();
-    let (live, _) = held.split(store.load_all(lock)?);
+    let (live, held_back) = held.split(store.load_all(lock)?);
+    log.debug(&format!(
+        "{} node(s) in `{}`, {} held back",
+        live.len() + held_back.len(),
+        store.dir().display(),
+        held_back.len()
+    ));
     let mut live = Arc::new(live);
     let mut newly = Vec::new();
     let mut passes = 0;
@@ -169,6 +175,7 @@ pub fn update(
             }
             break (rendered, staged);
         };
+        log.debug(&format!("checking the candidate with {:?}", cfg.check));
         let Some(rejection) = run_check(&cfg.check, candidate.path(), output.path())? else {
             break (rendered, staged);
         };
@@ -285,10 +292,14 @@ fn through_runtime(
         .read()?
         .map(|b| String::from_utf8_lossy(&b).into_owned());
     let ops = match plan::plan(old.as_deref(), rendered, &live) {
-        Plan::Nothing => return Ok(None),
+        Plan::Nothing => {
+            log.debug("runtime API: HAProxy already runs the desired servers");
+            return Ok(None);
+        }
         Plan::Reload(why) => return Ok(Some(why)),
         Plan::Runtime(ops) => ops,
     };
+    log.debug(&format!("runtime API: {} operation(s): {ops:?}", ops.len()));
     let waits = Waits {
         drain: cfg.drain_timeout,
         first_check: rt.timeout,

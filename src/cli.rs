@@ -56,14 +56,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "HACFG_DEFAULT_PORT", default_value = "3000",
           value_parser = port_arg)]
     pub default_port: u16,
-    /// Template variable, `vars.KEY` in the template (repeatable)
-    #[arg(
-        long = "var",
-        global = true,
-        env = "HACFG_VARS",
-        value_name = "KEY=VALUE",
-        value_delimiter = ','
-    )]
+    /// Template variable, `vars.KEY` in the template (repeatable; the value
+    /// is taken whole, commas too). Adds to HACFG_VARS (comma-separated,
+    /// `\,` for a comma in a value); a flag wins over the variable per key
+    #[arg(long = "var", global = true, value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
     /// Refuse to write a config with fewer nodes than this
     #[arg(long, global = true, env = "HACFG_MIN_NODES", default_value = "0",
@@ -72,6 +68,10 @@ pub struct GlobalArgs {
     /// Print only errors
     #[arg(short, long, global = true, env = "HACFG_QUIET", value_parser = BoolishValueParser::new())]
     pub quiet: bool,
+    /// Print debug lines too (which path a change takes, what runs), and
+    /// a template error's variables
+    #[arg(short, long, global = true, env = "HACFG_VERBOSE", value_parser = BoolishValueParser::new())]
+    pub verbose: bool,
     /// Append one line per action to this file
     #[arg(long, global = true, env = "HACFG_LOG_FILE")]
     pub log_file: Option<PathBuf>,

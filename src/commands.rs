@@ -18,7 +18,7 @@ use crate::serf::{self, Action};
 use crate::store::{Exclusive, Shared, Store};
 
 pub fn run(cfg: &Config) -> Result<Outcome> {
-    let mut log = Log::new(cfg.quiet, cfg.log_file.as_deref());
+    let mut log = Log::new(cfg.quiet, cfg.verbose, cfg.log_file.as_deref());
     let store = Store::new(&cfg.nodes_dir);
     let log = &mut log;
     match &cfg.command {

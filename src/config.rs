@@ -31,6 +31,8 @@ pub struct Config {
     pub min_nodes: usize,
     /// Print only errors.
     pub quiet: bool,
+    /// Print debug lines too.
+    pub verbose: bool,
     /// File that gets one line per action.
     pub log_file: Option<PathBuf>,
     /// How candidates are checked.
@@ -107,6 +109,7 @@ impl Config {
             vars,
             min_nodes,
             quiet,
+            verbose,
             log_file,
             apply,
         } = cli.global;
@@ -138,9 +141,10 @@ impl Config {
             template,
             output,
             default_port,
-            vars: parse_pairs(&vars, "--var").and_then(validate_vars)?,
+            vars: vars_from(&vars)?,
             min_nodes,
             quiet,
+            verbose,
             log_file,
             check,
             reload: if wants_reload {
@@ -225,6 +229,33 @@ fn usage(message: &str) -> anyhow::Error {
     Cli::command()
         .error(clap::error::ErrorKind::ValueValidation, message)
         .into()
+}
+
+/// `vars`: HACFG_VARS, then the `--var` flags, which win per key.
+fn vars_from(flags: &[String]) -> Result<BTreeMap<String, String>> {
+    let env = std::env::var("HACFG_VARS").unwrap_or_default();
+    let mut vars = parse_pairs(&split_env_list(&env), "HACFG_VARS")?;
+    vars.extend(parse_pairs(flags, "--var")?);
+    validate_vars(vars)
+}
+
+/// Splits a comma-separated variable; `\,` is a comma inside an item.
+fn split_env_list(text: &str) -> Vec<String> {
+    let (mut items, mut item) = (Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && chars.peek() == Some(&',') {
+            item.push(',');
+            chars.next();
+        } else if c == ',' {
+            items.push(std::mem::take(&mut item));
+        } else {
+            item.push(c);
+        }
+    }
+    items.push(item);
+    items.retain(|i| !i.is_empty());
+    items
 }
 
 /// Parses `KEY=VALUE` items with the one rule hacfg has for them.
@@ -361,6 +392,12 @@ mod tests {
         assert_eq!(map["b"], "x=y");
         assert!(parse_pairs(&["a".to_string()], "--tag").is_err());
         assert!(parse_pairs(&["a=1".to_string(), "a=2".to_string()], "--tag").is_err());
+    }
+
+    #[test]
+    fn env_lists_keep_escaped_commas() {
+        assert_eq!(split_env_list(r"a=1,b=x\,y,,c="), ["a=1", "b=x,y", "c="]);
+        assert!(split_env_list("").is_empty());
     }
 
     #[test]

@@ -11,13 +11,14 @@ use std::os::unix::fs::OpenOptionsExt;
 /// Progress messages: stderr (unless quiet) and the log file, if any.
 pub struct Log {
     quiet: bool,
+    verbose: bool,
     file: Option<File>,
 }
 
 impl Log {
     /// A log that also appends to `path`. A log file that cannot be opened
     /// is a warning, never a lost event: the run goes on without it.
-    pub fn new(quiet: bool, path: Option<&Path>) -> Log {
+    pub fn new(quiet: bool, verbose: bool, path: Option<&Path>) -> Log {
         let file = path.and_then(|p| {
             OpenOptions::new()
                 .create(true)
@@ -40,7 +41,18 @@ impl Log {
                 })
                 .ok()
         });
-        Log { quiet, file }
+        Log {
+            quiet,
+            verbose,
+            file,
+        }
+    }
+
+    /// Reports a detail, with `-v` only (stderr, not the log file).
+    pub fn debug(&mut self, message: &str) {
+        if self.verbose {
+            eprintln!("hacfg: debug: {message}");
+        }
     }
 
     /// Reports one action.
@@ -108,9 +120,10 @@ pub fn print_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Prints `hacfg: error: …`, then one `caused by: …` line per cause, and
-/// the template location and variables for template errors.
-pub fn print_error(err: &anyhow::Error) {
+/// Prints `hacfg: error: …`, then one `caused by: …` line per cause. For a
+/// template error, the template line; with `verbose`, minijinja's whole
+/// debug view (the lines around it and every variable in scope).
+pub fn print_error(err: &anyhow::Error, verbose: bool) {
     eprintln!("hacfg: error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("caused by: {cause}");
@@ -118,8 +131,18 @@ pub fn print_error(err: &anyhow::Error) {
     let tmpl = err
         .chain()
         .find_map(|e| e.downcast_ref::<minijinja::Error>());
-    if let Some(tmpl) = tmpl.filter(|t| t.line().is_some()) {
+    let Some((tmpl, line)) = tmpl.and_then(|t| t.line().map(|l| (t, l))) else {
+        return;
+    };
+    if verbose {
         eprintln!("{}", tmpl.display_debug_info());
+    } else if let Some(text) = tmpl.template_source().and_then(|s| s.lines().nth(line - 1)) {
+        eprintln!("  --> {}:{line}", tmpl.name().unwrap_or("template"));
+        eprintln!(
+            "{line:>5} | {}",
+            crate::quote::cut(text, 200).unwrap_or(text)
+        );
+        eprintln!("      (-v shows the variables in scope)");
     }
 }
 

@@ -293,8 +293,15 @@ fn template_error_leaves_output_identical() {
     assert!(stderr.contains("undefined"), "{stderr}");
     assert!(
         stderr.contains("n.nmae"),
-        "debug info shows the expression: {stderr}"
+        "the template line is shown: {stderr}"
     );
+    assert!(
+        stderr.lines().count() <= 6,
+        "a few lines, not a dump: {stderr}"
+    );
+    // -v shows minijinja's whole debug view, the variables in scope included.
+    let verbose = env.fails(&["-v", "--template", tmpl, "add", "s2", "10.0.0.2"], 1);
+    assert!(verbose.contains("Referenced variables"), "{verbose}");
     assert_eq!(before, fs::read(&env.output).unwrap());
     // A syntax error, too.
     env.write("bad.j2", "{% for n in nodes %}");
@@ -595,4 +602,29 @@ fn diff_exit_code_completions_and_man_page() {
         help.contains("Examples:") && help.contains("8  status"),
         "{help}"
     );
+}
+
+#[test]
+fn var_flags_add_to_hacfg_vars_and_keep_commas() {
+    let env = TestEnv::new();
+    let tmpl = env.write("v.j2", "{{ vars.a }}|{{ vars.b }}|{{ vars.c }}\n");
+    let t = tmpl.to_str().unwrap();
+    let out = env
+        .call(&[
+            "--template",
+            t,
+            "--var",
+            "b=flag,with,commas",
+            "render",
+            "--stdout",
+        ])
+        .env("HACFG_VARS", r"a=1,b=env,c=x\,y")
+        .code(0)
+        .stdout;
+    assert_eq!(out, "1|flag,with,commas|x,y\n");
+    // A key twice in the same place is still an error.
+    env.call(&["--template", t, "render", "--stdout"])
+        .env("HACFG_VARS", "a=1,a=2")
+        .code(2)
+        .stderr_has("invalid HACFG_VARS: the key \"a\" is given twice");
 }
