@@ -6,12 +6,13 @@
 //! deadline the whole group is killed, not only `sh`.
 
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rustix::process::{Pid, PidfdFlags, Signal};
 
 use crate::quote::quote;
 
@@ -104,9 +105,9 @@ impl<'a> Run<'a> {
 
 /// SIGKILL to the child's process group (its id: `process_group(0)`), then reap it.
 fn kill_group(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill(2) on the group this process created; no memory effects.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let group = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+    if let Some(group) = group {
+        let _ = rustix::process::kill_process_group(group, Signal::KILL);
     }
     let _ = child.wait();
 }
@@ -116,13 +117,10 @@ fn collect(child: &mut Child, cap: usize, deadline: Instant) -> Result<Option<Fi
     let mut out = Pipe::new(child.stdout.take().map(Source::Out), cap)?;
     let mut err = Pipe::new(child.stderr.take().map(Source::Err), cap)?;
     // A pidfd becomes readable when the child exits: no polling interval.
-    // SAFETY: pidfd_open(2) takes a pid and flags; the result is checked.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id(), 0) };
-    let exit_fd = RawFd::try_from(raw)
+    let exit_fd = i32::try_from(child.id())
         .ok()
-        .filter(|fd| *fd >= 0)
-        // SAFETY: a fresh descriptor that nothing else owns.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        .and_then(Pid::from_raw)
+        .and_then(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok());
     loop {
         out.drain()?;
         err.drain()?;

@@ -1,13 +1,13 @@
 //! Making HAProxy load the new config, and checking that it did.
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
 use crate::file;
 use crate::process::Run;
@@ -70,20 +70,10 @@ fn signal_master(pid_file: &Path, deadline: Instant, timeout: Duration) -> Resul
                 quote_bytes(&text)
             )
         })?;
-    // SAFETY: pidfd_open(2) with a pid and no flags; the result is checked.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let pidfd = i32::try_from(fd)
-        .ok()
-        .filter(|fd| *fd >= 0)
-        // SAFETY: a fresh descriptor that nothing else owns.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .with_context(|| {
-            format!(
-                "no process {pid} (from `{}`): {}",
-                pid_file.display(),
-                std::io::Error::last_os_error()
-            )
-        })?;
+    let pidfd = Pid::from_raw(pid)
+        .context("no such pid")
+        .and_then(|p| Ok(pidfd_open(p, PidfdFlags::empty())?))
+        .with_context(|| format!("no process {pid} (from `{}`)", pid_file.display()))?;
     ensure_haproxy_master(pid).with_context(|| {
         format!(
             "refusing to signal process {pid} from `{}`; nothing was sent",
@@ -91,22 +81,12 @@ fn signal_master(pid_file: &Path, deadline: Instant, timeout: Duration) -> Resul
         )
     })?;
     let before = children(pid);
-    // SAFETY: pidfd_send_signal(2) on our pidfd, no siginfo, no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGUSR2,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
+    pidfd_send_signal(&pidfd, Signal::USR2).with_context(|| {
+        format!(
+            "unable to signal HAProxy master {pid} (from `{}`)",
+            pid_file.display()
         )
-    };
-    ensure!(
-        rc == 0,
-        "unable to signal HAProxy master {pid} (from `{}`): {}",
-        pid_file.display(),
-        std::io::Error::last_os_error()
-    );
+    })?;
     loop {
         thread::sleep(Duration::from_millis(10));
         ensure!(
