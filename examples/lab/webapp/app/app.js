@@ -2,9 +2,10 @@
 const http = require("http");
 const os = require("os");
 const port = Number(process.env.APP_PORT || 3000);
+const name = process.env.APP_NAME || os.hostname();
 http
   .createServer((req, res) => {
     res.writeHead(200, { "Content-Type": "text/plain" });
-    res.end(req.method === "HEAD" ? undefined : `hello from ${os.hostname()}\n`);
+    res.end(req.method === "HEAD" ? undefined : `hello from ${name}\n`);
   })
   .listen(port, () => console.log(`listening on ${port}`));
