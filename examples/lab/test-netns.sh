@@ -150,8 +150,9 @@ check "w1 gets no more requests" not_answering w1
 # restart the agent at once, and it would rejoin before it is declared
 # failed: `-O` lets the service run this once more only.)
 ip netns exec "$tag-w2" s6-svc -O "$work/w2/s6/serf"
-kill -KILL "$(ip netns pids "$tag-w2" | while read -r p; do
-  [ "$(cat "/proc/$p/comm" 2>/dev/null)" = serf ] && echo "$p"; done | head -n 1)" 2>/dev/null
+for p in $(ip netns pids "$tag-w2"); do
+  if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = serf ]; then kill -KILL "$p"; break; fi
+done
 check "a failed agent is removed" wait_for 60 out_of_pool w2
 
 # A new webapp joins and serves.
