@@ -34,6 +34,9 @@ cargo build --release --quiet
 hacfg="$root/target/release/hacfg"
 work="${BENCH_DIR:-${TMPDIR:-/tmp}/hacfg-bench}"
 mkdir -p "$work"
+# A full run keeps its folder (the lab handler's npm install is slow); the
+# smoke run leaves nothing behind.
+[ "$smoke" = 0 ] || trap 'rm -rf "$work"' EXIT
 have_time=0; [ -x /usr/bin/time ] && have_time=1
 haproxy_bin=$(command -v haproxy || true)
 

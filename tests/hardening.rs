@@ -481,9 +481,10 @@ fn in_place_on_a_full_file_system_never_tears_the_config() {
         .env("SMALL", &small)
         .env("NODES", &env.nodes)
         .env("DIR", env.dir.path())
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "setup failed: {status}");
+    let said = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "setup failed: {said}");
     let code = fs::read_to_string(env.path("code")).unwrap();
     let err = fs::read_to_string(env.path("err.txt")).unwrap();
     assert_eq!(code.trim(), "1", "{err}");

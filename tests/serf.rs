@@ -232,9 +232,10 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
         .env("HACFG_SYNC_INTERVAL", "0")
         .env("HACFG_NODES_DIR", &env_a.nodes)
         .env("HACFG_OUTPUT", &env_a.output)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    let said = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{said}");
     let mut names: Vec<String> = fs::read_dir(&env_a.nodes)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -397,9 +398,11 @@ fn sync_from_a_lone_agent_changes_nothing() {
         .env("HACFG_NO_CHECK", "true")
         .env("HACFG_NODES_DIR", &env.nodes)
         .env("HACFG_OUTPUT", &env.output)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    let said = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{said}");
+    assert!(said.contains("sync failed (exit 5)"), "{said}");
     assert_eq!(env.servers(), ["w1 127.0.0.5:3001"]);
 }
 
