@@ -22,6 +22,8 @@ for tool in haproxy serf s6-svscan s6-svc node ip; do
   command -v "$tool" >/dev/null || { echo "test-netns.sh: missing $tool" >&2; exit 1; }
 done
 [ -x "$hacfg" ] || { echo "test-netns.sh: no hacfg at $hacfg (cargo build)" >&2; exit 1; }
+# The services find it through PATH, from other folders: an absolute path.
+hacfg=$(realpath "$hacfg")
 
 tag="hl$$"                          # namespace and link names of this run
 net=10.213.0
