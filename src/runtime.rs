@@ -423,17 +423,12 @@ impl Execution<'_> {
     /// The first check decides: passed, the server is UP; failed, it is
     /// DOWN. Either way `ready` is safe then; until then drain keeps
     /// clients off. Servers not checked by the deadline stay drained.
-    fn first_checks(&mut self, mut checking: Vec<String>, wait: Duration) -> Result<()> {
-        let deadline = Instant::now() + wait;
-        while !checking.is_empty() {
-            let stats = self.rt.stats_of(&checking)?;
-            let (checked, left): (Vec<String>, Vec<String>) =
-                checking.into_iter().partition(|target| {
-                    stats
-                        .get(&split_target(target))
-                        .is_some_and(|s| !s.check.is_empty() && !s.check.starts_with("INI"))
-                });
-            let steps = checked
+    fn first_checks(&mut self, checking: Vec<String>, wait: Duration) -> Result<()> {
+        let checked = |s: Option<&Stat>| {
+            s.is_some_and(|s| !s.check.is_empty() && !s.check.starts_with("INI"))
+        };
+        self.out.still_checking = self.poll(checking, wait, checked, |run, targets| {
+            let steps = targets
                 .iter()
                 .map(|target| Step {
                     command: format!("set server {target} state ready"),
@@ -441,24 +436,19 @@ impl Execution<'_> {
                     undo: Vec::new(),
                 })
                 .collect();
-            self.send(steps)?;
-            self.out
+            run.send(steps)?;
+            run.out
                 .done
-                .extend(checked.iter().map(|t| format!("added `{t}`")));
-            checking = left;
-            if checking.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        self.out.still_checking = checking;
+                .extend(targets.iter().map(|t| format!("added `{t}`")));
+            Ok(Vec::new())
+        })?;
         Ok(())
     }
 
     /// Drains every removed server at once, then deletes each as it goes
     /// idle; those still busy at the deadline stay drained.
     fn removals(&mut self, ops: &[Op], wait: Duration) -> Result<()> {
-        let mut draining: Vec<String> = ops
+        let draining: Vec<String> = ops
             .iter()
             .filter_map(|op| match op {
                 Op::Delete { backend, name } => Some(format!("{backend}/{name}")),
@@ -474,27 +464,47 @@ impl Execution<'_> {
             })
             .collect();
         self.send(steps)?;
-        let deadline = Instant::now() + wait;
-        while !draining.is_empty() {
-            let stats = self.rt.stats_of(&draining)?;
-            let (idle, busy): (Vec<String>, Vec<String>) = draining
-                .into_iter()
-                .partition(|t| stats.get(&split_target(t)).is_none_or(|s| s.sessions == 0));
-            draining = busy;
-            for (target, deleted) in idle.iter().zip(delete(self.rt, &idle)?) {
+        let idle = |s: Option<&Stat>| s.is_none_or(|s| s.sessions == 0);
+        self.out.still_draining = self.poll(draining, wait, idle, |run, targets| {
+            let mut busy = Vec::new();
+            for (target, deleted) in targets.iter().zip(delete(run.rt, &targets)?) {
                 if deleted {
-                    self.out.done.push(format!("removed `{target}`"));
+                    run.out.done.push(format!("removed `{target}`"));
                 } else {
-                    draining.push(target.clone());
+                    busy.push(target.clone());
                 }
             }
-            if draining.is_empty() || Instant::now() >= deadline {
+            Ok(busy)
+        })?;
+        Ok(())
+    }
+
+    /// Reads `show stat` for `targets` every 50 ms until `wait` passes or
+    /// none is left: those whose stat is `ready` go to `settle`, which
+    /// returns the ones it could not finish yet. Returns those left.
+    fn poll(
+        &mut self,
+        mut targets: Vec<String>,
+        wait: Duration,
+        ready: impl Fn(Option<&Stat>) -> bool,
+        mut settle: impl FnMut(&mut Self, Vec<String>) -> Result<Vec<String>>,
+    ) -> Result<Vec<String>> {
+        let deadline = Instant::now() + wait;
+        while !targets.is_empty() {
+            let stats = self.rt.stats_of(&targets)?;
+            let (now, later): (Vec<String>, Vec<String>) = targets
+                .into_iter()
+                .partition(|t| ready(stats.get(&split_target(t))));
+            targets = later;
+            if !now.is_empty() {
+                targets.extend(settle(self, now)?);
+            }
+            if targets.is_empty() || Instant::now() >= deadline {
                 break;
             }
             thread::sleep(Duration::from_millis(50));
         }
-        self.out.still_draining = draining;
-        Ok(())
+        Ok(targets)
     }
 }
 

@@ -228,14 +228,14 @@ impl Haproxy {
 
     /// `show proc` from the master CLI.
     pub fn show_proc(&self) -> Option<String> {
-        let mut s = std::os::unix::net::UnixStream::connect(&self.master_socket).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"show proc\n").ok()?;
-        // The master CLI answers, then waits for more unless we half-close.
-        s.shutdown(Shutdown::Write).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
+        let out = self.exchange("show proc").ok()?;
         out.contains("master").then_some(out)
+    }
+
+    /// One command on the master socket, through hacfg's own client.
+    fn exchange(&self, command: &str) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        hacfg::socket::exchange(&self.master_socket, command, deadline)
     }
 
     /// The master's (reloads, failed reloads) counters.
@@ -254,15 +254,8 @@ impl Haproxy {
     /// A runtime command on the master socket (`@1 …`), as an operator
     /// would type it.
     pub fn command(&self, command: &str) -> String {
-        let mut s = std::os::unix::net::UnixStream::connect(&self.master_socket).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(format!("@1 {command}\n").as_bytes())
-            .expect("write");
-        s.shutdown(Shutdown::Write).expect("shutdown");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read");
-        out
+        self.exchange(&format!("@1 {command}"))
+            .expect("master socket")
     }
 
     /// The live servers, through hacfg's own parser.
