@@ -112,7 +112,7 @@ pub struct ApplyArgs {
     /// Reload through HAProxy's master CLI socket (`haproxy -W -S PATH`) and verify it
     #[arg(long, global = true, env = "HACFG_MASTER_SOCKET")]
     pub master_socket: Option<PathBuf>,
-    /// Seconds a reload may take before it counts as failed (up to 3600)
+    /// Seconds a reload may take, its verification included, before it counts as failed (up to 3600)
     #[arg(
         long,
         global = true,
@@ -129,10 +129,20 @@ pub struct ApplyArgs {
     /// An admin-level stats socket for runtime changes (or use --master-socket)
     #[arg(long, global = true, env = "HACFG_STATS_SOCKET")]
     pub stats_socket: Option<PathBuf>,
-    /// Seconds a removed server may take to finish its requests (up to 3600)
+    /// Seconds a removed server may take to finish its requests before it
+    /// is left drained (up to 3600); the wait happens outside the handler
     #[arg(long, global = true, env = "HACFG_DRAIN_TIMEOUT", default_value = "5",
           value_name = "SECS", value_parser = seconds_arg)]
     pub drain_timeout: Duration,
+    /// Seconds a new server may take to have its first health check before
+    /// it is left drained (up to 3600); the wait happens outside the handler
+    #[arg(long, global = true, env = "HACFG_CHECK_TIMEOUT", default_value = "60",
+          value_name = "SECS", value_parser = seconds_arg)]
+    pub check_timeout: Duration,
+    /// Seconds one exchange on HAProxy's socket may take (up to 3600)
+    #[arg(long, global = true, env = "HACFG_SOCKET_TIMEOUT", default_value = "5",
+          value_name = "SECS", value_parser = seconds_arg)]
+    pub socket_timeout: Duration,
     /// Overwrite the output in place instead of renaming over it (bind-mounted files)
     #[arg(long, global = true)]
     pub in_place: bool,
@@ -161,6 +171,8 @@ pub enum CommandArgs {
     Sync(SyncArgs),
     /// Compare the servers HAProxy runs with the nodes folder
     Status(StatusArgs),
+    /// Finish pending runtime work (first checks, drains), waiting for it
+    Settle(SettleArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the man page (roff)
@@ -171,6 +183,14 @@ pub enum CommandArgs {
 pub struct CompletionsArgs {
     /// The shell
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct SettleArgs {
+    /// Run as the detached worker a changing run starts (own session,
+    /// quiet, at most one per nodes folder)
+    #[arg(long, hide = true)]
+    pub worker: bool,
 }
 
 #[derive(Debug, Args)]

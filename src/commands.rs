@@ -6,19 +6,20 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::apply::{self, Applied};
 use crate::config::{Command, Config, RenderMode};
 use crate::exit::{Failure, Outcome};
-use crate::held::HeldSet;
 use crate::log::{Log, print_stdout};
 use crate::node::Node;
-use crate::output::Output;
+use crate::output::OutputFile;
+use crate::pipeline::quarantine::HeldSet;
+use crate::pipeline::{self, Applied};
 use crate::render;
 use crate::serf::{self, Action};
 use crate::store::{Exclusive, Shared, Store};
 
 pub fn run(cfg: &Config) -> Result<Outcome> {
-    let mut log = Log::new(cfg.quiet, cfg.verbose, cfg.log_file.as_deref());
+    let worker = matches!(cfg.command, Command::Settle { worker: true });
+    let mut log = Log::new(cfg.quiet || worker, cfg.verbose, cfg.log_file.as_deref());
     let store = Store::new(&cfg.nodes_dir);
     let log = &mut log;
     match &cfg.command {
@@ -26,81 +27,29 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         Command::Completions(shell) => print_bytes(&crate::docs::completions(*shell)),
         Command::Man => print_bytes(&crate::docs::man_page()?),
         Command::Status { json } => status(cfg, &store, *json),
-        Command::Add { node, render } => {
-            // Both folders are checked before anything is written.
-            let output = render
-                .then(|| Output::new(&cfg.output, cfg.write_mode))
-                .transpose()?;
-            if let Some((addr, port)) = crate::node::ambiguous_ipv6(&node.address) {
-                log.warn(&format!(
-                    "`{}` is read as one IPv6 address; for address {addr} and port {port}, \
-                     write [{addr}]:{port}",
-                    node.address
-                ));
-            }
-            let changed = store.write(&store.lock::<Shared>()?, node)?;
-            log.info(&if changed {
-                format!("added node {}", describe(node, cfg.default_port))
-            } else {
-                format!("node `{}` is already up to date", node.name)
-            });
-            match output {
-                Some(output) => update(cfg, &store, &output, log, Some(&node.name)),
-                None => Ok(Outcome::Done),
-            }
-        }
+        Command::Settle { worker } => settle(cfg, &store, log, *worker),
+        Command::Add { node, render } => add(cfg, &store, log, node, *render),
         Command::Remove {
             name,
             strict,
             render,
-        } => {
-            let output = render
-                .then(|| Output::new(&cfg.output, cfg.write_mode))
-                .transpose()?;
-            let removed = store.remove(&store.lock::<Shared>()?, name)?;
-            if !removed && *strict {
-                bail!(
-                    "node `{name}` does not exist in `{}`",
-                    store.dir().display()
-                );
-            }
-            log.info(&if removed {
-                format!("removed node `{name}`")
-            } else {
-                format!("node `{name}` was not there; nothing removed")
-            });
-            match output {
-                Some(output) => update(cfg, &store, &output, log, None),
-                None => Ok(Outcome::Done),
-            }
-        }
+        } => remove(cfg, &store, log, name, *strict, *render),
         Command::List { json } => {
             let lock = store.lock::<Shared>()?;
             let nodes = store.load_all(&lock)?;
             let held = HeldSet::load(store.dir());
-            print_stdout(&list_text(&nodes, &held, cfg.default_port, *json)?)?;
+            let port = cfg.pipeline.renderer.default_port;
+            print_stdout(&list_text(&nodes, &held, port, *json)?)?;
             Ok(Outcome::Done)
         }
         Command::Render {
             mode: RenderMode::Write,
         } => {
-            let output = Output::new(&cfg.output, cfg.write_mode)?;
+            let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
             update(cfg, &store, &output, log, None)
         }
         Command::Render { mode } => preview(cfg, &store, *mode),
-        Command::Reload => {
-            let _lock = store.lock::<Exclusive>()?;
-            if let (Some(rt), Some(current)) = (
-                &cfg.runtime,
-                Output::new(&cfg.output, cfg.write_mode)?.read()?,
-            ) {
-                apply::save_server_state(rt, &String::from_utf8_lossy(&current), log);
-            }
-            if let Some(settings) = &cfg.reload {
-                apply::reload_or_restore(settings, None, log)?;
-            }
-            Ok(Outcome::Done)
-        }
+        Command::Reload => reload(cfg, &store, log),
         Command::Serf { roles, keep_failed } => serf_event(cfg, &store, log, roles, *keep_failed),
         Command::Sync {
             roles,
@@ -121,6 +70,77 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     }
 }
 
+/// `hacfg add`: one node file, then (unless `--no-render`) a render.
+fn add(cfg: &Config, store: &Store, log: &mut Log, node: &Node, render: bool) -> Result<Outcome> {
+    // Both folders are checked before anything is written.
+    let output = render
+        .then(|| OutputFile::new(&cfg.output, cfg.write_mode))
+        .transpose()?;
+    if let Some((addr, port)) = crate::node::ambiguous_ipv6(&node.address) {
+        log.warn(&format!(
+            "`{}` is read as one IPv6 address; for address {addr} and port {port}, write \
+             [{addr}]:{port}",
+            node.address
+        ));
+    }
+    let changed = store.write(&store.lock::<Shared>()?, node)?;
+    let port = cfg.pipeline.renderer.default_port;
+    log.info(&if changed {
+        format!("added node {}", describe(node, port))
+    } else {
+        format!("node `{}` is already up to date", node.name)
+    });
+    match output {
+        Some(output) => update(cfg, store, &output, log, Some(&node.name)),
+        None => Ok(Outcome::Done),
+    }
+}
+
+/// `hacfg remove`: one node file deleted, then (unless `--no-render`) a render.
+fn remove(
+    cfg: &Config,
+    store: &Store,
+    log: &mut Log,
+    name: &str,
+    strict: bool,
+    render: bool,
+) -> Result<Outcome> {
+    let output = render
+        .then(|| OutputFile::new(&cfg.output, cfg.write_mode))
+        .transpose()?;
+    let removed = store.remove(&store.lock::<Shared>()?, name)?;
+    if !removed && strict {
+        bail!(
+            "node `{name}` does not exist in `{}`",
+            store.dir().display()
+        );
+    }
+    log.info(&if removed {
+        format!("removed node `{name}`")
+    } else {
+        format!("node `{name}` was not there; nothing removed")
+    });
+    match output {
+        Some(output) => update(cfg, store, &output, log, None),
+        None => Ok(Outcome::Done),
+    }
+}
+
+/// `hacfg reload`: the live state saved, then a reload of the config as it is.
+fn reload(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
+    let _lock = store.lock::<Exclusive>()?;
+    if let (Some(api), Some(current)) = (
+        &cfg.pipeline.runtime,
+        OutputFile::new(&cfg.output, cfg.write_mode)?.read()?,
+    ) {
+        pipeline::reload::save_server_state(api, &String::from_utf8_lossy(&current), log);
+    }
+    if let Some(settings) = &cfg.pipeline.reload {
+        pipeline::reload::reload_or_restore(settings, None, log)?;
+    }
+    Ok(Outcome::Done)
+}
+
 /// `hacfg init`: a new balancer's folders, then its first config. The
 /// only command that creates a missing folder: a mistyped path elsewhere
 /// is an error, never a fresh empty pool.
@@ -135,32 +155,45 @@ fn init(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
             .with_context(|| format!("unable to create output folder `{}`", dir.display()))?;
         log.info(&format!("created output folder `{}`", dir.display()));
     }
-    let output = Output::new(&cfg.output, cfg.write_mode)?;
+    let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
     update(cfg, store, &output, log, None)
 }
 
 /// The config as the folder asks for it now (held-back nodes left out),
 /// written nowhere.
-fn desired(cfg: &Config, store: &Store, output: &Output) -> Result<String> {
+fn desired(cfg: &Config, store: &Store, output: &OutputFile) -> Result<String> {
     let lock = store.lock::<Shared>()?;
     let mut held = HeldSet::load(store.dir());
     let (live, _) = held.split(store.load_all(&lock)?);
-    apply::render_nodes(cfg, Arc::new(live), output.size())
+    let renderer = &cfg.pipeline.renderer;
+    renderer.render(Arc::new(live), output.size(), output.path())
+}
+
+/// `hacfg settle`: waits for the folder's pending runtime work and finishes
+/// it. As the worker, it first leaves the handler's session, so that
+/// nothing the handler's caller does to its own session reaches it.
+fn settle(cfg: &Config, store: &Store, log: &mut Log, worker: bool) -> Result<Outcome> {
+    let Some(api) = &cfg.pipeline.runtime else {
+        bail!("settle talks to HAProxy's runtime API: set --master-socket or --stats-socket");
+    };
+    if worker {
+        let _ = rustix::process::setsid();
+    }
+    let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
+    pipeline::worker::work(api, store, &output, cfg.pipeline.waits, log)?;
+    Ok(Outcome::Done)
 }
 
 /// `hacfg status`: desired servers against live ones; exit 8 on drift.
 fn status(cfg: &Config, store: &Store, json: bool) -> Result<Outcome> {
-    let Some(rt) = &cfg.runtime else {
+    let Some(api) = &cfg.pipeline.runtime else {
         bail!("status reads HAProxy's runtime API: set --master-socket or --stats-socket");
     };
-    let output = Output::new(&cfg.output, cfg.write_mode)?;
+    let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
     let rendered = desired(cfg, store, &output)?;
-    let desired: Vec<crate::plan::Server> = crate::plan::split(&rendered)
-        .backends
-        .into_values()
-        .flat_map(|b| b.servers)
-        .collect();
-    let rows = crate::status::compare(&desired, &rt.live()?, &rt.stats()?);
+    let desired = crate::haproxy::config::servers(&rendered);
+    let pending = pipeline::pending::Pending::load(store.dir())?;
+    let rows = crate::status::compare(&desired, &api.live()?, &api.stats()?, &pending);
     let text = if json {
         serde_json::to_string_pretty(&rows)? + "\n"
     } else {
@@ -185,7 +218,7 @@ fn print_bytes(bytes: &[u8]) -> Result<Outcome> {
 
 /// `render --stdout` and `render --diff`: show, write nothing.
 fn preview(cfg: &Config, store: &Store, mode: RenderMode) -> Result<Outcome> {
-    let output = Output::new(&cfg.output, cfg.write_mode)?;
+    let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
     let rendered = desired(cfg, store, &output)?;
     if mode == RenderMode::Stdout {
         print_stdout(&rendered)?;
@@ -221,9 +254,15 @@ fn serf_event(
         log.info(&format!("{event}: ignored"));
         return Ok(Outcome::Done);
     }
-    let output = Output::new(&cfg.output, cfg.write_mode)?;
+    let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
     let self_name = std::env::var("SERF_SELF_NAME").unwrap_or_default();
-    let plan = serf::plan_event(lines, action, roles, &self_name, cfg.default_port);
+    let plan = serf::plan_event(
+        lines,
+        action,
+        roles,
+        &self_name,
+        cfg.pipeline.renderer.default_port,
+    );
     for note in &plan.notes {
         log.warn(&format!("{event}: {note}"));
     }
@@ -237,7 +276,7 @@ fn serf_event(
             Action::Upsert => (
                 plan.upserts
                     .iter()
-                    .map(|n| describe(n, cfg.default_port))
+                    .map(|n| describe(n, cfg.pipeline.renderer.default_port))
                     .collect(),
                 store.write_all(&lock, &plan.upserts)?,
                 ("added/updated node", "already up to date:"),
@@ -292,7 +331,7 @@ impl Sync<'_> {
             self.members.iter().cloned().map(Ok),
             self.roles,
             "",
-            cfg.default_port,
+            cfg.pipeline.renderer.default_port,
         );
         for note in &batch.notes {
             log.warn(&format!("sync: {note}"));
@@ -309,7 +348,11 @@ impl Sync<'_> {
             let plan = serf::plan_sync(&current, &batch.nodes);
             let mut text = String::new();
             for node in &plan.upserts {
-                let _ = writeln!(text, "+ {}", describe(node, cfg.default_port));
+                let _ = writeln!(
+                    text,
+                    "+ {}",
+                    describe(node, cfg.pipeline.renderer.default_port)
+                );
             }
             for name in &plan.removals {
                 let _ = writeln!(text, "- `{name}`");
@@ -317,7 +360,7 @@ impl Sync<'_> {
             print_stdout(&text)?;
             return Ok(skipped.map_or(Outcome::Done, Outcome::Skipped));
         }
-        let output = Output::new(&cfg.output, cfg.write_mode)?;
+        let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
         let lock = store.lock::<Exclusive>()?;
         let current = store.load_all(&lock)?;
         let plan = serf::plan_sync(&current, &batch.nodes);
@@ -327,14 +370,16 @@ impl Sync<'_> {
             result?;
             log.info(&format!(
                 "sync: added/updated node {}",
-                describe(node, cfg.default_port)
+                describe(node, cfg.pipeline.renderer.default_port)
             ));
         }
         for (name, result) in plan.removals.iter().zip(removed) {
             result?;
             log.info(&format!("sync: removed node `{name}`"));
         }
-        let applied = apply::update(cfg, store, &lock, &output, log)?;
+        let applied = pipeline::update(&cfg.pipeline, store, &lock, &output, log)?;
+        drop(lock);
+        pipeline::after(&cfg.pipeline, &applied, log);
         let outcome = report(&applied, None, log)?;
         Ok(skipped.map_or(outcome, Outcome::Skipped))
     }
@@ -347,12 +392,14 @@ impl Sync<'_> {
 fn update(
     cfg: &Config,
     store: &Store,
-    output: &Output,
+    output: &OutputFile,
     log: &mut Log,
     own: Option<&str>,
 ) -> Result<Outcome> {
     let lock = store.lock::<Exclusive>()?;
-    let applied = apply::update(cfg, store, &lock, output, log)?;
+    let applied = pipeline::update(&cfg.pipeline, store, &lock, output, log)?;
+    drop(lock);
+    pipeline::after(&cfg.pipeline, &applied, log);
     report(&applied, own, log)
 }
 
@@ -405,12 +452,7 @@ fn report(applied: &Applied, own: Option<&str>, log: &mut Log) -> Result<Outcome
 
 /// `name address:port` for messages.
 fn describe(node: &Node, default_port: u16) -> String {
-    format!(
-        "`{}` {}:{}",
-        node.name,
-        node.address,
-        node.port.unwrap_or(default_port)
-    )
+    format!("`{}` {}", node.name, node.endpoint(default_port))
 }
 
 /// `hacfg list`: an aligned table, or a JSON array of what templates see.

@@ -2,53 +2,41 @@
 //! default) is clap's; here values are checked and turned into plain types.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::apply::{ApplyMode, Check};
 use crate::cli::{ApplyArgs, Cli, CommandArgs, GlobalArgs};
+use crate::haproxy::reload::{Reload, Strategy};
+use crate::haproxy::{RuntimeApi, Socket};
 use crate::node::{self, Node};
 use crate::output::WriteMode;
+use crate::pipeline::check::Check;
+use crate::pipeline::settle::Waits;
+use crate::pipeline::worker::Worker;
+use crate::pipeline::{ApplyMode, Settings};
 use crate::quote::quote;
-use crate::reload::{Reload, Strategy};
-use crate::runtime::{Runtime, Socket};
+use crate::render::Renderer;
 
-/// Everything a run needs, with no clap types left.
+/// Everything a run needs, with no clap types left. Commands read it; the
+/// pipeline below them sees only its own `Settings`.
 #[derive(Debug)]
 pub struct Config {
     /// Folder with one file per node.
     pub nodes_dir: PathBuf,
-    /// `None` means the built-in template.
-    pub template: Option<PathBuf>,
     /// The rendered configuration file.
     pub output: PathBuf,
-    /// Port of nodes whose file gives none.
-    pub default_port: u16,
-    /// `vars` in templates.
-    pub vars: BTreeMap<String, String>,
-    /// Refuse configs with fewer nodes than this.
-    pub min_nodes: usize,
+    /// How the output is replaced.
+    pub write_mode: WriteMode,
     /// Print only errors.
     pub quiet: bool,
     /// Print debug lines too.
     pub verbose: bool,
     /// File that gets one line per action.
     pub log_file: Option<PathBuf>,
-    /// How candidates are checked.
-    pub check: Check,
-    /// How HAProxy is reloaded; `None` when `--reload` was not given.
-    pub reload: Option<Reload>,
-    /// Write and reload even when nothing changed.
-    pub force: bool,
-    /// How the output is replaced.
-    pub write_mode: WriteMode,
-    /// How HAProxy takes a change (with `--reload`).
-    pub apply: ApplyMode,
-    /// The socket for runtime changes and `status`, if any.
-    pub runtime: Option<Runtime>,
-    /// How long removed servers may take to finish their requests.
-    pub drain_timeout: std::time::Duration,
+    /// What the pipeline needs.
+    pub pipeline: Settings,
     pub command: Command,
 }
 
@@ -76,6 +64,10 @@ pub enum Command {
         mode: RenderMode,
     },
     Reload,
+    /// `worker`: the detached worker a changing run starts.
+    Settle {
+        worker: bool,
+    },
     Serf {
         roles: Vec<String>,
         keep_failed: bool,
@@ -113,9 +105,12 @@ impl Config {
             log_file,
             apply,
         } = cli.global;
-        let docs_only = matches!(cli.command, CommandArgs::Completions(_) | CommandArgs::Man);
+        let never_reloads = matches!(
+            cli.command,
+            CommandArgs::Completions(_) | CommandArgs::Man | CommandArgs::Settle(_)
+        );
         let wants_reload =
-            (apply.reload || matches!(cli.command, CommandArgs::Reload)) && !docs_only;
+            (apply.reload || matches!(cli.command, CommandArgs::Reload)) && !never_reloads;
         let command = command_from(cli.command, default_port)?;
         let runtime = runtime_from(&apply);
         let apply_mode = match apply.apply_mode.as_str() {
@@ -136,16 +131,14 @@ impl Config {
                  without a check"
             );
         }
-        Ok(Config {
-            nodes_dir,
-            template,
-            output,
-            default_port,
-            vars: vars_from(&vars)?,
+        let worker = worker_from(&nodes_dir, &output, log_file.as_deref(), verbose, &apply);
+        let pipeline = Settings {
+            renderer: Renderer {
+                template,
+                default_port,
+                vars: vars_from(&vars)?,
+            },
             min_nodes,
-            quiet,
-            verbose,
-            log_file,
             check,
             reload: if wants_reload {
                 Some(reload_from(&apply)?)
@@ -153,12 +146,60 @@ impl Config {
                 None
             },
             force: apply.force,
-            write_mode: write_mode_from(&apply)?,
             apply: apply_mode,
             runtime,
-            drain_timeout: apply.drain_timeout,
+            waits: Waits {
+                drain: apply.drain_timeout,
+                first_check: apply.check_timeout,
+            },
+            worker,
+        };
+        Ok(Config {
+            nodes_dir,
+            output,
+            write_mode: write_mode_from(&apply)?,
+            quiet,
+            verbose,
+            log_file,
+            pipeline,
             command,
         })
+    }
+}
+
+/// The worker's command line: this binary, the folder, the output, the
+/// socket, the waits and the log; nothing else (it gets no `HACFG_*`).
+fn worker_from(
+    nodes_dir: &Path,
+    output: &Path,
+    log_file: Option<&Path>,
+    verbose: bool,
+    apply: &ApplyArgs,
+) -> Worker {
+    let mut args: Vec<OsString> = vec!["--nodes-dir".into(), nodes_dir.into()];
+    args.extend(["--output".into(), output.into()]);
+    if let Some(path) = &apply.master_socket {
+        args.extend(["--master-socket".into(), path.into()]);
+    } else if let Some(path) = &apply.stats_socket {
+        args.extend(["--stats-socket".into(), path.into()]);
+    }
+    for (flag, value) in [
+        ("--socket-timeout", apply.socket_timeout),
+        ("--check-timeout", apply.check_timeout),
+        ("--drain-timeout", apply.drain_timeout),
+    ] {
+        args.extend([flag.into(), format!("{}", value.as_secs_f64()).into()]);
+    }
+    if let Some(path) = log_file {
+        args.extend(["--log-file".into(), path.into()]);
+    }
+    if verbose {
+        args.push("--verbose".into());
+    }
+    args.extend(["settle".into(), "--worker".into()]);
+    Worker {
+        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hacfg")),
+        args,
     }
 }
 
@@ -209,6 +250,7 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             },
         },
         CommandArgs::Reload => Command::Reload,
+        CommandArgs::Settle(a) => Command::Settle { worker: a.worker },
         CommandArgs::Serf(a) => Command::Serf {
             roles: a.roles.roles,
             keep_failed: a.on_failed == "keep",
@@ -342,16 +384,16 @@ fn reload_from(apply: &ApplyArgs) -> Result<Reload> {
 }
 
 /// The runtime API's socket: the master CLI (with `@1`) if given, else a
-/// stats socket. One command may take the reload timeout.
-fn runtime_from(apply: &ApplyArgs) -> Option<Runtime> {
+/// stats socket. One exchange may take `--socket-timeout`.
+fn runtime_from(apply: &ApplyArgs) -> Option<RuntimeApi> {
     let socket = match (&apply.master_socket, &apply.stats_socket) {
         (Some(m), _) => Socket::Master(m.clone()),
         (None, Some(s)) => Socket::Stats(s.clone()),
         (None, None) => return None,
     };
-    Some(Runtime {
+    Some(RuntimeApi {
         socket,
-        timeout: apply.reload_timeout,
+        timeout: apply.socket_timeout,
     })
 }
 

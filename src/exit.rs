@@ -97,11 +97,20 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// The exit code for an error: the first `Failure` in its chain, else 1.
+/// The exit code for an error: the first `Failure` (or refusal by HAProxy)
+/// in its chain, else 1.
 pub fn code_of(err: &anyhow::Error) -> Code {
     err.chain()
-        .find_map(|e| e.downcast_ref::<Failure>())
-        .map_or(Code::Error, Failure::code)
+        .find_map(|e| {
+            if let Some(failure) = e.downcast_ref::<Failure>() {
+                return Some(failure.code());
+            }
+            match e.downcast_ref::<crate::haproxy::Error>()? {
+                crate::haproxy::Error::Refused(_) => Some(Code::Rejected),
+                crate::haproxy::Error::Answer(_) => None,
+            }
+        })
+        .unwrap_or(Code::Error)
 }
 
 #[cfg(test)]

@@ -1,28 +1,72 @@
 //! hacfg: keep an HAProxy configuration in step with a changing set of nodes.
 //!
 //! A library so that the binary stays thin and the end-to-end tests reuse
-//! the parsers instead of copying them.
+//! the parsers instead of copying them. The map, top-down:
+//!
+//! - `cli` (clap) → `config` (checked settings; the pipeline's `Settings`
+//!   are built here once) → `commands` (one function per command).
+//! - The nodes folder: `node` (the model and its defaults), `store` (the
+//!   folder and its lock), `index` (the cache of its files), `file`
+//!   (opening what others may have put there), `atomic` and `output` (the
+//!   rendered file, replaced atomically), `render` (the template).
+//! - `pipeline/` decides: render → plan → execute → settle, the check and
+//!   the quarantine of refused nodes, the reload path, the deferred worker.
+//! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
+//!   answers, runtime operations, reload strategies, the socket.
+//! - Around them: `serf` (events and members), `status`, `log`, `exit`,
+//!   `process`, `quote`, `docs`.
 
-pub mod apply;
-pub mod atomic;
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod docs;
-pub mod exit;
-pub mod file;
-pub mod held;
-pub mod index;
-pub mod log;
-pub mod node;
-pub mod output;
-pub mod plan;
-pub mod process;
-pub mod quote;
-pub mod reload;
-pub mod render;
-pub mod runtime;
-pub mod serf;
-pub mod socket;
-pub mod status;
-pub mod store;
+mod atomic;
+mod cli;
+mod commands;
+mod config;
+mod docs;
+mod exit;
+mod file;
+mod haproxy;
+mod index;
+mod log;
+mod node;
+mod output;
+mod pipeline;
+mod process;
+mod quote;
+mod render;
+mod serf;
+mod status;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The whole program: parse, resolve, run, and say how it ended.
+pub fn execute() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let verbose = cli.global.verbose;
+    match config::Config::from_cli(cli).and_then(|cfg| commands::run(&cfg)) {
+        Ok(outcome) => {
+            if let exit::Outcome::Skipped(message) | exit::Outcome::Drift(message) = &outcome {
+                log::print_warning(message);
+            }
+            outcome.code().into()
+        }
+        Err(err) => match err.downcast::<clap::Error>() {
+            // A usage problem found after parsing: clap's format, exit 2.
+            Ok(usage) => usage.exit(),
+            Err(err) => {
+                log::print_error(&err, verbose);
+                exit::code_of(&err).into()
+            }
+        },
+    }
+}
+
+/// What the end-to-end tests reuse: hacfg's own socket client and parsers
+/// of HAProxy's answers, so the tests hold no copies of them.
+pub mod testing {
+    pub use crate::haproxy::reload::parse_show_proc;
+    pub use crate::haproxy::socket::exchange;
+    pub use crate::haproxy::state::{Live, parse as parse_servers_state};
+    pub use crate::render::stable_id;
+}

@@ -54,6 +54,22 @@ pub struct Node {
 }
 
 impl Node {
+    /// The port, or `default` when the file gives none.
+    pub fn port_or(&self, default: u16) -> u16 {
+        self.port.unwrap_or(default)
+    }
+
+    /// The weight, or HAProxy's default when the file gives none.
+    pub fn weight_or_default(&self) -> u16 {
+        self.weight.unwrap_or(DEFAULT_WEIGHT)
+    }
+
+    /// `ADDRESS:PORT` as HAProxy and a reader take it without a doubt: an
+    /// IPv6 address in brackets, since `fd00::1:80` reads two ways.
+    pub fn endpoint(&self, default_port: u16) -> String {
+        crate::haproxy::endpoint(&self.address, self.port_or(default_port))
+    }
+
     /// Checks every field; the error names the field and shows the value escaped.
     pub fn validate(&self) -> Result<()> {
         validate_name(&self.name)?;

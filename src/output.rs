@@ -29,25 +29,36 @@ pub enum WriteMode {
 }
 
 /// The output file.
-pub struct Output {
+pub struct OutputFile {
     /// The real file: the link's target when the configured path is a link.
     path: PathBuf,
     mode: WriteMode,
+}
+
+/// The output as it stands, against a render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Current {
+    /// Holds exactly the render.
+    Same,
+    /// Holds something else.
+    Differs,
+    /// There is no output yet.
+    Missing,
 }
 
 /// Proof that this run replaced the output: only such a run may put
 /// `.prev` back (`hacfg reload` restores nothing it did not write).
 #[must_use]
 pub struct Replaced<'a> {
-    output: &'a Output,
+    output: &'a OutputFile,
     /// There was a config before this run's.
     had_previous: bool,
 }
 
-impl Output {
+impl OutputFile {
     /// The output at `path`. A link is followed to its target, which must
     /// exist; anything but a regular file (or nothing yet) is refused.
-    pub fn new(path: &Path, mode: WriteMode) -> Result<Output> {
+    pub fn new(path: &Path, mode: WriteMode) -> Result<OutputFile> {
         let path = match fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 fs::canonicalize(path).with_context(|| {
@@ -71,10 +82,16 @@ impl Output {
                 atomic::parent_dir(&path).display()
             );
         }
-        Ok(Output { path, mode })
+        Ok(OutputFile { path, mode })
     }
 
     /// The file that is written (a link's target).
+    /// Whether a candidate must be staged beside the output even with no
+    /// check to read it (a rename needs it; in place, nothing is staged).
+    pub fn in_place(&self) -> bool {
+        self.mode == WriteMode::InPlace
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -96,14 +113,14 @@ impl Output {
         file::read_capped(&self.path, OUTPUT_CAP)
     }
 
-    /// Whether the output holds exactly `bytes` (`None`: no file yet).
-    /// Compared in chunks, so a large config is not held in memory twice.
-    pub fn same_as(&self, bytes: &[u8]) -> Result<Option<bool>> {
+    /// How the output compares with `bytes`. Compared in chunks, so a
+    /// large config is not held in memory twice.
+    pub fn compare(&self, bytes: &[u8]) -> Result<Current> {
         let Some((mut file, meta)) = file::open(&self.path)? else {
-            return Ok(None);
+            return Ok(Current::Missing);
         };
         if meta.len() != bytes.len() as u64 {
-            return Ok(Some(false));
+            return Ok(Current::Differs);
         }
         let context = || format!("unable to read `{}`", self.path.display());
         let mut buf = vec![0u8; 64 * 1024];
@@ -111,11 +128,15 @@ impl Output {
         loop {
             let n = file.read(&mut buf).with_context(context)?;
             if n == 0 {
-                return Ok(Some(rest.is_empty()));
+                return Ok(if rest.is_empty() {
+                    Current::Same
+                } else {
+                    Current::Differs
+                });
             }
             match rest.strip_prefix(&buf[..n]) {
                 Some(tail) => rest = tail,
-                None => return Ok(Some(false)),
+                None => return Ok(Current::Differs),
             }
         }
     }
@@ -274,7 +295,7 @@ mod tests {
         fs::write(&real, b"x").unwrap();
         let link = dir.path().join("haproxy.cfg");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let out = Output::new(&link, WriteMode::Rename).unwrap();
+        let out = OutputFile::new(&link, WriteMode::Rename).unwrap();
         assert_eq!(out.path(), fs::canonicalize(&real).unwrap());
         let staged = out.stage(b"new").unwrap();
         let replaced = out.replace(Some(staged), b"new").unwrap();
@@ -289,7 +310,7 @@ mod tests {
         assert_eq!(fs::read(&link).unwrap(), b"x");
         std::os::unix::fs::symlink(dir.path().join("nothing"), dir.path().join("dangling"))
             .unwrap();
-        assert!(Output::new(&dir.path().join("dangling"), WriteMode::Rename).is_err());
-        assert!(Output::new(dir.path(), WriteMode::Rename).is_err());
+        assert!(OutputFile::new(&dir.path().join("dangling"), WriteMode::Rename).is_err());
+        assert!(OutputFile::new(dir.path(), WriteMode::Rename).is_err());
     }
 }

@@ -1,9 +1,11 @@
 //! Rendering: a Jinja template and the sorted node list in, the config text out.
-//! Pure: no I/O, so the same nodes always give the same bytes.
+//! Only the template is read; the same nodes always give the same bytes.
 
 use std::collections::{BTreeMap, HashSet};
-
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use anyhow::Context as _;
 
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{
@@ -11,7 +13,8 @@ use minijinja::{
 };
 use serde::Serialize;
 
-use crate::node::{DEFAULT_WEIGHT, Node};
+use crate::file;
+use crate::node::Node;
 
 /// The built-in template, `templates/haproxy.cfg.j2`, embedded in the binary.
 pub const BUILTIN_TEMPLATE: &str = include_str!("../templates/haproxy.cfg.j2");
@@ -44,13 +47,49 @@ pub struct NodeView<'a> {
     pub endpoint: String,
 }
 
-/// `ADDRESS:PORT` as HAProxy and a reader take it without a doubt: an IPv6
-/// address in brackets, since `fd00::1:80` could be read either way.
-pub fn endpoint(address: &str, port: u16) -> String {
-    if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
+/// The template and what it renders with.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    /// `None` means the built-in template.
+    pub template: Option<PathBuf>,
+    /// Port of nodes whose file gives none.
+    pub default_port: u16,
+    /// `vars` in templates.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Renderer {
+    /// Renders `nodes`; `size_hint` is the current output's size, and
+    /// `output` is named in errors (it is left as it was).
+    pub fn render(
+        &self,
+        nodes: Arc<Vec<Node>>,
+        size_hint: usize,
+        output: &Path,
+    ) -> anyhow::Result<String> {
+        let (name, source) = match &self.template {
+            None => (BUILTIN_NAME.to_string(), BUILTIN_TEMPLATE.to_string()),
+            Some(path) => {
+                let context = || format!("unable to read template `{}`", path.display());
+                let bytes = file::read_capped_with(path, file::Links::Follow, file::TEMPLATE_CAP)
+                    .with_context(context)?
+                    .with_context(|| format!("template `{}` does not exist", path.display()))?;
+                let text = String::from_utf8(bytes).with_context(context)?;
+                (path.display().to_string(), text)
+            }
+        };
+        render_config(
+            &name,
+            &source,
+            nodes,
+            self.default_port,
+            &self.vars,
+            size_hint,
+        )
+        .with_context(|| {
+            let out = output.display();
+            format!("unable to render template `{name}`; `{out}` was left as it was")
+        })
     }
 }
 
@@ -91,11 +130,11 @@ pub fn views(nodes: &[Node], default_port: u16) -> Vec<NodeView<'_>> {
         .map(|(n, id)| NodeView {
             name: &n.name,
             address: &n.address,
-            port: n.port.unwrap_or(default_port),
-            weight: n.weight.unwrap_or(DEFAULT_WEIGHT),
+            port: n.port_or(default_port),
+            weight: n.weight_or_default(),
             tags: &n.tags,
             id,
-            endpoint: endpoint(&n.address, n.port.unwrap_or(default_port)),
+            endpoint: n.endpoint(default_port),
         })
         .collect()
 }
@@ -164,14 +203,11 @@ impl Object for NodeRef {
         Some(match key.as_str()? {
             "name" => Value::from(node.name.as_str()),
             "address" => Value::from(node.address.as_str()),
-            "port" => Value::from(node.port.unwrap_or(self.pool.default_port)),
-            "weight" => Value::from(node.weight.unwrap_or(DEFAULT_WEIGHT)),
+            "port" => Value::from(node.port_or(self.pool.default_port)),
+            "weight" => Value::from(node.weight_or_default()),
             "tags" => Value::from(node.tags.clone()),
             "id" => Value::from(self.pool.ids[self.index]),
-            "endpoint" => Value::from(endpoint(
-                &node.address,
-                node.port.unwrap_or(self.pool.default_port),
-            )),
+            "endpoint" => Value::from(node.endpoint(self.pool.default_port)),
             _ => return None,
         })
     }

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::plan::{Live, Server};
-use crate::render::endpoint;
-use crate::runtime::Stat;
+use crate::haproxy::config::Server;
+use crate::haproxy::stat::Stat;
+use crate::haproxy::state::Live;
+use crate::haproxy::{Target, endpoint};
+use crate::pipeline::pending::{self, Pending, Why};
 
 /// One server, desired or live or both.
 #[derive(Debug, Serialize)]
@@ -31,6 +33,9 @@ pub struct Row {
     pub operational: Option<&'static str>,
     /// The last health check (`L7OK`, `L4CON`, `INI`, …).
     pub check: Option<String>,
+    /// Work hacfg left waiting on this server (a first check, a drain),
+    /// and whether its deadline has passed.
+    pub pending: Option<String>,
     /// What differs, empty when the server is as asked.
     pub drift: Vec<String>,
 }
@@ -39,7 +44,8 @@ pub struct Row {
 pub fn compare(
     desired: &[Server],
     live: &[Live],
-    stats: &BTreeMap<(String, String), Stat>,
+    stats: &BTreeMap<Target, Stat>,
+    pending: &Pending,
 ) -> Vec<Row> {
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
     let row = |backend: &str, server: &str| Row {
@@ -54,6 +60,7 @@ pub fn compare(
         admin: None,
         operational: None,
         check: None,
+        pending: None,
         drift: Vec::new(),
     };
     for s in desired {
@@ -71,25 +78,34 @@ pub fn compare(
         r.live = true;
         r.live_address = Some(endpoint(&l.addr, l.port));
         r.live_weight = Some(l.weight);
-        r.admin = Some(match l.admin_state {
-            a if a & 0x01 != 0 || a & 0x02 != 0 || a & 0x04 != 0 => "maint",
-            a if a & 0x08 != 0 || a & 0x10 != 0 => "drain",
-            _ => "ready",
-        });
-        r.operational = Some(match l.op_state {
-            0 => "down",
-            1 => "starting",
-            2 => "up",
-            _ => "stopping",
-        });
+        r.admin = Some(l.admin().as_str());
+        r.operational = Some(l.operational());
         r.check = stats
-            .get(&(l.backend.clone(), l.name.clone()))
+            .get(&l.target())
             .map(|s| s.check.clone())
             .filter(|c| !c.is_empty());
+    }
+    let now = pending::now_ms();
+    for entry in &pending.entries {
+        let key = (entry.target.backend.clone(), entry.target.name.clone());
+        if let Some(r) = rows.get_mut(&key).filter(|r| r.live) {
+            let what = match entry.why {
+                Why::FirstCheck => "waiting for its first check",
+                Why::Removal => "draining until idle",
+            };
+            r.pending = Some(if entry.overdue(now) {
+                r.drift
+                    .push(format!("drained by hacfg past its deadline ({what})"));
+                format!("{what}, overdue")
+            } else {
+                what.to_string()
+            });
+        }
     }
     for r in rows.values_mut() {
         match (r.desired, r.live) {
             (true, false) => r.drift.push("not running".into()),
+            (false, true) if r.pending.as_deref() == Some("draining until idle") => {}
             (false, true) => r.drift.push("not in the nodes folder".into()),
             _ => {
                 if r.address != r.live_address {
@@ -122,10 +138,10 @@ pub fn table(rows: &[Row]) -> String {
                 dash(r.admin.map(str::to_string)),
                 dash(r.operational.map(str::to_string)),
                 dash(r.check.clone()),
-                if r.drift.is_empty() {
-                    "ok".into()
-                } else {
-                    format!("drift: {}", r.drift.join(", "))
+                match (&r.pending, r.drift.is_empty()) {
+                    (_, false) => format!("drift: {}", r.drift.join(", ")),
+                    (Some(what), true) => format!("pending: {what}"),
+                    (None, true) => "ok".into(),
                 },
             ]
         })
@@ -142,10 +158,10 @@ mod tests {
 
     #[test]
     fn drift_is_named() {
-        let desired = crate::plan::split(
+        let desired = crate::haproxy::config::servers(
             "backend b\n    server a 10.0.0.1:80 weight 2\n    server c 10.0.0.3:80\n",
         );
-        let desired = &desired.backends["b"].servers;
+        let desired = &desired;
         let live = |name: &str, port: u16, weight: u16| Live {
             backend: "b".into(),
             name: name.into(),
@@ -160,6 +176,7 @@ mod tests {
             desired,
             &[live("a", 81, 2), live("z", 80, 1)],
             &BTreeMap::new(),
+            &Pending::default(),
         );
         let drift: Vec<(&str, Vec<String>)> = rows
             .iter()

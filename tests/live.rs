@@ -235,7 +235,7 @@ impl Haproxy {
     /// One command on the master socket, through hacfg's own client.
     fn exchange(&self, command: &str) -> anyhow::Result<String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        hacfg::socket::exchange(&self.master_socket, command, deadline)
+        hacfg::testing::exchange(&self.master_socket, command, deadline)
     }
 
     /// The master's (reloads, failed reloads) counters.
@@ -246,7 +246,7 @@ impl Haproxy {
             text = self.show_proc();
             text.is_some()
         });
-        let state = hacfg::reload::parse_show_proc(&text.expect("show proc"));
+        let state = hacfg::testing::parse_show_proc(&text.expect("show proc"));
         let state = state.expect("a master line");
         (state.reloads, state.failed)
     }
@@ -259,8 +259,8 @@ impl Haproxy {
     }
 
     /// The live servers, through hacfg's own parser.
-    pub fn servers(&self) -> Vec<hacfg::plan::Live> {
-        hacfg::runtime::parse_servers_state(&self.command("show servers state")).expect("state")
+    pub fn servers(&self) -> Vec<hacfg::testing::Live> {
+        hacfg::testing::parse_servers_state(&self.command("show servers state")).expect("state")
     }
 
     /// A `show stat` column of one server (`lbtot`, `scur`, …).

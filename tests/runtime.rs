@@ -262,7 +262,7 @@ fn a_runtime_change_haproxy_refuses_changes_nothing() {
     env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
     let hap = Haproxy::start(&haproxy, &env);
     // An intruder added behind hacfg's back holds the id `n2` will want.
-    let id = hacfg::render::stable_id("n2");
+    let id = hacfg::testing::stable_id("n2");
     let answer = hap.command(&format!(
         "add server nodes/intruder {} id {id}",
         b2.endpoint()

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
+use super::socket;
 use crate::file;
 use crate::process::Run;
 use crate::quote::quote_bytes;
-use crate::socket;
 
 /// How and within what time HAProxy is made to load a new config.
 #[derive(Debug, Clone)]

@@ -10,14 +10,18 @@
 //! one that changed is tried again.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::check::Rejection;
 use crate::atomic;
 use crate::file;
+use crate::haproxy::config::{self, Line};
 use crate::node::Node;
+use crate::store::{Exclusive, Lock, Store};
 
 /// Name of the state file inside the nodes folder (hidden, so never a node).
 pub const HELD_FILE: &str = ".hacfg.held";
@@ -99,10 +103,6 @@ impl HeldSet {
             .insert(node.name.clone(), Held { node, reason });
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     pub fn names(&self) -> Vec<&str> {
         self.entries.keys().map(String::as_str).collect()
     }
@@ -123,22 +123,27 @@ pub fn blame(
     rendered: &str,
     nodes: &[Node],
 ) -> BTreeMap<String, String> {
-    let lines: Vec<&str> = rendered.lines().collect();
+    let lines: Vec<(Line, &str)> = config::lines(rendered).collect();
     let names: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     let mut blamed: BTreeMap<String, String> = BTreeMap::new();
     for alert in output.lines() {
-        let Some(at) = line_of(alert, candidate) else {
+        let Some(at) = config::alert_line(alert, candidate) else {
             continue;
         };
-        let Some(line) = at.checked_sub(1).and_then(|i| lines.get(i)) else {
+        let Some((kind, line)) = at.checked_sub(1).and_then(|i| lines.get(i)) else {
             continue;
         };
-        let mut words = line.split_whitespace();
-        let culprits: Vec<&str> = match (words.next(), words.next()) {
-            (Some("server"), Some(name)) if names.contains(name) => vec![name],
-            (Some("backend"), Some(section)) => nodes
+        let culprits: Vec<&str> = match kind {
+            Line::Server { .. } => Some(config::server_name(line))
+                .filter(|n| names.contains(n))
+                .into_iter()
+                .collect(),
+            Line::Section {
+                keyword: "backend",
+                name: Some(section),
+            } => nodes
                 .iter()
-                .filter(|n| n.tags.get("backend").map(String::as_str) == Some(section))
+                .filter(|n| n.tags.get("backend").map(String::as_str) == Some(*section))
                 .map(|n| n.name.as_str())
                 .collect(),
             _ => Vec::new(),
@@ -155,11 +160,100 @@ pub fn blame(
     blamed
 }
 
-/// The line number in `[<candidate>:N]` within an alert.
-fn line_of(alert: &str, candidate: &str) -> Option<usize> {
-    let start = alert.find(&format!("[{candidate}:"))? + candidate.len() + 2;
-    let rest = &alert[start..];
-    rest[..rest.find(']')?].parse().ok()
+/// Checks a candidate may take before hacfg stops tracing HAProxy's
+/// refusals to nodes (each pass holds back at least one node; HAProxy
+/// reports section errors before address errors, so a few are needed).
+const MAX_CHECK_PASSES: usize = 8;
+
+/// The nodes of a run's render, and those held back, as the run goes.
+pub struct Quarantine {
+    dir: PathBuf,
+    held: HeldSet,
+    before: HeldSet,
+    nodes: Arc<Vec<Node>>,
+    newly: Vec<String>,
+    passes: usize,
+}
+
+impl Quarantine {
+    /// The folder's nodes, less those still held back as their file is.
+    pub fn load(store: &Store, lock: &Lock<Exclusive>) -> Result<Quarantine> {
+        let mut held = HeldSet::load(store.dir());
+        let before = held.clone();
+        let (nodes, _) = held.split(store.load_all(lock)?);
+        Ok(Quarantine {
+            dir: store.dir().to_path_buf(),
+            held,
+            before,
+            nodes: Arc::new(nodes),
+            newly: Vec::new(),
+            passes: 0,
+        })
+    }
+
+    /// The nodes to render.
+    pub fn nodes(&self) -> Arc<Vec<Node>> {
+        self.nodes.clone()
+    }
+
+    /// How many nodes are held back.
+    pub fn held(&self) -> usize {
+        self.held.names().len()
+    }
+
+    /// Holds back the nodes `rejection` blames in `rendered`; false when it
+    /// blames none (or the passes are used up): the config is at fault.
+    pub fn hold_blamed(&mut self, rejection: &Rejection, rendered: &str) -> bool {
+        self.passes += 1;
+        if self.passes > MAX_CHECK_PASSES {
+            return false;
+        }
+        let blamed = blame(
+            &rejection.output,
+            &rejection.candidate,
+            rendered,
+            &self.nodes,
+        );
+        if blamed.is_empty() {
+            return false;
+        }
+        let (out, keep): (Vec<Node>, Vec<Node>) = self
+            .nodes
+            .iter()
+            .cloned()
+            .partition(|n| blamed.contains_key(&n.name));
+        for node in out {
+            self.newly.push(node.name.clone());
+            let reason = blamed[&node.name].clone();
+            self.held.insert(node, reason);
+        }
+        self.nodes = Arc::new(keep);
+        true
+    }
+
+    /// Records the held-back nodes, if this run changed them.
+    pub fn save(&self) -> Result<()> {
+        if self.held == self.before {
+            return Ok(());
+        }
+        self.held.save(&self.dir).with_context(|| {
+            format!(
+                "unable to record the held-back nodes in `{}`",
+                self.dir.join(HELD_FILE).display()
+            )
+        })
+    }
+
+    /// Every node held back now, with HAProxy's words, and those this run found.
+    pub fn outcome(&self) -> (Vec<(String, String)>, Vec<String>) {
+        let held = self
+            .held
+            .names()
+            .into_iter()
+            .map(|n| (n.to_string(), self.held.reason(n).to_string()))
+            .collect();
+        (held, self.newly.clone())
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +316,7 @@ mod tests {
         changed.port = Some(81);
         let (live, held) = set.split(vec![changed, node("good", None)]);
         assert_eq!((live.len(), held.len()), (2, 0));
-        assert!(set.is_empty());
+        assert!(set.names().is_empty());
         set.save(dir.path()).unwrap();
         assert!(!dir.path().join(HELD_FILE).exists());
     }

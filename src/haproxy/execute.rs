@@ -1,0 +1,293 @@
+//! Runtime operations, carried out without waiting for HAProxy to settle.
+//!
+//! A new server with `check` is added, its checks enabled, and put in drain:
+//! it takes no client request until [`finish`] finds its first check has
+//! run and sets it ready (a server that failed that check is DOWN, so
+//! `ready` is safe then). A removed server is drained at once (no new
+//! request) and deleted by [`finish`] once idle; its requests in flight
+//! finish. Whoever calls [`finish`] decides when and how often.
+
+use anyhow::Result;
+
+use super::Error;
+use super::api::RuntimeApi;
+use super::config::Server;
+use super::endpoint;
+use super::state::Live;
+use super::target::Target;
+
+/// One change made through the runtime API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `add server`, then into drain until its first check (or ready).
+    Add(Server),
+    /// Drain, then `del server` once idle.
+    Delete(Target),
+    SetAddr {
+        target: Target,
+        addr: String,
+        port: u16,
+    },
+    SetWeight {
+        target: Target,
+        weight: u16,
+    },
+}
+
+/// What [`execute`] did, and what it left to [`finish`].
+#[derive(Debug, Default)]
+pub struct Executed {
+    /// One line per change, for the log.
+    pub done: Vec<String>,
+    /// New servers in drain until their first check has run.
+    pub checking: Vec<Target>,
+    /// Removed servers in drain until they are idle.
+    pub draining: Vec<Target>,
+}
+
+/// Applies `ops` without waiting. When HAProxy refuses one, what this run
+/// already changed is undone and the error is [`Error::Refused`] with
+/// HAProxy's words.
+pub fn execute(api: &RuntimeApi, ops: &[Op], live: &[Live]) -> Result<Executed> {
+    let mut run = Execution {
+        api,
+        live,
+        undo: Vec::new(),
+        out: Executed::default(),
+    };
+    // Address and weight changes first, then adds, then the drains.
+    run.settings(ops)?;
+    run.adds(ops)?;
+    run.drains(ops)?;
+    Ok(run.out)
+}
+
+/// What one [`finish`] pass did.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// Set ready after their first check, with that check's result.
+    pub ready: Vec<(Target, String)>,
+    /// Deleted once idle.
+    pub deleted: Vec<Target>,
+}
+
+/// One pass, no waiting: `checking` servers whose first check has run are
+/// set ready, idle `draining` ones deleted; the others are left as they are.
+pub fn finish(api: &RuntimeApi, checking: &[Target], draining: &[Target]) -> Result<Finished> {
+    let all: Vec<Target> = checking.iter().chain(draining).cloned().collect();
+    if all.is_empty() {
+        return Ok(Finished::default());
+    }
+    let stats = api.stats_of(&all)?;
+    let ready: Vec<(Target, String)> = checking
+        .iter()
+        .filter_map(|t| {
+            let stat = stats.get(t).filter(|s| s.checked())?;
+            Some((t.clone(), format!("{} {}", stat.status, stat.check)))
+        })
+        .collect();
+    let targets: Vec<Target> = ready.iter().map(|(t, _)| t.clone()).collect();
+    set_ready(api, &targets)?;
+    let idle: Vec<Target> = draining
+        .iter()
+        .filter(|t| stats.get(*t).is_none_or(|s| s.sessions == 0))
+        .cloned()
+        .collect();
+    let deleted = delete(api, &idle)?;
+    Ok(Finished { ready, deleted })
+}
+
+/// `set server … state ready` for each target, in one batch.
+pub fn set_ready(api: &RuntimeApi, targets: &[Target]) -> Result<()> {
+    let commands: Vec<String> = targets
+        .iter()
+        .map(|t| format!("set server {t} state ready"))
+        .collect();
+    check_answers(api, &commands, &api.batch(&commands)?)
+}
+
+/// Answers that must be empty: HAProxy's words for the first that is not.
+fn check_answers(api: &RuntimeApi, commands: &[String], answers: &[String]) -> Result<()> {
+    match commands.iter().zip(answers).find(|(_, a)| !a.is_empty()) {
+        None => Ok(()),
+        Some((command, answer)) => Err(Error::Refused(format!(
+            "HAProxy refused `{command}` on `{}`: {answer}",
+            api.path().display()
+        ))
+        .into()),
+    }
+}
+
+/// `state maint` then `del server` for each target, in one batch. A server
+/// that still has connections attached is put back in drain (no traffic
+/// while it finishes) and left out of the result.
+fn delete(api: &RuntimeApi, targets: &[Target]) -> Result<Vec<Target>> {
+    let commands: Vec<String> = targets
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("set server {t} state maint"),
+                format!("del server {t}"),
+            ]
+        })
+        .collect();
+    let answers = api.batch(&commands)?;
+    let mut deleted = Vec::with_capacity(targets.len());
+    let mut back = Vec::new();
+    for (target, answer) in targets.iter().zip(answers.iter().skip(1).step_by(2)) {
+        if answer.contains("Server deleted") || answer.contains("No such server") {
+            deleted.push(target.clone());
+        } else if answer.contains("connections attached") {
+            back.push(format!("set server {target} state drain"));
+        } else {
+            return Err(
+                Error::Refused(format!("HAProxy refused `del server {target}`: {answer}")).into(),
+            );
+        }
+    }
+    api.batch(&back)?;
+    Ok(deleted)
+}
+
+/// One runtime apply in progress: what to undo if HAProxy refuses a step.
+struct Execution<'a> {
+    api: &'a RuntimeApi,
+    live: &'a [Live],
+    /// Commands that put back what this run changed, in the order run.
+    undo: Vec<String>,
+    out: Executed,
+}
+
+/// A command and what its answer must look like.
+struct Step {
+    command: String,
+    ok: fn(&str) -> bool,
+    /// Commands that undo it once it succeeded.
+    undo: Vec<String>,
+}
+
+impl Step {
+    /// A command whose success is an empty answer, with nothing to undo.
+    fn quiet(command: String) -> Step {
+        Step {
+            command,
+            ok: str::is_empty,
+            undo: Vec::new(),
+        }
+    }
+}
+
+impl Execution<'_> {
+    /// Sends `steps` in one batch. Every step that succeeded is recorded
+    /// for undoing; if any was refused, all of this run's changes are
+    /// undone and the error carries HAProxy's words for the first refusal.
+    fn send(&mut self, steps: Vec<Step>) -> Result<()> {
+        let commands: Vec<String> = steps.iter().map(|s| s.command.clone()).collect();
+        let answers = self.api.batch(&commands)?;
+        let mut refused = None;
+        for (step, answer) in steps.into_iter().zip(&answers) {
+            if (step.ok)(answer) {
+                self.undo.extend(step.undo);
+            } else if refused.is_none() {
+                refused = Some(format!("`{}`: {answer}", step.command));
+            }
+        }
+        let Some(refused) = refused else {
+            return Ok(());
+        };
+        let undo: Vec<String> = self.undo.iter().rev().cloned().collect();
+        let _ = self.api.batch(&undo);
+        Err(Error::Refused(format!(
+            "HAProxy refused a runtime change: {refused}; what this run changed at runtime was \
+             undone, and the config file was not written"
+        ))
+        .into())
+    }
+
+    fn live(&self, target: &Target) -> Option<&Live> {
+        self.live
+            .iter()
+            .find(|l| l.backend == target.backend && l.name == target.name)
+    }
+
+    /// `set server … addr` and `… weight`, in one batch.
+    fn settings(&mut self, ops: &[Op]) -> Result<()> {
+        let mut steps = Vec::new();
+        for op in ops {
+            let (step, done) = match op {
+                Op::SetAddr { target, addr, port } => {
+                    let undo = self
+                        .live(target)
+                        .map(|l| format!("set server {target} addr {} port {}", l.addr, l.port));
+                    let step = Step {
+                        command: format!("set server {target} addr {addr} port {port}"),
+                        ok: |a| a.contains("changed") || a.contains("no need"),
+                        undo: undo.into_iter().collect(),
+                    };
+                    (step, format!("set `{target}` to {}", endpoint(addr, *port)))
+                }
+                Op::SetWeight { target, weight } => {
+                    let undo = self
+                        .live(target)
+                        .map(|l| format!("set server {target} weight {}", l.weight));
+                    let step = Step {
+                        undo: undo.into_iter().collect(),
+                        ..Step::quiet(format!("set server {target} weight {weight}"))
+                    };
+                    (step, format!("set `{target}` weight {weight}"))
+                }
+                Op::Add(_) | Op::Delete(_) => continue,
+            };
+            steps.push(step);
+            self.out.done.push(done);
+        }
+        self.send(steps)
+    }
+
+    /// `add server`, in one batch; a server with checks goes into drain
+    /// with its checks on, one without straight into service.
+    fn adds(&mut self, ops: &[Op]) -> Result<()> {
+        let mut steps = Vec::new();
+        for op in ops {
+            let Op::Add(s) = op else { continue };
+            let target = Target::new(&s.backend, &s.name);
+            let add = format!(
+                "add server {target} {} {}",
+                endpoint(&s.addr, s.port),
+                s.keywords
+            );
+            steps.push(Step {
+                command: add.trim_end().to_string(),
+                ok: |a| a.contains("New server registered"),
+                // Undone in reverse: `state maint`, then `del server`.
+                undo: vec![
+                    format!("del server {target}"),
+                    format!("set server {target} state maint"),
+                ],
+            });
+            if s.check {
+                steps.push(Step::quiet(format!("enable health {target}")));
+                steps.push(Step::quiet(format!("set server {target} state drain")));
+                self.out.done.push(format!(
+                    "added `{target}` in drain until its first health check"
+                ));
+                self.out.checking.push(target);
+            } else {
+                steps.push(Step::quiet(format!("set server {target} state ready")));
+                self.out.done.push(format!("added `{target}`"));
+            }
+        }
+        self.send(steps)
+    }
+
+    /// Drains every removed server (no new request); [`finish`] deletes it.
+    fn drains(&mut self, ops: &[Op]) -> Result<()> {
+        let mut steps = Vec::new();
+        for op in ops {
+            let Op::Delete(target) = op else { continue };
+            steps.push(Step::quiet(format!("set server {target} state drain")));
+            self.out.draining.push(target.clone());
+        }
+        self.send(steps)
+    }
+}

@@ -1,0 +1,38 @@
+//! Speaks HAProxy, and nothing else: the text of a config, the runtime
+//! API and its answers, the runtime operations, the reload strategies and
+//! the socket. Nothing here knows hacfg's settings, its exit codes or its
+//! nodes folder; errors of HAProxy's own making are an [`Error`], and the
+//! callers above decide what they mean.
+
+pub mod api;
+pub mod config;
+pub mod execute;
+pub mod reload;
+pub mod socket;
+pub mod stat;
+pub mod state;
+pub mod target;
+
+use std::fmt;
+
+pub use api::{RuntimeApi, Socket};
+pub use target::{Target, endpoint};
+
+/// What HAProxy itself said no to, or answered in a way hacfg cannot read.
+#[derive(Debug)]
+pub enum Error {
+    /// HAProxy refused a change: its own words.
+    Refused(String),
+    /// An answer that is not what the command returns.
+    Answer(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Refused(m) | Error::Answer(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

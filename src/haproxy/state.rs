@@ -1,0 +1,181 @@
+//! `show servers state` (format version 1): the live servers, their
+//! admin and operational states, and the subset a reload should keep.
+
+use std::collections::BTreeSet;
+
+use super::Error;
+use super::config::Server;
+use super::target::Target;
+use crate::quote::quote;
+
+/// Columns of a server line (0-based), as HAProxy 2.6 to 3.4 write them.
+mod col {
+    pub const BACKEND: usize = 1;
+    pub const ID: usize = 2;
+    pub const NAME: usize = 3;
+    pub const ADDR: usize = 4;
+    pub const OP_STATE: usize = 5;
+    pub const ADMIN_STATE: usize = 6;
+    pub const WEIGHT: usize = 7;
+    pub const PORT: usize = 18;
+}
+
+/// A server as HAProxy runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    pub backend: String,
+    pub name: String,
+    pub id: u32,
+    pub addr: String,
+    pub port: u16,
+    /// The weight set at runtime (`srv_uweight`).
+    pub weight: u16,
+    /// `srv_op_state`: 0 down, 1 starting, 2 up, 3 stopping.
+    pub op_state: u8,
+    /// `srv_admin_state` bits: 0x1 forced maint, 0x8 forced drain, …
+    pub admin_state: u8,
+}
+
+/// The admin state an operator (or hacfg) set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    Ready,
+    Drain,
+    Maint,
+}
+
+impl Admin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admin::Ready => "ready",
+            Admin::Drain => "drain",
+            Admin::Maint => "maint",
+        }
+    }
+}
+
+impl Live {
+    pub fn target(&self) -> Target {
+        Target::new(&self.backend, &self.name)
+    }
+
+    /// Maintenance (forced, inherited or from DNS) wins over drain.
+    pub fn admin(&self) -> Admin {
+        match self.admin_state {
+            a if a & 0x07 != 0 => Admin::Maint,
+            a if a & 0x18 != 0 => Admin::Drain,
+            _ => Admin::Ready,
+        }
+    }
+
+    /// `down`, `starting`, `up` or `stopping`.
+    pub fn operational(&self) -> &'static str {
+        match self.op_state {
+            0 => "down",
+            1 => "starting",
+            2 => "up",
+            _ => "stopping",
+        }
+    }
+}
+
+/// Parses `show servers state`.
+pub fn parse(text: &str) -> Result<Vec<Live>, Error> {
+    let mut lines = text.lines();
+    let version = lines.next().unwrap_or_default().trim();
+    if version != "1" {
+        return Err(Error::Answer(format!(
+            "unknown `show servers state` format {}",
+            quote(version)
+        )));
+    }
+    let mut out = Vec::new();
+    for line in lines.filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let field = |i: usize| f.get(i).copied().unwrap_or_default();
+        let num = |i: usize| field(i).parse::<u32>().ok();
+        let (Some(id), Some(op), Some(admin), Some(weight), Some(port)) = (
+            num(col::ID),
+            num(col::OP_STATE),
+            num(col::ADMIN_STATE),
+            num(col::WEIGHT),
+            num(col::PORT),
+        ) else {
+            return Err(Error::Answer(format!(
+                "malformed `show servers state` line {}",
+                quote(line)
+            )));
+        };
+        out.push(Live {
+            backend: field(col::BACKEND).to_string(),
+            name: field(col::NAME).to_string(),
+            id,
+            addr: field(col::ADDR).to_string(),
+            port: u16::try_from(port).unwrap_or(0),
+            weight: u16::try_from(weight).unwrap_or(0),
+            op_state: u8::try_from(op).unwrap_or(0),
+            admin_state: u8::try_from(admin).unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// The live state to load after a reload: `show servers state`, less the
+/// servers whose address or port the new config changes (HAProxy would put
+/// the old port back) and those it drops.
+pub fn to_keep(state: &str, desired: &[Server]) -> String {
+    let wanted: BTreeSet<(&str, &str, &str, u16)> = desired
+        .iter()
+        .map(|s| (s.backend.as_str(), s.name.as_str(), s.addr.as_str(), s.port))
+        .collect();
+    let mut out = String::with_capacity(state.len());
+    for line in state.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let keep = line.starts_with('#')
+            || f.len() <= col::PORT
+            || f[col::PORT].parse::<u16>().is_ok_and(|port| {
+                wanted.contains(&(f[col::BACKEND], f[col::NAME], f[col::ADDR], port))
+            });
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const STATE: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 nodes 11 a 127.0.0.1 2 8 5 1 1 8 2 0 6 0 0 1 - 18081 - 0 0 - - 0\n3 nodes 12 b 127.0.0.2 0 0 1 1 1 8 2 0 6 0 0 1 - 18082 - 0 0 - - 0\n";
+
+    #[test]
+    fn parses_servers_state() {
+        let live = parse(STATE).unwrap();
+        assert_eq!(live.len(), 2);
+        let a = &live[0];
+        assert_eq!(
+            (a.name.as_str(), a.id, a.port, a.weight, a.admin_state),
+            ("a", 11, 18081, 5, 8)
+        );
+        assert_eq!((a.admin(), a.operational()), (Admin::Drain, "up"));
+        assert_eq!(
+            (live[1].admin(), live[1].operational()),
+            (Admin::Ready, "down")
+        );
+        assert!(parse("garbage").is_err());
+        assert!(parse("1\n3 nodes x\n").is_err());
+    }
+
+    #[test]
+    fn what_to_keep() {
+        let desired = super::super::config::servers(
+            "backend nodes\n    server a 127.0.0.1:18081\n    server b 127.0.0.2:9999\n",
+        );
+        let kept = to_keep(STATE, &desired);
+        assert!(kept.contains(" a 127.0.0.1 "), "{kept}");
+        assert!(!kept.contains(" b 127.0.0.2 "), "{kept}");
+        assert!(kept.starts_with("1\n# be_id"));
+    }
+}

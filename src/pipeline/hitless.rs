@@ -1,0 +1,155 @@
+//! The hitless path: HAProxy's servers brought in line with the render
+//! through the runtime API, with no reload and no `haproxy -c` (the rest of
+//! the config is byte-identical to the file HAProxy took, and each changed
+//! server line is taken by HAProxy's own runtime parser, `add server`).
+
+use std::thread::JoinHandle;
+
+use anyhow::Result;
+
+use super::pending::{self, Pending};
+use super::plan::{self, Plan};
+use super::{ApplyMode, Settings, settle};
+use crate::exit::Failure;
+use crate::haproxy::config;
+use crate::haproxy::execute::{self, Executed};
+use crate::haproxy::state::Live;
+use crate::log::Log;
+use crate::output::OutputFile;
+use crate::store::Store;
+
+/// How the hitless path ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hitless {
+    /// HAProxy runs the desired servers now (the file may still need
+    /// writing); `waiting`: some wait for HAProxy (see `settle`).
+    Applied { waiting: bool },
+    /// The change takes the reload path.
+    Reload,
+}
+
+/// Where the runtime API leads.
+enum Route {
+    Applied { waiting: bool },
+    Reload(String),
+}
+
+/// The live servers, read on a thread of their own, if this run may take
+/// the hitless path (it reloads, may avoid it, and `--force` asks for none).
+pub fn prefetch(s: &Settings) -> Option<JoinHandle<Result<Vec<Live>>>> {
+    let api = s.runtime.as_ref()?;
+    if s.reload.is_none() || s.apply == ApplyMode::Reload || s.force {
+        return None;
+    }
+    let api = api.clone();
+    Some(std::thread::spawn(move || api.live()))
+}
+
+/// Whether the folder has runtime work that waits for HAProxy.
+pub fn waiting(s: &Settings, store: &Store) -> bool {
+    s.runtime.is_some()
+        && Pending::load(store.dir()).is_ok_and(|p| p.waiting(pending::now_ms()).next().is_some())
+}
+
+/// What the hitless path works with.
+pub struct Context<'a> {
+    pub s: &'a Settings,
+    pub store: &'a Store,
+    pub output: &'a OutputFile,
+}
+
+impl Context<'_> {
+    /// Tries the runtime API before any check. It also repairs drift when
+    /// the file is `unchanged` (a server deleted behind hacfg's back).
+    pub fn apply(
+        &self,
+        live: JoinHandle<Result<Vec<Live>>>,
+        rendered: &str,
+        unchanged: bool,
+        log: &mut Log,
+    ) -> Result<Hitless> {
+        let live = live
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the runtime reader panicked")));
+        let why = match self.route(live, rendered, log)? {
+            Route::Applied { waiting } => return Ok(Hitless::Applied { waiting }),
+            Route::Reload(why) => why,
+        };
+        if unchanged {
+            log.warn(&format!(
+                "the live servers differ from `{}` in a way the runtime API cannot repair \
+                 ({why}); `hacfg --force render` reloads",
+                self.output.path().display()
+            ));
+        } else if self.s.apply == ApplyMode::Runtime {
+            return Err(Failure::NeedsReload(format!(
+                "this change needs a reload ({why}), and --apply runtime forbids one; nothing \
+                 was changed"
+            ))
+            .into());
+        } else {
+            log.info(&format!("reloading: {why}"));
+        }
+        Ok(Hitless::Reload)
+    }
+
+    /// Plans, executes without waiting, and makes a settle pass.
+    fn route(&self, live: Result<Vec<Live>>, rendered: &str, log: &mut Log) -> Result<Route> {
+        let Some(api) = &self.s.runtime else {
+            return Ok(Route::Reload("no runtime API".into()));
+        };
+        let mut live = match live {
+            Ok(live) => live,
+            Err(e) if self.s.apply == ApplyMode::Auto => {
+                return Ok(Route::Reload(format!(
+                    "the runtime API did not answer: {e:#}"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let old = self
+            .output
+            .read()?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let executed = match plan::plan(old.as_deref(), rendered, &live) {
+            Plan::Nothing => {
+                log.debug("runtime API: HAProxy already runs the desired servers");
+                None
+            }
+            Plan::Reload(why) => return Ok(Route::Reload(why)),
+            Plan::Runtime(ops) => {
+                log.debug(&format!("runtime API: {} operation(s): {ops:?}", ops.len()));
+                Some(execute::execute(api, &ops, &live)?)
+            }
+        };
+        if let Some(done) = &executed {
+            log_done(done, log);
+            // The pass sees the servers as they are now, drains included.
+            live = api.live()?;
+        }
+        let desired = config::servers(rendered);
+        let store = self.store.dir();
+        let left = settle::pass(
+            api,
+            store,
+            &desired,
+            &live,
+            executed.as_ref(),
+            self.s.waits,
+            log,
+        )?;
+        let waiting = left.waiting(pending::now_ms()).next().is_some();
+        Ok(Route::Applied { waiting })
+    }
+}
+
+fn log_done(done: &Executed, log: &mut Log) {
+    for line in &done.done {
+        log.info(&format!("runtime: {line}"));
+    }
+    for target in &done.draining {
+        log.info(&format!(
+            "runtime: drained `{target}`: no new request; it is deleted once idle"
+        ));
+    }
+}

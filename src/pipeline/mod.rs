@@ -1,0 +1,176 @@
+//! Decides how the nodes folder reaches HAProxy, top-down:
+//! **change → store → render → plan → execute → settle**.
+//!
+//! The caller has changed the folder (`commands`) and holds its exclusive
+//! lock. [`update`] loads the nodes (less those held back, `quarantine`),
+//! renders them, and then takes one of two paths: the hitless one
+//! (`hitless`: plan the runtime operations, execute them, record and
+//! finish what is due, `settle`), or the checked one (`check`, holding
+//! back the nodes HAProxy refuses, then write and `reload`). What must wait
+//! for HAProxy is left to the detached `worker`, started by [`after`] once
+//! the lock is released.
+
+pub mod check;
+pub mod hitless;
+pub mod pending;
+pub mod plan;
+pub mod quarantine;
+pub mod reload;
+pub mod settle;
+pub mod worker;
+
+use anyhow::Result;
+
+use crate::exit::Failure;
+use crate::haproxy::RuntimeApi;
+use crate::haproxy::reload::Reload;
+use crate::log::Log;
+use crate::output::{Current, OutputFile};
+use crate::render::Renderer;
+use crate::store::{Exclusive, Lock, Store};
+use check::{Check, Checked};
+use hitless::Hitless;
+use quarantine::Quarantine;
+
+/// How HAProxy takes a change (`--apply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Through the runtime API when the change allows it, else a reload.
+    Auto,
+    /// Through the runtime API only; a change that needs a reload is refused.
+    Runtime,
+    /// Always a reload.
+    Reload,
+}
+
+/// What the pipeline needs, built once from the command line (`config`).
+#[derive(Debug)]
+pub struct Settings {
+    pub renderer: Renderer,
+    /// Refuse configs with fewer nodes than this.
+    pub min_nodes: usize,
+    /// How candidates are checked.
+    pub check: Check,
+    /// How HAProxy is reloaded; `None` when `--reload` was not given.
+    pub reload: Option<Reload>,
+    /// Write and reload even when nothing changed.
+    pub force: bool,
+    /// How HAProxy takes a change (with `--reload`).
+    pub apply: ApplyMode,
+    /// The socket for runtime changes and `status`, if any.
+    pub runtime: Option<RuntimeApi>,
+    /// How long hacfg waits for its own drains.
+    pub waits: settle::Waits,
+    /// How to start the worker that finishes pending work.
+    pub worker: worker::Worker,
+}
+
+/// What a render did about nodes HAProxy refuses, and what it left to wait.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Every node held back now: name and HAProxy's words.
+    pub held: Vec<(String, String)>,
+    /// The names of those this run found; the others were held before.
+    pub newly: Vec<String>,
+    /// Runtime work waits for HAProxy (a first check, a drain): [`after`]
+    /// starts the worker.
+    pub waiting: bool,
+}
+
+/// Makes the output (and, with `--reload`, HAProxy) match the folder as it
+/// is now. The exclusive lock makes this one consistent snapshot, and a
+/// burst of queued callers costs few writes and reloads: whoever finds the
+/// live config already equal to its render does nothing.
+///
+/// A node whose line HAProxy refuses is held back (see `quarantine`): the
+/// config goes live without it, and the result says so.
+pub fn update(
+    s: &Settings,
+    store: &Store,
+    lock: &Lock<Exclusive>,
+    output: &OutputFile,
+    log: &mut Log,
+) -> Result<Applied> {
+    // HAProxy's live servers are read while the folder is read and rendered.
+    let mut prefetched = hitless::prefetch(s);
+    output.remove_leftovers(lock);
+    let mut q = Quarantine::load(store, lock)?;
+    log.debug(&format!(
+        "{} node(s) in `{}`, {} held back",
+        q.nodes().len() + q.held(),
+        store.dir().display(),
+        q.held()
+    ));
+    loop {
+        let rendered = render_guarded(s, &q, output)?;
+        let unchanged = output.compare(rendered.as_bytes())? == Current::Same && !s.force;
+        let ctx = hitless::Context { s, store, output };
+        if let Some(live) = prefetched.take()
+            && let Hitless::Applied { waiting } = ctx.apply(live, &rendered, unchanged, log)?
+        {
+            q.save()?;
+            if !unchanged {
+                let _ = output.replace(None, rendered.as_bytes())?;
+                log.info(&format!(
+                    "wrote `{}` ({}), applied through the runtime API without a reload",
+                    output.path().display(),
+                    nodes_text(q.nodes().len())
+                ));
+            }
+            return Ok(applied(&q, waiting));
+        }
+        if unchanged {
+            q.save()?;
+            let shown = output.path().display();
+            log.info(&format!(
+                "`{shown}` unchanged ({})",
+                nodes_text(q.nodes().len())
+            ));
+            return Ok(applied(&q, hitless::waiting(s, store)));
+        }
+        if let Checked::Accepted(staged) = check::candidate(s, output, &rendered, &mut q, log)? {
+            q.save()?;
+            reload::write_and_reload(s, output, staged, &rendered, q.nodes().len(), log)?;
+            return Ok(applied(&q, hitless::waiting(s, store)));
+        }
+    }
+}
+
+/// After the lock is released: starts the worker if work waits for HAProxy.
+pub fn after(s: &Settings, applied: &Applied, log: &mut Log) {
+    if applied.waiting {
+        worker::spawn(&s.worker, log);
+    }
+}
+
+/// Renders the nodes; refuses (records and all) fewer than `--min-nodes`.
+fn render_guarded(s: &Settings, q: &Quarantine, output: &OutputFile) -> Result<String> {
+    let nodes = q.nodes();
+    let count = nodes.len();
+    let rendered = s.renderer.render(nodes, output.size(), output.path())?;
+    if count < s.min_nodes {
+        q.save()?;
+        return Err(Failure::TooFewNodes(format!(
+            "refusing to write `{}` with {count} nodes, fewer than --min-nodes {}; the live \
+             config is unchanged (the nodes folder keeps the change)",
+            output.path().display(),
+            s.min_nodes
+        ))
+        .into());
+    }
+    Ok(rendered)
+}
+
+fn applied(q: &Quarantine, waiting: bool) -> Applied {
+    let (held, newly) = q.outcome();
+    Applied {
+        held,
+        newly,
+        waiting,
+    }
+}
+
+/// `N node(s)` for messages.
+pub fn nodes_text(count: usize) -> String {
+    format!("{count} node{}", if count == 1 { "" } else { "s" })
+}

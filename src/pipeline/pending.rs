@@ -1,0 +1,178 @@
+//! What hacfg itself put in drain, why, and until when: `.hacfg.pending`
+//! in the nodes folder. It tells hacfg's own drains from an operator's, so
+//! hacfg finishes its own (sets a new server ready once checked, deletes a
+//! removed one once idle) and never undoes one it did not set.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+use crate::file;
+use crate::haproxy::Target;
+
+/// Name of the record inside the nodes folder (hidden, so never a node).
+pub const PENDING_FILE: &str = ".hacfg.pending";
+/// Largest record read: a few hundred bytes per server.
+const PENDING_CAP: u64 = 64 << 20;
+
+/// Why hacfg drained a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Why {
+    /// Added: in drain until its first health check has run, then ready.
+    FirstCheck,
+    /// Removed: in drain until idle, then deleted.
+    Removal,
+}
+
+/// One server hacfg drained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub target: Target,
+    pub why: Why,
+    /// When hacfg drained it (ms since the epoch).
+    pub since_ms: u64,
+    /// Past this, no one waits for it any more: it stays drained (shown by
+    /// `status` as drift) and any later run still finishes it when due.
+    pub deadline_ms: u64,
+}
+
+impl Entry {
+    pub fn overdue(&self, now_ms: u64) -> bool {
+        now_ms >= self.deadline_ms
+    }
+}
+
+/// The record of a nodes folder, sorted by target.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub entries: Vec<Entry>,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A deadline `wait` from now.
+pub fn deadline(wait: Duration) -> u64 {
+    now_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Pending {
+    /// Loads the record. A missing one holds nothing; a damaged one is an
+    /// error that names it (hacfg would lose track of its own drains).
+    pub fn load(dir: &Path) -> Result<Pending> {
+        let path = dir.join(PENDING_FILE);
+        let context = || format!("unable to read hacfg's pending work `{}`", path.display());
+        let Some(bytes) = file::read_capped(&path, PENDING_CAP).with_context(context)? else {
+            return Ok(Pending::default());
+        };
+        let mut entries: Vec<Entry> = serde_json::from_slice(&bytes).with_context(context)?;
+        entries.sort_by(|a, b| a.target.cmp(&b.target));
+        entries.dedup_by(|a, b| a.target == b.target);
+        Ok(Pending { entries })
+    }
+
+    /// Writes the record (removes it when empty) if it differs from `before`.
+    /// The caller holds the exclusive lock.
+    pub fn save(&self, dir: &Path, before: &Pending) -> Result<()> {
+        if self == before {
+            return Ok(());
+        }
+        let path = dir.join(PENDING_FILE);
+        let context = || {
+            format!(
+                "unable to record hacfg's pending work in `{}`",
+                path.display()
+            )
+        };
+        if self.entries.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(context),
+                _ => Ok(()),
+            };
+        }
+        let bytes = serde_json::to_vec_pretty(&self.entries)?;
+        atomic::write_atomic(&path, &bytes).with_context(context)
+    }
+
+    pub fn get(&self, target: &Target) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.target == *target)
+    }
+
+    /// Records that hacfg drained `target` for `why`. An entry for the same
+    /// reason keeps its deadline: a run that drains again does not extend it.
+    pub fn insert(&mut self, target: Target, why: Why, wait: Duration) {
+        if self.get(&target).is_some_and(|e| e.why == why) {
+            return;
+        }
+        self.remove(&target);
+        self.entries.push(Entry {
+            target,
+            why,
+            since_ms: now_ms(),
+            deadline_ms: deadline(wait),
+        });
+        self.entries.sort_by(|a, b| a.target.cmp(&b.target));
+    }
+
+    pub fn remove(&mut self, target: &Target) {
+        self.entries.retain(|e| e.target != *target);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries whose deadline has not passed: what a worker waits for.
+    pub fn waiting(&self, now_ms: u64) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(move |e| !e.overdue(now_ms))
+    }
+
+    /// The targets drained for `why`.
+    pub fn targets(&self, why: Why) -> Vec<Target> {
+        self.entries
+            .iter()
+            .filter(|e| e.why == why)
+            .map(|e| e.target.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_keep_their_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Pending::default();
+        let a = Target::new("nodes", "a");
+        p.insert(a.clone(), Why::FirstCheck, Duration::from_secs(60));
+        let first = p.get(&a).unwrap().deadline_ms;
+        std::thread::sleep(Duration::from_millis(5));
+        p.insert(a.clone(), Why::FirstCheck, Duration::from_secs(60));
+        assert_eq!(p.get(&a).unwrap().deadline_ms, first);
+        p.insert(a.clone(), Why::Removal, Duration::from_secs(5));
+        assert_eq!(p.get(&a).unwrap().why, Why::Removal);
+        assert_eq!(p.entries.len(), 1);
+        p.save(dir.path(), &Pending::default()).unwrap();
+        assert_eq!(Pending::load(dir.path()).unwrap(), p);
+        assert_eq!(p.waiting(now_ms()).count(), 1);
+        assert_eq!(p.waiting(u64::MAX).count(), 0);
+        let before = p.clone();
+        p.remove(&a);
+        p.save(dir.path(), &before).unwrap();
+        assert!(!dir.path().join(PENDING_FILE).exists());
+        std::fs::write(dir.path().join(PENDING_FILE), "garbage").unwrap();
+        let err = Pending::load(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains(".hacfg.pending"), "{err:#}");
+    }
+}

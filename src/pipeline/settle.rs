@@ -1,0 +1,158 @@
+//! The waiting part of a runtime change, out of the handler's way.
+//!
+//! A run that changes servers only tells HAProxy (see `haproxy::execute`)
+//! and records what it drained in `.hacfg.pending`. What is due later — a
+//! new server's first check, a removed server going idle — is finished by a
+//! [`pass`]: every later run makes one, and the run that left work pending
+//! starts one detached worker (see `worker`) that polls HAProxy without
+//! the folder lock and makes a pass under it whenever something is due. Each pass re-reads the record, the config file and the live servers,
+//! so it acts only on what still matches them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::pending::{Entry, Pending, Why};
+use crate::haproxy::config::Server;
+use crate::haproxy::execute::{self, Executed};
+use crate::haproxy::state::{Admin, Live};
+use crate::haproxy::{RuntimeApi, Target};
+use crate::log::Log;
+
+/// How long hacfg waits for its own drains.
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    /// For requests in flight on removed servers (`--drain-timeout`).
+    pub drain: Duration,
+    /// For a new server's first health check (`--check-timeout`).
+    pub first_check: Duration,
+}
+
+/// One pass under the exclusive lock: records what `executed` drained,
+/// drops entries that no longer match the files, HAProxy or the operator,
+/// and finishes what is due. Returns the record as it now is.
+pub fn pass(
+    api: &RuntimeApi,
+    dir: &Path,
+    desired: &[Server],
+    live: &[Live],
+    executed: Option<&Executed>,
+    waits: Waits,
+    log: &mut Log,
+) -> Result<Pending> {
+    let before = Pending::load(dir)?;
+    let mut pending = before.clone();
+    if let Some(executed) = executed {
+        for t in &executed.checking {
+            pending.insert(t.clone(), Why::FirstCheck, waits.first_check);
+        }
+        for t in &executed.draining {
+            pending.insert(t.clone(), Why::Removal, waits.drain);
+        }
+    }
+    if !pending.is_empty() {
+        reconcile(api, &mut pending, desired, live, log)?;
+        finish_due(api, &mut pending, log)?;
+    }
+    pending.save(dir, &before)?;
+    Ok(pending)
+}
+
+/// Drops the entries whose server is gone, or that an operator or a later
+/// change made moot; undoes hacfg's drain of a removed server wanted again.
+fn reconcile(
+    api: &RuntimeApi,
+    pending: &mut Pending,
+    desired: &[Server],
+    live: &[Live],
+    log: &mut Log,
+) -> Result<()> {
+    let wanted = |t: &Target| {
+        desired
+            .iter()
+            .any(|s| s.backend == t.backend && s.name == t.name)
+    };
+    let mut again = Vec::new();
+    let entries = std::mem::take(&mut pending.entries);
+    for entry in entries {
+        let t = &entry.target;
+        let Some(l) = live
+            .iter()
+            .find(|l| l.backend == t.backend && l.name == t.name)
+        else {
+            log.debug(&format!(
+                "settle: `{t}` is no longer live; nothing left to do"
+            ));
+            continue;
+        };
+        match (entry.why, l.admin(), wanted(t)) {
+            (Why::FirstCheck, Admin::Maint, _) | (Why::Removal, Admin::Maint, true) => {
+                log.info(&format!(
+                    "settle: `{t}` is in maintenance, set by an operator: hacfg leaves it so"
+                ));
+            }
+            (_, Admin::Ready, _) => {
+                log.info(&format!(
+                    "settle: `{t}` was set ready by someone else: nothing to do"
+                ));
+            }
+            (Why::Removal, Admin::Drain, true) => again.push(entry.target),
+            _ => pending.entries.push(entry),
+        }
+    }
+    if !again.is_empty() {
+        execute::set_ready(api, &again)?;
+        for t in &again {
+            log.info(&format!(
+                "settle: `{t}` is in the nodes folder again: hacfg's drain is undone, it serves"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sets ready the new servers whose first check has run (and that are
+/// still wanted: a removal turns the entry into a `Removal`), deletes the
+/// idle removed ones.
+fn finish_due(api: &RuntimeApi, pending: &mut Pending, log: &mut Log) -> Result<()> {
+    let done = execute::finish(
+        api,
+        &pending.targets(Why::FirstCheck),
+        &pending.targets(Why::Removal),
+    )?;
+    for (t, check) in &done.ready {
+        pending.remove(t);
+        if check.starts_with("DOWN") {
+            log.warn(&format!(
+                "settle: added `{t}`, but its first health check failed ({check}): it is DOWN \
+                 and takes no request until its checks pass"
+            ));
+        } else {
+            log.info(&format!(
+                "settle: `{t}` passed its first health check ({check}): it serves"
+            ));
+        }
+    }
+    for t in &done.deleted {
+        pending.remove(t);
+        log.info(&format!("settle: removed `{t}` (idle)"));
+    }
+    Ok(())
+}
+
+/// What an overdue entry means, for the log and `status`.
+pub fn overdue_text(entry: &Entry) -> String {
+    match entry.why {
+        Why::FirstCheck => format!(
+            "`{}` had no health check by its deadline: it stays drained (no request) and any \
+             later hacfg run sets it ready once its first check has run",
+            entry.target
+        ),
+        Why::Removal => format!(
+            "`{}` still had requests in flight at --drain-timeout: it stays drained (no new \
+             request) and any later hacfg run deletes it once idle",
+            entry.target
+        ),
+    }
+}

@@ -1,0 +1,157 @@
+//! The detached worker that finishes pending runtime work with no further
+//! hacfg call: `hacfg settle --worker`, started by the run that left work
+//! pending, at most one per nodes folder. It waits without the folder lock
+//! and takes it only for a [`settle::pass`], and exits once nothing waits.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::pending::{self, Entry, Pending, Why};
+use super::settle::{self, Waits};
+use crate::haproxy::{RuntimeApi, Target, config};
+use crate::log::Log;
+use crate::output::OutputFile;
+use crate::store::{Exclusive, Store};
+
+/// How often the worker reads HAProxy's `show stat` while it waits.
+const POLL: Duration = Duration::from_millis(100);
+/// The worker's own lock file in the nodes folder: at most one at a time.
+pub const WORKER_FILE: &str = ".hacfg.settle";
+
+/// How to start the worker: this binary, with the settings it needs.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// Waits for the folder's pending work and finishes it; returns when
+/// nothing waits any more (or another worker already runs).
+pub fn work(
+    api: &RuntimeApi,
+    store: &Store,
+    output: &OutputFile,
+    waits: Waits,
+    log: &mut Log,
+) -> Result<()> {
+    let Some(worker_lock) = WorkerLock::try_take(store.dir())? else {
+        log.debug("settle: another worker is at work");
+        return Ok(());
+    };
+    loop {
+        let pending = Pending::load(store.dir())?;
+        let waiting: Vec<&Entry> = pending.waiting(pending::now_ms()).collect();
+        if waiting.is_empty() || due(api, &waiting) {
+            let lock = store.lock::<Exclusive>()?;
+            let left = match pass_from_file(api, store, output, waits, log) {
+                Ok(left) => left,
+                Err(e) => {
+                    log.warn(&format!("settle: {e:#}; trying again"));
+                    pending
+                }
+            };
+            if left.waiting(pending::now_ms()).next().is_none() {
+                for entry in &left.entries {
+                    log.warn(&format!("settle: {}", settle::overdue_text(entry)));
+                }
+                // Let go of the worker lock first: a run that records new
+                // work after this (it needs the folder lock) starts a worker.
+                drop(worker_lock);
+                drop(lock);
+                return Ok(());
+            }
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// A pass against the config file hacfg last wrote and the live servers.
+fn pass_from_file(
+    api: &RuntimeApi,
+    store: &Store,
+    output: &OutputFile,
+    waits: Waits,
+    log: &mut Log,
+) -> Result<Pending> {
+    let text = output.read()?.unwrap_or_default();
+    let desired = config::servers(&String::from_utf8_lossy(&text));
+    let live = api.live()?;
+    settle::pass(api, store.dir(), &desired, &live, None, waits, log)
+}
+
+/// Whether any waiting entry is due now: its check has run, it is idle,
+/// an operator put it in maintenance, or its server is no longer there.
+/// An unreadable answer counts as due, so that the pass says what is wrong.
+fn due(api: &RuntimeApi, waiting: &[&Entry]) -> bool {
+    let targets: Vec<Target> = waiting.iter().map(|e| e.target.clone()).collect();
+    let Ok(stats) = api.stats_of(&targets) else {
+        return true;
+    };
+    waiting.iter().any(|e| match (stats.get(&e.target), e.why) {
+        (None, _) => true,
+        (Some(s), Why::FirstCheck) => s.checked() || !s.status.starts_with("DRAIN"),
+        (Some(s), Why::Removal) => s.sessions == 0,
+    })
+}
+
+/// Starts the worker, detached, if work is waiting. It gets no standard
+/// streams (a handler's stdout and stderr are Serf's pipes, which must close
+/// when the handler exits) and none of hacfg's variables (its arguments say
+/// everything); it starts a session of its own.
+pub fn spawn(worker: &Worker, log: &mut Log) {
+    let mut cmd = Command::new(&worker.exe);
+    cmd.args(&worker.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HACFG_") {
+            cmd.env_remove(key);
+        }
+    }
+    match cmd.spawn() {
+        Ok(child) => log.debug(&format!("settle: started worker {}", child.id())),
+        Err(e) => log.warn(&format!(
+            "unable to start `{} settle`: {e}; the next hacfg run finishes the pending work",
+            worker.exe.display()
+        )),
+    }
+}
+
+/// Held by the one worker of a folder: a lock on `.hacfg.settle`.
+pub struct WorkerLock {
+    _file: File,
+}
+
+impl WorkerLock {
+    /// Takes the worker lock; `None` when another worker holds it.
+    pub fn try_take(dir: &Path) -> Result<Option<WorkerLock>> {
+        let path = dir.join(WORKER_FILE);
+        let context = || format!("unable to open the worker lock `{}`", path.display());
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .with_context(context)?;
+        anyhow::ensure!(
+            file.metadata().with_context(context)?.is_file(),
+            "the worker lock `{}` is not a regular file",
+            path.display()
+        );
+        match file.try_lock() {
+            Ok(()) => Ok(Some(WorkerLock { _file: file })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e).with_context(context),
+        }
+    }
+}
