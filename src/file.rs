@@ -137,9 +137,12 @@ mod tests {
         let err = format!("{:#}", read_capped(&d.join("zero"), 4).unwrap_err());
         assert!(err.contains("symbolic link"), "{err}");
         let fifo = d.join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo(3) with a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .unwrap();
         let err = format!("{:#}", read_capped(&fifo, 4).unwrap_err());
         assert!(err.contains("a FIFO"), "{err}");
         let err = format!("{:#}", read_capped(d, 4).unwrap_err());

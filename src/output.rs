@@ -5,11 +5,12 @@
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use rustix::fs::FallocateFlags;
+use rustix::io::Errno;
 
 use crate::atomic::{self, Staged};
 use crate::file;
@@ -256,19 +257,19 @@ fn write_in_place(path: &Path, bytes: &[u8], old: Option<&[u8]>) -> Result<()> {
 /// Reserves `len` bytes of blocks without changing the file's size (a file
 /// system without `fallocate` is written unreserved: errors still restore).
 fn reserve(file: &File, len: usize) -> std::io::Result<()> {
-    let Ok(len) = libc::off_t::try_from(len) else {
+    // fallocate(2) takes an off_t: no file system holds more.
+    let Some(len) = u64::try_from(len)
+        .ok()
+        .filter(|&l| i64::try_from(l).is_ok())
+    else {
         return Err(ErrorKind::FileTooLarge.into());
     };
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: fallocate(2) on an open descriptor with plain integer arguments.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
-    let err = std::io::Error::last_os_error();
-    match rc {
-        0 => Ok(()),
-        _ if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(()),
-        _ => Err(err),
+    match rustix::fs::fallocate(file, FallocateFlags::KEEP_SIZE, 0, len) {
+        Ok(()) | Err(Errno::OPNOTSUPP | Errno::NOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -6,12 +6,14 @@
 //! deadline the whole group is killed, not only `sh`.
 
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::OFlags;
 use rustix::process::{Pid, PidfdFlags, Signal};
 
 use crate::quote::quote;
@@ -138,24 +140,24 @@ fn collect(child: &mut Child, cap: usize, deadline: Instant) -> Result<Option<Fi
         if left.is_zero() {
             return Ok(None);
         }
-        let mut fds: Vec<libc::pollfd> =
-            [out.fd(), err.fd(), exit_fd.as_ref().map(AsRawFd::as_raw_fd)]
-                .into_iter()
-                .flatten()
-                .map(|fd| libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
+        let mut fds: Vec<PollFd<'_>> = [out.fd(), err.fd(), exit_fd.as_ref().map(AsFd::as_fd)]
+            .into_iter()
+            .flatten()
+            .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN))
+            .collect();
         // Without a pidfd, look at the child every 2 ms.
         let wait = match exit_fd {
             Some(_) => left.min(Duration::from_millis(500)),
             None => left.min(Duration::from_millis(2)),
         };
-        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
-        // SAFETY: `fds` is a valid, live array of `fds.len()` pollfds.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        // Whole milliseconds, at least one.
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let timeout = Timespec::try_from(Duration::from_millis(ms)).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        // An error (EINTR) only ends this wait early: the loop looks again.
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
     }
 }
 
@@ -172,10 +174,10 @@ impl Source {
         }
     }
 
-    fn fd(&self) -> RawFd {
+    fn fd(&self) -> BorrowedFd<'_> {
         match self {
-            Source::Out(s) => s.as_raw_fd(),
-            Source::Err(s) => s.as_raw_fd(),
+            Source::Out(s) => s.as_fd(),
+            Source::Err(s) => s.as_fd(),
         }
     }
 }
@@ -191,14 +193,10 @@ impl Pipe {
     fn new(source: Option<Source>, cap: usize) -> Result<Pipe> {
         if let Some(s) = &source {
             let fd = s.fd();
-            // SAFETY: fcntl(2) on a descriptor this process owns.
-            let ok = unsafe {
-                let flags = libc::fcntl(fd, libc::F_GETFL);
-                flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
-            };
-            if !ok {
-                return Err(std::io::Error::last_os_error()).context("unable to set up a pipe");
-            }
+            rustix::fs::fcntl_getfl(fd)
+                .and_then(|flags| rustix::fs::fcntl_setfl(fd, flags | OFlags::NONBLOCK))
+                .map_err(std::io::Error::from)
+                .context("unable to set up a pipe")?;
         }
         Ok(Pipe {
             source,
@@ -207,7 +205,7 @@ impl Pipe {
         })
     }
 
-    fn fd(&self) -> Option<RawFd> {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.source.as_ref().map(Source::fd)
     }
 

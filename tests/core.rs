@@ -5,6 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use rustix::process::{Pid, Signal, kill_process_group};
+
 use crate::harness::{HACFG, TestEnv, haproxy_accepts, tool};
 
 #[test]
@@ -507,8 +509,8 @@ fn a_killed_process_releases_the_lock_and_leaves_nothing_behind() {
         crate::harness::wait_until(10.0, || !leftovers(etc).is_empty()),
         "the candidate was never staged"
     );
-    // SAFETY: kill(2) on the process group the test just created.
-    unsafe { libc::kill(-(stuck.id() as i32), libc::SIGKILL) };
+    // The process group the test just created.
+    let _ = kill_process_group(Pid::from_child(&stuck), Signal::KILL);
     stuck.wait().unwrap();
     // It left its candidate beside the output; a killed batch leaves staged
     // node files (made here by hand).

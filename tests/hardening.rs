@@ -2,10 +2,8 @@
 //! output, on a socket or behind a pid, hacfg answers within its deadline,
 //! signals no stranger, and leaves no torn or rolled-back config.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
@@ -13,17 +11,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rustix::fs::Mode;
+
 use crate::harness::{HACFG, TestEnv, clean_command};
 
 fn mkfifo(path: &Path) {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: mkfifo(3) with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    rustix::fs::mkfifoat(rustix::fs::CWD, path, Mode::RUSR | Mode::WUSR).unwrap();
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no arguments and no side effects.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 const NOT_REGULAR: &str =

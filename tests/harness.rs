@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal, kill_process_group};
+
 pub const HACFG: &str = env!("CARGO_BIN_EXE_hacfg");
 
 pub struct TestEnv {
@@ -198,8 +200,8 @@ impl Call<'_> {
             matches!(child.try_wait(), Ok(Some(_)))
         });
         if !finished {
-            // SAFETY: kill(2) on the process group this test created.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            // The process group this test created.
+            let _ = kill_process_group(Pid::from_child(&child), Signal::KILL);
         }
         let status = child.wait().expect("wait");
         let elapsed = started.elapsed();

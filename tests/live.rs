@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal, kill_process_group};
+
 use crate::harness::{TestEnv, free_port, wait_until};
 
 /// An HTTP server on 127.0.0.1 that answers every request with its name.
@@ -296,11 +298,10 @@ impl Haproxy {
 
 impl Drop for Haproxy {
     fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY: kill(2) on our own process group; no memory is involved.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let pgid = Pid::from_child(&self.child);
+        let _ = kill_process_group(pgid, Signal::TERM);
         if !wait_until(5.0, || matches!(self.child.try_wait(), Ok(Some(_)))) {
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = kill_process_group(pgid, Signal::KILL);
             let _ = self.child.wait();
         }
     }

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use rustix::process::{Pid, Signal, kill_process_group};
+
 use crate::harness::{TestEnv, clean_command, free_port, tool, wait_until};
 
 const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab");
@@ -81,8 +83,8 @@ impl Agent {
 }
 
 fn kill_group(child: &mut Child) {
-    // SAFETY: kill(2) on the agent's own process group.
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    // The agent's own process group.
+    let _ = kill_process_group(Pid::from_child(child), Signal::KILL);
     let _ = child.wait();
 }
 

@@ -4,16 +4,21 @@
 //! at a time, costs at most the deadline.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 /// Largest answer read from a socket.
 pub const ANSWER_CAP: usize = 64 * 1024 * 1024;
+
+/// Room for a path in a `sockaddr_un`, its closing NUL included.
+const SUN_PATH_LEN: usize =
+    std::mem::size_of::<libc::sockaddr_un>() - std::mem::offset_of!(libc::sockaddr_un, sun_path);
 
 /// Sends `command` and returns the whole answer, all before `deadline`.
 pub fn exchange(path: &Path, command: &str, deadline: Instant) -> Result<String> {
@@ -59,56 +64,33 @@ pub fn exchange(path: &Path, command: &str, deadline: Instant) -> Result<String>
         .with_context(|| format!("`{}` answered with non-UTF-8 bytes", path.display()))
 }
 
-// Filling a C `sockaddr_un`: small constants and path bytes.
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_possible_wrap,
-    clippy::cast_sign_loss
-)]
 /// Connects without blocking past `deadline`: a Unix socket whose backlog
 /// is full refuses a non-blocking connect with EAGAIN, so retry until then.
 fn connect(path: &Path, deadline: Instant) -> Result<UnixStream> {
     let context = || format!("unable to connect to `{}`", path.display());
-    // SAFETY: sockaddr_un is plain old data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() >= addr.sun_path.len() {
+    if path.as_os_str().as_bytes().len() >= SUN_PATH_LEN {
         bail!("socket path `{}` is too long", path.display());
     }
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
+    let addr = SocketAddrUnix::new(path)
+        .map_err(std::io::Error::from)
+        .with_context(context)?;
     loop {
-        // SAFETY: socket(2) with constant arguments; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).with_context(context);
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: `addr` is a valid sockaddr_un of the given length.
-        let rc = unsafe {
-            libc::connect(
-                fd,
-                std::ptr::from_ref(&addr).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-            )
-        };
-        let err = std::io::Error::last_os_error();
-        if rc == 0 || err.raw_os_error() == Some(libc::EINPROGRESS) {
-            let stream = UnixStream::from(owned);
-            stream.set_nonblocking(false).with_context(context)?;
-            return Ok(stream);
-        }
-        if err.raw_os_error() != Some(libc::EAGAIN) {
-            return Err(err).with_context(context);
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(std::io::Error::from)
+        .with_context(context)?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) | Err(Errno::INPROGRESS) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false).with_context(context)?;
+                return Ok(stream);
+            }
+            Err(Errno::AGAIN) => {}
+            Err(e) => return Err(std::io::Error::from(e)).with_context(context),
         }
         if Instant::now() >= deadline {
             bail!(
