@@ -1,13 +1,11 @@
 //! The core: node store, rendering, atomic output, and the CLI contract.
 
+use rustix::process::{Pid, Signal, kill_process_group};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use rustix::process::{Pid, Signal, kill_process_group};
-
-use crate::harness::{HACFG, TestEnv, haproxy_accepts, tool};
+use crate::harness::{Done, TestEnv, haproxy_accepts, tool};
 
 #[test]
 fn add_list_remove_round_trip() {
@@ -54,9 +52,9 @@ fn add_list_remove_round_trip() {
     env.ok(&["remove", "h"]);
     assert!(!env.nodes.join("s2").exists());
     // Leave events repeat: removing a missing node succeeds, unless --strict.
-    let out = env.run(&["remove", "s2"]);
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("was not there"));
+    env.call(&["remove", "s2"])
+        .code(0)
+        .stderr_has("was not there");
     let before = env.snapshot();
     env.fails(&["remove", "s2", "--strict"], 1);
     assert_eq!(before, env.snapshot());
@@ -72,9 +70,7 @@ fn same_add_twice_changes_nothing() {
         .modified()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let out = env.run(&["add", "s1", "10.0.0.1"]);
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = env.call(&["add", "s1", "10.0.0.1"]).code(0).stderr;
     assert!(
         stderr.contains("already up to date") && stderr.contains("unchanged"),
         "{stderr}"
@@ -134,20 +130,14 @@ fn lab_one_line_files_are_read() {
 #[test]
 fn environment_variables_configure_paths() {
     let env = TestEnv::new();
-    let out = Command::new(HACFG)
+    env.hacfg()
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HACFG_NODES_DIR", &env.nodes)
         .env("HACFG_OUTPUT", &env.output)
         .env("HACFG_DEFAULT_PORT", "8000")
         .args(["add", "s1", "10.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .code(0);
     assert_eq!(env.servers(), ["s1 10.0.0.1:8000"]);
 }
 
@@ -262,10 +252,9 @@ fn hostile_input_is_rejected_and_changes_nothing() {
     ];
     assert!(cases.len() >= 30);
     for args in &cases {
-        let out = env.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let Done { code, stderr, .. } = env.call(args).run();
         assert!(
-            matches!(out.status.code(), Some(1 | 2)),
+            matches!(code, Some(1 | 2)),
             "{args:?} was accepted: {stderr}"
         );
         assert!(stderr.contains("error"), "{args:?}: {stderr}");
@@ -383,13 +372,12 @@ fn fifty_parallel_adds_lose_no_node() {
     let env = TestEnv::new();
     let children: Vec<_> = (0..50)
         .map(|i| {
-            env.cmd(&["add", &format!("n{i:02}"), &format!("10.2.0.{}", i + 1)])
+            env.call(&["add", &format!("n{i:02}"), &format!("10.2.0.{}", i + 1)])
                 .spawn()
-                .unwrap()
         })
         .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
+    for child in children {
+        child.code(0);
     }
     assert_eq!(env.servers().len(), 50);
     assert_eq!(env.ok(&["list", "--json"]).matches("\"name\"").count(), 50);
@@ -442,14 +430,12 @@ fn the_index_never_serves_a_stale_node() {
     let meta = fs::metadata(&s2).unwrap();
     fs::write(&s2, "10.0.0.8").unwrap();
     let stamp = format!("@{}.{:09}", meta.mtime(), meta.mtime_nsec());
-    assert!(
-        Command::new("touch")
-            .args(["-m", "-d", &stamp])
-            .arg(&s2)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let touch = Command::new("touch")
+        .args(["-m", "-d", &stamp])
+        .arg(&s2)
+        .output()
+        .unwrap();
+    assert!(touch.status.success());
     assert_eq!(fs::metadata(&s2).unwrap().mtime_nsec(), meta.mtime_nsec());
     // replaced by rename; deleted; added.
     env.write("s3.new", "10.0.0.7");
@@ -491,11 +477,9 @@ fn a_killed_process_releases_the_lock_and_leaves_nothing_behind() {
     env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
     // A check that hangs holds the exclusive lock; SIGKILL it mid-render
     // (its whole process group, so the hanging check goes too).
-    let mut stuck = env
-        .cmd(&["--check-cmd", "sleep 30 # {}", "add", "s2", "10.0.0.2"])
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let stuck = env
+        .call(&["--check-cmd", "sleep 30 # {}", "add", "s2", "10.0.0.2"])
+        .spawn();
     let exclusive_held = || {
         let lock = fs::File::open(&env.nodes).unwrap();
         matches!(lock.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
@@ -509,9 +493,11 @@ fn a_killed_process_releases_the_lock_and_leaves_nothing_behind() {
         crate::harness::wait_until(10.0, || !leftovers(etc).is_empty()),
         "the candidate was never staged"
     );
-    // The process group the test just created.
-    let _ = kill_process_group(Pid::from_child(&stuck), Signal::KILL);
-    stuck.wait().unwrap();
+    // The process group the test just created (every call runs in a group
+    // of its own).
+    let pgid = Pid::from_raw(i32::try_from(stuck.id()).unwrap()).unwrap();
+    let _ = kill_process_group(pgid, Signal::KILL);
+    stuck.wait();
     // It left its candidate beside the output; a killed batch leaves staged
     // node files (made here by hand).
     assert_eq!(leftovers(etc).len(), 1);

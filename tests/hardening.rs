@@ -2,18 +2,16 @@
 //! output, on a socket or behind a pid, hacfg answers within its deadline,
 //! signals no stranger, and leaves no torn or rolled-back config.
 
+use rustix::fs::Mode;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rustix::fs::Mode;
-
-use crate::harness::{HACFG, TestEnv, clean_command};
+use crate::harness::{HACFG, TestEnv};
 
 fn mkfifo(path: &Path) {
     rustix::fs::mkfifoat(rustix::fs::CWD, path, Mode::RUSR | Mode::WUSR).unwrap();
@@ -161,17 +159,14 @@ fn a_user_who_may_only_read_the_folder_can_list() {
     for dir in [env.dir.path(), env.nodes.as_path()] {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let out = clean_command(HACFG)
+    let done = env
+        .hacfg()
         .arg("--nodes-dir")
         .arg(&env.nodes)
         .args(["list", "--json"])
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"s1\""));
+        .user(65534, 65534)
+        .code(0);
+    assert!(done.stdout.contains("\"s1\""));
 }
 
 #[test]
@@ -229,7 +224,13 @@ fn a_strangers_pid_gets_no_signal() {
     let env = TestEnv::new();
     env.ok(&["add", "s1", "10.0.0.1"]);
     let live = env.output_text();
-    let mut stranger = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut stranger = Command::new("sleep")
+        .arg("30")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let pid_file = env.write("stranger.pid", &format!("{}\n", stranger.id()));
     let done = env
         .call(&[
@@ -405,20 +406,11 @@ fn a_closed_stdout_ends_quietly() {
             &format!("10.3.{}.{}", i / 250, i % 250 + 1),
         );
     }
-    let mut child = env
-        .cmd(&["list", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 16];
-    stdout.read_exact(&mut first).unwrap();
-    drop(stdout);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(stderr, "");
+    // Its reader goes away after 16 bytes, as `hacfg list --json | head -c 16`.
+    env.call(&["list", "--json"])
+        .close_stdout_after(16)
+        .code(0)
+        .stderr_is("");
 }
 
 #[test]
@@ -471,17 +463,14 @@ fn in_place_on_a_full_file_system_never_tears_the_config() {
         echo $? > "$DIR/code"
         cp "$ETC/haproxy.cfg" "$DIR/after.cfg"
     "#;
-    let status = Command::new("unshare")
+    env.program("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", script])
         .env("HACFG", HACFG)
         .env("ETC", etc)
         .env("SMALL", &small)
         .env("NODES", &env.nodes)
         .env("DIR", env.dir.path())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&status.stderr);
-    assert!(status.status.success(), "setup failed: {said}");
+        .code(0);
     let code = fs::read_to_string(env.path("code")).unwrap();
     let err = fs::read_to_string(env.path("err.txt")).unwrap();
     assert_eq!(code.trim(), "1", "{err}");

@@ -1,15 +1,16 @@
 //! The test environment: a temp dir with `nodes/`, an output path and
 //! templates, and the real `hacfg` binary run with `HACFG_*` cleared.
 
+use rustix::process::{Pid, Signal, kill_process_group};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use rustix::process::{Pid, Signal, kill_process_group};
 
 pub const HACFG: &str = env!("CARGO_BIN_EXE_hacfg");
 
@@ -20,6 +21,7 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    #[track_caller]
     pub fn new() -> TestEnv {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes = dir.path().join("nodes");
@@ -33,31 +35,49 @@ impl TestEnv {
         self.dir.path().join(rel)
     }
 
-    /// `hacfg --nodes-dir … --output … ARGS`, with no `HACFG_*`/`SERF_*`
-    /// from the developer's shell and no haproxy check unless asked for.
-    pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = clean_command(HACFG);
-        cmd.arg("--nodes-dir").arg(&self.nodes);
-        cmd.arg("--output").arg(&self.output);
-        cmd.args(args);
-        cmd.stdin(Stdio::null());
-        cmd
+    /// `hacfg --nodes-dir … --output … ARGS`: the usual run, just-style:
+    /// `env.call(&["add", …]).stdin(…).code(1).stderr_is("…")`.
+    pub fn call(&self, args: &[&str]) -> Call<'_> {
+        self.hacfg()
+            .arg("--nodes-dir")
+            .arg(&self.nodes)
+            .arg("--output")
+            .arg(&self.output)
+            .args(args)
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run hacfg")
+    /// `hacfg` without the folder flags, for tests of how it finds its
+    /// folders or whom it runs as.
+    pub fn hacfg(&self) -> Call<'_> {
+        self.program(HACFG)
+    }
+
+    /// A run of `program` (hacfg, or a script or tool that calls it): the
+    /// one way the tests run anything that runs hacfg.
+    pub fn program(&self, program: impl AsRef<OsStr>) -> Call<'_> {
+        Call {
+            env: self,
+            cmd: clean_command(program),
+            stdin: Vec::new(),
+            deadline: Duration::from_secs(60),
+            unchanged: false,
+            close_stdout_after: None,
+        }
     }
 
     /// Runs and asserts success; returns stdout.
+    #[track_caller]
     pub fn ok(&self, args: &[&str]) -> String {
         self.call(args).code(0).stdout
     }
 
     /// Runs and asserts exit `code`; returns stderr (temp dir as `$TMP`).
+    #[track_caller]
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         self.call(args).code(code).stderr
     }
 
+    #[track_caller]
     pub fn write(&self, rel: &str, content: &str) -> PathBuf {
         let path = self.path(rel);
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -112,46 +132,65 @@ impl TestEnv {
     }
 }
 
-impl TestEnv {
-    /// A run of hacfg to set up and check, just-style:
-    /// `env.call(&["add", …]).stdin(…).code(1).stderr_is("…")`.
-    pub fn call(&self, args: &[&str]) -> Call<'_> {
-        Call {
-            env: self,
-            cmd: self.cmd(args),
-            stdin: Vec::new(),
-            deadline: Duration::from_secs(60),
-            unchanged: false,
-        }
-    }
-}
-
-/// One run of the real binary, with a deadline: a regression that hangs
-/// fails the test instead of stalling the suite.
+/// One run, with a deadline: a regression that hangs fails the test
+/// instead of stalling the suite. Its stdout and stderr are captured, never
+/// inherited: they show in a failing assertion's message, not in the
+/// suite's output.
 pub struct Call<'a> {
     env: &'a TestEnv,
     cmd: Command,
     stdin: Vec<u8>,
     deadline: Duration,
     unchanged: bool,
+    close_stdout_after: Option<usize>,
 }
 
 /// What a finished call printed.
 pub struct Done {
+    /// The exit code; `None` when a signal ended the run.
+    pub code: Option<i32>,
     pub stdout: String,
     /// stderr with the temp dir's path replaced by `$TMP`.
     pub stderr: String,
     pub elapsed: Duration,
 }
 
-impl Call<'_> {
-    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+impl<'a> Call<'a> {
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args(mut self, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Self {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
         self.cmd.env(key, value);
+        self
+    }
+
+    /// No environment at all but what is set after this.
+    pub fn env_clear(mut self) -> Self {
+        self.cmd.env_clear();
+        self
+    }
+
+    /// Runs as user `uid`, group `gid`.
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.cmd.uid(uid).gid(gid);
         self
     }
 
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.stdin = bytes.into();
+        self
+    }
+
+    /// Reads `bytes` of stdout, then closes it, as `| head -c N` would.
+    pub fn close_stdout_after(mut self, bytes: usize) -> Self {
+        self.close_stdout_after = Some(bytes);
         self
     }
 
@@ -168,7 +207,22 @@ impl Call<'_> {
     }
 
     /// Runs, asserting the exit code; kills the call at its deadline.
-    pub fn code(mut self, code: i32) -> Done {
+    #[track_caller]
+    pub fn code(self, code: i32) -> Done {
+        self.spawn().code(code)
+    }
+
+    /// Runs to the end, asserting only that it ended in time (and, if
+    /// asked, changed nothing), whatever its exit.
+    #[track_caller]
+    pub fn run(self) -> Done {
+        self.spawn().wait()
+    }
+
+    /// Starts the call in its own process group and returns at once, for
+    /// runs side by side or a run to kill; its deadline counts from now.
+    #[track_caller]
+    pub fn spawn(mut self) -> Running<'a> {
         let before = self.unchanged.then(|| self.env.snapshot());
         let started = Instant::now();
         let mut child = self
@@ -178,67 +232,147 @@ impl Call<'_> {
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .expect("run hacfg");
+            .expect("start the call");
         let mut input = child.stdin.take().expect("stdin");
         let bytes = std::mem::take(&mut self.stdin);
         let writer = std::thread::spawn(move || {
             let _ = input.write_all(&bytes);
         });
         let mut stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
+        let limit = self.close_stdout_after;
         let out = std::thread::spawn(move || {
             let mut s = Vec::new();
-            let _ = stdout.read_to_end(&mut s);
+            match limit {
+                // Dropping the pipe at the end of the thread closes it.
+                Some(n) => (&mut stdout).take(n as u64).read_to_end(&mut s),
+                None => stdout.read_to_end(&mut s),
+            }
+            .ok();
             s
         });
-        let err = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = stderr.read_to_end(&mut s);
-            s
-        });
-        let finished = wait_until(self.deadline.as_secs_f64(), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
-        if !finished {
-            // The process group this test created.
-            let _ = kill_process_group(Pid::from_child(&child), Signal::KILL);
-        }
-        let status = child.wait().expect("wait");
-        let elapsed = started.elapsed();
-        let _ = writer.join();
-        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-        let stdout = text(out.join().unwrap_or_default());
-        let tmp = self.env.dir.path().to_string_lossy().into_owned();
-        let stderr = text(err.join().unwrap_or_default()).replace(&tmp, "$TMP");
-        assert!(finished, "hacfg hung for {elapsed:?}; stderr:\n{stderr}");
-        assert_eq!(status.code(), Some(code), "stderr:\n{stderr}");
-        if let Some(before) = before {
-            let after = self.env.snapshot();
-            let changed: Vec<&PathBuf> = before
-                .keys()
-                .chain(after.keys())
-                .filter(|p| before.get(*p) != after.get(*p))
-                .collect();
-            assert!(
-                changed.is_empty(),
-                "files changed: {changed:?}; stderr:\n{stderr}"
-            );
-        }
-        Done {
-            stdout,
-            stderr,
-            elapsed,
+        let err = capture(child.stderr.take().expect("stderr"));
+        Running {
+            env: self.env,
+            child,
+            started,
+            deadline: self.deadline,
+            before,
+            close_stdout_after: limit,
+            writer,
+            out,
+            err,
         }
     }
 }
 
+/// A call under way.
+pub struct Running<'a> {
+    env: &'a TestEnv,
+    child: Child,
+    started: Instant,
+    deadline: Duration,
+    before: Option<BTreeMap<PathBuf, Vec<u8>>>,
+    close_stdout_after: Option<usize>,
+    writer: JoinHandle<()>,
+    out: JoinHandle<Vec<u8>>,
+    err: JoinHandle<Vec<u8>>,
+}
+
+impl Running<'_> {
+    /// The process id, which is also its process group's id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits, asserting the exit code.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Done {
+        let (done, changed) = self.finish();
+        assert_eq!(done.code, Some(code), "stderr:\n{}", done.stderr);
+        assert_unchanged(&changed, &done);
+        done
+    }
+
+    /// Waits, whatever the exit.
+    #[track_caller]
+    pub fn wait(self) -> Done {
+        let (done, changed) = self.finish();
+        assert_unchanged(&changed, &done);
+        done
+    }
+
+    /// Waits until the deadline, then kills the process group; asserts the
+    /// call ended in time. Also returns the files that changed, if asked.
+    #[track_caller]
+    fn finish(mut self) -> (Done, Vec<PathBuf>) {
+        let left = self.deadline.saturating_sub(self.started.elapsed());
+        let finished = wait_until(left.as_secs_f64(), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !finished {
+            // SAFETY: kill(2) on the process group this test created.
+            let _ = kill_process_group(Pid::from_child(&self.child), Signal::KILL);
+        }
+        let status = self.child.wait().expect("wait");
+        let elapsed = self.started.elapsed();
+        let _ = self.writer.join();
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        let stdout = self.out.join().unwrap_or_default();
+        let tmp = self.env.dir.path().to_string_lossy().into_owned();
+        let stderr = text(self.err.join().unwrap_or_default()).replace(&tmp, "$TMP");
+        assert!(finished, "the call hung for {elapsed:?}; stderr:\n{stderr}");
+        if let Some(n) = self.close_stdout_after {
+            assert_eq!(stdout.len(), n, "stdout ended early; stderr:\n{stderr}");
+        }
+        let changed = match self.before {
+            None => Vec::new(),
+            Some(before) => {
+                let after = self.env.snapshot();
+                before
+                    .keys()
+                    .chain(after.keys())
+                    .filter(|p| before.get(*p) != after.get(*p))
+                    .cloned()
+                    .collect()
+            }
+        };
+        let done = Done {
+            code: status.code(),
+            stdout: text(stdout),
+            stderr,
+            elapsed,
+        };
+        (done, changed)
+    }
+}
+
+#[track_caller]
+fn assert_unchanged(changed: &[PathBuf], done: &Done) {
+    assert!(
+        changed.is_empty(),
+        "files changed: {changed:?}; stderr:\n{}",
+        done.stderr
+    );
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn capture(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = pipe.read_to_end(&mut s);
+        s
+    })
+}
+
 impl Done {
     /// stderr is exactly `expected` (with `$TMP` for the temp dir).
+    #[track_caller]
     pub fn stderr_is(&self, expected: &str) -> &Self {
         assert_eq!(self.stderr, expected);
         self
     }
 
+    #[track_caller]
     pub fn stderr_has(&self, part: &str) -> &Self {
         assert!(
             self.stderr.contains(part),
@@ -251,8 +385,10 @@ impl Done {
 
 /// A command for `program` (hacfg, or a script that calls it) that sees
 /// none of the developer's `HACFG_*`/`SERF_*` variables and finds the
-/// `hacfg` under test first on `PATH`.
-pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+/// `hacfg` under test first on `PATH`. Runs to completion go through
+/// [`TestEnv::program`], which builds on this; only daemons that run hacfg
+/// (the lab's Serf agents) use it directly.
+pub fn clean_command(program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
@@ -273,6 +409,7 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 /// Finds a tool the tests need. In CI (`CI` set) a missing tool fails the
 /// test; elsewhere the test is skipped with a note, so `cargo test` works on
 /// a machine with only Rust.
+#[track_caller]
 pub fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])

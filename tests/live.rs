@@ -1,9 +1,12 @@
-//! Live components for tests: tiny HTTP backends and a master-worker
-//! HAProxy on free 127.0.0.1 ports. Dropping them stops them, even when a
-//! test fails.
+//! Live components for tests: a pool of tiny HTTP backends behind a
+//! master-worker HAProxy, on free 127.0.0.1 ports. Dropping them stops
+//! them, even when a test fails.
 
-use std::io::{Read, Write};
+use rustix::process::{Pid, Signal, kill_process_group};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::ops::{Deref, Index};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,12 +15,112 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process_group};
+use crate::harness::{TestEnv, free_port, tool, wait_until};
 
-use crate::harness::{TestEnv, free_port, wait_until};
+/// The live fixture: named HTTP backends, nodes for some of them in the
+/// env's folder, and a master-worker HAProxy serving what hacfg rendered.
+/// Each test's opening says what runs before HAProxy starts:
+///
+/// ```ignore
+/// let Some(pool) = Pool::backends(&env, &["s1", "s2"]).nodes(&["s1"]).start() else {
+///     return; // no haproxy here
+/// };
+/// ```
+///
+/// It derefs to its [`Haproxy`]; `pool["s2"]` is the backend named `s2`.
+pub struct Pool {
+    // Declared first, so dropped first: HAProxy stops before its backends.
+    hap: Haproxy,
+    backends: Vec<Backend>,
+}
+
+/// A pool before HAProxy starts: its backends run, and the test puts nodes
+/// in the folder.
+pub struct PoolSetup<'e> {
+    env: &'e TestEnv,
+    backends: Vec<Backend>,
+}
+
+impl Pool {
+    /// Starts one HTTP backend for each of `names`, each answering with
+    /// its name; nothing is in the folder yet.
+    pub fn backends<'e>(env: &'e TestEnv, names: &[&str]) -> PoolSetup<'e> {
+        PoolSetup {
+            env,
+            backends: names.iter().map(|name| Backend::start(name)).collect(),
+        }
+    }
+}
+
+impl PoolSetup<'_> {
+    /// `hacfg add NAME ENDPOINT --no-render` for each of the named
+    /// backends.
+    #[track_caller]
+    pub fn nodes(self, names: &[&str]) -> Self {
+        for name in names {
+            let endpoint = self[*name].endpoint();
+            self.env.ok(&["add", name, &endpoint, "--no-render"]);
+        }
+        self
+    }
+
+    /// `hacfg add NAME ENDPOINT --no-render` for a node no backend of the
+    /// pool serves.
+    #[track_caller]
+    pub fn node(self, name: &str, endpoint: &str) -> Self {
+        self.env.ok(&["add", name, endpoint, "--no-render"]);
+        self
+    }
+
+    /// Renders the folder with the built-in template and starts HAProxy on
+    /// it; `None` (the test is skipped) where haproxy is not installed.
+    #[track_caller]
+    pub fn start(self) -> Option<Pool> {
+        let haproxy = tool("haproxy")?;
+        Some(Pool {
+            hap: Haproxy::start(&haproxy, self.env),
+            backends: self.backends,
+        })
+    }
+}
+
+#[track_caller]
+fn named<'b>(backends: &'b [Backend], name: &str) -> &'b Backend {
+    match backends.iter().find(|b| b.name == name) {
+        Some(backend) => backend,
+        None => panic!("no backend {name:?} in the pool"),
+    }
+}
+
+impl Index<&str> for PoolSetup<'_> {
+    type Output = Backend;
+
+    #[track_caller]
+    fn index(&self, name: &str) -> &Backend {
+        named(&self.backends, name)
+    }
+}
+
+impl Index<&str> for Pool {
+    type Output = Backend;
+
+    #[track_caller]
+    fn index(&self, name: &str) -> &Backend {
+        named(&self.backends, name)
+    }
+}
+
+impl Deref for Pool {
+    type Target = Haproxy;
+
+    fn deref(&self) -> &Haproxy {
+        &self.hap
+    }
+}
 
 /// An HTTP server on 127.0.0.1 that answers every request with its name.
 pub struct Backend {
+    pub name: String,
     pub port: u16,
     pub hits: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -25,7 +128,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn start(name: &str) -> Backend {
+    fn start(name: &str) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -42,6 +145,7 @@ impl Backend {
             }
         });
         Backend {
+            name: name.to_string(),
             port,
             hits,
             stop,
@@ -169,6 +273,8 @@ impl Traffic {
 /// at free loopback ports.
 pub struct Haproxy {
     child: Child,
+    /// HAProxy's stdout and stderr, shown when a test fails.
+    log: File,
     pub port: u16,
     pub master_socket: PathBuf,
     pub pid_file: PathBuf,
@@ -179,7 +285,8 @@ pub struct Haproxy {
 impl Haproxy {
     /// Renders the env's current nodes with the built-in template, then
     /// starts HAProxy on the result.
-    pub fn start(haproxy: &Path, env: &TestEnv) -> Haproxy {
+    #[track_caller]
+    fn start(haproxy: &Path, env: &TestEnv) -> Haproxy {
         let port = free_port();
         let vars = vec![
             "--var".into(),
@@ -199,6 +306,8 @@ impl Haproxy {
         env.ok(&args);
         let master_socket = env.path("master.sock");
         let pid_file = env.path("haproxy.pid");
+        // Not in the env's folder, which tests snapshot: a file of its own.
+        let log = tempfile::tempfile().expect("haproxy log");
         let child = Command::new(haproxy)
             .arg("-W")
             .arg("-S")
@@ -208,13 +317,14 @@ impl Haproxy {
             .arg("-f")
             .arg(&env.output)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("haproxy log"))
+            .stderr(log.try_clone().expect("haproxy log"))
             .process_group(0)
             .spawn()
             .expect("start haproxy");
         let hap = Haproxy {
             child,
+            log,
             port,
             master_socket,
             pid_file,
@@ -222,10 +332,24 @@ impl Haproxy {
         };
         assert!(
             wait_until(10.0, || hap.show_proc().is_some() && hap.pid_file.exists()),
-            "haproxy did not start"
+            "haproxy did not start:\n{}",
+            hap.log()
         );
-        assert!(wait_until(10.0, || TcpStream::connect(("127.0.0.1", port)).is_ok()));
+        assert!(
+            wait_until(10.0, || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "haproxy does not listen on {port}:\n{}",
+            hap.log()
+        );
         hap
+    }
+
+    /// What HAProxy printed so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        let mut log = &self.log;
+        let _ = log.rewind();
+        let _ = log.read_to_string(&mut text);
+        text
     }
 
     /// `show proc` from the master CLI.
@@ -241,6 +365,7 @@ impl Haproxy {
     }
 
     /// The master's (reloads, failed reloads) counters.
+    #[track_caller]
     pub fn reloads(&self) -> (u64, u64) {
         // Right after a reload the master re-executes: retry for a moment.
         let mut text = None;
@@ -255,17 +380,20 @@ impl Haproxy {
 
     /// A runtime command on the master socket (`@1 …`), as an operator
     /// would type it.
+    #[track_caller]
     pub fn command(&self, command: &str) -> String {
         self.exchange(&format!("@1 {command}"))
             .expect("master socket")
     }
 
     /// The live servers, through hacfg's own parser.
+    #[track_caller]
     pub fn servers(&self) -> Vec<hacfg::testing::Live> {
         hacfg::testing::parse_servers_state(&self.command("show servers state")).expect("state")
     }
 
     /// A `show stat` column of one server (`lbtot`, `scur`, …).
+    #[track_caller]
     pub fn stat(&self, server: &str, column: &str) -> String {
         let text = self.command("show stat -1 4 -1");
         let header: Vec<&str> = text
@@ -298,6 +426,10 @@ impl Haproxy {
 
 impl Drop for Haproxy {
     fn drop(&mut self) {
+        if thread::panicking() {
+            // Captured by the test harness: shown with the failure only.
+            eprintln!("haproxy's output:\n{}", self.log());
+        }
         let pgid = Pid::from_child(&self.child);
         let _ = kill_process_group(pgid, Signal::TERM);
         if !wait_until(5.0, || matches!(self.child.try_wait(), Ok(Some(_)))) {

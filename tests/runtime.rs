@@ -6,8 +6,8 @@ use std::fs;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::harness::{TestEnv, tool, wait_until};
-use crate::live::{Backend, Haproxy, Traffic, get_path};
+use crate::harness::{TestEnv, free_port, wait_until};
+use crate::live::{Haproxy, Pool, Traffic, get_path};
 
 /// hacfg arguments for a runtime apply through the master socket (the
 /// fixture's vars set a short health-check interval: a runtime add waits
@@ -19,6 +19,7 @@ fn runtime_args<'a>(hap: &'a Haproxy, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+#[track_caller]
 fn names(hap: &Haproxy) -> Vec<String> {
     let mut n: Vec<String> = hap.servers().into_iter().map(|l| l.name).collect();
     n.sort();
@@ -27,30 +28,33 @@ fn names(hap: &Haproxy) -> Vec<String> {
 
 #[test]
 fn adds_and_removes_at_runtime_under_traffic_without_a_reload() {
-    let Some(haproxy) = tool("haproxy") else {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"]).nodes(&["s1"]).start() else {
         return;
     };
-    let env = TestEnv::new();
-    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
-    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
-    let hap = Haproxy::start(&haproxy, &env);
-    let traffic = Traffic::start(hap.port);
+    let traffic = Traffic::start(pool.port);
     let started = Instant::now();
     for _ in 0..50 {
-        env.ok(&runtime_args(&hap, &["-q", "add", "s2", &b2.endpoint()]));
-        env.ok(&runtime_args(&hap, &["-q", "remove", "s2"]));
+        env.ok(&runtime_args(
+            &pool,
+            &["-q", "add", "s2", &pool["s2"].endpoint()],
+        ));
+        env.ok(&runtime_args(&pool, &["-q", "remove", "s2"]));
     }
     let took = started.elapsed();
     let (ok, failed) = traffic.finish();
     eprintln!("100 runtime changes in {took:?}: {ok} requests ok, {failed} failed");
-    assert_eq!(hap.reloads(), (0, 0), "a runtime change reloaded");
+    assert_eq!(pool.reloads(), (0, 0), "a runtime change reloaded");
     assert!(ok > 100, "too little traffic to mean anything: {ok}");
     assert_eq!(failed, 0);
-    assert!(b2.hits.load(Ordering::SeqCst) > 0, "s2 never got traffic");
+    assert!(
+        pool["s2"].hits.load(Ordering::SeqCst) > 0,
+        "s2 never got traffic"
+    );
     // The file matches the live servers: `status` says so.
-    env.ok(&runtime_args(&hap, &["add", "s2", &b2.endpoint()]));
-    assert_eq!(names(&hap), ["s1", "s2"]);
-    let status = env.call(&runtime_args(&hap, &["status"])).code(0).stdout;
+    env.ok(&runtime_args(&pool, &["add", "s2", &pool["s2"].endpoint()]));
+    assert_eq!(names(&pool), ["s1", "s2"]);
+    let status = env.call(&runtime_args(&pool, &["status"])).code(0).stdout;
     assert!(
         status.lines().skip(1).all(|l| l.ends_with(" ok")),
         "{status}"
@@ -60,22 +64,19 @@ fn adds_and_removes_at_runtime_under_traffic_without_a_reload() {
 
 #[test]
 fn a_request_in_flight_to_a_removed_server_completes() {
-    let Some(haproxy) = tool("haproxy") else {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"]).nodes(&["s1"]).start() else {
         return;
     };
-    let env = TestEnv::new();
-    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
-    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
-    let hap = Haproxy::start(&haproxy, &env);
     // A slow request lands on s1, the only server.
-    let port = hap.port;
+    let port = pool.port;
     let slow = std::thread::spawn(move || get_path(port, "/slow"));
-    assert!(wait_until(5.0, || b1.hits.load(Ordering::SeqCst) == 1));
-    env.ok(&runtime_args(&hap, &["add", "s2", &b2.endpoint()]));
-    let hits = b1.hits.load(Ordering::SeqCst);
+    assert!(wait_until(5.0, || pool["s1"].hits.load(Ordering::SeqCst) == 1));
+    env.ok(&runtime_args(&pool, &["add", "s2", &pool["s2"].endpoint()]));
+    let hits = pool["s1"].hits.load(Ordering::SeqCst);
     let done = env
         .call(&runtime_args(
-            &hap,
+            &pool,
             &["--drain-timeout", "10", "remove", "s1"],
         ))
         .code(0);
@@ -88,19 +89,19 @@ fn a_request_in_flight_to_a_removed_server_completes() {
         done.elapsed
     );
     // New requests never reached s1 once hacfg acted.
-    assert_eq!(hap.answering(20), ["s2".to_string()].into());
-    assert_eq!(b1.hits.load(Ordering::SeqCst), hits);
-    assert_eq!(names(&hap), ["s2"]);
-    assert_eq!(hap.reloads(), (0, 0));
+    assert_eq!(pool.answering(20), ["s2".to_string()].into());
+    assert_eq!(pool["s1"].hits.load(Ordering::SeqCst), hits);
+    assert_eq!(names(&pool), ["s2"]);
+    assert_eq!(pool.reloads(), (0, 0));
 
     // A short drain deadline leaves a busy server drained, not cut: a later
     // run deletes it.
-    env.ok(&runtime_args(&hap, &["add", "s1", &b1.endpoint()]));
-    env.ok(&runtime_args(&hap, &["remove", "s2"]));
+    env.ok(&runtime_args(&pool, &["add", "s1", &pool["s1"].endpoint()]));
+    env.ok(&runtime_args(&pool, &["remove", "s2"]));
     let slow = std::thread::spawn(move || get_path(port, "/slow"));
-    assert!(wait_until(5.0, || hap.stat("s1", "scur") == "1"));
+    assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"));
     env.call(&runtime_args(
-        &hap,
+        &pool,
         &["--drain-timeout", "0.2", "remove", "s1"],
     ))
     .code(0)
@@ -110,53 +111,53 @@ fn a_request_in_flight_to_a_removed_server_completes() {
         Ok("s1".to_string()),
         "a session was cut"
     );
-    assert_eq!(names(&hap), ["s1"]);
-    env.call(&runtime_args(&hap, &["render"]))
+    assert_eq!(names(&pool), ["s1"]);
+    env.call(&runtime_args(&pool, &["render"]))
         .code(0)
         .stderr_has("runtime: removed `nodes/s1`");
-    assert_eq!(names(&hap), Vec::<String>::new());
+    assert_eq!(names(&pool), Vec::<String>::new());
 }
 
 #[test]
 fn a_new_server_whose_port_refuses_never_gets_a_request() {
-    let Some(haproxy) = tool("haproxy") else {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1"]).nodes(&["s1"]).start() else {
         return;
     };
-    let env = TestEnv::new();
-    let b1 = Backend::start("s1");
-    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
-    let hap = Haproxy::start(&haproxy, &env);
-    let closed = format!("127.0.0.1:{}", crate::harness::free_port());
-    let traffic = Traffic::start(hap.port);
-    env.ok(&runtime_args(&hap, &["add", "dead", &closed]));
+    let closed = format!("127.0.0.1:{}", free_port());
+    let traffic = Traffic::start(pool.port);
+    env.ok(&runtime_args(&pool, &["add", "dead", &closed]));
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failed) = traffic.finish();
     assert!(ok > 10, "{ok}");
     assert_eq!(failed, 0);
-    assert_eq!(hap.stat("dead", "lbtot"), "0", "the dead server was chosen");
-    assert_eq!(hap.stat("dead", "status"), "DOWN");
-    assert_eq!(hap.reloads(), (0, 0));
+    assert_eq!(
+        pool.stat("dead", "lbtot"),
+        "0",
+        "the dead server was chosen"
+    );
+    assert_eq!(pool.stat("dead", "status"), "DOWN");
+    assert_eq!(pool.reloads(), (0, 0));
 }
 
 #[test]
 fn drift_is_reported_and_repaired() {
-    let Some(haproxy) = tool("haproxy") else {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1", "s2"])
+        .start()
+    else {
         return;
     };
-    let env = TestEnv::new();
-    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
-    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
-    env.ok(&["add", "s2", &b2.endpoint(), "--no-render"]);
-    let hap = Haproxy::start(&haproxy, &env);
-    env.call(&runtime_args(&hap, &["status"])).code(0);
+    env.call(&runtime_args(&pool, &["status"])).code(0);
     // Someone deletes a server and changes a weight behind hacfg's back.
-    hap.command("set server nodes/s2 state maint");
+    pool.command("set server nodes/s2 state maint");
     assert!(
-        hap.command("del server nodes/s2")
+        pool.command("del server nodes/s2")
             .contains("Server deleted")
     );
-    hap.command("set server nodes/s1 weight 7");
-    let done = env.call(&runtime_args(&hap, &["status"])).code(8);
+    pool.command("set server nodes/s1 weight 7");
+    let done = env.call(&runtime_args(&pool, &["status"])).code(8);
     assert!(done.stdout.contains("drift: weight"), "{}", done.stdout);
     assert!(
         done.stdout.contains("drift: not running"),
@@ -165,7 +166,7 @@ fn drift_is_reported_and_repaired() {
     );
     done.stderr_is("hacfg: warning: 2 server(s) differ from the nodes folder; a run with --reload repairs them\n");
     let json: serde_json::Value = serde_json::from_str(
-        &env.call(&runtime_args(&hap, &["status", "--json"]))
+        &env.call(&runtime_args(&pool, &["status", "--json"]))
             .code(8)
             .stdout,
     )
@@ -173,106 +174,117 @@ fn drift_is_reported_and_repaired() {
     assert_eq!(json[1]["server"], "s2");
     assert_eq!(json[1]["live"], false);
     // The next run repairs it, though the file itself is unchanged.
-    env.call(&runtime_args(&hap, &["render"]))
+    env.call(&runtime_args(&pool, &["render"]))
         .code(0)
         .stderr_has("runtime: set `nodes/s1` weight 1")
         .stderr_has("runtime: added `nodes/s2`");
-    env.call(&runtime_args(&hap, &["status"])).code(0);
-    assert_eq!(hap.reloads(), (0, 0), "the repair reloaded");
+    env.call(&runtime_args(&pool, &["status"])).code(0);
+    assert_eq!(pool.reloads(), (0, 0), "the repair reloaded");
     // `--force` asks for a reload, runtime API or not.
-    env.call(&runtime_args(&hap, &["--force", "render"]))
+    env.call(&runtime_args(&pool, &["--force", "render"]))
         .code(0);
-    assert!(wait_until(5.0, || hap.reloads() == (1, 0)));
+    assert!(wait_until(5.0, || pool.reloads() == (1, 0)));
     assert_eq!(
-        hap.answering(20),
+        pool.answering(20),
         ["s1".to_string(), "s2".to_string()].into()
     );
-    assert_eq!(hap.reloads(), (1, 0));
+    assert_eq!(pool.reloads(), (1, 0));
 }
 
 #[test]
 fn weight_and_address_change_at_runtime_and_state_survives_a_reload() {
-    let Some(haproxy) = tool("haproxy") else {
+    let env = TestEnv::new();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let Some(pool) = Pool::backends(&env, &["s1", "s1-moved"])
+        .nodes(&["s1"])
+        .node("dead", &dead)
+        .start()
+    else {
         return;
     };
-    let env = TestEnv::new();
-    let (b1, b1_moved) = (Backend::start("s1"), Backend::start("s1-moved"));
-    let dead = format!("127.0.0.1:{}", crate::harness::free_port());
-    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
-    env.ok(&["add", "dead", &dead, "--no-render"]);
-    let hap = Haproxy::start(&haproxy, &env);
     // Weight and address: at runtime, no reload.
     env.ok(&runtime_args(
-        &hap,
-        &["add", "s1", &b1.endpoint(), "--weight", "5"],
+        &pool,
+        &["add", "s1", &pool["s1"].endpoint(), "--weight", "5"],
     ));
     env.ok(&runtime_args(
-        &hap,
-        &["add", "s1", &b1_moved.endpoint(), "--weight", "5"],
+        &pool,
+        &["add", "s1", &pool["s1-moved"].endpoint(), "--weight", "5"],
     ));
-    assert_eq!(hap.reloads(), (0, 0));
-    let s1 = hap.servers().into_iter().find(|l| l.name == "s1").unwrap();
-    assert_eq!((s1.weight, s1.port), (5, b1_moved.port));
-    assert!(wait_until(5.0, || hap.answering(5).contains("s1-moved")));
+    assert_eq!(pool.reloads(), (0, 0));
+    let s1 = pool.servers().into_iter().find(|l| l.name == "s1").unwrap();
+    assert_eq!((s1.weight, s1.port), (5, pool["s1-moved"].port));
+    assert!(wait_until(5.0, || pool.answering(5).contains("s1-moved")));
     // `dead` is DOWN by its checks; an operator drains s1 for maintenance.
-    assert!(wait_until(5.0, || hap.stat("dead", "status") == "DOWN"));
-    assert_eq!(hap.command("set server nodes/s1 state drain").trim(), "");
+    assert!(wait_until(5.0, || pool.stat("dead", "status") == "DOWN"));
+    assert_eq!(pool.command("set server nodes/s1 state drain").trim(), "");
     // A change outside the server lines reloads; the saved state keeps
     // `dead` DOWN right after the reload, before any check could run.
-    env.call(&runtime_args(&hap, &["--var", "maxconn=5000", "render"]))
+    env.call(&runtime_args(&pool, &["--var", "maxconn=5000", "render"]))
         .code(0)
         .stderr_has("reloading: lines other than `server` lines changed");
-    assert_eq!(hap.reloads(), (1, 0));
-    let after: Vec<(String, u8, u16)> = hap
+    assert_eq!(pool.reloads(), (1, 0));
+    let after: Vec<(String, u8, u16)> = pool
         .servers()
         .into_iter()
         .map(|l| (l.name, l.op_state, l.weight))
         .collect();
     assert!(after.contains(&("dead".to_string(), 0, 1)), "{after:?}");
-    let s1 = hap.servers().into_iter().find(|l| l.name == "s1").unwrap();
+    let s1 = pool.servers().into_iter().find(|l| l.name == "s1").unwrap();
     assert_ne!(
         s1.admin_state & 0x08,
         0,
         "s1 is no longer drained after the reload"
     );
-    assert_eq!((s1.weight, s1.port), (5, b1_moved.port));
+    assert_eq!((s1.weight, s1.port), (5, pool["s1-moved"].port));
     assert!(
         fs::read_to_string(env.path("server-state"))
             .unwrap()
             .contains(" dead ")
     );
     // A port that changes in the same reload is not put back from the state.
-    env.ok(&["add", "s1", &b1.endpoint(), "--weight", "5", "--no-render"]);
-    env.ok(&runtime_args(&hap, &["--var", "maxconn=6000", "render"]));
-    assert_eq!(hap.reloads(), (2, 0));
-    let s1 = hap.servers().into_iter().find(|l| l.name == "s1").unwrap();
+    env.ok(&[
+        "add",
+        "s1",
+        &pool["s1"].endpoint(),
+        "--weight",
+        "5",
+        "--no-render",
+    ]);
+    env.ok(&runtime_args(&pool, &["--var", "maxconn=6000", "render"]));
+    assert_eq!(pool.reloads(), (2, 0));
+    let s1 = pool.servers().into_iter().find(|l| l.name == "s1").unwrap();
     assert_eq!(
-        s1.port, b1.port,
+        s1.port, pool["s1"].port,
         "the old port came back from the state file"
     );
 }
 
 #[test]
 fn a_runtime_change_haproxy_refuses_changes_nothing() {
-    let Some(haproxy) = tool("haproxy") else {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"]).nodes(&["s1"]).start() else {
         return;
     };
-    let env = TestEnv::new();
-    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
-    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
-    let hap = Haproxy::start(&haproxy, &env);
     // An intruder added behind hacfg's back holds the id `n2` will want.
     let id = hacfg::testing::stable_id("n2");
-    let answer = hap.command(&format!(
+    let answer = pool.command(&format!(
         "add server nodes/intruder {} id {id}",
-        b2.endpoint()
+        pool["s2"].endpoint()
     ));
     assert!(answer.contains("New server registered"), "{answer}");
     let file = fs::read(&env.output).unwrap();
     // One batch: a weight change HAProxy takes, then an add it refuses.
-    env.ok(&["add", "s1", &b1.endpoint(), "--weight", "9", "--no-render"]);
-    env.ok(&["add", "n2", &b2.endpoint(), "--no-render"]);
-    env.call(&runtime_args(&hap, &["render"]))
+    env.ok(&[
+        "add",
+        "s1",
+        &pool["s1"].endpoint(),
+        "--weight",
+        "9",
+        "--no-render",
+    ]);
+    env.ok(&["add", "n2", &pool["s2"].endpoint(), "--no-render"]);
+    env.call(&runtime_args(&pool, &["render"]))
         .code(3)
         .stderr_has("HAProxy refused a runtime change")
         .stderr_has(&format!("custom id {id} already used"));
@@ -281,16 +293,16 @@ fn a_runtime_change_haproxy_refuses_changes_nothing() {
         file,
         "the file claims a refused change"
     );
-    let live: Vec<(String, u16)> = hap
+    let live: Vec<(String, u16)> = pool
         .servers()
         .into_iter()
         .map(|l| (l.name, l.weight))
         .collect();
     assert_eq!(live, [("s1".to_string(), 1), ("intruder".to_string(), 1)]);
-    assert_eq!(hap.reloads(), (0, 0));
+    assert_eq!(pool.reloads(), (0, 0));
     // `--apply runtime` refuses what needs a reload, and changes nothing.
     env.call(&runtime_args(
-        &hap,
+        &pool,
         &["--apply", "runtime", "--var", "maxconn=5000", "render"],
     ))
     .code(7)
@@ -300,17 +312,14 @@ fn a_runtime_change_haproxy_refuses_changes_nothing() {
 
 #[test]
 fn the_stats_socket_serves_runtime_changes_and_status() {
-    let Some(haproxy) = tool("haproxy") else {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"]).nodes(&["s1"]).start() else {
         return;
     };
-    let env = TestEnv::new();
-    let (b1, b2) = (Backend::start("s1"), Backend::start("s2"));
-    env.ok(&["add", "s1", &b1.endpoint(), "--no-render"]);
-    let hap = Haproxy::start(&haproxy, &env);
     let stats = env.path("admin.sock");
-    let pid_file = hap.pid_file.to_str().unwrap().to_string();
+    let pid_file = pool.pid_file.to_str().unwrap().to_string();
     let stats_args = |extra: &[&str]| {
-        let mut args: Vec<String> = hap.args(&[]).iter().map(|s| (*s).to_string()).collect();
+        let mut args: Vec<String> = pool.args(&[]).iter().map(|s| (*s).to_string()).collect();
         args.extend(
             [
                 "--reload",
@@ -324,12 +333,12 @@ fn the_stats_socket_serves_runtime_changes_and_status() {
         args.extend(extra.iter().map(|s| (*s).to_string()));
         args
     };
-    let add = stats_args(&["add", "s2", &b2.endpoint()]);
+    let add = stats_args(&["add", "s2", &pool["s2"].endpoint()]);
     env.call(&add.iter().map(String::as_str).collect::<Vec<_>>())
         .code(0)
         .stderr_has("applied through the runtime API without a reload");
-    assert_eq!(hap.reloads(), (0, 0));
-    assert_eq!(names(&hap), ["s1", "s2"]);
+    assert_eq!(pool.reloads(), (0, 0));
+    assert_eq!(names(&pool), ["s1", "s2"]);
     let show = stats_args(&["status", "--json"]);
     let out = env
         .call(&show.iter().map(String::as_str).collect::<Vec<_>>())
@@ -337,5 +346,5 @@ fn the_stats_socket_serves_runtime_changes_and_status() {
         .stdout;
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.as_array().map(Vec::len), Some(2));
-    assert_eq!(rows[1]["live_address"], b2.endpoint());
+    assert_eq!(rows[1]["live_address"], pool["s2"].endpoint());
 }

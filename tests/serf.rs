@@ -1,18 +1,17 @@
 //! Serf: real agents on loopback, started by the lab example's own s6 run
 //! scripts, with `hacfg serf` as the balancer's handler.
 
+use rustix::process::{Pid, Signal, kill_process_group};
 use std::fmt::Write as _;
-use std::fs;
-use std::io::Write;
+use std::fs::{self, File};
+use std::io::{Read, Seek};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use rustix::process::{Pid, Signal, kill_process_group};
-
-use crate::harness::{TestEnv, clean_command, free_port, tool, wait_until};
+use crate::harness::{Call, TestEnv, clean_command, free_port, tool, wait_until};
 
 const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab");
 
@@ -21,33 +20,52 @@ struct Agent {
     child: Option<Child>,
     name: String,
     rpc: String,
+    /// The agent's stdout and stderr (its handlers' too), shown when a test
+    /// fails.
+    log: File,
 }
 
 impl Agent {
-    /// Runs one of the lab's `run` scripts with `envs`.
+    /// Runs one of the lab's `run` scripts with `envs`: a daemon, so not a
+    /// [`Call`], but built the same way (no `HACFG_*`/`SERF_*` from the
+    /// developer's shell, the `hacfg` under test first on `PATH`).
+    #[track_caller]
     fn start(script: &str, name: &str, envs: &[(&str, String)]) -> Agent {
         let rpc = format!("127.0.0.1:{}", free_port());
+        let log = tempfile::tempfile().expect("agent log");
         let mut cmd = clean_command(Path::new(LAB).join(script));
         cmd.env("SERF_NODE", name)
             .env("SERF_RPC_ADDR", &rpc)
             .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("agent log"))
+            .stderr(log.try_clone().expect("agent log"))
             .process_group(0);
         let agent = Agent {
             child: Some(cmd.spawn().expect("start serf")),
             name: name.into(),
             rpc,
+            log,
         };
         assert!(
             wait_until(10.0, || agent.members().is_some()),
-            "agent {name} did not start"
+            "agent {name:?} did not start:\n{}",
+            agent.log()
         );
         agent
     }
 
+    /// What the agent printed so far.
+    fn log(&self) -> String {
+        let mut text = String::new();
+        let mut log = &self.log;
+        let _ = log.rewind();
+        let _ = log.read_to_string(&mut text);
+        text
+    }
+
     /// A backend agent (the webapp image's script) joining `join`.
+    #[track_caller]
     fn backend(name: &str, ip: &str, port: u16, join: &str) -> Agent {
         Agent::start(
             "webapp/services/serf/run",
@@ -83,13 +101,17 @@ impl Agent {
 }
 
 fn kill_group(child: &mut Child) {
-    // The agent's own process group.
+    // SAFETY: kill(2) on the agent's own process group.
     let _ = kill_process_group(Pid::from_child(child), Signal::KILL);
     let _ = child.wait();
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Captured by the test harness: shown with the failure only.
+            eprintln!("serf agent {:?}'s output:\n{}", self.name, self.log());
+        }
         if let Some(mut child) = self.child.take() {
             kill_group(&mut child);
         }
@@ -97,6 +119,7 @@ impl Drop for Agent {
 }
 
 /// The balancer: the ha image's Serf run script, hacfg as its handler.
+#[track_caller]
 fn balancer(env: &TestEnv, name: &str) -> (Agent, String) {
     let bind = format!("127.0.0.1:{}", free_port());
     let agent = Agent::start(
@@ -202,17 +225,11 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
     assert!(wait_until(5.0, || env_a.output_text() == env_b.output_text()));
 
     let live = env_a.output_text();
-    let sync = |extra: &[&str]| {
-        env_a
-            .cmd(&[&["sync", "--rpc-addr", &bal_a.rpc][..], extra].concat())
-            .output()
-            .unwrap()
-    };
+    let sync =
+        |extra: &[&str]| env_a.call(&[&["sync", "--rpc-addr", &bal_a.rpc][..], extra].concat());
     // A mistyped or vanished folder is an error: nothing is created.
     fs::rename(&env_a.nodes, env_a.path("nodes.away")).unwrap();
-    let lost = sync(&[]);
-    assert_eq!(lost.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&lost.stderr).contains("hacfg init"));
+    sync(&[]).code(1).stderr_has("hacfg init");
     assert!(!env_a.nodes.exists());
     assert_eq!(env_a.output_text(), live);
     fs::rename(env_a.path("nodes.away"), &env_a.nodes).unwrap();
@@ -220,8 +237,7 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
     for entry in fs::read_dir(&env_a.nodes).unwrap() {
         fs::remove_file(entry.unwrap().path()).unwrap();
     }
-    let dry = sync(&["--dry-run"]);
-    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let plan = sync(&["--dry-run"]).run().stdout;
     assert!(plan.contains("+ `w1` 127.0.0.5:3001"), "{plan}");
     assert_eq!(
         fs::read_dir(&env_a.nodes).unwrap().count(),
@@ -229,15 +245,13 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
         "a dry run wrote"
     );
     // The lab image's sync service, run once.
-    let status = clean_command(Path::new(LAB).join("ha/services/hacfg-sync/run"))
+    env_a
+        .program(Path::new(LAB).join("ha/services/hacfg-sync/run"))
         .env("SERF_RPC_ADDR", &bal_a.rpc)
         .env("HACFG_SYNC_INTERVAL", "0")
         .env("HACFG_NODES_DIR", &env_a.nodes)
         .env("HACFG_OUTPUT", &env_a.output)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&status.stderr);
-    assert!(status.status.success(), "{said}");
+        .code(0);
     let mut names: Vec<String> = fs::read_dir(&env_a.nodes)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -248,7 +262,7 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
     assert_eq!(env_a.output_text(), live);
     // A node no member backs is removed by sync.
     env_a.ok(&["add", "stale", "10.9.9.9", "--no-render"]);
-    assert!(sync(&[]).status.success());
+    sync(&[]).code(0);
     assert!(!env_a.nodes.join("stale").exists());
     assert_eq!(env_a.output_text(), live);
 }
@@ -287,24 +301,12 @@ fn hostile_agent_names_from_real_serf_are_skipped() {
     assert!(!env.nodes.join("../../etc/x").exists());
 }
 
-/// Runs `hacfg serf` as Serf would: event in the environment, members on stdin.
-fn handle(env: &TestEnv, event: &str, stdin: &str, extra: &[&str]) -> std::process::Output {
-    let mut child = env
-        .cmd(&[&["--no-check", "serf"][..], extra].concat())
+/// `hacfg serf` as Serf runs it: event in the environment, members on stdin.
+fn handle<'e>(env: &'e TestEnv, event: &str, stdin: &str, extra: &[&str]) -> Call<'e> {
+    env.call(&[&["--no-check", "serf"][..], extra].concat())
         .env("SERF_EVENT", event)
         .env("SERF_SELF_NAME", "bal")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .stdin(stdin)
 }
 
 #[test]
@@ -319,10 +321,9 @@ fn hostile_member_lines_are_skipped_and_the_rest_applied() {
                  this line has no tabs\n\
                  bal\t10.0.0.7\tbackend\t\n\
                  db1\t10.0.0.8\tdatabase\trole=database\n";
-    let out = handle(&env, "member-join", stdin, &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{stderr}");
-    assert!(stderr.contains(r"evil\nserver x"), "{stderr}");
+    handle(&env, "member-join", stdin, &[])
+        .code(6)
+        .stderr_has(r"evil\nserver x");
     assert_eq!(
         sorted_servers(&env),
         ["good1 10.0.0.1:8080", "good2 10.0.0.4:3000"]
@@ -337,20 +338,18 @@ fn hostile_member_lines_are_skipped_and_the_rest_applied() {
     assert_eq!(names.len(), 2, "only the two good nodes");
     // Leave and failed events remove; user events and queries do nothing.
     for (event, code) in [("user", 0), ("query", 0), ("member-failed", 0)] {
-        let out = handle(
+        handle(
             &env,
             event,
             "good1\t10.0.0.1\tbackend\t\n",
             &["--on-failed", "keep"],
-        );
-        assert_eq!(out.status.code(), Some(code));
+        )
+        .code(code);
     }
     assert_eq!(env.servers().len(), 2);
-    let out = handle(&env, "member-leave", "good1\t10.0.0.1\tbackend\t\n", &[]);
-    assert!(out.status.success());
+    handle(&env, "member-leave", "good1\t10.0.0.1\tbackend\t\n", &[]).code(0);
     assert_eq!(env.servers(), ["good2 10.0.0.4:3000"]);
-    let out = handle(&env, "", "", &[]);
-    assert_eq!(out.status.code(), Some(1));
+    handle(&env, "", "", &[]).code(1);
 }
 
 #[test]
@@ -365,17 +364,11 @@ fn one_event_with_1000_members_is_one_render() {
         );
     }
     let started = Instant::now();
-    let out = handle(&env, "member-join", &stdin, &[]);
+    let stderr = handle(&env, "member-join", &stdin, &[]).code(0).stderr;
     eprintln!(
         "1,000-member member-join (debug build): {:?}",
         started.elapsed()
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("wrote `").count(), 1, "one render");
     assert_eq!(env.servers().len(), 1000);
 }
@@ -394,21 +387,19 @@ fn sync_from_a_lone_agent_changes_nothing() {
         .code(5)
         .stderr_has("the Serf agent sees 1 alive member(s), so no other member: nothing changed");
     // The lab's sync service lives with that: it says so and tries again later.
-    let status = clean_command(Path::new(LAB).join("ha/services/hacfg-sync/run"))
+    env.program(Path::new(LAB).join("ha/services/hacfg-sync/run"))
         .env("SERF_RPC_ADDR", &bal.rpc)
         .env("HACFG_SYNC_INTERVAL", "0")
         .env("HACFG_NO_CHECK", "true")
         .env("HACFG_NODES_DIR", &env.nodes)
         .env("HACFG_OUTPUT", &env.output)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&status.stderr);
-    assert!(status.status.success(), "{said}");
-    assert!(said.contains("sync failed (exit 5)"), "{said}");
+        .code(0)
+        .stderr_has("sync failed (exit 5)");
     assert_eq!(env.servers(), ["w1 127.0.0.5:3001"]);
 }
 
 /// A backend agent started directly, with tags of the test's choosing.
+#[track_caller]
 fn tagged_backend(env: &TestEnv, name: &str, ip: &str, join: &str, tags: &[&str]) -> Agent {
     let mut script = String::from("#!/bin/sh\nexec serf agent -node \"$SERF_NODE\" ");
     let _ = write!(
