@@ -313,6 +313,8 @@ fn a_master_socket_that_drips_or_never_answers_costs_the_timeout() {
             socket,
             "--reload-timeout",
             "1",
+            "--socket-timeout",
+            "1",
             "reload",
         ])
         .within(10.0)

@@ -373,6 +373,16 @@ impl Done {
     }
 
     #[track_caller]
+    pub fn stdout_has(&self, part: &str) -> &Self {
+        assert!(
+            self.stdout.contains(part),
+            "{part:?} not in stdout:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    #[track_caller]
     pub fn stderr_has(&self, part: &str) -> &Self {
         assert!(
             self.stderr.contains(part),

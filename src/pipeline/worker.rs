@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -22,6 +22,9 @@ use crate::store::{Exclusive, Store};
 
 /// How often the worker reads HAProxy's `show stat` while it waits.
 const POLL: Duration = Duration::from_millis(100);
+/// How long HAProxy may fail to answer (a reload makes the master socket
+/// refuse for a moment) before the worker leaves the rest to later runs.
+const UNANSWERED: Duration = Duration::from_secs(10);
 /// The worker's own lock file in the nodes folder: at most one at a time.
 pub const WORKER_FILE: &str = ".hacfg.settle";
 
@@ -45,15 +48,28 @@ pub fn work(
         log.debug("settle: another worker is at work");
         return Ok(());
     };
+    let mut failing: Option<Instant> = None;
     loop {
         let pending = Pending::load(store.dir())?;
         let waiting: Vec<&Entry> = pending.waiting(pending::now_ms()).collect();
         if waiting.is_empty() || due(api, &waiting) {
             let lock = store.lock::<Exclusive>()?;
             let left = match pass_from_file(api, store, output, waits, log) {
-                Ok(left) => left,
+                Ok(left) => {
+                    failing = None;
+                    left
+                }
+                Err(e) if failing.is_some_and(|since| since.elapsed() > UNANSWERED) => {
+                    log.warn(&format!(
+                        "settle: {e:#}; giving up for now: the next hacfg run finishes the \
+                         pending work"
+                    ));
+                    drop(worker_lock);
+                    return Ok(());
+                }
                 Err(e) => {
-                    log.warn(&format!("settle: {e:#}; trying again"));
+                    log.debug(&format!("settle: {e:#}; trying again"));
+                    failing.get_or_insert_with(Instant::now);
                     pending
                 }
             };
