@@ -13,3 +13,4 @@ mod core;
 mod hardening;
 mod runtime;
 mod serf;
+mod settle;

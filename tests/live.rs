@@ -39,6 +39,8 @@ pub struct Pool {
 pub struct PoolSetup<'e> {
     env: &'e TestEnv,
     backends: Vec<Backend>,
+    /// The built-in template's `server_options`.
+    server_options: String,
 }
 
 impl Pool {
@@ -48,6 +50,8 @@ impl Pool {
         PoolSetup {
             env,
             backends: names.iter().map(|name| Backend::start(name)).collect(),
+            // Short checks, so that servers settle quickly.
+            server_options: "inter 100ms".into(),
         }
     }
 }
@@ -72,13 +76,19 @@ impl PoolSetup<'_> {
         self
     }
 
+    /// Health checks every `inter` (HAProxy's syntax, e.g. `2s`).
+    pub fn checks_every(mut self, inter: &str) -> Self {
+        self.server_options = format!("inter {inter}");
+        self
+    }
+
     /// Renders the folder with the built-in template and starts HAProxy on
     /// it; `None` (the test is skipped) where haproxy is not installed.
     #[track_caller]
     pub fn start(self) -> Option<Pool> {
         let haproxy = tool("haproxy")?;
         Some(Pool {
-            hap: Haproxy::start(&haproxy, self.env),
+            hap: Haproxy::start(&haproxy, self.env, &self.server_options),
             backends: self.backends,
         })
     }
@@ -286,7 +296,7 @@ impl Haproxy {
     /// Renders the env's current nodes with the built-in template, then
     /// starts HAProxy on the result.
     #[track_caller]
-    fn start(haproxy: &Path, env: &TestEnv) -> Haproxy {
+    fn start(haproxy: &Path, env: &TestEnv, server_options: &str) -> Haproxy {
         let port = free_port();
         let vars = vec![
             "--var".into(),
@@ -297,9 +307,8 @@ impl Haproxy {
             format!("stats_socket={}", env.path("admin.sock").display()),
             "--var".into(),
             format!("state_file={}", env.path("server-state").display()),
-            // A runtime add waits for the first health check: keep it short.
             "--var".into(),
-            "server_options=inter 100ms".into(),
+            format!("server_options={server_options}"),
         ];
         let mut args: Vec<&str> = vars.iter().map(String::as_str).collect();
         args.extend(["--force", "render"]);

@@ -96,7 +96,7 @@ fn a_request_in_flight_to_a_removed_server_completes() {
         .code(0);
     // hacfg did not wait: s1 is still there, drained, its request in flight.
     done.stderr_has("runtime: drained `nodes/s1`");
-    assert_eq!(pool.stat("s1", "status"), "DRAIN");
+    assert!(pool.stat("s1", "status").starts_with("DRAIN"));
     assert_eq!(slow.join().unwrap(), Ok("s1".to_string()));
     // New requests never reached s1 once hacfg acted; the worker deleted
     // it once idle, with no further hacfg call.

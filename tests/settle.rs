@@ -1,0 +1,276 @@
+//! A membership handler never waits for HAProxy: it tells HAProxy and
+//! returns, and the detached worker (or any later run) finishes what is
+//! due. Real master-worker HAProxy, real HTTP backends, health checks at
+//! an interval far longer than a handler takes.
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::harness::{TestEnv, free_port, wait_until};
+use crate::live::{Haproxy, Pool, get_path};
+
+/// A check interval no handler waits out: a handler that returned while
+/// the new server's check is still `INI` did not wait for it.
+const INTER: &str = "1500ms";
+
+/// hacfg arguments for a runtime apply through the master socket, with a
+/// log file (the worker's only output).
+fn args<'a>(hap: &'a Haproxy, log: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let sock = hap.master_socket.to_str().expect("socket path");
+    let mut args = hap.args(&["--reload", "--master-socket", sock, "--log-file", log]);
+    args.extend_from_slice(extra);
+    args
+}
+
+fn log_has(log: &Path, part: &str) -> bool {
+    fs::read_to_string(log).unwrap_or_default().contains(part)
+}
+
+fn member(name: &str, endpoint: &str) -> String {
+    let (addr, port) = endpoint.rsplit_once(':').expect("endpoint");
+    format!("{name}\t{addr}\tbackend\trole=backend,port={port}\n")
+}
+
+/// Nothing is left pending and no worker holds the folder.
+fn settled(env: &TestEnv) -> bool {
+    !env.nodes.join(".hacfg.pending").exists()
+}
+
+#[test]
+fn a_join_returns_before_the_first_check_and_the_server_then_serves() {
+    let env = TestEnv::new();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1"])
+        .checks_every(INTER)
+        .start()
+    else {
+        return;
+    };
+    let log = env.path("hacfg.log");
+    let log_arg = log.to_str().unwrap();
+    let stdin = member("s2", &pool["s2"].endpoint()) + &member("dead", &dead);
+    env.call(&args(&pool, log_arg, &["serf"]))
+        .env("SERF_EVENT", "member-join")
+        .env("SERF_SELF_NAME", "bal")
+        .stdin(stdin)
+        .code(0)
+        .stderr_has("runtime: added `nodes/s2` in drain until its first health check");
+    // The handler is back; HAProxy has not checked s2 yet, and s2 takes no
+    // request until it has.
+    assert_eq!(pool.stat("s2", "check_status"), "INI");
+    assert!(pool.stat("s2", "status").starts_with("DRAIN"));
+    env.call(&args(&pool, log_arg, &["status"]))
+        .code(0)
+        .stdout_has("pending: waiting for its first check");
+    // With no further hacfg call, s2 serves once checked; `dead` failed its
+    // check, so it is DOWN and was never chosen.
+    assert!(wait_until(10.0, || pool.answering(10).contains("s2")));
+    assert!(wait_until(10.0, || settled(&env)), "work is still pending");
+    assert!(log_has(
+        &log,
+        "settle: `nodes/s2` passed its first health check"
+    ));
+    assert!(log_has(
+        &log,
+        "settle: added `nodes/dead`, but its first health check failed"
+    ));
+    assert_eq!(pool.stat("dead", "status"), "DOWN");
+    assert_eq!(
+        pool.stat("dead", "lbtot"),
+        "0",
+        "the dead server was chosen"
+    );
+    let status = env.call(&args(&pool, log_arg, &["status"])).code(0).stdout;
+    assert!(!status.contains("pending"), "{status}");
+    assert_eq!(pool.reloads(), (0, 0));
+}
+
+#[test]
+fn a_leave_with_a_request_in_flight_returns_at_once_and_the_server_goes_once_idle() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1", "s2"])
+        .start()
+    else {
+        return;
+    };
+    let log = env.path("hacfg.log");
+    let log_arg = log.to_str().unwrap();
+    assert!(wait_until(10.0, || pool.answering(10).len() == 2));
+    // A slow request on s1, then s1 leaves.
+    let port = pool.port;
+    let before = pool["s1"].hits.load(Ordering::SeqCst);
+    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"));
+    let leave = member("s1", &pool["s1"].endpoint());
+    env.call(&args(&pool, log_arg, &["--drain-timeout", "10", "serf"]))
+        .env("SERF_EVENT", "member-leave")
+        .env("SERF_SELF_NAME", "bal")
+        .stdin(leave)
+        .code(0)
+        .stderr_has("runtime: drained `nodes/s1`");
+    assert!(
+        pool.stat("s1", "status").starts_with("DRAIN"),
+        "deleted while busy"
+    );
+    assert_eq!(pool.answering(10), ["s2".to_string()].into());
+    assert_eq!(slow.join().unwrap(), Ok("s1".to_string()));
+    assert_eq!(pool["s1"].hits.load(Ordering::SeqCst), before + 1);
+    assert!(wait_until(10.0, || pool
+        .servers()
+        .iter()
+        .all(|l| l.name != "s1")));
+    assert!(wait_until(5.0, || log_has(
+        &log,
+        "settle: removed `nodes/s1` (idle)"
+    )));
+    assert!(wait_until(5.0, || settled(&env)));
+}
+
+#[test]
+fn a_re_add_during_a_pending_delete_and_a_remove_during_a_pending_check_end_as_the_files_say() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2", "s3"])
+        .nodes(&["s1", "s2"])
+        .checks_every(INTER)
+        .start()
+    else {
+        return;
+    };
+    let log = env.path("hacfg.log");
+    let log_arg = log.to_str().unwrap();
+    assert!(wait_until(10.0, || pool.answering(10).len() == 2));
+    // s1 leaves while busy, and comes back before it is idle: hacfg undoes
+    // its own drain, and s1 is not deleted when its request ends.
+    let port = pool.port;
+    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"
+        || pool.stat("s2", "scur") == "1"));
+    let busy = if pool.stat("s1", "scur") == "1" {
+        "s1"
+    } else {
+        "s2"
+    };
+    let endpoint = pool[busy].endpoint();
+    env.ok(&args(
+        &pool,
+        log_arg,
+        &["--drain-timeout", "10", "remove", busy],
+    ));
+    assert!(pool.stat(busy, "status").starts_with("DRAIN"));
+    env.ok(&args(&pool, log_arg, &["add", busy, &endpoint]));
+    assert!(log_has(
+        &log,
+        &format!("settle: `nodes/{busy}` is in the nodes folder again")
+    ));
+    assert_eq!(pool.stat(busy, "status"), "UP");
+    assert!(slow.join().unwrap().is_ok());
+    assert!(wait_until(10.0, || settled(&env)));
+    assert!(
+        pool.servers().iter().any(|l| l.name == busy),
+        "{busy} was deleted"
+    );
+    // s3 joins and leaves before its first check: it is deleted, never set
+    // ready.
+    env.ok(&args(
+        &pool,
+        log_arg,
+        &["add", "s3", &pool["s3"].endpoint()],
+    ));
+    assert_eq!(pool.stat("s3", "check_status"), "INI");
+    env.ok(&args(&pool, log_arg, &["remove", "s3"]));
+    assert!(wait_until(10.0, || pool
+        .servers()
+        .iter()
+        .all(|l| l.name != "s3")));
+    assert!(wait_until(10.0, || settled(&env)));
+    assert!(!log_has(&log, "`nodes/s3` passed its first health check"));
+    assert_eq!(pool["s3"].hits.load(Ordering::SeqCst), 0);
+    env.call(&args(&pool, log_arg, &["status"])).code(0);
+}
+
+#[test]
+fn an_operators_maintenance_on_a_settling_server_is_kept() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1"])
+        .checks_every(INTER)
+        .start()
+    else {
+        return;
+    };
+    let log = env.path("hacfg.log");
+    let log_arg = log.to_str().unwrap();
+    env.ok(&args(
+        &pool,
+        log_arg,
+        &["add", "s2", &pool["s2"].endpoint()],
+    ));
+    assert_eq!(pool.stat("s2", "check_status"), "INI");
+    // The operator puts s2 in maintenance before hacfg set it ready.
+    assert_eq!(pool.command("set server nodes/s2 state maint").trim(), "");
+    assert!(wait_until(10.0, || settled(&env)), "work is still pending");
+    assert!(log_has(
+        &log,
+        "settle: `nodes/s2` is in maintenance, set by an operator: hacfg leaves it so"
+    ));
+    assert!(pool.stat("s2", "status").starts_with("MAINT"));
+    // Later runs leave it so too.
+    env.ok(&args(&pool, log_arg, &["render"]));
+    assert!(pool.stat("s2", "status").starts_with("MAINT"));
+    assert_eq!(pool["s2"].hits.load(Ordering::SeqCst), 0);
+}
+
+/// The worker of this test's folder, if one runs (`/proc/*/cmdline`).
+fn worker_of(env: &TestEnv) -> Option<i32> {
+    let folder = env.nodes.to_string_lossy().into_owned();
+    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let ours = args.contains(&folder) && args.iter().any(|a| a == "--worker");
+        ours.then_some(pid)
+    })
+}
+
+#[test]
+fn a_killed_worker_leaves_nothing_the_next_run_cannot_finish() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1"])
+        .checks_every("3s")
+        .start()
+    else {
+        return;
+    };
+    let log = env.path("hacfg.log");
+    let log_arg = log.to_str().unwrap();
+    env.ok(&args(
+        &pool,
+        log_arg,
+        &["add", "s2", &pool["s2"].endpoint()],
+    ));
+    let mut worker = None;
+    assert!(wait_until(5.0, || {
+        worker = worker_of(&env);
+        worker.is_some()
+    }));
+    let pid = Pid::from_raw(worker.unwrap()).unwrap();
+    kill_process(pid, Signal::KILL).unwrap();
+    assert!(wait_until(5.0, || worker_of(&env).is_none()));
+    // s2 stays drained (no request) and recorded as pending.
+    assert!(!settled(&env));
+    assert!(pool.stat("s2", "status").starts_with("DRAIN"));
+    // Any later run finishes it, or starts a worker that does.
+    env.ok(&args(&pool, log_arg, &["render"]));
+    assert!(wait_until(10.0, || pool.answering(10).contains("s2")));
+    assert!(wait_until(10.0, || settled(&env)));
+    env.call(&args(&pool, log_arg, &["status"])).code(0);
+}
