@@ -229,32 +229,9 @@ pub fn render_config(
     vars: &BTreeMap<String, String>,
     size_hint: usize,
 ) -> Result<String, Error> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|_| AutoEscape::None);
-    env.set_debug(true);
-    env.set_syntax(
-        SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .keep_trailing_newline(true)
-            .build()?,
-    );
-    env.set_fuel(Some(FUEL_BASE + FUEL_PER_NODE * nodes.len() as u64));
-    env.add_template(name, source)?;
+    let env = environment(name, source, nodes.len())?;
     let output_cap = OUTPUT_BASE + OUTPUT_PER_NODE * nodes.len();
-    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::from([(DEFAULT_BACKEND, Vec::new())]);
-    for (i, node) in nodes.iter().enumerate() {
-        let backend = node
-            .tags
-            .get("backend")
-            .map_or(DEFAULT_BACKEND, String::as_str);
-        groups.entry(backend).or_default().push(i);
-    }
-    let groups: Vec<(String, Vec<usize>)> = groups
-        .into_iter()
-        .map(|(b, members)| (b.to_string(), members))
-        .collect();
+    let groups = backend_groups(&nodes);
     let ids = assign_ids(&nodes);
     let pool_len = nodes.len();
     let pool = Arc::new(Pool {
@@ -308,6 +285,42 @@ pub fn render_config(
         return Err(e);
     }
     String::from_utf8(out.buf).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
+}
+
+/// The engine: strict undefined, no escaping, Jinja's block trimming, and
+/// fuel for `count` nodes.
+fn environment<'s>(name: &'s str, source: &'s str, count: usize) -> Result<Environment<'s>, Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_debug(true);
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()?,
+    );
+    env.set_fuel(Some(FUEL_BASE + FUEL_PER_NODE * count as u64));
+    env.add_template(name, source)?;
+    Ok(env)
+}
+
+/// Each backend's members (indexes into `nodes`), the default one first
+/// even when empty.
+fn backend_groups(nodes: &[Node]) -> Vec<(String, Vec<usize>)> {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::from([(DEFAULT_BACKEND, Vec::new())]);
+    for (i, node) in nodes.iter().enumerate() {
+        let backend = node
+            .tags
+            .get("backend")
+            .map_or(DEFAULT_BACKEND, String::as_str);
+        groups.entry(backend).or_default().push(i);
+    }
+    groups
+        .into_iter()
+        .map(|(b, members)| (b.to_string(), members))
+        .collect()
 }
 
 /// A buffer that refuses to grow past `cap`.

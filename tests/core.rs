@@ -1,9 +1,10 @@
 //! The core: node store, rendering, atomic output, and the CLI contract.
 
-use rustix::process::{Pid, Signal, kill_process_group};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+
+use rustix::process::{Pid, Signal, kill_process_group};
 
 use crate::harness::{Done, TestEnv, haproxy_accepts, tool};
 

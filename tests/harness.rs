@@ -1,7 +1,6 @@
 //! The test environment: a temp dir with `nodes/`, an output path and
 //! templates, and the real `hacfg` binary run with `HACFG_*` cleared.
 
-use rustix::process::{Pid, Signal, kill_process_group};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -11,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
 
 pub const HACFG: &str = env!("CARGO_BIN_EXE_hacfg");
 

@@ -2,7 +2,6 @@
 //! master-worker HAProxy, on free 127.0.0.1 ports. Dropping them stops
 //! them, even when a test fails.
 
-use rustix::process::{Pid, Signal, kill_process_group};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -14,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
 
 use crate::harness::{TestEnv, free_port, tool, wait_until};
 

@@ -1,7 +1,6 @@
 //! Serf: real agents on loopback, started by the lab example's own s6 run
 //! scripts, with `hacfg serf` as the balancer's handler.
 
-use rustix::process::{Pid, Signal, kill_process_group};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{Read, Seek};
@@ -11,7 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use rustix::process::{Pid, Signal, kill_process_group};
+
 use crate::harness::{Call, TestEnv, clean_command, free_port, tool, wait_until};
+use crate::live::Pool;
 
 const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab");
 
@@ -121,18 +123,22 @@ impl Drop for Agent {
 /// The balancer: the ha image's Serf run script, hacfg as its handler.
 #[track_caller]
 fn balancer(env: &TestEnv, name: &str) -> (Agent, String) {
+    balancer_with(env, name, &[])
+}
+
+/// The balancer, with more `HACFG_*` settings for its handler.
+#[track_caller]
+fn balancer_with(env: &TestEnv, name: &str, extra: &[(&str, String)]) -> (Agent, String) {
     let bind = format!("127.0.0.1:{}", free_port());
-    let agent = Agent::start(
-        "ha/services/serf/run",
-        name,
-        &[
-            ("SERF_BIND", bind.clone()),
-            ("SERF_PROFILE", "local".into()),
-            ("HACFG_NODES_DIR", env.nodes.display().to_string()),
-            ("HACFG_OUTPUT", env.output.display().to_string()),
-            ("HACFG_LOG_FILE", env.path("serf.log").display().to_string()),
-        ],
-    );
+    let mut envs = vec![
+        ("SERF_BIND", bind.clone()),
+        ("SERF_PROFILE", "local".into()),
+        ("HACFG_NODES_DIR", env.nodes.display().to_string()),
+        ("HACFG_OUTPUT", env.output.display().to_string()),
+        ("HACFG_LOG_FILE", env.path("serf.log").display().to_string()),
+    ];
+    envs.extend(extra.iter().cloned());
+    let agent = Agent::start("ha/services/serf/run", name, &envs);
     (agent, bind)
 }
 
@@ -454,4 +460,76 @@ fn a_poison_member_is_held_back_and_serf_and_sync_agree_on_tags() {
         .clone();
     assert!(!done.contains("skipped"), "{done}");
     assert_eq!(env.output_text(), live);
+}
+
+/// Servers settle outside the handler: a burst of joins and leaves through
+/// a real agent, with checks far slower than Serf's 1 s warning, leaves
+/// the live servers equal to the members, and the agent never warns that
+/// its handler was slow.
+#[test]
+fn a_burst_of_joins_and_leaves_never_slows_the_agent() {
+    let (Some(_), Some(_)) = (tool("serf"), tool("haproxy")) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &[]).checks_every("1500ms").start() else {
+        return;
+    };
+    let vars: Vec<&str> = pool
+        .vars
+        .iter()
+        .filter(|v| *v != "--var")
+        .map(String::as_str)
+        .collect();
+    let (bal, join) = balancer_with(
+        &env,
+        "bal",
+        &[
+            ("HACFG_RELOAD", "1".into()),
+            (
+                "HACFG_MASTER_SOCKET",
+                pool.master_socket.display().to_string(),
+            ),
+            ("HACFG_VARS", vars.join(",")),
+        ],
+    );
+    let agents: Vec<Agent> = (2..6)
+        .map(|i| Agent::backend(&format!("web{i}"), &format!("127.0.0.{i}"), 3000 + i, &join))
+        .collect();
+    let live = || {
+        let mut names: Vec<String> = pool.servers().into_iter().map(|l| l.name).collect();
+        names.sort();
+        names
+    };
+    let all: Vec<String> = (2..6).map(|i| format!("web{i}")).collect();
+    assert!(wait_until(20.0, || live() == all), "{:?}", live());
+    let mut agents = agents.into_iter();
+    for agent in agents.by_ref().take(2) {
+        agent.leave();
+    }
+    assert!(wait_until(20.0, || live() == all[2..]), "{:?}", live());
+    assert!(wait_until(20.0, || !env
+        .nodes
+        .join(".hacfg.pending")
+        .exists()));
+    assert_eq!(pool.reloads(), (0, 0), "a member event reloaded");
+    assert_eq!(
+        sorted_servers(&env),
+        ["web4 127.0.0.4:3004", "web5 127.0.0.5:3005"]
+    );
+    let agent_log = bal.log();
+    assert!(
+        !agent_log.contains("slow, execution exceeding"),
+        "{agent_log}"
+    );
+    let log = fs::read_to_string(env.path("serf.log")).unwrap();
+    assert!(
+        log.contains("runtime: added `nodes/web4` in drain"),
+        "{log}"
+    );
+    assert!(
+        log.contains("settle: removed `nodes/web2`")
+            || log.contains("runtime: drained `nodes/web2`"),
+        "{log}"
+    );
 }

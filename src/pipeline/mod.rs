@@ -110,12 +110,7 @@ pub fn update(
         {
             q.save()?;
             if !unchanged {
-                let _ = output.replace(None, rendered.as_bytes())?;
-                log.info(&format!(
-                    "wrote `{}` ({}), applied through the runtime API without a reload",
-                    output.path().display(),
-                    nodes_text(q.nodes().len())
-                ));
+                write_applied(output, &rendered, q.nodes().len(), log)?;
             }
             return Ok(applied(&q, waiting));
         }
@@ -134,6 +129,17 @@ pub fn update(
             return Ok(applied(&q, hitless::waiting(s, store)));
         }
     }
+}
+
+/// Writes a config HAProxy already runs (the hitless path applied it).
+fn write_applied(output: &OutputFile, rendered: &str, count: usize, log: &mut Log) -> Result<()> {
+    let _ = output.replace(None, rendered.as_bytes())?;
+    log.info(&format!(
+        "wrote `{}` ({}), applied through the runtime API without a reload",
+        output.path().display(),
+        nodes_text(count)
+    ));
+    Ok(())
 }
 
 /// After the lock is released: starts the worker if work waits for HAProxy.
