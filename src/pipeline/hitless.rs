@@ -107,6 +107,8 @@ impl Context<'_> {
             }
             Err(e) => return Err(e),
         };
+        // A damaged record stops the run before HAProxy is changed.
+        Pending::load(self.store.dir())?;
         let old = self
             .output
             .read()?

@@ -65,6 +65,16 @@ pub fn deadline(wait: Duration) -> u64 {
     now_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Whether a target's backend and server are plain HAProxy names.
+fn plain(target: &Target) -> bool {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    };
+    ok(&target.backend) && ok(&target.name)
+}
+
 impl Pending {
     /// Loads the record. A missing one holds nothing; a damaged one is an
     /// error that names it (hacfg would lose track of its own drains).
@@ -75,6 +85,14 @@ impl Pending {
             return Ok(Pending::default());
         };
         let mut entries: Vec<Entry> = serde_json::from_slice(&bytes).with_context(context)?;
+        // Names go into runtime commands: only what HAProxy's names are made of.
+        if let Some(bad) = entries.iter().find(|e| !plain(&e.target)) {
+            return Err(anyhow::anyhow!(
+                "server {} is no HAProxy name",
+                crate::quote::quote(&bad.target.to_string())
+            ))
+            .with_context(context);
+        }
         entries.sort_by(|a, b| a.target.cmp(&b.target));
         entries.dedup_by(|a, b| a.target == b.target);
         Ok(Pending { entries })
@@ -174,5 +192,10 @@ mod tests {
         std::fs::write(dir.path().join(PENDING_FILE), "garbage").unwrap();
         let err = Pending::load(dir.path()).unwrap_err();
         assert!(format!("{err:#}").contains(".hacfg.pending"), "{err:#}");
+        let evil = r#"[{"target":{"backend":"nodes; shutdown sessions server nodes/a","name":"a"},
+            "why":"removal","since_ms":0,"deadline_ms":0}]"#;
+        std::fs::write(dir.path().join(PENDING_FILE), evil).unwrap();
+        let err = format!("{:#}", Pending::load(dir.path()).unwrap_err());
+        assert!(err.contains("is no HAProxy name"), "{err}");
     }
 }
