@@ -18,7 +18,7 @@ use super::settle::{self, Waits};
 use crate::haproxy::{RuntimeApi, Target, config};
 use crate::log::Log;
 use crate::output::OutputFile;
-use crate::store::{Exclusive, Store};
+use crate::store::{Exclusive, Lock, Store};
 
 /// How often the worker reads HAProxy's `show stat` while it waits.
 const POLL: Duration = Duration::from_millis(100);
@@ -54,38 +54,47 @@ pub fn work(
         let waiting: Vec<&Entry> = pending.waiting(pending::now_ms()).collect();
         if waiting.is_empty() || due(api, &waiting) {
             let lock = store.lock::<Exclusive>()?;
-            let left = match pass_from_file(api, store, output, waits, log) {
-                Ok(left) => {
-                    failing = None;
-                    left
-                }
-                Err(e) if failing.is_some_and(|since| since.elapsed() > UNANSWERED) => {
-                    log.warn(&format!(
-                        "settle: {e:#}; giving up for now: the next hacfg run finishes the \
-                         pending work"
-                    ));
-                    drop(worker_lock);
-                    return Ok(());
-                }
-                Err(e) => {
-                    log.debug(&format!("settle: {e:#}; trying again"));
-                    failing.get_or_insert_with(Instant::now);
-                    pending
+            let left = if pending.is_empty() {
+                Pending::load(store.dir())?
+            } else {
+                match pass_from_file(api, store, output, waits, log) {
+                    Ok(left) => {
+                        failing = None;
+                        left
+                    }
+                    Err(e) if failing.is_some_and(|since| since.elapsed() > UNANSWERED) => {
+                        log.warn(&format!(
+                            "settle: {e:#}; giving up for now: the next hacfg run finishes \
+                             the pending work"
+                        ));
+                        drop(worker_lock);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        log.debug(&format!("settle: {e:#}; trying again"));
+                        failing.get_or_insert_with(Instant::now);
+                        pending
+                    }
                 }
             };
             if left.waiting(pending::now_ms()).next().is_none() {
-                for entry in &left.entries {
-                    log.warn(&format!("settle: {}", settle::overdue_text(entry)));
-                }
-                // Let go of the worker lock first: a run that records new
-                // work after this (it needs the folder lock) starts a worker.
-                drop(worker_lock);
-                drop(lock);
+                exit(worker_lock, lock, &left, log);
                 return Ok(());
             }
         }
         thread::sleep(POLL);
     }
+}
+
+/// Says what stays drained past its deadline, then lets go of the worker
+/// lock before the folder lock: a run that records new work after this (it
+/// needs the folder lock) starts a worker of its own.
+fn exit(worker_lock: WorkerLock, lock: Lock<Exclusive>, left: &Pending, log: &mut Log) {
+    for entry in &left.entries {
+        log.warn(&format!("settle: {}", settle::overdue_text(entry)));
+    }
+    drop(worker_lock);
+    drop(lock);
 }
 
 /// A pass against the config file hacfg last wrote and the live servers.
