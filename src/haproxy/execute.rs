@@ -13,6 +13,7 @@ use super::Error;
 use super::api::RuntimeApi;
 use super::config::Server;
 use super::endpoint;
+use super::stat::Stat;
 use super::state::Live;
 use super::target::Target;
 
@@ -65,8 +66,8 @@ pub fn execute(api: &RuntimeApi, ops: &[Op], live: &[Live]) -> Result<Executed> 
 /// What one [`finish`] pass did.
 #[derive(Debug, Default)]
 pub struct Finished {
-    /// Set ready after their first check, with that check's result.
-    pub ready: Vec<(Target, String)>,
+    /// Set ready after their first check, with what `show stat` said then.
+    pub ready: Vec<(Target, Stat)>,
     /// Deleted once idle.
     pub deleted: Vec<Target>,
 }
@@ -79,11 +80,11 @@ pub fn finish(api: &RuntimeApi, checking: &[Target], draining: &[Target]) -> Res
         return Ok(Finished::default());
     }
     let stats = api.stats_of(&all)?;
-    let ready: Vec<(Target, String)> = checking
+    let ready: Vec<(Target, Stat)> = checking
         .iter()
         .filter_map(|t| {
             let stat = stats.get(t).filter(|s| s.checked())?;
-            Some((t.clone(), format!("{} {}", stat.status, stat.check)))
+            Some((t.clone(), stat.clone()))
         })
         .collect();
     let targets: Vec<Target> = ready.iter().map(|(t, _)| t.clone()).collect();

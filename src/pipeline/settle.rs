@@ -121,9 +121,10 @@ fn finish_due(api: &RuntimeApi, pending: &mut Pending, log: &mut Log) -> Result<
         &pending.targets(Why::FirstCheck),
         &pending.targets(Why::Removal),
     )?;
-    for (t, check) in &done.ready {
+    for (t, stat) in &done.ready {
         pending.remove(t);
-        if check.starts_with("DOWN") {
+        let check = &stat.check;
+        if stat.status.starts_with("DOWN") {
             log.warn(&format!(
                 "settle: added `{t}`, but its first health check failed ({check}): it is DOWN \
                  and takes no request until its checks pass"
