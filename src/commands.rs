@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{Command, Config, RenderMode};
 use crate::exit::{Failure, Outcome};
-use crate::log::{Log, print_stdout};
+use crate::log::{Log, Verbosity, print_stdout};
 use crate::node::Node;
 use crate::output::OutputFile;
 use crate::pipeline::quarantine::HeldSet;
@@ -19,7 +19,13 @@ use crate::store::{Exclusive, Shared, Store};
 
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let worker = matches!(cfg.command, Command::Settle { worker: true });
-    let mut log = Log::new(cfg.quiet || worker, cfg.verbose, cfg.log_file.as_deref());
+    // The worker's stderr goes nowhere; its log file still gets every action.
+    let verbosity = if worker {
+        Verbosity::Quiet
+    } else {
+        cfg.verbosity
+    };
+    let mut log = Log::new(verbosity, cfg.log_file.as_deref());
     let store = Store::new(&cfg.nodes_dir);
     let log = &mut log;
     match &cfg.command {
