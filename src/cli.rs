@@ -298,6 +298,17 @@ pub struct SerfArgs {
     /// What a `member-failed` event does: `remove` the node or `keep` it
     #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove")]
     pub on_failed: OnFailedArg,
+    /// The event to handle, such as `member-join` (Serf sets it for its handlers)
+    #[arg(long, env = "SERF_EVENT", hide_env_values = true, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// This agent's member name, whose lines are ignored (Serf sets it for its handlers)
+    #[arg(
+        long,
+        env = "SERF_SELF_NAME",
+        hide_env_values = true,
+        value_name = "NAME"
+    )]
+    pub self_name: Option<String>,
 }
 
 #[derive(Debug, Args)]

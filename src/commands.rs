@@ -56,7 +56,20 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         }
         Command::Render { mode } => preview(cfg, &store, *mode),
         Command::Reload => reload(cfg, &store, log),
-        Command::Serf { roles, keep_failed } => serf_event(cfg, &store, log, roles, *keep_failed),
+        Command::Serf {
+            roles,
+            keep_failed,
+            event,
+            self_name,
+        } => {
+            let event = Event {
+                name: event,
+                self_name,
+                roles,
+                keep_failed: *keep_failed,
+            };
+            event.run(cfg, &store, log)
+        }
         Command::Sync {
             roles,
             rpc_addr,
@@ -245,70 +258,75 @@ fn preview(cfg: &Config, store: &Store, mode: RenderMode) -> Result<Outcome> {
 
 /// `hacfg serf`: one event's members applied to the folder as one batch,
 /// then one render. Skipped members make a partial success (exit 6).
-fn serf_event(
-    cfg: &Config,
-    store: &Store,
-    log: &mut Log,
-    roles: &[String],
+struct Event<'a> {
+    /// SERF_EVENT (`member-join`, ...).
+    name: &'a str,
+    /// SERF_SELF_NAME: the agent's own member, left alone.
+    self_name: &'a str,
+    roles: &'a [String],
+    /// `--on-failed keep`.
     keep_failed: bool,
-) -> Result<Outcome> {
-    let event = std::env::var("SERF_EVENT").unwrap_or_default();
-    // Always read stdin to its end first: Serf waits for its handler to.
-    let lines = serf::read_lines(std::io::stdin().lock())?;
-    let action = serf::action_of(&event, keep_failed)?;
-    if action == Action::Ignore {
-        log.info(&format!("{event}: ignored"));
-        return Ok(Outcome::Done);
-    }
-    let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
-    let self_name = std::env::var("SERF_SELF_NAME").unwrap_or_default();
-    let plan = serf::plan_event(
-        lines,
-        action,
-        roles,
-        &self_name,
-        cfg.pipeline.renderer.default_port,
-    );
-    for note in &plan.notes {
-        log.warn(&format!("{event}: {note}"));
-    }
-    let mut skipped = plan.skipped.len();
-    for reason in &plan.skipped {
-        log.warn(&format!("{event}: skipped: {reason}"));
-    }
-    {
-        let lock = store.lock::<Shared>()?;
-        let (labels, results, verbs): (Vec<String>, _, _) = match action {
-            Action::Upsert => (
-                plan.upserts
-                    .iter()
-                    .map(|n| describe(n, cfg.pipeline.renderer.default_port))
-                    .collect(),
-                store.write_all(&lock, &plan.upserts)?,
-                ("added/updated node", "already up to date:"),
-            ),
-            _ => (
-                plan.removals.iter().map(|n| format!("`{n}`")).collect(),
-                store.remove_all(&lock, &plan.removals)?,
-                ("removed node", "was not there:"),
-            ),
-        };
-        for (label, result) in labels.iter().zip(results) {
-            match result {
-                Ok(true) => log.info(&format!("{event}: {} {label}", verbs.0)),
-                Ok(false) => log.info(&format!("{event}: {} {label}", verbs.1)),
-                Err(e) => {
-                    log.warn(&format!("{event}: skipped {label}: {e:#}"));
-                    skipped += 1;
+}
+
+impl Event<'_> {
+    fn run(&self, cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
+        let (event, roles) = (self.name, self.roles);
+        // Always read stdin to its end first: Serf waits for its handler to.
+        let lines = serf::read_lines(std::io::stdin().lock())?;
+        let action = serf::action_of(event, self.keep_failed)?;
+        if action == Action::Ignore {
+            log.info(&format!("{event}: ignored"));
+            return Ok(Outcome::Done);
+        }
+        let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
+        let plan = serf::plan_event(
+            lines,
+            action,
+            roles,
+            self.self_name,
+            cfg.pipeline.renderer.default_port,
+        );
+        for note in &plan.notes {
+            log.warn(&format!("{event}: {note}"));
+        }
+        let mut skipped = plan.skipped.len();
+        for reason in &plan.skipped {
+            log.warn(&format!("{event}: skipped: {reason}"));
+        }
+        {
+            let lock = store.lock::<Shared>()?;
+            let (labels, results, verbs): (Vec<String>, _, _) = match action {
+                Action::Upsert => (
+                    plan.upserts
+                        .iter()
+                        .map(|n| describe(n, cfg.pipeline.renderer.default_port))
+                        .collect(),
+                    store.write_all(&lock, &plan.upserts)?,
+                    ("added/updated node", "already up to date:"),
+                ),
+                _ => (
+                    plan.removals.iter().map(|n| format!("`{n}`")).collect(),
+                    store.remove_all(&lock, &plan.removals)?,
+                    ("removed node", "was not there:"),
+                ),
+            };
+            for (label, result) in labels.iter().zip(results) {
+                match result {
+                    Ok(true) => log.info(&format!("{event}: {} {label}", verbs.0)),
+                    Ok(false) => log.info(&format!("{event}: {} {label}", verbs.1)),
+                    Err(e) => {
+                        log.warn(&format!("{event}: skipped {label}: {e:#}"));
+                        skipped += 1;
+                    }
                 }
             }
         }
+        let outcome = update(cfg, store, &output, log, None)?;
+        Ok(match (skipped, outcome) {
+            (0, outcome) => outcome,
+            (n, _) => Outcome::Skipped(format!("{event}: {n} member(s) skipped, the rest applied")),
+        })
     }
-    let outcome = update(cfg, store, &output, log, None)?;
-    Ok(match (skipped, outcome) {
-        (0, outcome) => outcome,
-        (n, _) => Outcome::Skipped(format!("{event}: {n} member(s) skipped, the rest applied")),
-    })
 }
 
 /// `hacfg sync`: the folder made equal to the alive members of `roles`.

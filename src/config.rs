@@ -67,9 +67,12 @@ pub enum Command {
     Settle {
         worker: bool,
     },
+    /// `event`: SERF_EVENT; `self_name`: SERF_SELF_NAME (both "" if unset).
     Serf {
         roles: Vec<String>,
         keep_failed: bool,
+        event: String,
+        self_name: String,
     },
     Sync {
         roles: Vec<String>,
@@ -262,6 +265,8 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
         CommandArgs::Serf(a) => Command::Serf {
             roles: a.roles.roles,
             keep_failed: a.on_failed == OnFailedArg::Keep,
+            event: a.event.unwrap_or_default(),
+            self_name: a.self_name.unwrap_or_default(),
         },
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
@@ -495,6 +500,32 @@ mod tests {
         assert_eq!(
             mode(&["--write-mode", "rename", "--in-place"]),
             WriteMode::InPlace
+        );
+    }
+
+    #[test]
+    fn serf_reads_its_event_from_clap() {
+        let command = |args: &[&str]| command_from(cli(args).command, 3000).unwrap();
+        let Command::Serf {
+            event,
+            self_name,
+            keep_failed,
+            ..
+        } = command(&[
+            "serf",
+            "--event",
+            "member-join",
+            "--self-name",
+            "bal",
+            "--on-failed",
+            "keep",
+        ])
+        else {
+            panic!("not serf");
+        };
+        assert_eq!(
+            (event.as_str(), self_name.as_str(), keep_failed),
+            ("member-join", "bal", true)
         );
     }
 
