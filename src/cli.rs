@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Examples and exit codes, shown after `--help` and in the man page.
 const AFTER_HELP: &str = "\
@@ -65,11 +65,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "HACFG_MIN_NODES", default_value = "0",
           value_parser = count_arg)]
     pub min_nodes: usize,
-    /// Print only errors
+    /// Print only errors (not with --verbose)
     #[arg(short, long, global = true, env = "HACFG_QUIET", value_parser = BoolishValueParser::new())]
     pub quiet: bool,
     /// Print debug lines too (which path a change takes, what runs), and
-    /// a template error's variables
+    /// a template error's variables (not with --quiet)
     #[arg(short, long, global = true, env = "HACFG_VERBOSE", value_parser = BoolishValueParser::new())]
     pub verbose: bool,
     /// Append one line per action to this file
@@ -123,9 +123,13 @@ pub struct ApplyArgs {
     )]
     pub reload_timeout: Duration,
     /// How HAProxy takes a change: `auto` (runtime API when it can, else reload), `runtime`, `reload`
-    #[arg(long = "apply", global = true, env = "HACFG_APPLY", default_value = "auto",
-          value_parser = ["auto", "runtime", "reload"])]
-    pub apply_mode: String,
+    #[arg(
+        long = "apply",
+        global = true,
+        env = "HACFG_APPLY",
+        default_value = "auto"
+    )]
+    pub apply_mode: ApplyArg,
     /// An admin-level stats socket for runtime changes (or use --master-socket)
     #[arg(long, global = true, env = "HACFG_STATS_SOCKET")]
     pub stats_socket: Option<PathBuf>,
@@ -146,9 +150,31 @@ pub struct ApplyArgs {
     /// Overwrite the output in place instead of renaming over it (bind-mounted files)
     #[arg(long, global = true)]
     pub in_place: bool,
-    /// `rename` (atomic, default) or `in-place`
-    #[arg(long, global = true, env = "HACFG_WRITE_MODE", hide = true, value_parser = ["rename", "in-place"])]
-    pub write_mode: Option<String>,
+    /// `rename` (atomic, default) or `in-place`; --in-place wins
+    #[arg(long, global = true, env = "HACFG_WRITE_MODE", hide = true)]
+    pub write_mode: Option<WriteModeArg>,
+}
+
+/// `--apply`: how HAProxy takes a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApplyArg {
+    Auto,
+    Runtime,
+    Reload,
+}
+
+/// `HACFG_WRITE_MODE` (`--write-mode`): how the output is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WriteModeArg {
+    Rename,
+    InPlace,
+}
+
+/// `--on-failed`: what a `member-failed` event does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnFailedArg {
+    Remove,
+    Keep,
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,8 +296,19 @@ pub struct SerfArgs {
     #[command(flatten)]
     pub roles: RolesArgs,
     /// What a `member-failed` event does: `remove` the node or `keep` it
-    #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove", value_parser = ["remove", "keep"])]
-    pub on_failed: String,
+    #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove")]
+    pub on_failed: OnFailedArg,
+    /// The event to handle, such as `member-join` (Serf sets it for its handlers)
+    #[arg(long, env = "SERF_EVENT", hide_env_values = true, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// This agent's member name, whose lines are ignored (Serf sets it for its handlers)
+    #[arg(
+        long,
+        env = "SERF_SELF_NAME",
+        hide_env_values = true,
+        value_name = "NAME"
+    )]
+    pub self_name: Option<String>,
 }
 
 #[derive(Debug, Args)]

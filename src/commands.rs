@@ -8,18 +8,24 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{Command, Config, RenderMode};
 use crate::exit::{Failure, Outcome};
-use crate::log::{Log, print_stdout};
+use crate::log::{Log, Verbosity, print_stdout};
 use crate::node::Node;
 use crate::output::OutputFile;
 use crate::pipeline::quarantine::HeldSet;
 use crate::pipeline::{self, Applied};
 use crate::render;
-use crate::serf::{self, Action};
-use crate::store::{Exclusive, Shared, Store};
+use crate::serf::{self, Action, Changes};
+use crate::store::{Exclusive, Lock, Mode, Shared, Store};
 
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let worker = matches!(cfg.command, Command::Settle { worker: true });
-    let mut log = Log::new(cfg.quiet || worker, cfg.verbose, cfg.log_file.as_deref());
+    // The worker's stderr goes nowhere; its log file still gets every action.
+    let verbosity = if worker {
+        Verbosity::Quiet
+    } else {
+        cfg.verbosity
+    };
+    let mut log = Log::new(verbosity, cfg.log_file.as_deref());
     let store = Store::new(&cfg.nodes_dir);
     let log = &mut log;
     match &cfg.command {
@@ -50,7 +56,20 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         }
         Command::Render { mode } => preview(cfg, &store, *mode),
         Command::Reload => reload(cfg, &store, log),
-        Command::Serf { roles, keep_failed } => serf_event(cfg, &store, log, roles, *keep_failed),
+        Command::Serf {
+            roles,
+            keep_failed,
+            event,
+            self_name,
+        } => {
+            let event = Event {
+                name: event,
+                self_name,
+                roles,
+                keep_failed: *keep_failed,
+            };
+            event.run(cfg, &store, log)
+        }
         Command::Sync {
             roles,
             rpc_addr,
@@ -239,70 +258,36 @@ fn preview(cfg: &Config, store: &Store, mode: RenderMode) -> Result<Outcome> {
 
 /// `hacfg serf`: one event's members applied to the folder as one batch,
 /// then one render. Skipped members make a partial success (exit 6).
-fn serf_event(
-    cfg: &Config,
-    store: &Store,
-    log: &mut Log,
-    roles: &[String],
+struct Event<'a> {
+    /// SERF_EVENT (`member-join`, ...).
+    name: &'a str,
+    /// SERF_SELF_NAME: the agent's own member, left alone.
+    self_name: &'a str,
+    roles: &'a [String],
+    /// `--on-failed keep`.
     keep_failed: bool,
-) -> Result<Outcome> {
-    let event = std::env::var("SERF_EVENT").unwrap_or_default();
-    // Always read stdin to its end first: Serf waits for its handler to.
-    let lines = serf::read_lines(std::io::stdin().lock())?;
-    let action = serf::action_of(&event, keep_failed)?;
-    if action == Action::Ignore {
-        log.info(&format!("{event}: ignored"));
-        return Ok(Outcome::Done);
-    }
-    let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
-    let self_name = std::env::var("SERF_SELF_NAME").unwrap_or_default();
-    let plan = serf::plan_event(
-        lines,
-        action,
-        roles,
-        &self_name,
-        cfg.pipeline.renderer.default_port,
-    );
-    for note in &plan.notes {
-        log.warn(&format!("{event}: {note}"));
-    }
-    let mut skipped = plan.skipped.len();
-    for reason in &plan.skipped {
-        log.warn(&format!("{event}: skipped: {reason}"));
-    }
-    {
-        let lock = store.lock::<Shared>()?;
-        let (labels, results, verbs): (Vec<String>, _, _) = match action {
-            Action::Upsert => (
-                plan.upserts
-                    .iter()
-                    .map(|n| describe(n, cfg.pipeline.renderer.default_port))
-                    .collect(),
-                store.write_all(&lock, &plan.upserts)?,
-                ("added/updated node", "already up to date:"),
-            ),
-            _ => (
-                plan.removals.iter().map(|n| format!("`{n}`")).collect(),
-                store.remove_all(&lock, &plan.removals)?,
-                ("removed node", "was not there:"),
-            ),
-        };
-        for (label, result) in labels.iter().zip(results) {
-            match result {
-                Ok(true) => log.info(&format!("{event}: {} {label}", verbs.0)),
-                Ok(false) => log.info(&format!("{event}: {} {label}", verbs.1)),
-                Err(e) => {
-                    log.warn(&format!("{event}: skipped {label}: {e:#}"));
-                    skipped += 1;
-                }
-            }
+}
+
+impl Event<'_> {
+    fn run(&self, cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
+        // Always read stdin to its end first: Serf waits for its handler to.
+        let lines = serf::read_lines(std::io::stdin().lock())?;
+        let action = serf::action_of(self.name, self.keep_failed)?;
+        if action == Action::Ignore {
+            log.info(&format!("{}: ignored", self.name));
+            return Ok(Outcome::Done);
         }
+        let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
+        let port = cfg.pipeline.renderer.default_port;
+        let changes = serf::plan_event(lines, action, self.roles, self.self_name, port);
+        let mut skipped = warn_planned(&changes, self.name, log);
+        {
+            let lock = store.lock::<Shared>()?;
+            skipped += apply_changes(store, &lock, &changes, self.name, port, log)?;
+        }
+        let outcome = update(cfg, store, &output, log, None)?;
+        Ok(partial(self.name, skipped, outcome))
     }
-    let outcome = update(cfg, store, &output, log, None)?;
-    Ok(match (skipped, outcome) {
-        (0, outcome) => outcome,
-        (n, _) => Outcome::Skipped(format!("{event}: {n} member(s) skipped, the rest applied")),
-    })
 }
 
 /// `hacfg sync`: the folder made equal to the alive members of `roles`.
@@ -327,61 +312,89 @@ impl Sync<'_> {
             ))
             .into());
         }
-        let batch = serf::batch(
-            self.members.iter().cloned().map(Ok),
-            self.roles,
-            "",
-            cfg.pipeline.renderer.default_port,
-        );
-        for note in &batch.notes {
-            log.warn(&format!("sync: {note}"));
-        }
-        for reason in &batch.skipped {
-            log.warn(&format!("sync: skipped: {reason}"));
-        }
-        let skipped = match batch.skipped.len() {
-            0 => None,
-            n => Some(format!("sync: {n} member(s) skipped, the rest applied")),
-        };
+        let port = cfg.pipeline.renderer.default_port;
+        let members = self.members.iter().cloned().map(Ok);
+        let wanted = serf::batch(members, self.roles, "", port);
+        let mut skipped = warn_planned(&wanted, "sync", log);
         if self.dry_run {
             let current = store.load_all(&store.lock::<Shared>()?)?;
-            let plan = serf::plan_sync(&current, &batch.nodes);
+            let changes = serf::plan_sync(&current, wanted);
             let mut text = String::new();
-            for node in &plan.upserts {
-                let _ = writeln!(
-                    text,
-                    "+ {}",
-                    describe(node, cfg.pipeline.renderer.default_port)
-                );
+            for node in &changes.upserts {
+                let _ = writeln!(text, "+ {}", describe(node, port));
             }
-            for name in &plan.removals {
+            for name in &changes.removals {
                 let _ = writeln!(text, "- `{name}`");
             }
             print_stdout(&text)?;
-            return Ok(skipped.map_or(Outcome::Done, Outcome::Skipped));
+            return Ok(partial("sync", skipped, Outcome::Done));
         }
         let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
+        // One exclusive lock from reading the folder to applying the render:
+        // nothing changes the folder between the plan and its render.
         let lock = store.lock::<Exclusive>()?;
-        let current = store.load_all(&lock)?;
-        let plan = serf::plan_sync(&current, &batch.nodes);
-        let written = store.write_all(&lock, &plan.upserts)?;
-        let removed = store.remove_all(&lock, &plan.removals)?;
-        for (node, result) in plan.upserts.iter().zip(written) {
-            result?;
-            log.info(&format!(
-                "sync: added/updated node {}",
-                describe(node, cfg.pipeline.renderer.default_port)
-            ));
+        let changes = serf::plan_sync(&store.load_all(&lock)?, wanted);
+        skipped += apply_changes(store, &lock, &changes, "sync", port, log)?;
+        let outcome = update_under(cfg, store, lock, &output, log, None)?;
+        Ok(partial("sync", skipped, outcome))
+    }
+}
+
+/// Warns of the tags `changes` dropped and the members it skipped (`who`:
+/// the event, or `sync`); returns how many were skipped.
+fn warn_planned(changes: &Changes, who: &str, log: &mut Log) -> usize {
+    for note in &changes.notes {
+        log.warn(&format!("{who}: {note}"));
+    }
+    for reason in &changes.skipped {
+        log.warn(&format!("{who}: skipped: {reason}"));
+    }
+    changes.skipped.len()
+}
+
+/// Writes and removes the node files `changes` asks for, one line each. A
+/// file that cannot be written or removed is a warning naming the node and
+/// the file, and counts as skipped: the rest is applied all the same.
+/// Returns how many were skipped; fails only when the batch as a whole
+/// could not be made durable.
+fn apply_changes<M: Mode>(
+    store: &Store,
+    lock: &Lock<M>,
+    changes: &Changes,
+    who: &str,
+    default_port: u16,
+    log: &mut Log,
+) -> Result<usize> {
+    let written = store.write_all(lock, &changes.upserts)?;
+    let written = changes.upserts.iter().zip(written).map(|(node, result)| {
+        let verbs = ["added/updated node", "already up to date:"];
+        (describe(node, default_port), result, verbs)
+    });
+    let removed = store.remove_all(lock, &changes.removals)?;
+    let removed = changes.removals.iter().zip(removed).map(|(name, result)| {
+        let verbs = ["removed node", "was not there:"];
+        (format!("`{name}`"), result, verbs)
+    });
+    let mut skipped = 0;
+    for (label, result, [done, unchanged]) in written.chain(removed) {
+        match result {
+            Ok(true) => log.info(&format!("{who}: {done} {label}")),
+            Ok(false) => log.info(&format!("{who}: {unchanged} {label}")),
+            Err(e) => {
+                log.warn(&format!("{who}: skipped {label}: {e:#}"));
+                skipped += 1;
+            }
         }
-        for (name, result) in plan.removals.iter().zip(removed) {
-            result?;
-            log.info(&format!("sync: removed node `{name}`"));
-        }
-        let applied = pipeline::update(&cfg.pipeline, store, &lock, &output, log)?;
-        drop(lock);
-        pipeline::after(&cfg.pipeline, &applied, log);
-        let outcome = report(&applied, None, log)?;
-        Ok(skipped.map_or(outcome, Outcome::Skipped))
+    }
+    Ok(skipped)
+}
+
+/// A run that skipped members is a partial success (exit 6), however the
+/// rest of it went.
+fn partial(who: &str, skipped: usize, outcome: Outcome) -> Outcome {
+    match skipped {
+        0 => outcome,
+        n => Outcome::Skipped(format!("{who}: {n} member(s) skipped, the rest applied")),
     }
 }
 
@@ -397,6 +410,19 @@ fn update(
     own: Option<&str>,
 ) -> Result<Outcome> {
     let lock = store.lock::<Exclusive>()?;
+    update_under(cfg, store, lock, output, log, own)
+}
+
+/// `update` under a lock already taken; it is let go before the work
+/// after the render (the worker's start, which must not wait for it).
+fn update_under(
+    cfg: &Config,
+    store: &Store,
+    lock: Lock<Exclusive>,
+    output: &OutputFile,
+    log: &mut Log,
+    own: Option<&str>,
+) -> Result<Outcome> {
     let applied = pipeline::update(&cfg.pipeline, store, &lock, output, log)?;
     drop(lock);
     pipeline::after(&cfg.pipeline, &applied, log);

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{ApplyArgs, Cli, CommandArgs, GlobalArgs};
+use crate::cli::{ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg, WriteModeArg};
 use crate::haproxy::reload::{Reload, Strategy};
 use crate::haproxy::{RuntimeApi, Socket};
+use crate::log::Verbosity;
 use crate::node::{self, Node};
 use crate::output::WriteMode;
 use crate::pipeline::check::Check;
@@ -29,10 +30,8 @@ pub struct Config {
     pub output: PathBuf,
     /// How the output is replaced.
     pub write_mode: WriteMode,
-    /// Print only errors.
-    pub quiet: bool,
-    /// Print debug lines too.
-    pub verbose: bool,
+    /// What goes to stderr.
+    pub verbosity: Verbosity,
     /// File that gets one line per action.
     pub log_file: Option<PathBuf>,
     /// What the pipeline needs.
@@ -68,9 +67,12 @@ pub enum Command {
     Settle {
         worker: bool,
     },
+    /// `event`: SERF_EVENT; `self_name`: SERF_SELF_NAME (both "" if unset).
     Serf {
         roles: Vec<String>,
         keep_failed: bool,
+        event: String,
+        self_name: String,
     },
     Sync {
         roles: Vec<String>,
@@ -105,6 +107,7 @@ impl Config {
             log_file,
             apply,
         } = cli.global;
+        let verbosity = verbosity_from(quiet, verbose)?;
         let never_reloads = matches!(
             cli.command,
             CommandArgs::Completions(_) | CommandArgs::Man | CommandArgs::Settle(_)
@@ -113,38 +116,20 @@ impl Config {
             (apply.reload || matches!(cli.command, CommandArgs::Reload)) && !never_reloads;
         let command = command_from(cli.command, default_port)?;
         let runtime = runtime_from(&apply);
-        let apply_mode = match apply.apply_mode.as_str() {
-            "runtime" => ApplyMode::Runtime,
-            "reload" => ApplyMode::Reload,
-            _ => ApplyMode::Auto,
+        let apply_mode = apply_mode_from(apply.apply_mode, runtime.is_some())?;
+        let check = check_from(&apply, wants_reload)?;
+        let renderer = Renderer {
+            template,
+            default_port,
+            vars: vars_from(&vars)?,
         };
-        if apply_mode == ApplyMode::Runtime && runtime.is_none() {
-            return Err(usage(
-                "--apply runtime needs --master-socket or --stats-socket",
-            ));
-        }
-        let check = check_from(&apply)?;
-        if wants_reload && check == Check::Unavailable {
-            bail!(
-                "refusing to reload HAProxy with an unchecked config: no `haproxy` found on \
-                 PATH; set --haproxy-bin PATH (or HACFG_HAPROXY_BIN), or --no-check to reload \
-                 without a check"
-            );
-        }
-        let worker = worker_from(&nodes_dir, &output, log_file.as_deref(), verbose, &apply);
+        let reload = wants_reload.then(|| reload_from(&apply)).transpose()?;
+        let worker = worker_from(&nodes_dir, &output, log_file.as_deref(), &apply);
         let pipeline = Settings {
-            renderer: Renderer {
-                template,
-                default_port,
-                vars: vars_from(&vars)?,
-            },
+            renderer,
             min_nodes,
             check,
-            reload: if wants_reload {
-                Some(reload_from(&apply)?)
-            } else {
-                None
-            },
+            reload,
             force: apply.force,
             apply: apply_mode,
             runtime,
@@ -157,9 +142,8 @@ impl Config {
         Ok(Config {
             nodes_dir,
             output,
-            write_mode: write_mode_from(&apply)?,
-            quiet,
-            verbose,
+            write_mode: write_mode_from(&apply),
+            verbosity,
             log_file,
             pipeline,
             command,
@@ -167,13 +151,43 @@ impl Config {
     }
 }
 
+/// `-q` and `-v` (or HACFG_QUIET and HACFG_VERBOSE) contradict each other.
+/// Checked here, not with clap's `conflicts_with`: clap counts a variable
+/// set to false as given (clap-rs/clap#5591), so `HACFG_QUIET=0 hacfg -v`
+/// would be refused.
+fn verbosity_from(quiet: bool, verbose: bool) -> Result<Verbosity> {
+    match (quiet, verbose) {
+        (true, true) => Err(conflict(
+            "the argument '--quiet' cannot be used with '--verbose' (nor HACFG_QUIET with \
+             HACFG_VERBOSE)",
+        )),
+        (true, false) => Ok(Verbosity::Quiet),
+        (false, true) => Ok(Verbosity::Verbose),
+        (false, false) => Ok(Verbosity::Normal),
+    }
+}
+
+fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
+    let mode = match arg {
+        ApplyArg::Auto => ApplyMode::Auto,
+        ApplyArg::Runtime => ApplyMode::Runtime,
+        ApplyArg::Reload => ApplyMode::Reload,
+    };
+    if mode == ApplyMode::Runtime && !has_runtime {
+        return Err(usage(
+            "--apply runtime needs --master-socket or --stats-socket",
+        ));
+    }
+    Ok(mode)
+}
+
 /// The worker's command line: this binary, the folder, the output, the
-/// socket, the waits and the log; nothing else (it gets no `HACFG_*`).
+/// socket, the waits and the log; nothing else (it gets no `HACFG_*`, and
+/// it is quiet: its stderr goes nowhere).
 fn worker_from(
     nodes_dir: &Path,
     output: &Path,
     log_file: Option<&Path>,
-    verbose: bool,
     apply: &ApplyArgs,
 ) -> Worker {
     let mut args: Vec<OsString> = vec!["--nodes-dir".into(), nodes_dir.into()];
@@ -192,9 +206,6 @@ fn worker_from(
     }
     if let Some(path) = log_file {
         args.extend(["--log-file".into(), path.into()]);
-    }
-    if verbose {
-        args.push("--verbose".into());
     }
     args.extend(["settle".into(), "--worker".into()]);
     Worker {
@@ -253,7 +264,9 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
         CommandArgs::Settle(a) => Command::Settle { worker: a.worker },
         CommandArgs::Serf(a) => Command::Serf {
             roles: a.roles.roles,
-            keep_failed: a.on_failed == "keep",
+            keep_failed: a.on_failed == OnFailedArg::Keep,
+            event: a.event.unwrap_or_default(),
+            self_name: a.self_name.unwrap_or_default(),
         },
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
@@ -267,10 +280,17 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
 
 /// A usage error, reported the way clap reports its own (exit 2).
 fn usage(message: &str) -> anyhow::Error {
+    clap_error(clap::error::ErrorKind::ValueValidation, message)
+}
+
+/// Two settings that cannot go together, reported as clap would (exit 2).
+fn conflict(message: &str) -> anyhow::Error {
+    clap_error(clap::error::ErrorKind::ArgumentConflict, message)
+}
+
+fn clap_error(kind: clap::error::ErrorKind, message: &str) -> anyhow::Error {
     use clap::CommandFactory;
-    Cli::command()
-        .error(clap::error::ErrorKind::ValueValidation, message)
-        .into()
+    Cli::command().error(kind, message).into()
 }
 
 /// `vars`: HACFG_VARS, then the `--var` flags, which win per key.
@@ -324,7 +344,20 @@ fn validate_vars(vars: BTreeMap<String, String>) -> Result<BTreeMap<String, Stri
     Ok(vars)
 }
 
-fn check_from(apply: &ApplyArgs) -> Result<Check> {
+/// The check a candidate config gets; a reload needs one (or --no-check).
+fn check_from(apply: &ApplyArgs, wants_reload: bool) -> Result<Check> {
+    let check = chosen_check(apply)?;
+    if wants_reload && check == Check::Unavailable {
+        bail!(
+            "refusing to reload HAProxy with an unchecked config: no `haproxy` found on \
+             PATH; set --haproxy-bin PATH (or HACFG_HAPROXY_BIN), or --no-check to reload \
+             without a check"
+        );
+    }
+    Ok(check)
+}
+
+fn chosen_check(apply: &ApplyArgs) -> Result<Check> {
     if apply.no_check {
         return Ok(Check::Skip);
     }
@@ -397,14 +430,11 @@ fn runtime_from(apply: &ApplyArgs) -> Option<RuntimeApi> {
     })
 }
 
-fn write_mode_from(apply: &ApplyArgs) -> Result<WriteMode> {
-    match (apply.write_mode.as_deref(), apply.in_place) {
-        (_, true) | (Some("in-place"), _) => Ok(WriteMode::InPlace),
-        (None | Some("rename"), _) => Ok(WriteMode::Rename),
-        (Some(other), _) => Err(usage(&format!(
-            "invalid HACFG_WRITE_MODE {}: use `rename` or `in-place`",
-            quote(other)
-        ))),
+/// `--in-place` wins over HACFG_WRITE_MODE (`--write-mode`).
+fn write_mode_from(apply: &ApplyArgs) -> WriteMode {
+    match (apply.in_place, apply.write_mode) {
+        (true, _) | (false, Some(WriteModeArg::InPlace)) => WriteMode::InPlace,
+        (false, None | Some(WriteModeArg::Rename)) => WriteMode::Rename,
     }
 }
 
@@ -440,6 +470,63 @@ mod tests {
     fn env_lists_keep_escaped_commas() {
         assert_eq!(split_env_list(r"a=1,b=x\,y,,c="), ["a=1", "b=x,y", "c="]);
         assert!(split_env_list("").is_empty());
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        use clap::Parser;
+        Cli::try_parse_from([&["hacfg"], args].concat()).unwrap()
+    }
+
+    #[test]
+    fn quiet_and_verbose_together_are_a_usage_error() {
+        let err = Config::from_cli(cli(&["-q", "-v", "list"])).unwrap_err();
+        let err = err.downcast::<clap::Error>().unwrap();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("'--quiet'"), "{err}");
+        assert!(verbosity_from(true, true).is_err());
+        assert_eq!(verbosity_from(true, false).unwrap(), Verbosity::Quiet);
+        assert_eq!(verbosity_from(false, false).unwrap(), Verbosity::Normal);
+        assert_eq!(verbosity_from(false, true).unwrap(), Verbosity::Verbose);
+    }
+
+    #[test]
+    fn in_place_wins_over_the_write_mode() {
+        let mode = |args: &[&str]| write_mode_from(&cli(&[args, &["list"]].concat()).global.apply);
+        assert_eq!(mode(&[]), WriteMode::Rename);
+        assert_eq!(mode(&["--write-mode", "rename"]), WriteMode::Rename);
+        assert_eq!(mode(&["--write-mode", "in-place"]), WriteMode::InPlace);
+        assert_eq!(mode(&["--in-place"]), WriteMode::InPlace);
+        assert_eq!(
+            mode(&["--write-mode", "rename", "--in-place"]),
+            WriteMode::InPlace
+        );
+    }
+
+    #[test]
+    fn serf_reads_its_event_from_clap() {
+        let command = |args: &[&str]| command_from(cli(args).command, 3000).unwrap();
+        let Command::Serf {
+            event,
+            self_name,
+            keep_failed,
+            ..
+        } = command(&[
+            "serf",
+            "--event",
+            "member-join",
+            "--self-name",
+            "bal",
+            "--on-failed",
+            "keep",
+        ])
+        else {
+            panic!("not serf");
+        };
+        assert_eq!(
+            (event.as_str(), self_name.as_str(), keep_failed),
+            ("member-join", "bal", true)
+        );
     }
 
     #[test]

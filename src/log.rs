@@ -8,17 +8,27 @@ use std::time::SystemTime;
 
 use std::os::unix::fs::OpenOptionsExt;
 
-/// Progress messages: stderr (unless quiet) and the log file, if any.
+/// How much goes to stderr (`-q`, `-v`). Warnings and errors always do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Only warnings and errors.
+    Quiet,
+    /// One line per action too.
+    Normal,
+    /// Debug lines too.
+    Verbose,
+}
+
+/// Progress messages: stderr (as `verbosity` says) and the log file, if any.
 pub struct Log {
-    quiet: bool,
-    verbose: bool,
+    verbosity: Verbosity,
     file: Option<File>,
 }
 
 impl Log {
     /// A log that also appends to `path`. A log file that cannot be opened
     /// is a warning, never a lost event: the run goes on without it.
-    pub fn new(quiet: bool, verbose: bool, path: Option<&Path>) -> Log {
+    pub fn new(verbosity: Verbosity, path: Option<&Path>) -> Log {
         let file = path.and_then(|p| {
             OpenOptions::new()
                 .create(true)
@@ -41,23 +51,19 @@ impl Log {
                 })
                 .ok()
         });
-        Log {
-            quiet,
-            verbose,
-            file,
-        }
+        Log { verbosity, file }
     }
 
     /// Reports a detail, with `-v` only (stderr, not the log file).
     pub fn debug(&mut self, message: &str) {
-        if self.verbose {
+        if self.verbosity == Verbosity::Verbose {
             eprintln!("hacfg: debug: {message}");
         }
     }
 
     /// Reports one action.
     pub fn info(&mut self, message: &str) {
-        if !self.quiet {
+        if self.verbosity != Verbosity::Quiet {
             eprintln!("hacfg: {message}");
         }
         self.append(message);

@@ -218,11 +218,15 @@ pub fn node_of(member: &Member, default_port: u16) -> Result<(Node, Vec<String>)
     Ok((node, notes))
 }
 
-/// Members as nodes: the one batch policy of `hacfg serf` and `hacfg sync`.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// The members of the selected roles that became nodes.
-    pub nodes: Vec<Node>,
+/// What a run asks of the nodes folder: the one result of `hacfg serf`
+/// (an event) and `hacfg sync` (the member list), applied to the folder
+/// the same way.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Nodes to create or replace.
+    pub upserts: Vec<Node>,
+    /// Nodes to remove, by name.
+    pub removals: Vec<String>,
     /// Why members were skipped (a bad name, address, port, weight,
     /// backend, or a malformed line): the run exits 6.
     pub skipped: Vec<String>,
@@ -230,33 +234,34 @@ pub struct Batch {
     pub notes: Vec<String>,
 }
 
-/// The members of `roles` (but not the agent itself, `self_name`) as nodes.
+/// The members of `roles` (but not the agent itself, `self_name`) as
+/// nodes to write: the one batch policy of `hacfg serf` and `hacfg sync`.
 pub fn batch(
     members: impl IntoIterator<Item = Result<Member>>,
     roles: &[String],
     self_name: &str,
     default_port: u16,
-) -> Batch {
-    let mut batch = Batch::default();
+) -> Changes {
+    let mut changes = Changes::default();
     for member in members {
         let planned = member.and_then(|m| {
             if m.name == self_name || !roles.contains(&m.role) {
                 return Ok(());
             }
             let (node, notes) = node_of(&m, default_port)?;
-            batch.notes.extend(
+            changes.notes.extend(
                 notes
                     .into_iter()
                     .map(|n| format!("member `{}`: {n}", m.name)),
             );
-            batch.nodes.push(node);
+            changes.upserts.push(node);
             Ok(())
         });
         if let Err(e) = planned {
-            batch.skipped.push(format!("{e:#}"));
+            changes.skipped.push(format!("{e:#}"));
         }
     }
-    batch
+    changes
 }
 
 /// `serf members -format=json`, as far as hacfg reads it.
@@ -313,74 +318,58 @@ fn parse_members_json(text: &str) -> Result<Vec<Member>> {
         .collect())
 }
 
-/// What one event asks of the folder: the nodes to write or the names to
-/// remove, why members were skipped, and notes on dropped tags.
-#[derive(Debug, Default)]
-pub struct EventPlan {
-    pub upserts: Vec<Node>,
-    pub removals: Vec<String>,
-    pub skipped: Vec<String>,
-    pub notes: Vec<String>,
-}
-
-/// Plans an event's member lines with the batch policy (`batch`); a leave
-/// needs only a valid name.
+/// Plans an event's member lines: a join or update with the batch policy
+/// (`batch`); a leave needs only a valid name.
 pub fn plan_event(
     lines: Vec<Result<String>>,
     action: Action,
     roles: &[String],
     self_name: &str,
     default_port: u16,
-) -> EventPlan {
+) -> Changes {
     let members = lines
         .into_iter()
         .map(|l| l.and_then(|l| parse_member_line(&l)));
     if action == Action::Upsert {
-        let batch = batch(members, roles, self_name, default_port);
-        return EventPlan {
-            upserts: batch.nodes,
-            skipped: batch.skipped,
-            notes: batch.notes,
-            ..EventPlan::default()
-        };
+        return batch(members, roles, self_name, default_port);
     }
-    let mut plan = EventPlan::default();
+    let mut changes = Changes::default();
     for member in members {
         let planned = member.and_then(|m| {
             if m.name != self_name && roles.contains(&m.role) && action == Action::Remove {
                 node::validate_name(&m.name)?;
-                plan.removals.push(m.name);
+                changes.removals.push(m.name);
             }
             Ok(())
         });
         if let Err(e) = planned {
-            plan.skipped.push(format!("{e:#}"));
+            changes.skipped.push(format!("{e:#}"));
         }
     }
-    plan
+    changes
 }
 
-/// The changes that make `current` equal to `wanted` (both keyed by name).
-#[derive(Debug, Default, PartialEq)]
-pub struct Plan {
-    pub upserts: Vec<Node>,
-    pub removals: Vec<String>,
-}
-
-pub fn plan_sync(current: &[Node], wanted: &[Node]) -> Plan {
-    let have: BTreeMap<&str, &Node> = current.iter().map(|n| (n.name.as_str(), n)).collect();
-    let want: BTreeSet<&str> = wanted.iter().map(|n| n.name.as_str()).collect();
-    Plan {
-        upserts: wanted
-            .iter()
-            .filter(|n| have.get(n.name.as_str()) != Some(n))
-            .cloned()
-            .collect(),
-        removals: current
+/// The changes that make `current` equal to `wanted` (a [`batch`]; both
+/// keyed by name): the nodes that differ are written, the nodes no member
+/// backs are removed. `wanted`'s skips and notes are kept.
+pub fn plan_sync(current: &[Node], wanted: Changes) -> Changes {
+    let removals = {
+        let want: BTreeSet<&str> = wanted.upserts.iter().map(|n| n.name.as_str()).collect();
+        current
             .iter()
             .filter(|n| !want.contains(n.name.as_str()))
             .map(|n| n.name.clone())
+            .collect()
+    };
+    let have: BTreeMap<&str, &Node> = current.iter().map(|n| (n.name.as_str(), n)).collect();
+    Changes {
+        upserts: wanted
+            .upserts
+            .into_iter()
+            .filter(|n| have.get(n.name.as_str()) != Some(&n))
             .collect(),
+        removals,
+        ..wanted
     }
 }
 
@@ -443,7 +432,7 @@ mod tests {
         let event = plan_event(vec![Ok(line.into())], Action::Upsert, &roles, "", 3000);
         let member = parse_member_line(line).unwrap();
         let synced = batch([Ok(member)], &roles, "", 3000);
-        assert_eq!(event.upserts, synced.nodes);
+        assert_eq!(event, synced);
         assert_eq!((event.skipped.len(), event.notes.len()), (0, 1));
     }
 
@@ -492,11 +481,15 @@ mod tests {
             weight: Some(1),
             tags: BTreeMap::new(),
         };
-        let plan = plan_sync(
-            &[n("a", "1.1.1.1"), n("b", "2.2.2.2")],
-            &[n("b", "2.2.2.3"), n("c", "3.3.3.3")],
-        );
+        let wanted = Changes {
+            upserts: vec![n("b", "2.2.2.3"), n("c", "3.3.3.3"), n("d", "4.4.4.4")],
+            skipped: vec!["member `e`: bad".into()],
+            ..Changes::default()
+        };
+        let current = [n("a", "1.1.1.1"), n("b", "2.2.2.2"), n("d", "4.4.4.4")];
+        let plan = plan_sync(&current, wanted);
         assert_eq!(plan.removals, ["a"]);
         assert_eq!(plan.upserts, [n("b", "2.2.2.3"), n("c", "3.3.3.3")]);
+        assert_eq!(plan.skipped, ["member `e`: bad"]);
     }
 }

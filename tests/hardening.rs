@@ -170,6 +170,53 @@ fn a_user_who_may_only_read_the_folder_can_list() {
 }
 
 #[test]
+fn sync_skips_a_node_file_it_cannot_write_and_applies_the_rest() {
+    if !is_root() {
+        eprintln!("note: not root; skipping the unwritable node file test");
+        return;
+    }
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "w2", "10.0.0.2"]);
+    env.ok(&["--no-check", "add", "old", "10.0.0.9"]);
+    let members = r#"{"members":[
+      {"name":"bal","addr":"127.0.0.1:7946","tags":{"role":"balancer"},"status":"alive"},
+      {"name":"w1","addr":"10.0.0.1:7946","tags":{"role":"backend"},"status":"alive"},
+      {"name":"w2","addr":"10.0.0.22:7946","tags":{"role":"backend"},"status":"alive"}]}"#;
+    let fake = env.write(
+        "fake-serf",
+        &format!("#!/bin/sh\ncat <<'EOF'\n{members}\nEOF\n"),
+    );
+    // A sticky folder: another user may add node files, but may neither
+    // replace nor remove root's `w2` and `old`.
+    for (path, mode) in [
+        (env.dir.path(), 0o755),
+        (fake.as_path(), 0o755),
+        (env.nodes.as_path(), 0o1777),
+        (env.output.parent().unwrap(), 0o777),
+    ] {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let done = env
+        .call(&["--no-check", "sync", "--serf-bin", fake.to_str().unwrap()])
+        .user(65534, 65534)
+        .code(6);
+    done.stderr_has("hacfg: sync: added/updated node `w1` 10.0.0.1:3000\n")
+        .stderr_has(
+            "hacfg: warning: sync: skipped `w2` 10.0.0.22:3000: unable to replace \
+             `$TMP/nodes/w2`: Operation not permitted",
+        )
+        .stderr_has(
+            "hacfg: warning: sync: skipped `old`: unable to remove `$TMP/nodes/old`: \
+             Operation not permitted",
+        )
+        .stderr_has("hacfg: warning: sync: 2 member(s) skipped, the rest applied\n");
+    assert_eq!(
+        env.servers(),
+        ["old 10.0.0.9:3000", "w1 10.0.0.1:3000", "w2 10.0.0.2:3000"]
+    );
+}
+
+#[test]
 fn reload_commands_with_background_children() {
     let env = TestEnv::new();
     env.ok(&["add", "s1", "10.0.0.1"]);
