@@ -320,13 +320,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str) -> Node {
-        Node {
-            name: name.into(),
-            address: "10.0.0.1".into(),
-            port: Some(80),
-            weight: None,
-            tags: BTreeMap::from([("a".into(), "x=y".into()), ("b".into(), String::new())]),
-        }
+        Node::named(name).port(80).tag("a", "x=y").tag("b", "")
     }
 
     const OLD: Stamp = Stamp {

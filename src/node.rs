@@ -375,6 +375,41 @@ pub fn parse_node_file(file_name: &str, content: &[u8]) -> Result<Node> {
     Ok(node)
 }
 
+/// One way to make a node in unit tests: `Node::named("s1").port(80)`.
+#[cfg(test)]
+impl Node {
+    /// A valid node at `10.0.0.1`, with no port, weight or tags.
+    pub fn named(name: &str) -> Node {
+        Node {
+            name: name.into(),
+            address: "10.0.0.1".into(),
+            port: None,
+            weight: None,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    pub fn at(mut self, address: &str) -> Node {
+        self.address = address.into();
+        self
+    }
+
+    pub fn port(mut self, port: u16) -> Node {
+        self.port = Some(port);
+        self
+    }
+
+    pub fn weight(mut self, weight: u16) -> Node {
+        self.weight = Some(weight);
+        self
+    }
+
+    pub fn tag(mut self, key: &str, value: &str) -> Node {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,13 +495,7 @@ mod tests {
 
     #[test]
     fn json_round_trip_and_identity() {
-        let node = Node {
-            name: "s1".into(),
-            address: "10.0.0.1".into(),
-            port: Some(80),
-            weight: Some(5),
-            tags: BTreeMap::from([("backend".into(), "api".into())]),
-        };
+        let node = Node::named("s1").port(80).weight(5).tag("backend", "api");
         let bytes = node.to_file_bytes();
         assert_eq!(parse_node_file("s1", &bytes).unwrap(), node);
         assert!(parse_node_file("s2", &bytes).is_err());

@@ -351,14 +351,11 @@ mod tests {
     const NO_VARS: BTreeMap<String, String> = BTreeMap::new();
 
     fn node(name: &str, port: Option<u16>, backend: Option<&str>) -> Node {
-        Node {
-            name: name.into(),
-            address: "10.0.0.1".into(),
-            port,
-            weight: None,
-            tags: backend
-                .map(|b| BTreeMap::from([("backend".to_string(), b.to_string())]))
-                .unwrap_or_default(),
+        let mut node = Node::named(name);
+        node.port = port;
+        match backend {
+            Some(b) => node.tag("backend", b),
+            None => node,
         }
     }
 

@@ -474,13 +474,7 @@ mod tests {
 
     #[test]
     fn sync_plan() {
-        let n = |name: &str, addr: &str| Node {
-            name: name.into(),
-            address: addr.into(),
-            port: Some(1),
-            weight: Some(1),
-            tags: BTreeMap::new(),
-        };
+        let n = |name: &str, addr: &str| Node::named(name).at(addr).port(1).weight(1);
         let wanted = Changes {
             upserts: vec![n("b", "2.2.2.3"), n("c", "3.3.3.3"), n("d", "4.4.4.4")],
             skipped: vec!["member `e`: bad".into()],

@@ -308,16 +308,9 @@ fn read_node_file(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<(Node, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn node(name: &str, address: &str) -> Node {
-        Node {
-            name: name.into(),
-            address: address.into(),
-            port: Some(80),
-            weight: Some(1),
-            tags: BTreeMap::new(),
-        }
+        Node::named(name).at(address).port(80).weight(1)
     }
 
     #[test]

@@ -261,14 +261,10 @@ mod tests {
     use super::*;
 
     fn node(name: &str, backend: Option<&str>) -> Node {
-        Node {
-            name: name.into(),
-            address: "10.0.0.1".into(),
-            port: Some(80),
-            weight: Some(1),
-            tags: backend
-                .map(|b| BTreeMap::from([("backend".to_string(), b.to_string())]))
-                .unwrap_or_default(),
+        let node = Node::named(name).port(80).weight(1);
+        match backend {
+            Some(b) => node.tag("backend", b),
+            None => node,
         }
     }
 
