@@ -120,14 +120,24 @@ impl RuntimeApi {
         Ok(stat::parse(&text))
     }
 
-    /// `show stat` of the servers of these targets' backends
-    /// only: at 10,000 servers, all of them take tens of milliseconds.
-    pub fn stats_of(&self, targets: &[Target]) -> Result<BTreeMap<Target, Stat>> {
-        let backends: BTreeSet<&str> = targets.iter().map(|t| t.backend.as_str()).collect();
+    /// `show stat` of these servers only: by id where it is known (one
+    /// short answer each, in one exchange), else their whole backend. At
+    /// 10,000 servers a whole backend's answer is 3 MB and takes 60-90 ms,
+    /// one server's well under a millisecond.
+    pub fn stats_of(&self, servers: &[(Target, Option<u32>)]) -> Result<BTreeMap<Target, Stat>> {
+        let mut commands: Vec<String> = servers
+            .iter()
+            .filter_map(|(t, id)| Some(format!("show stat {} 4 {}", t.backend, (*id)?)))
+            .collect();
+        let whole: BTreeSet<&str> = servers
+            .iter()
+            .filter(|(_, id)| id.is_none())
+            .map(|(t, _)| t.backend.as_str())
+            .collect();
+        commands.extend(whole.iter().map(|b| format!("show stat {b} 4 -1")));
         let mut stats = BTreeMap::new();
-        for backend in backends {
-            let text = self.command(&format!("show stat {backend} 4 -1"))?;
-            stats.extend(stat::parse(&text));
+        for answer in self.batch(&commands)? {
+            stats.extend(stat::parse(&answer));
         }
         Ok(stats)
     }

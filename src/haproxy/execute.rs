@@ -74,14 +74,20 @@ pub struct Finished {
 
 /// One pass, no waiting: `checking` servers whose first check has run are
 /// set ready, idle `draining` ones deleted; the others are left as they are.
-pub fn finish(api: &RuntimeApi, checking: &[Target], draining: &[Target]) -> Result<Finished> {
-    let all: Vec<Target> = checking.iter().chain(draining).cloned().collect();
+/// Each target comes with its server id, where known (see `stats_of`).
+pub fn finish(
+    api: &RuntimeApi,
+    checking: &[(Target, Option<u32>)],
+    draining: &[(Target, Option<u32>)],
+) -> Result<Finished> {
+    let all: Vec<(Target, Option<u32>)> = checking.iter().chain(draining).cloned().collect();
     if all.is_empty() {
         return Ok(Finished::default());
     }
     let stats = api.stats_of(&all)?;
     let ready: Vec<(Target, Stat)> = checking
         .iter()
+        .map(|(t, _)| t)
         .filter_map(|t| {
             let stat = stats.get(t).filter(|s| s.checked())?;
             Some((t.clone(), stat.clone()))
@@ -91,6 +97,7 @@ pub fn finish(api: &RuntimeApi, checking: &[Target], draining: &[Target]) -> Res
     set_ready(api, &targets)?;
     let idle: Vec<Target> = draining
         .iter()
+        .map(|(t, _)| t)
         .filter(|t| stats.get(*t).is_none_or(|s| s.sessions == 0))
         .cloned()
         .collect();

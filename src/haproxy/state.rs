@@ -36,6 +36,9 @@ pub struct Live {
     pub admin_state: u8,
 }
 
+/// `srv_admin_state`'s bit for a drain forced through the runtime API.
+pub const FORCED_DRAIN: u8 = 0x08;
+
 /// The admin state an operator (or hacfg) set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admin {

@@ -11,9 +11,9 @@ use super::pending::{self, Pending};
 use super::plan::{self, Plan};
 use super::{ApplyMode, Settings, settle};
 use crate::exit::Failure;
-use crate::haproxy::config;
+use crate::haproxy::config::{self, Server};
 use crate::haproxy::execute::{self, Executed};
-use crate::haproxy::state::Live;
+use crate::haproxy::state::{FORCED_DRAIN, Live};
 use crate::log::Log;
 use crate::output::OutputFile;
 use crate::store::Store;
@@ -124,12 +124,11 @@ impl Context<'_> {
                 Some(execute::execute(api, &ops, &live)?)
             }
         };
+        let desired = config::servers(rendered);
         if let Some(done) = &executed {
             log_done(done, log);
-            // The pass sees the servers as they are now, drains included.
-            live = api.live()?;
+            as_now(&mut live, done, &desired);
         }
-        let desired = config::servers(rendered);
         let store = self.store.dir();
         let left = settle::pass(
             api,
@@ -142,6 +141,39 @@ impl Context<'_> {
         )?;
         let waiting = left.waiting(pending::now_ms()).next().is_some();
         Ok(Route::Applied { waiting })
+    }
+}
+
+/// The live servers as `done` left them (its new servers and its drains in
+/// drain), without asking HAProxy again: at 10,000 servers another
+/// `show servers state` costs 15-25 ms.
+fn as_now(live: &mut Vec<Live>, done: &Executed, desired: &[Server]) {
+    for l in live.iter_mut() {
+        if done
+            .draining
+            .iter()
+            .any(|t| t.backend == l.backend && t.name == l.name)
+        {
+            l.admin_state |= FORCED_DRAIN;
+        }
+    }
+    for t in &done.checking {
+        let Some(s) = desired
+            .iter()
+            .find(|s| s.backend == t.backend && s.name == t.name)
+        else {
+            continue;
+        };
+        live.push(Live {
+            backend: s.backend.clone(),
+            name: s.name.clone(),
+            id: s.id.unwrap_or(0),
+            addr: s.addr.clone(),
+            port: s.port,
+            weight: s.weight,
+            op_state: 0,
+            admin_state: FORCED_DRAIN,
+        });
     }
 }
 

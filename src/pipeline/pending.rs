@@ -32,6 +32,9 @@ pub enum Why {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub target: Target,
+    /// Its server id, once known: `show stat` then asks for it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
     pub why: Why,
     /// When hacfg drained it (ms since the epoch).
     pub since_ms: u64,
@@ -134,6 +137,7 @@ impl Pending {
         self.remove(&target);
         self.entries.push(Entry {
             target,
+            id: None,
             why,
             since_ms: now_ms(),
             deadline_ms: deadline(wait),
@@ -154,12 +158,12 @@ impl Pending {
         self.entries.iter().filter(move |e| !e.overdue(now_ms))
     }
 
-    /// The targets drained for `why`.
-    pub fn targets(&self, why: Why) -> Vec<Target> {
+    /// The targets drained for `why`, with their ids.
+    pub fn targets(&self, why: Why) -> Vec<(Target, Option<u32>)> {
         self.entries
             .iter()
             .filter(|e| e.why == why)
-            .map(|e| e.target.clone())
+            .map(|e| (e.target.clone(), e.id))
             .collect()
     }
 }

@@ -98,7 +98,10 @@ fn reconcile(
                 ));
             }
             (Why::Removal, Admin::Drain, true) => again.push(entry.target),
-            _ => pending.entries.push(entry),
+            _ => pending.entries.push(Entry {
+                id: (l.id != 0).then_some(l.id),
+                ..entry
+            }),
         }
     }
     if !again.is_empty() {

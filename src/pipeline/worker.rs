@@ -115,7 +115,8 @@ fn pass_from_file(
 /// an operator put it in maintenance, or its server is no longer there.
 /// An unreadable answer counts as due, so that the pass says what is wrong.
 fn due(api: &RuntimeApi, waiting: &[&Entry]) -> bool {
-    let targets: Vec<Target> = waiting.iter().map(|e| e.target.clone()).collect();
+    let targets: Vec<(Target, Option<u32>)> =
+        waiting.iter().map(|e| (e.target.clone(), e.id)).collect();
     let Ok(stats) = api.stats_of(&targets) else {
         return true;
     };
