@@ -274,3 +274,44 @@ fn a_killed_worker_leaves_nothing_the_next_run_cannot_finish() {
     assert!(wait_until(10.0, || settled(&env)));
     env.call(&args(&pool, log_arg, &["status"])).code(0);
 }
+
+/// A server still draining does not hold up later runs, nor is it drained
+/// again by each of them: an unrelated idle leave is done by its own run.
+#[test]
+fn a_still_draining_server_does_not_hold_up_an_unrelated_leave() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2", "s3"])
+        .nodes(&["s1", "s2", "s3"])
+        .start()
+    else {
+        return;
+    };
+    let log = env.path("hacfg.log");
+    let log_arg = log.to_str().unwrap();
+    assert!(wait_until(10.0, || pool.answering(12).len() == 3));
+    let port = pool.port;
+    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    assert!(wait_until(5.0, || (1..=3)
+        .any(|i| pool.stat(&format!("s{i}"), "scur") == "1")));
+    let busy = (1..=3)
+        .map(|i| format!("s{i}"))
+        .find(|s| pool.stat(s, "scur") == "1")
+        .unwrap();
+    let idle = if busy == "s1" { "s2" } else { "s1" };
+    env.ok(&args(
+        &pool,
+        log_arg,
+        &["--drain-timeout", "10", "remove", &busy],
+    ));
+    let done = env.call(&args(&pool, log_arg, &["remove", idle])).code(0);
+    done.stderr_has(&format!("settle: removed `nodes/{idle}` (idle)"));
+    assert!(
+        !done.stderr.contains(&format!("drained `nodes/{busy}`")),
+        "{busy} was drained again:\n{}",
+        done.stderr
+    );
+    assert!(pool.stat(&busy, "status").starts_with("DRAIN"));
+    assert!(slow.join().unwrap().is_ok());
+    assert!(wait_until(10.0, || settled(&env)));
+    assert_eq!(pool.servers().len(), 1);
+}

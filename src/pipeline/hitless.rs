@@ -7,12 +7,13 @@ use std::thread::JoinHandle;
 
 use anyhow::Result;
 
-use super::pending::{self, Pending};
+use super::pending::{self, Pending, Why};
 use super::plan::{self, Plan};
 use super::{ApplyMode, Settings, settle};
 use crate::exit::Failure;
+use crate::haproxy::RuntimeApi;
 use crate::haproxy::config::{self, Server};
-use crate::haproxy::execute::{self, Executed};
+use crate::haproxy::execute::{self, Executed, Op};
 use crate::haproxy::state::{FORCED_DRAIN, Live};
 use crate::log::Log;
 use crate::output::OutputFile;
@@ -108,22 +109,21 @@ impl Context<'_> {
             Err(e) => return Err(e),
         };
         // A damaged record stops the run before HAProxy is changed.
-        Pending::load(self.store.dir())?;
+        let pending = Pending::load(self.store.dir())?;
         let old = self
             .output
             .read()?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let executed = match plan::plan(old.as_deref(), rendered, &live) {
-            Plan::Nothing => {
-                log.debug("runtime API: HAProxy already runs the desired servers");
-                None
-            }
+        let ops: Vec<Op> = match plan::plan(old.as_deref(), rendered, &live) {
+            Plan::Nothing => Vec::new(),
             Plan::Reload(why) => return Ok(Route::Reload(why)),
-            Plan::Runtime(ops) => {
-                log.debug(&format!("runtime API: {} operation(s): {ops:?}", ops.len()));
-                Some(execute::execute(api, &ops, &live)?)
-            }
+            // A server hacfg already drains for its removal is left to drain.
+            Plan::Runtime(ops) => ops
+                .into_iter()
+                .filter(|op| !matches!(op, Op::Delete(t) if pending.get(t).is_some_and(|e| e.why == Why::Removal)))
+                .collect(),
         };
+        let executed = self.execute(api, &ops, &live, log)?;
         let desired = config::servers(rendered);
         if let Some(done) = &executed {
             log_done(done, log);
@@ -174,6 +174,26 @@ fn as_now(live: &mut Vec<Live>, done: &Executed, desired: &[Server]) {
             op_state: 0,
             admin_state: FORCED_DRAIN,
         });
+    }
+}
+
+impl Context<'_> {
+    /// Runs `ops` without waiting, their drains recorded first; `None`
+    /// when there is nothing to run.
+    fn execute(
+        &self,
+        api: &RuntimeApi,
+        ops: &[Op],
+        live: &[Live],
+        log: &mut Log,
+    ) -> Result<Option<Executed>> {
+        if ops.is_empty() {
+            log.debug("runtime API: HAProxy already runs the desired servers");
+            return Ok(None);
+        }
+        log.debug(&format!("runtime API: {} operation(s): {ops:?}", ops.len()));
+        settle::intend(self.store.dir(), ops, self.s.waits)?;
+        Ok(Some(execute::execute(api, ops, live)?))
     }
 }
 

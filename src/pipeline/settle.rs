@@ -15,7 +15,7 @@ use anyhow::Result;
 
 use super::pending::{Entry, Pending, Why};
 use crate::haproxy::config::Server;
-use crate::haproxy::execute::{self, Executed};
+use crate::haproxy::execute::{self, Executed, Op};
 use crate::haproxy::state::{Admin, Live};
 use crate::haproxy::{RuntimeApi, Target};
 use crate::log::Log;
@@ -27,6 +27,25 @@ pub struct Waits {
     pub drain: Duration,
     /// For a new server's first health check (`--check-timeout`).
     pub first_check: Duration,
+}
+
+/// Records, before `ops` run, what they will drain: a run that dies or
+/// loses its socket half-way leaves its drains known, and the next pass
+/// finishes them (an entry whose server never came is simply dropped).
+pub fn intend(dir: &Path, ops: &[Op], waits: Waits) -> Result<()> {
+    let before = Pending::load(dir)?;
+    let mut pending = before.clone();
+    for op in ops {
+        match op {
+            Op::Add(s) if s.check => {
+                let target = Target::new(&s.backend, &s.name);
+                pending.insert(target, Why::FirstCheck, waits.first_check);
+            }
+            Op::Delete(target) => pending.insert(target.clone(), Why::Removal, waits.drain),
+            _ => {}
+        }
+    }
+    pending.save(dir, &before)
 }
 
 /// One pass under the exclusive lock: records what `executed` drained,
