@@ -167,7 +167,7 @@ fn a_re_add_during_a_pending_delete_and_a_remove_during_a_pending_check_end_as_t
         &log,
         &format!("settle: `nodes/{busy}` is in the nodes folder again")
     ));
-    assert_eq!(pool.stat(busy, "status"), "UP");
+    assert!(pool.stat(busy, "status").starts_with("UP"));
     assert!(slow.join().unwrap().is_ok());
     assert!(wait_until(10.0, || settled(&env)));
     assert!(
