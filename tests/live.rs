@@ -396,6 +396,26 @@ impl Haproxy {
             .expect("master socket")
     }
 
+    /// The running version, `(major, minor)`.
+    #[track_caller]
+    pub fn version(&self) -> (u32, u32) {
+        let info = self.command("show info");
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Version: "))
+            .expect("a version");
+        let mut parts = version
+            .split(['.', '-'])
+            .map(|p| p.parse().expect("a number"));
+        (parts.next().expect("major"), parts.next().expect("minor"))
+    }
+
+    /// Whether new servers start DOWN by HAProxy's own `init-state` (3.1
+    /// and later) rather than in hacfg's drain.
+    pub fn init_state(&self) -> bool {
+        self.version() >= (3, 1)
+    }
+
     /// The live servers, through hacfg's own parser.
     #[track_caller]
     pub fn servers(&self) -> Vec<hacfg::testing::Live> {

@@ -53,32 +53,48 @@ fn a_join_returns_before_the_first_check_and_the_server_then_serves() {
     let log = env.path("hacfg.log");
     let log_arg = log.to_str().unwrap();
     let stdin = member("s2", &pool["s2"].endpoint()) + &member("dead", &dead);
+    let added = if pool.init_state() {
+        "runtime: added `nodes/s2`, DOWN until its first health check passes"
+    } else {
+        "runtime: added `nodes/s2` in drain until its first health check"
+    };
     env.call(&args(&pool, log_arg, &["serf"]))
         .env("SERF_EVENT", "member-join")
         .env("SERF_SELF_NAME", "bal")
         .stdin(stdin)
         .code(0)
-        .stderr_has("runtime: added `nodes/s2` in drain until its first health check");
+        .stderr_has(added);
     // The handler is back; HAProxy has not checked s2 yet, and s2 takes no
-    // request until it has.
+    // request until it has: in hacfg's drain (2.6 to 3.0, pending work), or
+    // DOWN by HAProxy's init-state (3.1 and later, nothing pending).
     assert_eq!(pool.stat("s2", "check_status"), "INI");
-    assert!(pool.stat("s2", "status").starts_with("DRAIN"));
-    env.call(&args(&pool, log_arg, &["status"]))
-        .code(0)
-        .stdout_has("pending: waiting for its first check");
+    assert_eq!(pool.stat("s2", "lbtot"), "0");
+    if pool.init_state() {
+        assert!(pool.stat("s2", "status").starts_with("DOWN"));
+        assert!(settled(&env));
+    } else {
+        assert!(pool.stat("s2", "status").starts_with("DRAIN"));
+        env.call(&args(&pool, log_arg, &["status"]))
+            .code(0)
+            .stdout_has("pending: waiting for its first check");
+    }
     // With no further hacfg call, s2 serves once checked; `dead` failed its
     // check, so it is DOWN and was never chosen.
     assert!(wait_until(10.0, || pool.answering(10).contains("s2")));
     assert!(wait_until(10.0, || settled(&env)), "work is still pending");
-    assert!(log_has(
-        &log,
-        "settle: `nodes/s2` passed its first health check"
-    ));
-    assert!(log_has(
-        &log,
-        "settle: added `nodes/dead`, but its first health check failed"
-    ));
-    assert_eq!(pool.stat("dead", "status"), "DOWN");
+    if !pool.init_state() {
+        assert!(log_has(
+            &log,
+            "settle: `nodes/s2` passed its first health check"
+        ));
+        assert!(log_has(
+            &log,
+            "settle: added `nodes/dead`, but its first health check failed"
+        ));
+    }
+    assert!(wait_until(10.0, || pool
+        .stat("dead", "status")
+        .starts_with("DOWN")));
     assert_eq!(
         pool.stat("dead", "lbtot"),
         "0",
@@ -214,10 +230,12 @@ fn an_operators_maintenance_on_a_settling_server_is_kept() {
     // The operator puts s2 in maintenance before hacfg set it ready.
     assert_eq!(pool.command("set server nodes/s2 state maint").trim(), "");
     assert!(wait_until(10.0, || settled(&env)), "work is still pending");
-    assert!(log_has(
-        &log,
-        "settle: `nodes/s2` is in maintenance, set by an operator: hacfg leaves it so"
-    ));
+    if !pool.init_state() {
+        assert!(log_has(
+            &log,
+            "settle: `nodes/s2` is in maintenance, set by an operator: hacfg leaves it so"
+        ));
+    }
     assert!(pool.stat("s2", "status").starts_with("MAINT"));
     // Later runs leave it so too.
     env.ok(&args(&pool, log_arg, &["render"]));
@@ -244,18 +262,28 @@ fn worker_of(env: &TestEnv) -> Option<i32> {
 fn a_killed_worker_leaves_nothing_the_next_run_cannot_finish() {
     let env = TestEnv::new();
     let Some(pool) = Pool::backends(&env, &["s1", "s2"])
-        .nodes(&["s1"])
-        .checks_every("3s")
+        .nodes(&["s1", "s2"])
         .start()
     else {
         return;
     };
     let log = env.path("hacfg.log");
     let log_arg = log.to_str().unwrap();
+    assert!(wait_until(10.0, || pool.answering(10).len() == 2));
+    // A busy server leaves: its worker waits for the request in flight.
+    let port = pool.port;
+    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"
+        || pool.stat("s2", "scur") == "1"));
+    let busy = if pool.stat("s1", "scur") == "1" {
+        "s1"
+    } else {
+        "s2"
+    };
     env.ok(&args(
         &pool,
         log_arg,
-        &["add", "s2", &pool["s2"].endpoint()],
+        &["--drain-timeout", "30", "remove", busy],
     ));
     let mut worker = None;
     assert!(wait_until(5.0, || {
@@ -265,12 +293,16 @@ fn a_killed_worker_leaves_nothing_the_next_run_cannot_finish() {
     let pid = Pid::from_raw(worker.unwrap()).unwrap();
     kill_process(pid, Signal::KILL).unwrap();
     assert!(wait_until(5.0, || worker_of(&env).is_none()));
-    // s2 stays drained (no request) and recorded as pending.
+    assert!(slow.join().unwrap().is_ok());
+    // The server stays drained (no request) and recorded as pending.
     assert!(!settled(&env));
-    assert!(pool.stat("s2", "status").starts_with("DRAIN"));
+    assert!(pool.stat(busy, "status").starts_with("DRAIN"));
     // Any later run finishes it, or starts a worker that does.
     env.ok(&args(&pool, log_arg, &["render"]));
-    assert!(wait_until(10.0, || pool.answering(10).contains("s2")));
+    assert!(wait_until(10.0, || pool
+        .servers()
+        .iter()
+        .all(|l| l.name != busy)));
     assert!(wait_until(10.0, || settled(&env)));
     env.call(&args(&pool, log_arg, &["status"])).code(0);
 }

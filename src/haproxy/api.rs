@@ -114,6 +114,25 @@ impl RuntimeApi {
         })
     }
 
+    /// The running HAProxy's version, `(major, minor)`, from `show info`.
+    pub fn version(&self) -> Result<(u32, u32)> {
+        let text = self.command("show info")?;
+        let version = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Version: "))
+            .unwrap_or_default();
+        let mut parts = version.split(['.', '-']).map(str::parse::<u32>);
+        match (parts.next(), parts.next()) {
+            (Some(Ok(major)), Some(Ok(minor))) => Ok((major, minor)),
+            _ => Err(Error::Answer(format!(
+                "`{}` gave no version in `show info`: {}",
+                self.path().display(),
+                quote(version)
+            ))
+            .into()),
+        }
+    }
+
     /// `show stat`, per `backend/server`: current sessions and check status.
     pub fn stats(&self) -> Result<BTreeMap<Target, Stat>> {
         let text = self.command("show stat -1 4 -1")?;

@@ -46,13 +46,35 @@ pub struct Executed {
     pub draining: Vec<Target>,
 }
 
+/// How new servers with checks are kept from traffic until checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SafeAdd {
+    /// In drain until [`finish`] sees their first check (HAProxy 2.6-3.0).
+    Drain,
+    /// `init-state down`: HAProxy keeps them DOWN until a check passes
+    /// (3.1 and later); nothing is left to finish.
+    InitState,
+}
+
+impl SafeAdd {
+    /// The way the running HAProxy's version allows.
+    pub fn for_version(version: (u32, u32)) -> SafeAdd {
+        if version >= (3, 1) {
+            SafeAdd::InitState
+        } else {
+            SafeAdd::Drain
+        }
+    }
+}
+
 /// Applies `ops` without waiting. When HAProxy refuses one, what this run
 /// already changed is undone and the error is [`Error::Refused`] with
 /// HAProxy's words.
-pub fn execute(api: &RuntimeApi, ops: &[Op], live: &[Live]) -> Result<Executed> {
+pub fn execute(api: &RuntimeApi, ops: &[Op], live: &[Live], safe: SafeAdd) -> Result<Executed> {
     let mut run = Execution {
         api,
         live,
+        safe,
         undo: Vec::new(),
         out: Executed::default(),
     };
@@ -161,6 +183,7 @@ fn delete(api: &RuntimeApi, targets: &[Target]) -> Result<Vec<Target>> {
 struct Execution<'a> {
     api: &'a RuntimeApi,
     live: &'a [Live],
+    safe: SafeAdd,
     /// Commands that put back what this run changed, in the order run.
     undo: Vec<String>,
     out: Executed,
@@ -259,10 +282,12 @@ impl Execution<'_> {
         for op in ops {
             let Op::Add(s) = op else { continue };
             let target = Target::new(&s.backend, &s.name);
+            let init_state = s.check && self.safe == SafeAdd::InitState;
             let add = format!(
-                "add server {target} {} {}",
+                "add server {target} {} {}{}",
                 endpoint(&s.addr, s.port),
-                s.keywords
+                s.keywords,
+                if init_state { " init-state down" } else { "" }
             );
             steps.push(Step {
                 command: add.trim_end().to_string(),
@@ -273,7 +298,13 @@ impl Execution<'_> {
                     format!("set server {target} state maint"),
                 ],
             });
-            if s.check {
+            if init_state {
+                steps.push(Step::quiet(format!("enable health {target}")));
+                steps.push(Step::quiet(format!("set server {target} state ready")));
+                self.out.done.push(format!(
+                    "added `{target}`, DOWN until its first health check passes (init-state)"
+                ));
+            } else if s.check {
                 steps.push(Step::quiet(format!("enable health {target}")));
                 steps.push(Step::quiet(format!("set server {target} state drain")));
                 self.out.done.push(format!(

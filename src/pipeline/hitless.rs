@@ -13,7 +13,7 @@ use super::{ApplyMode, Settings, settle};
 use crate::exit::Failure;
 use crate::haproxy::RuntimeApi;
 use crate::haproxy::config::{self, Server};
-use crate::haproxy::execute::{self, Executed, Op};
+use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{FORCED_DRAIN, Live};
 use crate::log::Log;
 use crate::output::OutputFile;
@@ -192,9 +192,29 @@ impl Context<'_> {
             return Ok(None);
         }
         log.debug(&format!("runtime API: {} operation(s): {ops:?}", ops.len()));
-        settle::intend(self.store.dir(), ops, self.s.waits)?;
-        Ok(Some(execute::execute(api, ops, live)?))
+        let safe = safe_add(api, ops, log)?;
+        settle::intend(self.store.dir(), ops, safe, self.s.waits)?;
+        Ok(Some(execute::execute(api, ops, live, safe)?))
     }
+}
+
+/// How new servers with checks are added: HAProxy's version says (read
+/// only when this run adds such a server).
+fn safe_add(api: &RuntimeApi, ops: &[Op], log: &mut Log) -> Result<SafeAdd> {
+    if !ops.iter().any(|op| matches!(op, Op::Add(s) if s.check)) {
+        return Ok(SafeAdd::Drain);
+    }
+    let (major, minor) = api.version()?;
+    let safe = SafeAdd::for_version((major, minor));
+    log.debug(&match safe {
+        SafeAdd::InitState => format!(
+            "HAProxy {major}.{minor}: new servers start DOWN until a check passes (init-state)"
+        ),
+        SafeAdd::Drain => {
+            format!("HAProxy {major}.{minor}: new servers wait in drain for their first check")
+        }
+    });
+    Ok(safe)
 }
 
 fn log_done(done: &Executed, log: &mut Log) {

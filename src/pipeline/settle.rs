@@ -15,7 +15,7 @@ use anyhow::Result;
 
 use super::pending::{Entry, Pending, Why};
 use crate::haproxy::config::Server;
-use crate::haproxy::execute::{self, Executed, Op};
+use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{Admin, Live};
 use crate::haproxy::{RuntimeApi, Target};
 use crate::log::Log;
@@ -32,12 +32,12 @@ pub struct Waits {
 /// Records, before `ops` run, what they will drain: a run that dies or
 /// loses its socket half-way leaves its drains known, and the next pass
 /// finishes them (an entry whose server never came is simply dropped).
-pub fn intend(dir: &Path, ops: &[Op], waits: Waits) -> Result<()> {
+pub fn intend(dir: &Path, ops: &[Op], safe: SafeAdd, waits: Waits) -> Result<()> {
     let before = Pending::load(dir)?;
     let mut pending = before.clone();
     for op in ops {
         match op {
-            Op::Add(s) if s.check => {
+            Op::Add(s) if s.check && safe == SafeAdd::Drain => {
                 let target = Target::new(&s.backend, &s.name);
                 pending.insert(target, Why::FirstCheck, waits.first_check);
             }
