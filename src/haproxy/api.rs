@@ -42,7 +42,10 @@ impl RuntimeApi {
 
     /// Sends `commands` joined by `;`, a few KiB per exchange (HAProxy reads
     /// one line of at most its buffer size, 16 KiB by default), and returns
-    /// one answer per command: HAProxy ends each answer with an empty line.
+    /// one answer per command. HAProxy 2.6 ends each answer with an empty
+    /// line, except that of `del server` (see [`split_answers`]): a `del
+    /// server` therefore ends its exchange, and its answer runs to the end
+    /// of the stream.
     pub fn batch(&self, commands: &[String]) -> Result<Vec<String>> {
         const LINE: usize = 8 * 1024;
         let prefix = self.prefix();
@@ -59,6 +62,9 @@ impl RuntimeApi {
                 line.push_str(prefix);
                 line.push_str(&commands[end]);
                 end += 1;
+                if ends_unterminated(&commands[end - 1]) {
+                    break;
+                }
             }
             let text = socket::exchange(self.path(), &line, Instant::now() + self.timeout)?;
             let got = split_answers(&text);
@@ -133,8 +139,19 @@ impl RuntimeApi {
     }
 }
 
-/// The answers to `;`-joined commands: each ends with an empty line (the
-/// last one may end with the stream instead).
+/// Whether HAProxy 2.6 ends the answer to `command` without the empty line
+/// that ends every other answer: `del server` does, whatever it answers
+/// (`Server deleted.`, `No such server.`, …). In a joined line its answer
+/// would run into the next one, so it must come last.
+fn ends_unterminated(command: &str) -> bool {
+    command.starts_with("del server ")
+}
+
+/// The answers to `;`-joined commands. Each answer is its lines up to an empty line, so that
+/// `set server … weight 2; add server …; set server … state maint; del
+/// server …` gets `\nNew server registered.\n\n\nServer deleted.\n`: an
+/// empty answer, `New server registered.`, an empty answer and, up to the
+/// end of the stream, `Server deleted.`.
 fn split_answers(text: &str) -> Vec<String> {
     let mut answers = Vec::new();
     let mut current: Vec<&str> = Vec::new();
@@ -155,20 +172,95 @@ fn split_answers(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
 
     #[test]
-    fn splits_answers_to_joined_commands() {
-        // Answers as HAProxy 2.6 gives them to `a; b; c; d; e; f`.
-        let text = "\nNo such server.\n\nNew server registered.\n\n\n\nServer deleted.\n";
+    fn splits_answers_as_haproxy_2_6_ends_them() {
+        // `set server … weight 2; add server …; set server … state maint;
+        // del server …`, on a stats socket or through `@1`.
+        let answers = split_answers("\nNew server registered.\n\n\nServer deleted.\n");
         assert_eq!(
-            split_answers(text),
+            answers,
+            ["", "New server registered.", "", "Server deleted."]
+        );
+        assert_eq!(split_answers("\n\n"), ["", ""]);
+        // `maint a; del a; maint b; del b` in one line: `del server` ends
+        // its answer with no empty line, so two answers run together.
+        let answers = split_answers("\nServer deleted.\n\nServer deleted.\n");
+        assert_eq!(answers.len(), 3);
+        // Every other answer ends with an empty line: errors too.
+        assert_eq!(split_answers("No such server.\n\n\n").len(), 2);
+    }
+
+    /// A stats socket that answers each `;`-joined command as HAProxy 2.6
+    /// does; records each exchange's line.
+    fn haproxy_like(path: &Path) -> Arc<Mutex<Vec<String>>> {
+        let listener = UnixListener::bind(path).unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut line = String::new();
+                conn.read_to_string(&mut line).unwrap();
+                let mut answer = String::new();
+                for command in line.trim_end().split("; ") {
+                    answer.push_str(match command.split_whitespace().next() {
+                        Some("del") => "Server deleted.\n",
+                        _ => "\n",
+                    });
+                }
+                seen.lock().unwrap().push(line.trim_end().to_string());
+                conn.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        lines
+    }
+
+    fn api(path: &Path) -> RuntimeApi {
+        RuntimeApi {
+            socket: Socket::Stats(path.to_path_buf()),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn each_del_server_ends_its_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let lines = haproxy_like(&path);
+        let commands: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|s| {
+                [
+                    format!("set server nodes/{s} state maint"),
+                    format!("del server nodes/{s}"),
+                ]
+            })
+            .chain(["set server nodes/d weight 2".to_string()])
+            .collect();
+        let answers = api(&path).batch(&commands).unwrap();
+        assert_eq!(
+            answers,
             [
                 "",
-                "No such server.",
-                "New server registered.",
+                "Server deleted.",
                 "",
+                "Server deleted.",
                 "",
-                "Server deleted."
+                "Server deleted.",
+                ""
+            ]
+        );
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                "set server nodes/a state maint; del server nodes/a",
+                "set server nodes/b state maint; del server nodes/b",
+                "set server nodes/c state maint; del server nodes/c",
+                "set server nodes/d weight 2",
             ]
         );
     }
