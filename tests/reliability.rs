@@ -3,6 +3,12 @@
 //! that would smuggle a second command in, addresses HAProxy writes its own
 //! way, and a socket that stops answering.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use crate::harness::TestEnv;
 use crate::live::{Haproxy, Pool};
 
@@ -16,6 +22,86 @@ fn names(hap: &Haproxy) -> Vec<String> {
 fn member(name: &str, endpoint: &str) -> String {
     let (addr, port) = endpoint.rsplit_once(':').expect("endpoint");
     format!("{name}\t{addr}\tbackend\trole=backend,port={port}\n")
+}
+
+/// A fake HAProxy socket: each connection's command is recorded and gets
+/// `answer(command)`, then the connection closes.
+struct FakeSocket {
+    path: PathBuf,
+    commands: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeSocket {
+    fn start(path: PathBuf, answer: impl Fn(&str) -> String + Send + Sync + 'static) -> FakeSocket {
+        let listener = UnixListener::bind(&path).expect("bind the fake socket");
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let seen = commands.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                // hacfg half-closes once its command is sent.
+                let mut command = String::new();
+                let _ = conn.read_to_string(&mut command);
+                let command = command.trim_end().to_string();
+                let reply = answer(&command);
+                seen.lock().expect("commands").push(command);
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+        FakeSocket { path, commands }
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().expect("socket path")
+    }
+
+    fn commands(&self) -> Vec<String> {
+        self.commands.lock().expect("commands").clone()
+    }
+}
+
+const STATE_HEADER: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state \
+    srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status \
+    srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id \
+    srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr \
+    srv_agent_addr srv_agent_port\n";
+
+/// A `show servers state` line of an UP, ready server that matches what
+/// the built-in template renders for node `name` at `addr`, port 3000.
+fn state_line(backend: &str, name: &str, addr: &str) -> String {
+    let id = hacfg::testing::stable_id(name);
+    format!("3 {backend} {id} {name} {addr} 2 0 1 1 5 6 3 4 6 0 0 1 - 3000 - 0 0 - - 0\n")
+}
+
+/// hacfg arguments for a run against a fake stats socket: no check, a
+/// reload command that leaves a mark, the server state saved in the env.
+fn fake_args<'a>(env: &TestEnv, socket: &'a FakeSocket, extra: &[&'a str]) -> Vec<String> {
+    let mark = env.path("reloaded");
+    let mut args: Vec<String> = [
+        "--no-check",
+        "--reload",
+        "--reload-cmd",
+        &format!("touch '{}'", mark.display()),
+        "--stats-socket",
+        socket.arg(),
+        "--var",
+        &format!("state_file={}", env.path("server-state").display()),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_string()));
+    args
+}
+
+/// The first render, with the variables of [`fake_args`].
+fn first_render(env: &TestEnv) {
+    let state_file = format!("state_file={}", env.path("server-state").display());
+    env.ok(&["--no-check", "--var", &state_file, "render"]);
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 #[test]
@@ -58,4 +144,32 @@ fn two_removals_in_one_run_are_deleted_through_either_socket() {
     assert_eq!(env.servers(), [format!("s1 {}", pool["s1"].endpoint())]);
     assert_eq!(pool.reloads(), (0, 0), "a runtime removal reloaded");
     assert!(!env.nodes.join(".hacfg.pending").exists());
+}
+
+#[test]
+fn a_servers_state_cut_short_is_not_taken_for_the_live_servers() {
+    let env = TestEnv::new();
+    env.ok(&["add", "a", "10.0.0.1", "--no-render"]);
+    env.ok(&["add", "b", "10.0.0.2", "--no-render"]);
+    first_render(&env);
+    // `b` is live, but the answer stops after `a`'s line, at a line's end,
+    // without the empty line that ends every answer.
+    let cut = STATE_HEADER.to_string() + &state_line("nodes", "a", "10.0.0.1");
+    let socket = FakeSocket::start(env.path("cut.sock"), move |command| {
+        if command == "show servers state" {
+            cut.clone()
+        } else {
+            "\n".into()
+        }
+    });
+    env.call(&strs(&fake_args(&env, &socket, &["remove", "b"])))
+        .code(0)
+        .stderr_has("reloading: the runtime API did not answer")
+        .stderr_has("cut its answer to `show servers state` short");
+    // Taken for the whole state, it made `b` look gone already: the file
+    // lost `b` with no reload, and `b` stayed live for good.
+    assert!(env.path("reloaded").exists(), "no reload removed `b`");
+    assert_eq!(env.servers(), ["a 10.0.0.1:3000"]);
+    let sent = socket.commands();
+    assert!(sent.iter().all(|c| c == "show servers state"), "{sent:?}");
 }

@@ -13,7 +13,7 @@ use super::socket;
 use super::stat::{self, Stat};
 use super::state::{self, Live};
 use super::target::Target;
-use crate::quote::quote;
+use crate::quote::{SHOWN, cut, quote};
 
 /// Which socket speaks for HAProxy.
 #[derive(Debug, Clone)]
@@ -33,11 +33,17 @@ pub struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// Sends one command; returns HAProxy's answer, trimmed.
+    /// Sends one command; returns HAProxy's answer, trimmed. The answer must
+    /// be whole: HAProxy ends every answer with an empty line, so one that
+    /// stops before it (a connection cut half-way) is an [`Error::Answer`],
+    /// never taken for all there is.
     pub fn command(&self, command: &str) -> Result<String> {
         let line = format!("{}{command}", self.prefix());
         let answer = socket::exchange(self.path(), &line, Instant::now() + self.timeout)?;
-        Ok(answer.trim().to_string())
+        match whole(&answer) {
+            Some(answer) => Ok(answer.trim().to_string()),
+            None => Err(self.cut_short(&line, &answer).into()),
+        }
     }
 
     /// Sends `commands` joined by `;`, a few KiB per exchange (HAProxy reads
@@ -67,7 +73,7 @@ impl RuntimeApi {
                 }
             }
             let text = socket::exchange(self.path(), &line, Instant::now() + self.timeout)?;
-            let got = split_answers(&text);
+            let (got, ended) = split_answers(&text);
             if got.len() != end - start {
                 return Err(Error::Answer(format!(
                     "`{}` gave {} answers to {} commands: {}",
@@ -78,10 +84,32 @@ impl RuntimeApi {
                 ))
                 .into());
             }
+            if !ended && !ends_unterminated(&commands[end - 1]) {
+                return Err(self.cut_short(&line, &text).into());
+            }
             answers.extend(got);
             start = end;
         }
         Ok(answers)
+    }
+
+    /// An answer that stopped before its closing empty line: its end is
+    /// what shows where it was cut.
+    fn cut_short(&self, line: &str, answer: &str) -> Error {
+        let mut start = answer.len().saturating_sub(SHOWN);
+        while !answer.is_char_boundary(start) {
+            start += 1;
+        }
+        let got = match &answer[start..] {
+            "" => "nothing".to_string(),
+            end if start == 0 => quote(end).to_string(),
+            end => format!("{} bytes, ending …{}", answer.len(), quote(end)),
+        };
+        Error::Answer(format!(
+            "`{}` cut its answer to `{}` short (it did not end with an empty line): {got}",
+            self.path().display(),
+            cut(line, SHOWN).map_or_else(|| line.to_string(), |head| format!("{head}…")),
+        ))
     }
 
     /// What goes before each command: the master CLI forwards `@1` ones
@@ -139,6 +167,16 @@ impl RuntimeApi {
     }
 }
 
+/// The answer without its closing empty line (an empty answer is that
+/// empty line alone); `None` when it stops before it.
+fn whole(answer: &str) -> Option<&str> {
+    if answer == "\n" {
+        Some("")
+    } else {
+        answer.strip_suffix("\n\n")
+    }
+}
+
 /// Whether HAProxy 2.6 ends the answer to `command` without the empty line
 /// that ends every other answer: `del server` does, whatever it answers
 /// (`Server deleted.`, `No such server.`, …). In a joined line its answer
@@ -147,12 +185,13 @@ fn ends_unterminated(command: &str) -> bool {
     command.starts_with("del server ")
 }
 
-/// The answers to `;`-joined commands. Each answer is its lines up to an empty line, so that
+/// The answers to `;`-joined commands, and whether the last one ended with
+/// its empty line. Each answer is its lines up to an empty line, so that
 /// `set server … weight 2; add server …; set server … state maint; del
 /// server …` gets `\nNew server registered.\n\n\nServer deleted.\n`: an
 /// empty answer, `New server registered.`, an empty answer and, up to the
 /// end of the stream, `Server deleted.`.
-fn split_answers(text: &str) -> Vec<String> {
+fn split_answers(text: &str) -> (Vec<String>, bool) {
     let mut answers = Vec::new();
     let mut current: Vec<&str> = Vec::new();
     for line in text.lines() {
@@ -163,10 +202,11 @@ fn split_answers(text: &str) -> Vec<String> {
             current.push(line);
         }
     }
-    if !current.is_empty() {
+    let ended = current.is_empty();
+    if !ended {
         answers.push(current.join("\n"));
     }
-    answers
+    (answers, ended)
 }
 
 #[cfg(test)]
@@ -180,18 +220,32 @@ mod tests {
     fn splits_answers_as_haproxy_2_6_ends_them() {
         // `set server … weight 2; add server …; set server … state maint;
         // del server …`, on a stats socket or through `@1`.
-        let answers = split_answers("\nNew server registered.\n\n\nServer deleted.\n");
+        let (answers, ended) = split_answers("\nNew server registered.\n\n\nServer deleted.\n");
         assert_eq!(
             answers,
             ["", "New server registered.", "", "Server deleted."]
         );
-        assert_eq!(split_answers("\n\n"), ["", ""]);
+        assert!(!ended);
+        assert_eq!(
+            split_answers("\n\n"),
+            (vec![String::new(), String::new()], true)
+        );
         // `maint a; del a; maint b; del b` in one line: `del server` ends
         // its answer with no empty line, so two answers run together.
-        let answers = split_answers("\nServer deleted.\n\nServer deleted.\n");
+        let (answers, _) = split_answers("\nServer deleted.\n\nServer deleted.\n");
         assert_eq!(answers.len(), 3);
         // Every other answer ends with an empty line: errors too.
-        assert_eq!(split_answers("No such server.\n\n\n").len(), 2);
+        let (answers, ended) = split_answers("No such server.\n\n\n");
+        assert_eq!((answers.len(), ended), (2, true));
+    }
+
+    #[test]
+    fn a_whole_answer_ends_with_an_empty_line() {
+        assert_eq!(whole("\n"), Some(""));
+        assert_eq!(whole("1\n# be_id\n\n"), Some("1\n# be_id"));
+        assert_eq!(whole("1\n# be_id\n3 nodes 11 a\n"), None);
+        assert_eq!(whole("1\n# be_id\n3 nodes 11 a"), None);
+        assert_eq!(whole(""), None);
     }
 
     /// A stats socket that answers each `;`-joined command as HAProxy 2.6
@@ -262,6 +316,40 @@ mod tests {
                 "set server nodes/c state maint; del server nodes/c",
                 "set server nodes/d weight 2",
             ]
+        );
+    }
+
+    #[test]
+    fn an_answer_cut_short_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut line = String::new();
+                conn.read_to_string(&mut line).unwrap();
+                // Whole lines, but no empty line at the end.
+                conn.write_all(b"1\n# be_id be_name\n3 nodes 11 a 127.0.0.1\n")
+                    .unwrap();
+            }
+        });
+        let err = api(&path).command("show servers state").unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(Error::Answer(_))),
+            "{err:#}"
+        );
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("cut its answer to `show servers state` short"),
+            "{err}"
+        );
+        let err = api(&path)
+            .batch(&["set server nodes/a weight 2".to_string()])
+            .unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(Error::Answer(_))),
+            "{err:#}"
         );
     }
 }
