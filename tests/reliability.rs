@@ -3,6 +3,7 @@
 //! that would smuggle a second command in, addresses HAProxy writes its own
 //! way, and a socket that stops answering.
 
+use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -172,4 +173,50 @@ fn a_servers_state_cut_short_is_not_taken_for_the_live_servers() {
     assert_eq!(env.servers(), ["a 10.0.0.1:3000"]);
     let sent = socket.commands();
     assert!(sent.iter().all(|c| c == "show servers state"), "{sent:?}");
+}
+
+#[test]
+fn hostile_live_names_never_reach_a_runtime_command() {
+    let env = TestEnv::new();
+    env.ok(&["add", "a", "10.0.0.1", "--no-render"]);
+    first_render(&env);
+    let file = fs::read(&env.output).expect("output");
+    // A live server the file does not list, named so that a command
+    // naming it becomes two.
+    let state = STATE_HEADER.to_string()
+        + &state_line("nodes", "a", "10.0.0.1")
+        + &state_line("nodes", "x;disable", "10.0.0.9")
+        + "\n";
+    let socket = FakeSocket::start(env.path("hostile.sock"), move |command| {
+        if command == "show servers state" {
+            state.clone()
+        } else {
+            "\n".into()
+        }
+    });
+    env.call(&strs(&fake_args(&env, &socket, &["render"])))
+        .code(0)
+        .stderr_has(r#"invalid server name "x;disable""#);
+    let sent = socket.commands();
+    assert!(
+        sent.iter().all(|c| !c.contains("x;disable")),
+        "a hostile name went into a command: {sent:?}"
+    );
+    assert_eq!(fs::read(&env.output).expect("output"), file);
+
+    // `show stat` is read by name too (`status`, the settle worker).
+    let state = STATE_HEADER.to_string() + &state_line("nodes", "a", "10.0.0.1") + "\n";
+    let stat = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,check_status\n\
+                nodes,a,0,0,0,0,,0,UP,L4OK\n\
+                nodes,b;disable,0,0,0,0,,0,UP,L4OK\n\n";
+    let socket = FakeSocket::start(env.path("stat.sock"), move |command| {
+        if command == "show servers state" {
+            state.clone()
+        } else {
+            stat.into()
+        }
+    });
+    env.call(&["--stats-socket", socket.arg(), "status"])
+        .code(1)
+        .stderr_has(r#"invalid server name "b;disable""#);
 }

@@ -151,7 +151,7 @@ impl RuntimeApi {
     /// `show stat`, per `backend/server`: current sessions and check status.
     pub fn stats(&self) -> Result<BTreeMap<Target, Stat>> {
         let text = self.command("show stat -1 4 -1")?;
-        Ok(stat::parse(&text))
+        self.parse_stat(&text)
     }
 
     /// `show stat` of the servers of these targets' backends
@@ -161,9 +161,18 @@ impl RuntimeApi {
         let mut stats = BTreeMap::new();
         for backend in backends {
             let text = self.command(&format!("show stat {backend} 4 -1"))?;
-            stats.extend(stat::parse(&text));
+            stats.extend(self.parse_stat(&text)?);
         }
         Ok(stats)
+    }
+
+    fn parse_stat(&self, text: &str) -> Result<BTreeMap<Target, Stat>> {
+        stat::parse(text).with_context(|| {
+            format!(
+                "unexpected `show stat` answer from `{}`",
+                self.path().display()
+            )
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::Error;
 use super::config::Server;
-use super::target::Target;
+use super::target::{Target, plain_name};
 use crate::quote::quote;
 
 /// Columns of a server line (0-based), as HAProxy 2.6 to 3.4 write them.
@@ -106,11 +106,30 @@ pub fn parse(text: &str) -> Result<Vec<Live>, Error> {
                 quote(line)
             )));
         };
+        let (backend, name, addr) = (field(col::BACKEND), field(col::NAME), field(col::ADDR));
+        // These go into runtime commands (`set server BACKEND/NAME …`,
+        // `… addr ADDR`): a `;` in them would start a second command.
+        for (what, value) in [("backend", backend), ("server", name)] {
+            if !plain_name(value) {
+                return Err(Error::Answer(format!(
+                    "invalid {what} name {} in `show servers state`: HAProxy names are \
+                     letters, digits, `-`, `_`, `.` and `:`",
+                    quote(value)
+                )));
+            }
+        }
+        // An IP address, or `-` for none.
+        if !plain_name(addr) {
+            return Err(Error::Answer(format!(
+                "invalid address {} of `{backend}/{name}` in `show servers state`",
+                quote(addr)
+            )));
+        }
         out.push(Live {
-            backend: field(col::BACKEND).to_string(),
-            name: field(col::NAME).to_string(),
+            backend: backend.to_string(),
+            name: name.to_string(),
             id,
-            addr: field(col::ADDR).to_string(),
+            addr: addr.to_string(),
             port: u16::try_from(port).unwrap_or(0),
             weight: u16::try_from(weight).unwrap_or(0),
             op_state: u8::try_from(op).unwrap_or(0),
@@ -166,6 +185,29 @@ mod tests {
         );
         assert!(parse("garbage").is_err());
         assert!(parse("1\n3 nodes x\n").is_err());
+    }
+
+    #[test]
+    fn names_that_are_no_haproxy_names_are_refused() {
+        let line = |backend: &str, name: &str, addr: &str| {
+            format!("1\n3 {backend} 11 {name} {addr} 2 0 1 1 1 8 2 0 6 0 0 1 - 80 - 0 0 - - 0\n")
+        };
+        assert!(parse(&line("nodes", "a", "::127.0.0.11")).is_ok());
+        assert!(parse(&line("nodes", "a", "-")).is_ok());
+        for (state, value) in [
+            (
+                line("nodes", "x;disable", "10.0.0.1"),
+                "server name \"x;disable\"",
+            ),
+            (line("n;odes", "a", "10.0.0.1"), "backend name \"n;odes\""),
+            (
+                line("nodes", "a", "10.0.0.1;disable"),
+                "address \"10.0.0.1;disable\"",
+            ),
+        ] {
+            let err = parse(&state).unwrap_err().to_string();
+            assert!(err.contains(value), "{err}");
+        }
     }
 
     #[test]

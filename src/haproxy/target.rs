@@ -26,6 +26,16 @@ impl fmt::Display for Target {
     }
 }
 
+/// Whether `name` is a plain HAProxy name (of a backend or a server):
+/// letters, digits, `-`, `_`, `.` and `:`, nothing else. Such a name can go
+/// into a runtime command as it is: no `;` starts a second command.
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 /// `ADDR:PORT` as HAProxy writes an endpoint: an IPv6 address in brackets.
 pub fn endpoint(addr: &str, port: u16) -> String {
     if addr.contains(':') {
@@ -44,5 +54,15 @@ mod tests {
         assert_eq!(Target::new("nodes", "a").to_string(), "nodes/a");
         assert_eq!(endpoint("fd00::1", 81), "[fd00::1]:81");
         assert_eq!(endpoint("10.0.0.1", 80), "10.0.0.1:80");
+    }
+
+    #[test]
+    fn plain_names_are_haproxy_names() {
+        for name in ["a", "web-1.example:80", "A_b"] {
+            assert!(plain_name(name), "{name}");
+        }
+        for name in ["", "x;disable", "a b", "a/b", "a\\;b", "é", "a\n"] {
+            assert!(!plain_name(name), "{name:?}");
+        }
     }
 }
