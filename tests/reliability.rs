@@ -220,3 +220,41 @@ fn hostile_live_names_never_reach_a_runtime_command() {
         .code(1)
         .stderr_has(r#"invalid server name "b;disable""#);
 }
+
+#[test]
+fn an_address_haproxy_writes_its_own_way_is_no_drift() {
+    let env = TestEnv::new();
+    // hacfg stores `::127.0.0.11` as `::7f00:b`; HAProxy writes it back as
+    // `::127.0.0.11`. The same address, whichever way it is written.
+    let Some(pool) = Pool::backends(&env, &["s1"])
+        .nodes(&["s1"])
+        .node("v6", "[::127.0.0.11]:3000")
+        .start()
+    else {
+        return;
+    };
+    assert!(env.servers().contains(&"v6 [::7f00:b]:3000".to_string()));
+    let v6 = pool.servers().into_iter().find(|l| l.name == "v6");
+    assert_eq!(v6.map(|l| l.addr).as_deref(), Some("::127.0.0.11"));
+    let sock = pool.master_socket.to_str().expect("socket path");
+    let args = |extra: &[&'static str]| {
+        let mut args: Vec<String> = pool
+            .args(&["--reload", "--master-socket", sock])
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| (*s).to_string()));
+        args
+    };
+    for _ in 0..2 {
+        let done = env.call(&strs(&args(&["-v", "render"]))).code(0);
+        assert!(!done.stderr.contains("runtime: set"), "{}", done.stderr);
+        done.stderr_has("HAProxy already runs the desired servers");
+    }
+    env.call(&strs(&args(&["status"]))).code(0).stdout_has("v6");
+    // The state saved before a reload keeps it: its address did not change.
+    env.call(&strs(&args(&["--force", "render"]))).code(0);
+    let saved = fs::read_to_string(env.path("server-state")).expect("server state");
+    assert!(saved.contains(" v6 "), "{saved}");
+    assert_eq!(pool.reloads(), (1, 0));
+}

@@ -1,11 +1,11 @@
 //! `show servers state` (format version 1): the live servers, their
 //! admin and operational states, and the subset a reload should keep.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use super::Error;
 use super::config::Server;
-use super::target::{Target, plain_name};
+use super::target::{Target, plain_name, same_addr};
 use crate::quote::quote;
 
 /// Columns of a server line (0-based), as HAProxy 2.6 to 3.4 write them.
@@ -143,9 +143,14 @@ pub fn parse(text: &str) -> Result<Vec<Live>, Error> {
 /// servers whose address or port the new config changes (HAProxy would put
 /// the old port back) and those it drops.
 pub fn to_keep(state: &str, desired: &[Server]) -> String {
-    let wanted: BTreeSet<(&str, &str, &str, u16)> = desired
+    let wanted: HashMap<(&str, &str), (&str, u16)> = desired
         .iter()
-        .map(|s| (s.backend.as_str(), s.name.as_str(), s.addr.as_str(), s.port))
+        .map(|s| {
+            (
+                (s.backend.as_str(), s.name.as_str()),
+                (s.addr.as_str(), s.port),
+            )
+        })
         .collect();
     let mut out = String::with_capacity(state.len());
     for line in state.lines() {
@@ -153,7 +158,9 @@ pub fn to_keep(state: &str, desired: &[Server]) -> String {
         let keep = line.starts_with('#')
             || f.len() <= col::PORT
             || f[col::PORT].parse::<u16>().is_ok_and(|port| {
-                wanted.contains(&(f[col::BACKEND], f[col::NAME], f[col::ADDR], port))
+                wanted
+                    .get(&(f[col::BACKEND], f[col::NAME]))
+                    .is_some_and(|(addr, p)| same_addr(addr, f[col::ADDR]) && *p == port)
             });
         if keep {
             out.push_str(line);
@@ -219,5 +226,12 @@ mod tests {
         assert!(kept.contains(" a 127.0.0.1 "), "{kept}");
         assert!(!kept.contains(" b 127.0.0.2 "), "{kept}");
         assert!(kept.starts_with("1\n# be_id"));
+        // HAProxy writes `::7f00:b` as `::127.0.0.11`: the same address.
+        let desired = super::super::config::servers(
+            "backend nodes\n    server a [::7f00:b]:18081\n    server b 127.0.0.2:18082\n",
+        );
+        let kept = to_keep(&STATE.replace("127.0.0.1", "::127.0.0.11"), &desired);
+        assert!(kept.contains(" a ::127.0.0.11 "), "{kept}");
+        assert!(kept.contains(" b 127.0.0.2 "), "{kept}");
     }
 }
