@@ -125,18 +125,32 @@ pub fn parse(text: &str) -> Result<Vec<Live>, Error> {
                 quote(addr)
             )));
         }
+        // A number past its range is an error, never read as another value
+        // (a weight of 99999 as 0, an op state of 300 as down).
+        let at = Target::new(backend, name);
         out.push(Live {
-            backend: backend.to_string(),
-            name: name.to_string(),
             id,
+            port: in_range("srv_port", port, u16::MAX.into(), &at)?,
+            weight: in_range("srv_uweight", weight, 256, &at)?,
+            op_state: in_range("srv_op_state", op, 3, &at)?,
+            admin_state: in_range("srv_admin_state", admin, u8::MAX.into(), &at)?,
+            backend: at.backend,
+            name: at.name,
             addr: addr.to_string(),
-            port: u16::try_from(port).unwrap_or(0),
-            weight: u16::try_from(weight).unwrap_or(0),
-            op_state: u8::try_from(op).unwrap_or(0),
-            admin_state: u8::try_from(admin).unwrap_or(0),
         });
     }
     Ok(out)
+}
+
+/// `value` of `column` as a `T`, if it is at most `max` (HAProxy's range).
+fn in_range<T: TryFrom<u32>>(column: &str, value: u32, max: u32, at: &Target) -> Result<T, Error> {
+    match T::try_from(value) {
+        Ok(v) if value <= max => Ok(v),
+        _ => Err(Error::Answer(format!(
+            "out-of-range {column} {value} of `{at}` in `show servers state`: HAProxy's \
+             range is 0-{max}"
+        ))),
+    }
 }
 
 /// The live state to load after a reload: `show servers state`, less the
@@ -192,6 +206,33 @@ mod tests {
         );
         assert!(parse("garbage").is_err());
         assert!(parse("1\n3 nodes x\n").is_err());
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_errors() {
+        // op state, admin state, weight, port: each past its range.
+        let line = |op: &str, admin: &str, weight: &str, port: &str| {
+            format!(
+                "1\n3 nodes 11 a 10.0.0.1 {op} {admin} {weight} 1 1 8 2 0 6 0 0 1 - {port} - 0 0 - - 0\n"
+            )
+        };
+        let highest = parse(&line("3", "255", "256", "65535")).unwrap();
+        let l = &highest[0];
+        assert_eq!(
+            (l.op_state, l.admin_state, l.weight, l.port),
+            (3, 255, 256, 65535)
+        );
+        for (state, value) in [
+            (line("300", "0", "1", "80"), "srv_op_state 300"),
+            (line("4", "0", "1", "80"), "srv_op_state 4"),
+            (line("2", "256", "1", "80"), "srv_admin_state 256"),
+            (line("2", "0", "99999", "80"), "srv_uweight 99999"),
+            (line("2", "0", "257", "80"), "srv_uweight 257"),
+            (line("2", "0", "1", "65536"), "srv_port 65536"),
+        ] {
+            let err = parse(&state).map_or_else(|e| e.to_string(), |l| format!("{l:?}"));
+            assert!(err.contains(value), "{err}");
+        }
     }
 
     #[test]
