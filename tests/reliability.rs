@@ -6,7 +6,8 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -257,4 +258,71 @@ fn an_address_haproxy_writes_its_own_way_is_no_drift() {
     let saved = fs::read_to_string(env.path("server-state")).expect("server state");
     assert!(saved.contains(" v6 "), "{saved}");
     assert_eq!(pool.reloads(), (1, 0));
+}
+
+/// A socket that accepts every connection and answers one byte every
+/// 300 ms, for ever; counts the connections.
+fn dripping(path: &Path) -> Arc<AtomicUsize> {
+    let listener = UnixListener::bind(path).expect("bind");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    if conn.write_all(b"#").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            });
+        }
+    });
+    connections
+}
+
+#[test]
+fn a_socket_that_did_not_answer_in_time_is_not_asked_again_in_the_run() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1", "--no-render"]);
+    env.ok(&["--no-check", "render"]);
+    let live = env.output_text();
+    let path = env.path("drip.sock");
+    let connections = dripping(&path);
+    let socket = path.to_str().expect("socket path");
+    let state_file = format!("state_file={}", env.path("server-state").display());
+    // The live servers time out; the reload path would then ask the same
+    // socket for the state to save, which waited out a deadline again.
+    let done = env
+        .call(&[
+            "--no-check",
+            "--reload",
+            "--master-socket",
+            socket,
+            "--socket-timeout",
+            "1",
+            "--reload-timeout",
+            "1",
+            "--var",
+            &state_file,
+            "add",
+            "s2",
+            "10.0.0.2",
+        ])
+        .within(20.0)
+        .code(4);
+    done.stderr_has("reloading: the runtime API did not answer: unable to read the live servers")
+        .stderr_has("`$TMP/drip.sock` did not answer `@1 show servers state` in time")
+        .stderr_has(
+            "unable to save the server state to `$TMP/server-state` before the reload: unable to \
+             read the live servers from `$TMP/drip.sock`: `$TMP/drip.sock` did not answer in \
+             time earlier in this run; `@1 show servers state` was not sent",
+        )
+        // The reload has a deadline of its own (`--reload-timeout`).
+        .stderr_has("`$TMP/drip.sock` did not answer `show proc` in time");
+    // The live servers, then the reload: the state to save was not asked.
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "{}", done.stderr);
+    assert_eq!(env.output_text(), live, "the config was not restored");
 }

@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::Error;
 use super::socket;
@@ -14,6 +15,15 @@ use super::stat::{self, Stat};
 use super::state::{self, Live};
 use super::target::Target;
 use crate::quote::{SHOWN, cut, quote};
+
+/// The sockets that let a runtime exchange of this process run into its
+/// deadline.
+static UNANSWERED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn unanswered() -> MutexGuard<'static, BTreeSet<PathBuf>> {
+    // A set of paths stays whole whatever panicked while it was held.
+    UNANSWERED.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Which socket speaks for HAProxy.
 #[derive(Debug, Clone)]
@@ -24,7 +34,12 @@ pub enum Socket {
     Stats(PathBuf),
 }
 
-/// A connection setting for runtime commands.
+/// A connection setting for runtime commands. Each exchange has its own
+/// deadline (`--socket-timeout`), and a socket that let one pass is not
+/// asked again in this run: its later commands fail at once, naming it,
+/// instead of waiting out a deadline each. Clones, such as the thread that
+/// reads the live servers ahead, share that memory: it is kept per socket
+/// path for the process (one hacfg run, or one settle worker).
 #[derive(Debug, Clone)]
 pub struct RuntimeApi {
     pub socket: Socket,
@@ -39,7 +54,7 @@ impl RuntimeApi {
     /// never taken for all there is.
     pub fn command(&self, command: &str) -> Result<String> {
         let line = format!("{}{command}", self.prefix());
-        let answer = socket::exchange(self.path(), &line, Instant::now() + self.timeout)?;
+        let answer = self.exchange(&line)?;
         match whole(&answer) {
             Some(answer) => Ok(answer.trim().to_string()),
             None => Err(self.cut_short(&line, &answer).into()),
@@ -72,7 +87,7 @@ impl RuntimeApi {
                     break;
                 }
             }
-            let text = socket::exchange(self.path(), &line, Instant::now() + self.timeout)?;
+            let text = self.exchange(&line)?;
             let (got, ended) = split_answers(&text);
             if got.len() != end - start {
                 return Err(Error::Answer(format!(
@@ -93,6 +108,26 @@ impl RuntimeApi {
         Ok(answers)
     }
 
+    /// One exchange within `--socket-timeout`, unless this socket already
+    /// let one run into its deadline in this run.
+    fn exchange(&self, line: &str) -> Result<String> {
+        let path = self.path();
+        if unanswered().contains(path) {
+            bail!(
+                "`{}` did not answer in time earlier in this run; `{}` was not sent",
+                path.display(),
+                shown(line)
+            );
+        }
+        let answer = socket::exchange(path, line, Instant::now() + self.timeout);
+        if let Err(e) = &answer
+            && e.is::<socket::Late>()
+        {
+            unanswered().insert(path.to_path_buf());
+        }
+        answer
+    }
+
     /// An answer that stopped before its closing empty line: its end is
     /// what shows where it was cut.
     fn cut_short(&self, line: &str, answer: &str) -> Error {
@@ -108,7 +143,7 @@ impl RuntimeApi {
         Error::Answer(format!(
             "`{}` cut its answer to `{}` short (it did not end with an empty line): {got}",
             self.path().display(),
-            cut(line, SHOWN).map_or_else(|| line.to_string(), |head| format!("{head}…")),
+            shown(line),
         ))
     }
 
@@ -174,6 +209,11 @@ impl RuntimeApi {
             )
         })
     }
+}
+
+/// A command line in a message: hacfg's own, but a batch may be KiBs long.
+fn shown(line: &str) -> String {
+    cut(line, SHOWN).map_or_else(|| line.to_string(), |head| format!("{head}…"))
 }
 
 /// The answer without its closing empty line (an empty answer is that
@@ -326,6 +366,53 @@ mod tests {
                 "set server nodes/d weight 2",
             ]
         );
+    }
+
+    #[test]
+    fn a_socket_that_did_not_answer_in_time_is_not_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            // Holds every connection open, answering nothing.
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                *count.lock().unwrap() += 1;
+                held.push(conn);
+            }
+        });
+        let silent = RuntimeApi {
+            timeout: Duration::from_millis(200),
+            ..api(&path)
+        };
+        let err = format!("{:#}", silent.live().unwrap_err());
+        assert!(
+            err.contains("did not answer `show servers state` in time"),
+            "{err}"
+        );
+        // Later exchanges of the run, and of its clones, fail at once.
+        let started = Instant::now();
+        let err = format!("{:#}", silent.clone().stats().unwrap_err());
+        assert_eq!(
+            err,
+            format!(
+                "`{}` did not answer in time earlier in this run; `show stat -1 4 -1` was not \
+                 sent",
+                path.display()
+            )
+        );
+        let commands = ["set server nodes/a state drain".to_string()];
+        assert!(silent.batch(&commands).is_err());
+        assert!(started.elapsed() < Duration::from_millis(150));
+        assert_eq!(*accepted.lock().unwrap(), 1);
+        // A socket that only refuses is asked again: it may be back.
+        let missing = api(&dir.path().join("missing"));
+        for _ in 0..2 {
+            let err = format!("{:#}", missing.stats().unwrap_err());
+            assert!(err.contains("unable to connect"), "{err}");
+        }
     }
 
     #[test]
