@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::haproxy::config::Server;
 use crate::haproxy::stat::Stat;
 use crate::haproxy::state::Live;
-use crate::haproxy::{Target, endpoint};
+use crate::haproxy::{Target, endpoint, same_addr};
 use crate::pipeline::pending::{self, Pending, Why};
 
 /// One server, desired or live or both.
@@ -38,6 +38,12 @@ pub struct Row {
     pub pending: Option<String>,
     /// What differs, empty when the server is as asked.
     pub drift: Vec<String>,
+    /// The address and port the config asks for, and those HAProxy uses,
+    /// to compare: `address` and `live_address` are as each side writes them.
+    #[serde(skip)]
+    wanted_at: Option<(String, u16)>,
+    #[serde(skip)]
+    live_at: Option<(String, u16)>,
 }
 
 /// Compares desired servers with live ones (sorted by backend, server).
@@ -62,6 +68,8 @@ pub fn compare(
         check: None,
         pending: None,
         drift: Vec::new(),
+        wanted_at: None,
+        live_at: None,
     };
     for s in desired {
         let r = rows
@@ -69,6 +77,7 @@ pub fn compare(
             .or_insert_with(|| row(&s.backend, &s.name));
         r.desired = true;
         r.address = Some(endpoint(&s.addr, s.port));
+        r.wanted_at = Some((s.addr.clone(), s.port));
         r.weight = Some(s.weight);
     }
     for l in live {
@@ -77,6 +86,7 @@ pub fn compare(
             .or_insert_with(|| row(&l.backend, &l.name));
         r.live = true;
         r.live_address = Some(endpoint(&l.addr, l.port));
+        r.live_at = Some((l.addr.clone(), l.port));
         r.live_weight = Some(l.weight);
         r.admin = Some(l.admin().as_str());
         r.operational = Some(l.operational());
@@ -108,7 +118,11 @@ pub fn compare(
             (false, true) if r.pending.as_deref() == Some("draining until idle") => {}
             (false, true) => r.drift.push("not in the nodes folder".into()),
             _ => {
-                if r.address != r.live_address {
+                let same = match (&r.wanted_at, &r.live_at) {
+                    (Some((a, p)), Some((b, q))) => same_addr(a, b) && p == q,
+                    _ => false,
+                };
+                if !same {
                     r.drift.push("address".into());
                 }
                 if r.weight != r.live_weight {
@@ -192,5 +206,23 @@ mod tests {
         );
         assert_eq!(rows[0].admin, Some("drain"));
         assert!(table(&rows).contains("drift: address"));
+    }
+
+    #[test]
+    fn an_address_haproxy_writes_its_own_way_is_no_drift() {
+        let desired = crate::haproxy::config::servers("backend b\n    server a [::7f00:b]:80\n");
+        let live = Live {
+            backend: "b".into(),
+            name: "a".into(),
+            id: 1,
+            addr: "::127.0.0.11".into(),
+            port: 80,
+            weight: 1,
+            op_state: 2,
+            admin_state: 0,
+        };
+        let rows = compare(&desired, &[live], &BTreeMap::new(), &Pending::default());
+        assert_eq!(rows[0].drift, Vec::<String>::new());
+        assert_eq!(rows[0].live_address.as_deref(), Some("[::127.0.0.11]:80"));
     }
 }

@@ -4,16 +4,26 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::Error;
 use super::socket;
 use super::stat::{self, Stat};
 use super::state::{self, Live};
 use super::target::Target;
-use crate::quote::quote;
+use crate::quote::{SHOWN, cut, quote};
+
+/// The sockets that let a runtime exchange of this process run into its
+/// deadline.
+static UNANSWERED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn unanswered() -> MutexGuard<'static, BTreeSet<PathBuf>> {
+    // A set of paths stays whole whatever panicked while it was held.
+    UNANSWERED.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Which socket speaks for HAProxy.
 #[derive(Debug, Clone)]
@@ -24,7 +34,12 @@ pub enum Socket {
     Stats(PathBuf),
 }
 
-/// A connection setting for runtime commands.
+/// A connection setting for runtime commands. Each exchange has its own
+/// deadline (`--socket-timeout`), and a socket that let one pass is not
+/// asked again in this run: its later commands fail at once, naming it,
+/// instead of waiting out a deadline each. Clones, such as the thread that
+/// reads the live servers ahead, share that memory: it is kept per socket
+/// path for the process (one hacfg run, or one settle worker).
 #[derive(Debug, Clone)]
 pub struct RuntimeApi {
     pub socket: Socket,
@@ -33,16 +48,25 @@ pub struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// Sends one command; returns HAProxy's answer, trimmed.
+    /// Sends one command; returns HAProxy's answer, trimmed. The answer must
+    /// be whole: HAProxy ends every answer with an empty line, so one that
+    /// stops before it (a connection cut half-way) is an [`Error::Answer`],
+    /// never taken for all there is.
     pub fn command(&self, command: &str) -> Result<String> {
         let line = format!("{}{command}", self.prefix());
-        let answer = socket::exchange(self.path(), &line, Instant::now() + self.timeout)?;
-        Ok(answer.trim().to_string())
+        let answer = self.exchange(&line)?;
+        match whole(&answer) {
+            Some(answer) => Ok(answer.trim().to_string()),
+            None => Err(self.cut_short(&line, &answer).into()),
+        }
     }
 
     /// Sends `commands` joined by `;`, a few KiB per exchange (HAProxy reads
     /// one line of at most its buffer size, 16 KiB by default), and returns
-    /// one answer per command: HAProxy ends each answer with an empty line.
+    /// one answer per command. HAProxy 2.6 ends each answer with an empty
+    /// line, except that of `del server` (see [`split_answers`]): a `del
+    /// server` therefore ends its exchange, and its answer runs to the end
+    /// of the stream.
     pub fn batch(&self, commands: &[String]) -> Result<Vec<String>> {
         const LINE: usize = 8 * 1024;
         let prefix = self.prefix();
@@ -59,9 +83,12 @@ impl RuntimeApi {
                 line.push_str(prefix);
                 line.push_str(&commands[end]);
                 end += 1;
+                if ends_unterminated(&commands[end - 1]) {
+                    break;
+                }
             }
-            let text = socket::exchange(self.path(), &line, Instant::now() + self.timeout)?;
-            let got = split_answers(&text);
+            let text = self.exchange(&line)?;
+            let (got, ended) = split_answers(&text);
             if got.len() != end - start {
                 return Err(Error::Answer(format!(
                     "`{}` gave {} answers to {} commands: {}",
@@ -72,10 +99,52 @@ impl RuntimeApi {
                 ))
                 .into());
             }
+            if !ended && !ends_unterminated(&commands[end - 1]) {
+                return Err(self.cut_short(&line, &text).into());
+            }
             answers.extend(got);
             start = end;
         }
         Ok(answers)
+    }
+
+    /// One exchange within `--socket-timeout`, unless this socket already
+    /// let one run into its deadline in this run.
+    fn exchange(&self, line: &str) -> Result<String> {
+        let path = self.path();
+        if unanswered().contains(path) {
+            bail!(
+                "`{}` did not answer in time earlier in this run; `{}` was not sent",
+                path.display(),
+                shown(line)
+            );
+        }
+        let answer = socket::exchange(path, line, Instant::now() + self.timeout);
+        if let Err(e) = &answer
+            && e.is::<socket::Late>()
+        {
+            unanswered().insert(path.to_path_buf());
+        }
+        answer
+    }
+
+    /// An answer that stopped before its closing empty line: its end is
+    /// what shows where it was cut.
+    fn cut_short(&self, line: &str, answer: &str) -> Error {
+        let mut start = answer.len().saturating_sub(SHOWN);
+        while !answer.is_char_boundary(start) {
+            start += 1;
+        }
+        let got = match &answer[start..] {
+            "" => "nothing".to_string(),
+            end if start == 0 => quote(end).to_string(),
+            end => format!("{} bytes, ending …{}", answer.len(), quote(end)),
+        };
+        Error::Answer(format!(
+            "`{}` cut its answer to `{}` short (it did not end with an empty line): {got}",
+            self.path().display(),
+            shown(line),
+        ))
     }
 
     /// What goes before each command: the master CLI forwards `@1` ones
@@ -136,7 +205,7 @@ impl RuntimeApi {
     /// `show stat`, per `backend/server`: current sessions and check status.
     pub fn stats(&self) -> Result<BTreeMap<Target, Stat>> {
         let text = self.command("show stat -1 4 -1")?;
-        Ok(stat::parse(&text))
+        self.parse_stat(&text)
     }
 
     /// `show stat` of these servers only: by id where it is known (one
@@ -156,15 +225,51 @@ impl RuntimeApi {
         commands.extend(whole.iter().map(|b| format!("show stat {b} 4 -1")));
         let mut stats = BTreeMap::new();
         for answer in self.batch(&commands)? {
-            stats.extend(stat::parse(&answer));
+            stats.extend(self.parse_stat(&answer)?);
         }
         Ok(stats)
     }
+
+    fn parse_stat(&self, text: &str) -> Result<BTreeMap<Target, Stat>> {
+        stat::parse(text).with_context(|| {
+            format!(
+                "unexpected `show stat` answer from `{}`",
+                self.path().display()
+            )
+        })
+    }
 }
 
-/// The answers to `;`-joined commands: each ends with an empty line (the
-/// last one may end with the stream instead).
-fn split_answers(text: &str) -> Vec<String> {
+/// A command line in a message: hacfg's own, but a batch may be KiBs long.
+fn shown(line: &str) -> String {
+    cut(line, SHOWN).map_or_else(|| line.to_string(), |head| format!("{head}…"))
+}
+
+/// The answer without its closing empty line (an empty answer is that
+/// empty line alone); `None` when it stops before it.
+fn whole(answer: &str) -> Option<&str> {
+    if answer == "\n" {
+        Some("")
+    } else {
+        answer.strip_suffix("\n\n")
+    }
+}
+
+/// Whether HAProxy 2.6 ends the answer to `command` without the empty line
+/// that ends every other answer: `del server` does, whatever it answers
+/// (`Server deleted.`, `No such server.`, …). In a joined line its answer
+/// would run into the next one, so it must come last.
+fn ends_unterminated(command: &str) -> bool {
+    command.starts_with("del server ")
+}
+
+/// The answers to `;`-joined commands, and whether the last one ended with
+/// its empty line. Each answer is its lines up to an empty line, so that
+/// `set server … weight 2; add server …; set server … state maint; del
+/// server …` gets `\nNew server registered.\n\n\nServer deleted.\n`: an
+/// empty answer, `New server registered.`, an empty answer and, up to the
+/// end of the stream, `Server deleted.`.
+fn split_answers(text: &str) -> (Vec<String>, bool) {
     let mut answers = Vec::new();
     let mut current: Vec<&str> = Vec::new();
     for line in text.lines() {
@@ -175,30 +280,201 @@ fn split_answers(text: &str) -> Vec<String> {
             current.push(line);
         }
     }
-    if !current.is_empty() {
+    let ended = current.is_empty();
+    if !ended {
         answers.push(current.join("\n"));
     }
-    answers
+    (answers, ended)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
 
     #[test]
-    fn splits_answers_to_joined_commands() {
-        // Answers as HAProxy 2.6 gives them to `a; b; c; d; e; f`.
-        let text = "\nNo such server.\n\nNew server registered.\n\n\n\nServer deleted.\n";
+    fn splits_answers_as_haproxy_2_6_ends_them() {
+        // `set server … weight 2; add server …; set server … state maint;
+        // del server …`, on a stats socket or through `@1`.
+        let (answers, ended) = split_answers("\nNew server registered.\n\n\nServer deleted.\n");
         assert_eq!(
-            split_answers(text),
+            answers,
+            ["", "New server registered.", "", "Server deleted."]
+        );
+        assert!(!ended);
+        assert_eq!(
+            split_answers("\n\n"),
+            (vec![String::new(), String::new()], true)
+        );
+        // `maint a; del a; maint b; del b` in one line: `del server` ends
+        // its answer with no empty line, so two answers run together.
+        let (answers, _) = split_answers("\nServer deleted.\n\nServer deleted.\n");
+        assert_eq!(answers.len(), 3);
+        // Every other answer ends with an empty line: errors too.
+        let (answers, ended) = split_answers("No such server.\n\n\n");
+        assert_eq!((answers.len(), ended), (2, true));
+    }
+
+    #[test]
+    fn a_whole_answer_ends_with_an_empty_line() {
+        assert_eq!(whole("\n"), Some(""));
+        assert_eq!(whole("1\n# be_id\n\n"), Some("1\n# be_id"));
+        assert_eq!(whole("1\n# be_id\n3 nodes 11 a\n"), None);
+        assert_eq!(whole("1\n# be_id\n3 nodes 11 a"), None);
+        assert_eq!(whole(""), None);
+    }
+
+    /// A stats socket that answers each `;`-joined command as HAProxy 2.6
+    /// does; records each exchange's line.
+    fn haproxy_like(path: &Path) -> Arc<Mutex<Vec<String>>> {
+        let listener = UnixListener::bind(path).unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut line = String::new();
+                conn.read_to_string(&mut line).unwrap();
+                let mut answer = String::new();
+                for command in line.trim_end().split("; ") {
+                    answer.push_str(match command.split_whitespace().next() {
+                        Some("del") => "Server deleted.\n",
+                        _ => "\n",
+                    });
+                }
+                seen.lock().unwrap().push(line.trim_end().to_string());
+                conn.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        lines
+    }
+
+    fn api(path: &Path) -> RuntimeApi {
+        RuntimeApi {
+            socket: Socket::Stats(path.to_path_buf()),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn each_del_server_ends_its_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let lines = haproxy_like(&path);
+        let commands: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .flat_map(|s| {
+                [
+                    format!("set server nodes/{s} state maint"),
+                    format!("del server nodes/{s}"),
+                ]
+            })
+            .chain(["set server nodes/d weight 2".to_string()])
+            .collect();
+        let answers = api(&path).batch(&commands).unwrap();
+        assert_eq!(
+            answers,
             [
                 "",
-                "No such server.",
-                "New server registered.",
+                "Server deleted.",
                 "",
+                "Server deleted.",
                 "",
-                "Server deleted."
+                "Server deleted.",
+                ""
             ]
+        );
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                "set server nodes/a state maint; del server nodes/a",
+                "set server nodes/b state maint; del server nodes/b",
+                "set server nodes/c state maint; del server nodes/c",
+                "set server nodes/d weight 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_socket_that_did_not_answer_in_time_is_not_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            // Holds every connection open, answering nothing.
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                *count.lock().unwrap() += 1;
+                held.push(conn);
+            }
+        });
+        let silent = RuntimeApi {
+            timeout: Duration::from_millis(200),
+            ..api(&path)
+        };
+        let err = format!("{:#}", silent.live().unwrap_err());
+        assert!(
+            err.contains("did not answer `show servers state` in time"),
+            "{err}"
+        );
+        // Later exchanges of the run, and of its clones, fail at once.
+        let started = Instant::now();
+        let err = format!("{:#}", silent.clone().stats().unwrap_err());
+        assert_eq!(
+            err,
+            format!(
+                "`{}` did not answer in time earlier in this run; `show stat -1 4 -1` was not \
+                 sent",
+                path.display()
+            )
+        );
+        let commands = ["set server nodes/a state drain".to_string()];
+        assert!(silent.batch(&commands).is_err());
+        assert!(started.elapsed() < Duration::from_millis(150));
+        assert_eq!(*accepted.lock().unwrap(), 1);
+        // A socket that only refuses is asked again: it may be back.
+        let missing = api(&dir.path().join("missing"));
+        for _ in 0..2 {
+            let err = format!("{:#}", missing.stats().unwrap_err());
+            assert!(err.contains("unable to connect"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_answer_cut_short_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut line = String::new();
+                conn.read_to_string(&mut line).unwrap();
+                // Whole lines, but no empty line at the end.
+                conn.write_all(b"1\n# be_id be_name\n3 nodes 11 a 127.0.0.1\n")
+                    .unwrap();
+            }
+        });
+        let err = api(&path).command("show servers state").unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(Error::Answer(_))),
+            "{err:#}"
+        );
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("cut its answer to `show servers state` short"),
+            "{err}"
+        );
+        let err = api(&path)
+            .batch(&["set server nodes/a weight 2".to_string()])
+            .unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(Error::Answer(_))),
+            "{err:#}"
         );
     }
 }

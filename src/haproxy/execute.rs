@@ -148,9 +148,10 @@ fn check_answers(api: &RuntimeApi, commands: &[String], answers: &[String]) -> R
     }
 }
 
-/// `state maint` then `del server` for each target, in one batch. A server
-/// that still has connections attached is put back in drain (no traffic
-/// while it finishes) and left out of the result.
+/// `state maint` then `del server` for each target, one exchange per target
+/// (see [`RuntimeApi::batch`]). A server that still has connections
+/// attached is put back in drain (no traffic while it finishes) and left
+/// out of the result.
 fn delete(api: &RuntimeApi, targets: &[Target]) -> Result<Vec<Target>> {
     let commands: Vec<String> = targets
         .iter()

@@ -16,7 +16,7 @@ pub mod target;
 use std::fmt;
 
 pub use api::{RuntimeApi, Socket};
-pub use target::{Target, endpoint};
+pub use target::{Target, endpoint, same_addr};
 
 /// What HAProxy itself said no to, or answered in a way hacfg cannot read.
 #[derive(Debug)]

@@ -1,8 +1,10 @@
 //! Talking to HAProxy's master CLI or stats socket: one command, one answer,
 //! one deadline for the whole exchange (connect, write, read), and a cap on
 //! the answer. A socket whose accept backlog is full, or that drips one byte
-//! at a time, costs at most the deadline.
+//! at a time, costs at most the deadline; such an error is [`Late`], so that
+//! callers can tell a socket that does not answer from one that refuses.
 
+use std::fmt;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
@@ -20,25 +22,50 @@ pub const ANSWER_CAP: usize = 64 * 1024 * 1024;
 const SUN_PATH_LEN: usize =
     std::mem::size_of::<libc::sockaddr_un>() - std::mem::offset_of!(libc::sockaddr_un, sun_path);
 
+/// A deadline that passed: the socket did not answer in time (or its
+/// backlog stayed full).
+#[derive(Debug)]
+pub struct Late(String);
+
+impl fmt::Display for Late {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Late {}
+
 /// Sends `command` and returns the whole answer, all before `deadline`.
 pub fn exchange(path: &Path, command: &str, deadline: Instant) -> Result<String> {
-    let late = || format!("`{}` did not answer `{command}` in time", path.display());
+    let late = || {
+        Late(format!(
+            "`{}` did not answer `{command}` in time",
+            path.display()
+        ))
+    };
     let mut stream = connect(path, deadline)?;
     let left = |d: Instant| {
         let left = d.saturating_duration_since(Instant::now());
         (!left.is_zero()).then_some(left)
     };
-    stream.set_write_timeout(Some(left(deadline).with_context(late)?))?;
-    stream
-        .write_all(format!("{command}\n").as_bytes())
-        .with_context(|| format!("unable to send `{command}` to `{}`", path.display()))?;
+    stream.set_write_timeout(Some(left(deadline).ok_or_else(late)?))?;
+    match stream.write_all(format!("{command}\n").as_bytes()) {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            return Err(late().into());
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("unable to send `{command}` to `{}`", path.display()));
+        }
+    }
     // Half-close: the master CLI answers, then closes once input ends.
     stream.shutdown(std::net::Shutdown::Write)?;
     let mut answer = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         // The timeout of each read is what is left of the one deadline.
-        stream.set_read_timeout(Some(left(deadline).with_context(late)?))?;
+        stream.set_read_timeout(Some(left(deadline).ok_or_else(late)?))?;
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => {
@@ -52,7 +79,7 @@ pub fn exchange(path: &Path, command: &str, deadline: Instant) -> Result<String>
                 answer.extend_from_slice(&chunk[..n]);
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                bail!(late())
+                return Err(late().into());
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
@@ -93,10 +120,11 @@ fn connect(path: &Path, deadline: Instant) -> Result<UnixStream> {
             Err(e) => return Err(std::io::Error::from(e)).with_context(context),
         }
         if Instant::now() >= deadline {
-            bail!(
+            return Err(Late(format!(
                 "`{}` accepted no connection in time (its backlog is full)",
                 path.display()
-            );
+            ))
+            .into());
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -127,7 +155,9 @@ mod tests {
             "show proc",
             Instant::now() + Duration::from_millis(500),
         );
-        let err = format!("{:#}", err.unwrap_err());
+        let err = err.unwrap_err();
+        assert!(err.is::<Late>(), "{err:#}");
+        let err = format!("{err:#}");
         assert!(err.contains("did not answer"), "{err}");
         assert!(
             started.elapsed() < Duration::from_secs(2),

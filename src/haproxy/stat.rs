@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use super::target::Target;
+use super::Error;
+use super::target::{Target, plain_name};
+use crate::quote::quote;
 
 /// What `show stat` says of one server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,8 +24,10 @@ impl Stat {
     }
 }
 
-/// Parses `show stat` CSV (servers only), by the header's column names.
-pub fn parse(text: &str) -> BTreeMap<Target, Stat> {
+/// Parses `show stat` CSV (servers only), by the header's column names. A
+/// backend or server name that is no plain HAProxy name is an error: names
+/// read here go into runtime commands.
+pub fn parse(text: &str) -> Result<BTreeMap<Target, Stat>, Error> {
     let mut header: Vec<&str> = Vec::new();
     let mut out = BTreeMap::new();
     for line in text.lines() {
@@ -43,6 +47,15 @@ pub fn parse(text: &str) -> BTreeMap<Target, Stat> {
         if f.len() < 2 || matches!(f[1], "FRONTEND" | "BACKEND") {
             continue;
         }
+        for (what, value) in [("backend", f[0]), ("server", f[1])] {
+            if !plain_name(value) {
+                return Err(Error::Answer(format!(
+                    "invalid {what} name {} in `show stat`: HAProxy names are letters, \
+                     digits, `-`, `_`, `.` and `:`",
+                    quote(value)
+                )));
+            }
+        }
         out.insert(
             Target::new(f[0], f[1]),
             Stat {
@@ -52,7 +65,7 @@ pub fn parse(text: &str) -> BTreeMap<Target, Stat> {
             },
         );
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -62,7 +75,7 @@ mod tests {
     #[test]
     fn parses_stat() {
         let text = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status\nnodes,a,0,0,3,5,,9,0,0,,0,,0,0,0,0,DRAIN,1,1,0,0,0,1,0,,1,3,1,,9,,2,0,,1,L7OK\nnodes,BACKEND,0,0,3,5,,9\n";
-        let stats = parse(text);
+        let stats = parse(text).unwrap();
         let a = &stats[&Target::new("nodes", "a")];
         assert_eq!(
             (a.sessions, a.status.as_str(), a.check.as_str()),
@@ -70,5 +83,8 @@ mod tests {
         );
         assert!(a.checked());
         assert_eq!(stats.len(), 1);
+        let hostile = text.replace("nodes,a,", "nodes,a;disable,");
+        let err = parse(&hostile).unwrap_err().to_string();
+        assert!(err.contains("invalid server name \"a;disable\""), "{err}");
     }
 }

@@ -1,11 +1,11 @@
 //! `show servers state` (format version 1): the live servers, their
 //! admin and operational states, and the subset a reload should keep.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use super::Error;
 use super::config::Server;
-use super::target::Target;
+use super::target::{Target, plain_name, same_addr};
 use crate::quote::quote;
 
 /// Columns of a server line (0-based), as HAProxy 2.6 to 3.4 write them.
@@ -109,27 +109,65 @@ pub fn parse(text: &str) -> Result<Vec<Live>, Error> {
                 quote(line)
             )));
         };
+        let (backend, name, addr) = (field(col::BACKEND), field(col::NAME), field(col::ADDR));
+        // These go into runtime commands (`set server BACKEND/NAME …`,
+        // `… addr ADDR`): a `;` in them would start a second command.
+        for (what, value) in [("backend", backend), ("server", name)] {
+            if !plain_name(value) {
+                return Err(Error::Answer(format!(
+                    "invalid {what} name {} in `show servers state`: HAProxy names are \
+                     letters, digits, `-`, `_`, `.` and `:`",
+                    quote(value)
+                )));
+            }
+        }
+        // An IP address, or `-` for none.
+        if !plain_name(addr) {
+            return Err(Error::Answer(format!(
+                "invalid address {} of `{backend}/{name}` in `show servers state`",
+                quote(addr)
+            )));
+        }
+        // A number past its range is an error, never read as another value
+        // (a weight of 99999 as 0, an op state of 300 as down).
+        let at = Target::new(backend, name);
         out.push(Live {
-            backend: field(col::BACKEND).to_string(),
-            name: field(col::NAME).to_string(),
             id,
-            addr: field(col::ADDR).to_string(),
-            port: u16::try_from(port).unwrap_or(0),
-            weight: u16::try_from(weight).unwrap_or(0),
-            op_state: u8::try_from(op).unwrap_or(0),
-            admin_state: u8::try_from(admin).unwrap_or(0),
+            port: in_range("srv_port", port, u16::MAX.into(), &at)?,
+            weight: in_range("srv_uweight", weight, 256, &at)?,
+            op_state: in_range("srv_op_state", op, 3, &at)?,
+            admin_state: in_range("srv_admin_state", admin, u8::MAX.into(), &at)?,
+            backend: at.backend,
+            name: at.name,
+            addr: addr.to_string(),
         });
     }
     Ok(out)
+}
+
+/// `value` of `column` as a `T`, if it is at most `max` (HAProxy's range).
+fn in_range<T: TryFrom<u32>>(column: &str, value: u32, max: u32, at: &Target) -> Result<T, Error> {
+    match T::try_from(value) {
+        Ok(v) if value <= max => Ok(v),
+        _ => Err(Error::Answer(format!(
+            "out-of-range {column} {value} of `{at}` in `show servers state`: HAProxy's \
+             range is 0-{max}"
+        ))),
+    }
 }
 
 /// The live state to load after a reload: `show servers state`, less the
 /// servers whose address or port the new config changes (HAProxy would put
 /// the old port back) and those it drops.
 pub fn to_keep(state: &str, desired: &[Server]) -> String {
-    let wanted: BTreeSet<(&str, &str, &str, u16)> = desired
+    let wanted: HashMap<(&str, &str), (&str, u16)> = desired
         .iter()
-        .map(|s| (s.backend.as_str(), s.name.as_str(), s.addr.as_str(), s.port))
+        .map(|s| {
+            (
+                (s.backend.as_str(), s.name.as_str()),
+                (s.addr.as_str(), s.port),
+            )
+        })
         .collect();
     let mut out = String::with_capacity(state.len());
     for line in state.lines() {
@@ -137,7 +175,9 @@ pub fn to_keep(state: &str, desired: &[Server]) -> String {
         let keep = line.starts_with('#')
             || f.len() <= col::PORT
             || f[col::PORT].parse::<u16>().is_ok_and(|port| {
-                wanted.contains(&(f[col::BACKEND], f[col::NAME], f[col::ADDR], port))
+                wanted
+                    .get(&(f[col::BACKEND], f[col::NAME]))
+                    .is_some_and(|(addr, p)| same_addr(addr, f[col::ADDR]) && *p == port)
             });
         if keep {
             out.push_str(line);
@@ -172,6 +212,56 @@ mod tests {
     }
 
     #[test]
+    fn out_of_range_numbers_are_errors() {
+        // op state, admin state, weight, port: each past its range.
+        let line = |op: &str, admin: &str, weight: &str, port: &str| {
+            format!(
+                "1\n3 nodes 11 a 10.0.0.1 {op} {admin} {weight} 1 1 8 2 0 6 0 0 1 - {port} - 0 0 - - 0\n"
+            )
+        };
+        let highest = parse(&line("3", "255", "256", "65535")).unwrap();
+        let l = &highest[0];
+        assert_eq!(
+            (l.op_state, l.admin_state, l.weight, l.port),
+            (3, 255, 256, 65535)
+        );
+        for (state, value) in [
+            (line("300", "0", "1", "80"), "srv_op_state 300"),
+            (line("4", "0", "1", "80"), "srv_op_state 4"),
+            (line("2", "256", "1", "80"), "srv_admin_state 256"),
+            (line("2", "0", "99999", "80"), "srv_uweight 99999"),
+            (line("2", "0", "257", "80"), "srv_uweight 257"),
+            (line("2", "0", "1", "65536"), "srv_port 65536"),
+        ] {
+            let err = parse(&state).map_or_else(|e| e.to_string(), |l| format!("{l:?}"));
+            assert!(err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn names_that_are_no_haproxy_names_are_refused() {
+        let line = |backend: &str, name: &str, addr: &str| {
+            format!("1\n3 {backend} 11 {name} {addr} 2 0 1 1 1 8 2 0 6 0 0 1 - 80 - 0 0 - - 0\n")
+        };
+        assert!(parse(&line("nodes", "a", "::127.0.0.11")).is_ok());
+        assert!(parse(&line("nodes", "a", "-")).is_ok());
+        for (state, value) in [
+            (
+                line("nodes", "x;disable", "10.0.0.1"),
+                "server name \"x;disable\"",
+            ),
+            (line("n;odes", "a", "10.0.0.1"), "backend name \"n;odes\""),
+            (
+                line("nodes", "a", "10.0.0.1;disable"),
+                "address \"10.0.0.1;disable\"",
+            ),
+        ] {
+            let err = parse(&state).unwrap_err().to_string();
+            assert!(err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
     fn what_to_keep() {
         let desired = super::super::config::servers(
             "backend nodes\n    server a 127.0.0.1:18081\n    server b 127.0.0.2:9999\n",
@@ -180,5 +270,12 @@ mod tests {
         assert!(kept.contains(" a 127.0.0.1 "), "{kept}");
         assert!(!kept.contains(" b 127.0.0.2 "), "{kept}");
         assert!(kept.starts_with("1\n# be_id"));
+        // HAProxy writes `::7f00:b` as `::127.0.0.11`: the same address.
+        let desired = super::super::config::servers(
+            "backend nodes\n    server a [::7f00:b]:18081\n    server b 127.0.0.2:18082\n",
+        );
+        let kept = to_keep(&STATE.replace("127.0.0.1", "::127.0.0.11"), &desired);
+        assert!(kept.contains(" a ::127.0.0.11 "), "{kept}");
+        assert!(kept.contains(" b 127.0.0.2 "), "{kept}");
     }
 }

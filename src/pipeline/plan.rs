@@ -9,10 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::haproxy::Target;
 use crate::haproxy::config::{self, Backend, Line, ServerLine};
 use crate::haproxy::execute::Op;
 use crate::haproxy::state::Live;
+use crate::haproxy::{Target, same_addr};
 
 /// What it takes.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,7 +99,7 @@ impl<'a> Diff<'a> {
                 "server `{backend}/{name}` changed more than its address and weight"
             ));
         }
-        if (server.addr, server.port) != (live.addr.as_str(), live.port) {
+        if !same_addr(server.addr, &live.addr) || server.port != live.port {
             if let Some(why) = server.refusal {
                 return Err(format!("server `{backend}/{name}`: {why}"));
             }
@@ -236,6 +236,16 @@ mod tests {
             panic!()
         };
         assert_eq!(ops.len(), 2, "{ops:?}");
+    }
+
+    #[test]
+    fn an_address_haproxy_writes_its_own_way_is_no_change() {
+        let v6 = BASE.replace("10.0.0.1:80", "[::7f00:b]:80");
+        let mut live = live_of(&v6);
+        live[0].addr = "::127.0.0.11".into();
+        assert_eq!(plan(Some(&v6), &v6, &live), Plan::Nothing);
+        live[0].addr = "::127.0.0.12".into();
+        assert!(matches!(plan(Some(&v6), &v6, &live), Plan::Runtime(ops) if ops.len() == 1));
     }
 
     #[test]
