@@ -48,9 +48,22 @@ impl Pool {
     /// Starts one HTTP backend for each of `names`, each answering with
     /// its name; nothing is in the folder yet.
     pub fn backends<'e>(env: &'e TestEnv, names: &[&str]) -> PoolSetup<'e> {
+        Pool::start_backends(env, names, false)
+    }
+
+    /// [`Pool::backends`] that keep their connections alive (HTTP/1.1's
+    /// default), so HAProxy holds idle connections to them.
+    pub fn keep_alive_backends<'e>(env: &'e TestEnv, names: &[&str]) -> PoolSetup<'e> {
+        Pool::start_backends(env, names, true)
+    }
+
+    fn start_backends<'e>(env: &'e TestEnv, names: &[&str], keep_alive: bool) -> PoolSetup<'e> {
         PoolSetup {
             env,
-            backends: names.iter().map(|name| Backend::start(name)).collect(),
+            backends: names
+                .iter()
+                .map(|name| Backend::start(name, keep_alive))
+                .collect(),
             // Short checks, so that servers settle quickly.
             server_options: "inter 100ms".into(),
         }
@@ -139,7 +152,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn start(name: &str) -> Backend {
+    fn start(name: &str, keep_alive: bool) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -152,7 +165,7 @@ impl Backend {
                 }
                 let Ok(conn) = conn else { continue };
                 let (hits, body) = (hits2.clone(), body.clone());
-                thread::spawn(move || serve(conn, &body, &hits));
+                thread::spawn(move || serve(conn, &body, &hits, keep_alive));
             }
         });
         Backend {
@@ -170,13 +183,21 @@ impl Backend {
     }
 }
 
-fn serve(mut conn: TcpStream, body: &str, hits: &AtomicUsize) {
+/// Answers requests on `conn`: one, or (`keep_alive`) as many as come
+/// until the peer closes or is idle for 5 s, as a real HTTP/1.1 server does.
+fn serve(mut conn: TcpStream, body: &str, hits: &AtomicUsize, keep_alive: bool) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    while answer(&mut conn, body, hits, keep_alive) && keep_alive {}
+    let _ = conn.shutdown(Shutdown::Both);
+}
+
+/// Reads one request and answers it; false when there was none.
+fn answer(conn: &mut TcpStream, body: &str, hits: &AtomicUsize, keep_alive: bool) -> bool {
     let mut buf = [0u8; 4096];
     let mut req = Vec::new();
     while !req.windows(4).any(|w| w == b"\r\n\r\n") {
         match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return false,
             Ok(n) => req.extend_from_slice(&buf[..n]),
         }
     }
@@ -189,12 +210,16 @@ fn serve(mut conn: TcpStream, body: &str, hits: &AtomicUsize) {
         thread::sleep(Duration::from_millis(1500));
     }
     let reply = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n{}",
         body.len(),
+        if keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        },
         if head { "" } else { body }
     );
-    let _ = conn.write_all(reply.as_bytes());
-    let _ = conn.shutdown(Shutdown::Both);
+    conn.write_all(reply.as_bytes()).is_ok()
 }
 
 impl Drop for Backend {

@@ -347,3 +347,32 @@ fn a_still_draining_server_does_not_hold_up_an_unrelated_leave() {
     assert!(wait_until(10.0, || settled(&env)));
     assert_eq!(pool.servers().len(), 1);
 }
+
+/// Backends that keep their connections alive leave HAProxy idle
+/// connections to a removed server (from 3.3 on, `del server` refuses
+/// while they remain): it is still deleted, with no further hacfg call.
+#[test]
+fn a_server_with_idle_keep_alive_connections_is_still_deleted() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::keep_alive_backends(&env, &["s1", "s2"])
+        .nodes(&["s1", "s2"])
+        .start()
+    else {
+        return;
+    };
+    let log = env.path("hacfg.log");
+    let log_arg = log.to_str().unwrap();
+    assert!(wait_until(10.0, || pool.answering(20).len() == 2));
+    env.ok(&args(
+        &pool,
+        log_arg,
+        &["--drain-timeout", "30", "remove", "s1"],
+    ));
+    assert!(
+        wait_until(20.0, || pool.servers().iter().all(|l| l.name != "s1")),
+        "s1 was never deleted:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(wait_until(10.0, || settled(&env)));
+    assert_eq!(pool.answering(10), ["s2".to_string()].into());
+}
