@@ -173,6 +173,11 @@ fn failed_reload_restores_prev() {
     ];
     let stderr = env.fails(&pool.args(&args), 4);
     assert!(stderr.contains("refused the new config"), "{stderr}");
+    // From 2.7 on, the master's own answer says so, with HAProxy's words.
+    if pool.version() >= (2, 7) {
+        assert!(stderr.contains("answered Success=0"), "{stderr}");
+        assert!(stderr.contains("no_such_keyword"), "{stderr}");
+    }
     assert_eq!(fs::read(&env.output).unwrap(), live);
     assert_eq!(pool.reloads().1, 1, "the master recorded the failed reload");
     assert_eq!(pool.answering(10), set_of(&["s1"]));

@@ -141,6 +141,9 @@ fn children(pid: i32) -> BTreeSet<i32> {
         .collect()
 }
 
+/// Startup log lines shown when a reload is refused.
+const SHOWN_LOG_LINES: usize = 20;
+
 /// What `show proc` on the master CLI says.
 #[derive(Debug, PartialEq)]
 pub struct ProcState {
@@ -206,8 +209,24 @@ fn master_cli_reload(socket: &Path, deadline: Instant, timeout: Duration) -> Res
         })
     };
     let before = show(deadline)?;
-    socket::exchange(socket, "reload", deadline)
+    let answer = socket::exchange(socket, "reload", deadline)
         .with_context(|| format!("unable to send `reload` to `{}`", socket.display()))?;
+    // From 2.7 on, the master answers once the new worker is up or has
+    // failed: `Success=1` or `Success=0`, then the startup log (2.6 says
+    // nothing). A refusal is known at once, with HAProxy's own words.
+    if answer.lines().any(|l| l.trim() == "Success=0") {
+        let log: Vec<&str> = answer
+            .lines()
+            .filter(|l| l.contains("[ALERT]") || l.contains("[WARNING]"))
+            .take(SHOWN_LOG_LINES)
+            .collect();
+        bail!(
+            "HAProxy refused the new config at reload time (`reload` on `{}` answered \
+             Success=0); the old workers keep serving\n{}",
+            socket.display(),
+            log.join("\n")
+        );
+    }
     loop {
         thread::sleep(Duration::from_millis(10));
         // The master re-executes itself: the socket refuses us for a moment.
