@@ -3,6 +3,7 @@
 //! signals no stranger, and leaves no torn or rolled-back config.
 
 use rustix::fs::Mode;
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -530,5 +531,83 @@ fn in_place_on_a_full_file_system_never_tears_the_config() {
         fs::read(env.path("after.cfg")).unwrap(),
         before,
         "torn config"
+    );
+}
+
+/// The first lines of a long stderr, for an assertion's message.
+fn head(text: &str) -> String {
+    text.lines().take(10).collect::<Vec<_>>().join("\n")
+}
+
+/// `sh -c 'ulimit -n LIMIT; exec hacfg --nodes-dir … --output … ARGS'`.
+fn under_open_file_limit<'e>(
+    env: &'e TestEnv,
+    limit: u32,
+    args: &[&str],
+) -> crate::harness::Call<'e> {
+    let script = format!("ulimit -n {limit} || exit 90; exec \"$0\" \"$@\"");
+    env.program("sh")
+        .args(["-c", &script, HACFG, "--nodes-dir"])
+        .arg(&env.nodes)
+        .arg("--output")
+        .arg(&env.output)
+        .args(args)
+}
+
+/// A batch holds no descriptor per member: a 3,000-member event and a
+/// 3,000-member sync are written whole under an open-file limit of 256.
+#[test]
+fn a_3000_member_batch_stays_within_a_low_open_file_limit() {
+    let env = TestEnv::new();
+    let address = |i: usize, net: usize| format!("10.{net}.{}.{}", i / 250, i % 250 + 1);
+    let mut stdin = String::new();
+    for i in 0..3000 {
+        let _ = writeln!(stdin, "m{i:04}\t{}\tbackend\trole=backend", address(i, 3));
+    }
+    let done = under_open_file_limit(&env, 256, &["--no-check", "-q", "serf"])
+        .env("SERF_EVENT", "member-join")
+        .stdin(stdin)
+        .within(120.0)
+        .run();
+    assert_eq!(done.code, Some(0), "{}", head(&done.stderr));
+    assert_eq!(env.servers().len(), 3000);
+    // sync shares the batch: every node moves to a new address.
+    let members: Vec<String> = (0..3000)
+        .map(|i| {
+            format!(
+                r#"{{"name":"m{i:04}","addr":"{}:7946","tags":{{"role":"backend"}},"status":"alive"}}"#,
+                address(i, 4)
+            )
+        })
+        .collect();
+    let json = env.write(
+        "members.json",
+        &format!("{{\"members\":[{}]}}", members.join(",")),
+    );
+    let fake = env.write(
+        "fake-serf",
+        &format!("#!/bin/sh\ncat '{}'\n", json.display()),
+    );
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let done = under_open_file_limit(
+        &env,
+        256,
+        &[
+            "--no-check",
+            "-q",
+            "sync",
+            "--serf-bin",
+            fake.to_str().unwrap(),
+        ],
+    )
+    .within(120.0)
+    .run();
+    assert_eq!(done.code, Some(0), "{}", head(&done.stderr));
+    let servers = env.servers();
+    assert_eq!(servers.len(), 3000);
+    assert!(
+        servers.iter().all(|s| s.contains(" 10.4.")),
+        "{:?}",
+        &servers[..3]
     );
 }
