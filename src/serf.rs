@@ -163,9 +163,10 @@ pub fn parse_member_line(line: &str) -> Result<Member> {
 
 /// The node for a member, and notes on the tags it dropped: tags `port`
 /// and `weight` become fields, the rest (except `role`) stay tags. A bad
-/// name, address, port, weight or backend is an error (hostile values are
-/// refused, never cleaned); a tag hacfg does not use that fails validation
-/// is dropped from the node, with a note.
+/// name, address, port or backend is an error (hostile values are refused,
+/// never cleaned); a bad weight only tunes the node, so it is dropped, with
+/// a note, and the node gets the default weight, as is a tag hacfg does not
+/// use that fails validation.
 pub fn node_of(member: &Member, default_port: u16) -> Result<(Node, Vec<String>)> {
     node::validate_name(&member.name)?;
     let (address, _) = node::parse_endpoint(&member.address)?;
@@ -177,17 +178,22 @@ pub fn node_of(member: &Member, default_port: u16) -> Result<(Node, Vec<String>)
         .map(node::parse_port)
         .transpose();
     let port = port.map_err(|e| anyhow!("member `{}`: {e} (tag `port`)", member.name))?;
-    let weight = tags
-        .remove("weight")
-        .as_deref()
-        .map(node::parse_weight)
-        .transpose();
-    let weight = weight.map_err(|e| anyhow!("member `{}`: {e} (tag `weight`)", member.name))?;
+    let mut notes = member.notes.clone();
+    let weight = match tags.remove("weight").as_deref().map(node::parse_weight) {
+        Some(Err(e)) => {
+            notes.push(format!(
+                "dropped tag `weight`: {e}; the node gets the default weight {}",
+                node::DEFAULT_WEIGHT
+            ));
+            None
+        }
+        Some(Ok(weight)) => Some(weight),
+        None => None,
+    };
     let (port, weight) = (
         port.unwrap_or(default_port),
         weight.unwrap_or(node::DEFAULT_WEIGHT),
     );
-    let mut notes = member.notes.clone();
     let mut kept = 0;
     tags.retain(|k, v| {
         if USED_TAGS.contains(&k.as_str()) {
@@ -227,9 +233,13 @@ pub struct Changes {
     pub upserts: Vec<Node>,
     /// Nodes to remove, by name.
     pub removals: Vec<String>,
-    /// Why members were skipped (a bad name, address, port, weight,
-    /// backend, or a malformed line): the run exits 6.
+    /// Why members were skipped (a bad name, address, port or backend, or
+    /// a malformed line): the run exits 6.
     pub skipped: Vec<String>,
+    /// The skipped members that have a valid name: an alive member backs
+    /// whatever node of that name the folder has, so `sync` leaves it as
+    /// it is, as `serf` does.
+    pub untouched: BTreeSet<String>,
     /// Tags dropped from members that were kept: warnings only.
     pub notes: Vec<String>,
 }
@@ -248,7 +258,11 @@ pub fn batch(
             if m.name == self_name || !roles.contains(&m.role) {
                 return Ok(());
             }
-            let (node, notes) = node_of(&m, default_port)?;
+            let (node, notes) = node_of(&m, default_port).inspect_err(|_| {
+                if node::validate_name(&m.name).is_ok() {
+                    changes.untouched.insert(m.name.clone());
+                }
+            })?;
             changes.notes.extend(
                 notes
                     .into_iter()
@@ -351,13 +365,14 @@ pub fn plan_event(
 
 /// The changes that make `current` equal to `wanted` (a [`batch`]; both
 /// keyed by name): the nodes that differ are written, the nodes no member
-/// backs are removed. `wanted`'s skips and notes are kept.
+/// backs are removed (a member skipped for a bad tag still backs its
+/// node). `wanted`'s skips and notes are kept.
 pub fn plan_sync(current: &[Node], wanted: Changes) -> Changes {
     let removals = {
         let want: BTreeSet<&str> = wanted.upserts.iter().map(|n| n.name.as_str()).collect();
         current
             .iter()
-            .filter(|n| !want.contains(n.name.as_str()))
+            .filter(|n| !want.contains(n.name.as_str()) && !wanted.untouched.contains(&n.name))
             .map(|n| n.name.clone())
             .collect()
     };
@@ -371,6 +386,14 @@ pub fn plan_sync(current: &[Node], wanted: Changes) -> Changes {
         removals,
         ..wanted
     }
+}
+
+/// Whether removing `removals` of the `current` nodes is too large a
+/// shrink for `sync` to take on a member list's word: more than half of
+/// them. A partitioned agent sees only part of the cluster, and its list
+/// looks like a mass leave.
+pub fn shrinks_too_much(current: usize, removals: usize) -> bool {
+    removals.saturating_mul(2) > current
 }
 
 #[cfg(test)]
@@ -404,10 +427,19 @@ mod tests {
         for line in [
             "s1\t10.0.0.1\tbackend\tport=+80",
             "s1\t10.0.0.1\tbackend\tport=0080",
-            "s1\t10.0.0.1\tbackend\tweight=1e2",
         ] {
             let m = parse_member_line(line).unwrap();
             assert!(node_of(&m, 3000).is_err(), "{line:?}");
+        }
+        // A bad weight is dropped: the member keeps its place.
+        for line in [
+            "s1\t10.0.0.1\tbackend\tweight=1e2",
+            "s1\t10.0.0.1\tbackend\tweight=300",
+        ] {
+            let m = parse_member_line(line).unwrap();
+            let (node, notes) = node_of(&m, 3000).unwrap();
+            assert_eq!(node.weight, Some(node::DEFAULT_WEIGHT), "{line:?}");
+            assert!(notes[0].starts_with("dropped tag `weight`"), "{notes:?}");
         }
         assert!(parse_member_line("s1\t10.0.0.1\tbackend\tport=80,port=81").is_err());
         let text = r#"{"members":[{"name":"a","addr":"127.0.0.1:7946","tags":{"port":"1","port":"2"},"status":"alive"}]}"#;
@@ -485,5 +517,21 @@ mod tests {
         assert_eq!(plan.removals, ["a"]);
         assert_eq!(plan.upserts, [n("b", "2.2.2.3"), n("c", "3.3.3.3")]);
         assert_eq!(plan.skipped, ["member `e`: bad"]);
+        // A member skipped for a bad port still backs its node.
+        let roles = ["backend".to_string()];
+        let members = ["a\t1.1.1.1\tbackend\tport=0", "b\t2.2.2.2\tbackend\t"];
+        let members = members.map(parse_member_line);
+        let plan = plan_sync(&current, batch(members, &roles, "", 1));
+        assert_eq!(plan.removals, ["d"]);
+        assert_eq!(plan.skipped.len(), 1);
+    }
+
+    #[test]
+    fn shrink_guard() {
+        assert!(!shrinks_too_much(0, 0));
+        assert!(!shrinks_too_much(10, 5));
+        assert!(shrinks_too_much(10, 6));
+        assert!(shrinks_too_much(1, 1));
+        assert!(!shrinks_too_much(2, 1));
     }
 }
