@@ -716,3 +716,37 @@ fn every_error_and_exit_code_reaches_the_log_file() {
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.lines().all(|l| l.contains(" hacfg[")), "{text}");
 }
+
+/// Debian installs HAProxy in /usr/sbin, which a user's PATH lacks: hacfg
+/// looks there (and in /usr/local/sbin) too, and `-v` says which one runs.
+#[test]
+fn haproxy_is_found_in_sbin_without_it_on_path() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let dir = haproxy.parent().unwrap();
+    if !["/usr/sbin", "/usr/local/sbin"]
+        .iter()
+        .any(|d| dir == std::path::Path::new(d))
+    {
+        eprintln!("note: haproxy is not in an sbin folder; skipping");
+        return;
+    }
+    let env = TestEnv::new();
+    let done = env
+        .call(&[
+            "-v",
+            "--reload",
+            "--reload-cmd",
+            "true",
+            "add",
+            "s1",
+            "10.0.0.1",
+        ])
+        .env("PATH", "/usr/bin:/bin")
+        .code(0);
+    done.stderr_has(&format!(
+        "checking the candidate with `{} -c`",
+        haproxy.display()
+    ));
+}
