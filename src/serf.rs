@@ -177,7 +177,7 @@ pub fn node_of(member: &Member, default_port: u16) -> Result<(Node, Vec<String>)
         .as_deref()
         .map(node::parse_port)
         .transpose();
-    let port = port.map_err(|e| anyhow!("member `{}`: {e} (tag `port`)", member.name))?;
+    let port = port.map_err(|e| anyhow!("{e} (tag `port`)"))?;
     let mut notes = member.notes.clone();
     let weight = match tags.remove("weight").as_deref().map(node::parse_weight) {
         Some(Err(e)) => {
@@ -246,22 +246,26 @@ pub struct Changes {
 
 /// The members of `roles` (but not the agent itself, `self_name`) as
 /// nodes to write: the one batch policy of `hacfg serf` and `hacfg sync`.
+/// A member given more than once is planned once, from its last line; a
+/// skipped member with a valid name is named in its reason.
 pub fn batch(
     members: impl IntoIterator<Item = Result<Member>>,
     roles: &[String],
     self_name: &str,
     default_port: u16,
 ) -> Changes {
-    let mut changes = Changes::default();
+    let (members, mut changes) = last_per_name(members);
     for member in members {
         let planned = member.and_then(|m| {
             if m.name == self_name || !roles.contains(&m.role) {
                 return Ok(());
             }
-            let (node, notes) = node_of(&m, default_port).inspect_err(|_| {
-                if node::validate_name(&m.name).is_ok() {
-                    changes.untouched.insert(m.name.clone());
+            let (node, notes) = node_of(&m, default_port).map_err(|e| {
+                if node::validate_name(&m.name).is_err() {
+                    return e; // the error shows the name, escaped
                 }
+                changes.untouched.insert(m.name.clone());
+                e.context(format!("member `{}`", m.name))
             })?;
             changes.notes.extend(
                 notes
@@ -276,6 +280,44 @@ pub fn batch(
         }
     }
     changes
+}
+
+/// The members with the last line of each name (Serf describes a member
+/// once per event: a repeated one is a copy or stale), in their order, and
+/// changes with one note on how many lines were dropped. Lines that are no
+/// member (malformed) are all kept.
+fn last_per_name(
+    members: impl IntoIterator<Item = Result<Member>>,
+) -> (Vec<Result<Member>>, Changes) {
+    let members: Vec<Result<Member>> = members.into_iter().collect();
+    let mut last = std::collections::HashMap::new();
+    for (at, member) in members.iter().enumerate() {
+        if let Ok(m) = member {
+            last.insert(m.name.as_str(), at);
+        }
+    }
+    let keep: Vec<bool> = members
+        .iter()
+        .enumerate()
+        .map(|(at, m)| {
+            m.as_ref()
+                .map_or(true, |m| last.get(m.name.as_str()) == Some(&at))
+        })
+        .collect();
+    let dropped = keep.iter().filter(|k| !**k).count();
+    let mut keep = keep.into_iter();
+    let members = members
+        .into_iter()
+        .filter(|_| keep.next().unwrap_or(true))
+        .collect();
+    let mut changes = Changes::default();
+    if dropped > 0 {
+        changes.notes.push(format!(
+            "{dropped} repeated member line(s) dropped: a member given more than once is \
+             applied once, from its last line"
+        ));
+    }
+    (members, changes)
 }
 
 /// `serf members -format=json`, as far as hacfg reads it.
@@ -347,7 +389,7 @@ pub fn plan_event(
     if action == Action::Upsert {
         return batch(members, roles, self_name, default_port);
     }
-    let mut changes = Changes::default();
+    let (members, mut changes) = last_per_name(members);
     for member in members {
         let planned = member.and_then(|m| {
             if m.name != self_name && roles.contains(&m.role) && action == Action::Remove {
@@ -524,6 +566,40 @@ mod tests {
         let plan = plan_sync(&current, batch(members, &roles, "", 1));
         assert_eq!(plan.removals, ["d"]);
         assert_eq!(plan.skipped.len(), 1);
+    }
+
+    #[test]
+    fn repeated_members_are_planned_once_from_their_last_line() {
+        let roles = ["backend".to_string()];
+        let mut lines: Vec<Result<String>> = (0..100)
+            .map(|_| Ok("s1\t10.0.0.1\tbackend\t".to_string()))
+            .collect();
+        lines.push(Ok("s1\t10.0.0.2\tbackend\t".into()));
+        lines.push(Ok("s2\t10.0.0.3 x\tbackend\t".into()));
+        let plan = plan_event(lines, Action::Upsert, &roles, "", 1);
+        assert_eq!(
+            plan.upserts,
+            [Node::named("s1").at("10.0.0.2").port(1).weight(1)]
+        );
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        assert!(
+            plan.notes[0].starts_with("100 repeated"),
+            "{:?}",
+            plan.notes
+        );
+        assert!(
+            plan.skipped[0].starts_with("member `s2`: invalid address"),
+            "{:?}",
+            plan.skipped
+        );
+        let leave = vec![
+            Ok("s1\t\tbackend\t".to_string()),
+            Ok("s1\t\tbackend\t".into()),
+        ];
+        assert_eq!(
+            plan_event(leave, Action::Remove, &roles, "", 1).removals,
+            ["s1"]
+        );
     }
 
     #[test]

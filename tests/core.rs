@@ -750,3 +750,26 @@ fn haproxy_is_found_in_sbin_without_it_on_path() {
         haproxy.display()
     ));
 }
+
+/// Editors leave files in a folder they save into: vim's write probe
+/// `4913` (empty, for an instant) and swap files are no nodes. An empty
+/// file under any other name is still an error that names it.
+#[test]
+fn editor_probes_and_swap_files_are_ignored() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    env.write("nodes/4913", "");
+    env.write("nodes/s1.swp", "garbage");
+    env.write("nodes/s1.swx", "garbage");
+    env.ok(&["render"]);
+    assert_eq!(env.servers(), ["s1 10.0.0.1:3000"]);
+    env.call(&["add", "4913", "10.0.0.2"])
+        .unchanged()
+        .code(1)
+        .stderr_has("files named like this are ignored");
+    env.write("nodes/s2", "");
+    env.call(&["render"])
+        .code(1)
+        .stderr_has("invalid node file `$TMP/nodes/s2`")
+        .stderr_has("the file is empty");
+}

@@ -653,3 +653,42 @@ fn a_member_with_an_out_of_range_weight_is_kept_by_serf_and_sync() {
         ["w1 10.0.0.1:3000", "w2 10.0.0.2:3000"]
     );
 }
+
+/// A skipped member is named in its warning, and a member described again
+/// and again in one event (20,000 identical lines, then a newer one) is
+/// staged once, from its last line, with one note.
+#[test]
+fn skipped_members_are_named_and_repeated_lines_staged_once() {
+    let env = TestEnv::new();
+    let mut stdin = "s1\t10.0.0.1\tbackend\trole=backend\n".repeat(20_000);
+    stdin.push_str("s1\t10.0.0.2\tbackend\trole=backend\n");
+    stdin.push_str("bad-addr\t10.0.0.5 backup\tbackend\t\n");
+    let done = handle(&env, "member-join", &stdin, &[])
+        .within(30.0)
+        .code(6);
+    done.stderr_has("member-join: skipped: member `bad-addr`: invalid address \"10.0.0.5 backup\"")
+        .stderr_has("member-join: 1 member(s) skipped");
+    assert_eq!(
+        done.stderr.matches("added/updated node").count(),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert_eq!(
+        done.stderr.matches("repeated").count(),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert_eq!(env.servers(), ["s1 10.0.0.2:3000"]);
+    // A leave repeated is one removal.
+    let stdin = "s1\t10.0.0.2\tbackend\t\n".repeat(1000);
+    let done = handle(&env, "member-leave", &stdin, &[]).code(0);
+    assert_eq!(
+        done.stderr.matches("removed node `s1`").count(),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert!(!done.stderr.contains("was not there"), "{}", done.stderr);
+}
