@@ -438,16 +438,28 @@ fn a_poison_member_is_held_back_and_serf_and_sync_agree_on_tags() {
         "{:?}",
         sorted_servers(&env)
     );
-    // Give the poison member's event time to have been handled too.
-    assert!(wait_until(10.0, || env.nodes.join(".hacfg.held").exists()));
+    // Give the poison member's event time to have been handled too. Its
+    // handler records the held node (`.hacfg.held`) under the lock, before
+    // its render, and logs why only once it has let the lock go: when that
+    // event comes last, the record shows before the log line does. Wait for
+    // the line itself.
+    let log = || fs::read_to_string(env.path("serf.log")).unwrap_or_default();
+    assert!(
+        wait_until(10.0, || env.nodes.join(".hacfg.held").exists()
+            && log().contains("HAProxy refused node `poison`")),
+        "{}",
+        log()
+    );
     assert_eq!(
         sorted_servers(&env),
         ["cosmetic 127.0.0.9:3000", "good 127.0.0.10:3005"]
     );
     assert!(!env.output_text().contains("backend stats"));
-    let log = fs::read_to_string(env.path("serf.log")).unwrap_or_default();
-    assert!(log.contains("HAProxy refused node `poison`"), "{log}");
-    assert!(log.contains("member `cosmetic`: dropped a tag"), "{log}");
+    assert!(
+        log().contains("member `cosmetic`: dropped a tag"),
+        "{}",
+        log()
+    );
     // sync sees the same members the same way: the folder stays as it is,
     // and the held node is reported, as a later event would.
     let live = env.output_text();
