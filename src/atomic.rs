@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use tempfile::NamedTempFile;
+use tempfile::{NamedTempFile, TempPath};
 
 /// Temp files hacfg writes are named `.hacfg-XXXXXX.tmp`: hidden (never a
 /// node), short whatever the target's name (a 253-byte node name still fits
@@ -46,8 +46,16 @@ pub fn remove_leftovers(dir: &Path) {
 
 /// A file written next to its target, not yet visible under the target's name.
 pub struct Staged {
-    file: NamedTempFile,
+    file: Held,
     target: PathBuf,
+}
+
+/// A staged file: still open (a single write, synced at once), or closed
+/// (a batch member: it holds no descriptor until `sync_all` opens it again,
+/// so a batch of any size stays within the open-file limit).
+enum Held {
+    Open(NamedTempFile),
+    Closed(TempPath),
 }
 
 impl Staged {
@@ -57,10 +65,17 @@ impl Staged {
         Staged::write(target, bytes, true)
     }
 
-    /// Like `new`, without the fsync: for batches, which make the data
-    /// durable with `sync_all` before renaming.
+    /// Like `new`, without the fsync, and closed once written: for
+    /// batches, which make the data durable with `sync_all` before renaming.
     pub fn unsynced(target: &Path, bytes: &[u8]) -> Result<Staged> {
-        Staged::write(target, bytes, false)
+        let staged = Staged::write(target, bytes, false)?;
+        Ok(match staged.file {
+            Held::Open(file) => Staged {
+                file: Held::Closed(file.into_temp_path()),
+                target: staged.target,
+            },
+            Held::Closed(_) => staged,
+        })
     }
 
     fn write(target: &Path, bytes: &[u8], sync: bool) -> Result<Staged> {
@@ -92,14 +107,36 @@ impl Staged {
         write(&mut file)
             .with_context(|| format!("unable to write temp file `{}`", file.path().display()))?;
         Ok(Staged {
-            file,
+            file: Held::Open(file),
             target: target.to_path_buf(),
         })
     }
 
     /// Where the staged bytes are, e.g. for `haproxy -c -f`.
     pub fn path(&self) -> &Path {
-        self.file.path()
+        match &self.file {
+            Held::Open(file) => file.path(),
+            Held::Closed(path) => path,
+        }
+    }
+
+    /// Makes the staged bytes durable. A closed file is opened again for
+    /// it (read-only, not following links: the name is ours, in a folder
+    /// whose leftovers only an exclusive lock removes); Linux's fsync
+    /// flushes the inode's data whichever descriptor asks.
+    fn sync(&self) -> Result<()> {
+        let synced = match &self.file {
+            Held::Open(file) => file.as_file().sync_all(),
+            Held::Closed(path) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)
+                    .and_then(|f| f.sync_all())
+            }
+        };
+        synced.with_context(|| format!("unable to sync temp file `{}`", self.path().display()))
     }
 
     /// Renames the staged file over the target and fsyncs the folder.
@@ -112,11 +149,11 @@ impl Staged {
     /// Renames the staged file over the target; the caller syncs the folder.
     pub fn rename(self) -> Result<()> {
         let target = self.target;
-        self.file
-            .persist(&target)
-            .map_err(|e| e.error)
-            .with_context(|| format!("unable to replace `{}`", target.display()))?;
-        Ok(())
+        let persisted = match self.file {
+            Held::Open(file) => file.persist(&target).map(drop).map_err(|e| e.error),
+            Held::Closed(path) => path.persist(&target).map_err(|e| e.error),
+        };
+        persisted.with_context(|| format!("unable to replace `{}`", target.display()))
     }
 }
 
@@ -157,15 +194,12 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Fsyncs many staged files. The journal commits concurrent fsyncs as a
 /// group, so a few threads make a batch of 1,000 small files durable about
 /// three times faster than one after another; `syncfs` would be one call,
-/// but its cost depends on every other writer's dirty data.
+/// but its cost depends on every other writer's dirty data. Batch members
+/// are closed (see `Staged::unsynced`): at most one descriptor per thread
+/// is open here, whatever the batch's size.
 pub fn sync_all(staged: &[Staged]) -> Result<()> {
     const THREADS: usize = 8;
-    let sync = |s: &Staged| {
-        s.file
-            .as_file()
-            .sync_all()
-            .with_context(|| format!("unable to sync temp file `{}`", s.path().display()))
-    };
+    let sync = Staged::sync;
     if staged.len() < 2 {
         return staged.iter().try_for_each(sync);
     }
@@ -218,6 +252,23 @@ mod tests {
         assert_eq!(fs::read(staged.path()).unwrap(), b"new");
         drop(staged);
         assert_eq!(fs::read(&target).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_closed_stage_syncs_renames_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let staged = vec![
+            Staged::unsynced(&a, b"one").unwrap(),
+            Staged::unsynced(&b, b"two").unwrap(),
+        ];
+        sync_all(&staged).unwrap();
+        let mut staged = staged.into_iter();
+        staged.next().unwrap().rename().unwrap();
+        drop(staged);
+        assert_eq!(fs::read(&a).unwrap(), b"one");
+        // The unrenamed one vanished with its stage.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -296,7 +296,8 @@ struct Sync<'a> {
     roles: &'a [String],
     /// Print the plan on stdout (`+ node`, `- node`) instead.
     dry_run: bool,
-    /// Apply even a list in which the agent sees no other member.
+    /// Apply even a list in which the agent sees no other member, or one
+    /// that would remove more than half of the nodes.
     allow_empty: bool,
 }
 
@@ -327,16 +328,35 @@ impl Sync<'_> {
                 let _ = writeln!(text, "- `{name}`");
             }
             print_stdout(&text)?;
+            self.guard(current.len(), &changes)?;
             return Ok(partial("sync", skipped, Outcome::Done));
         }
         let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
         // One exclusive lock from reading the folder to applying the render:
         // nothing changes the folder between the plan and its render.
         let lock = store.lock::<Exclusive>()?;
-        let changes = serf::plan_sync(&store.load_all(&lock)?, wanted);
+        let current = store.load_all(&lock)?;
+        let changes = serf::plan_sync(&current, wanted);
+        self.guard(current.len(), &changes)?;
         skipped += apply_changes(store, &lock, &changes, "sync", port, log)?;
         let outcome = update_under(cfg, store, lock, &output, log, None)?;
         Ok(partial("sync", skipped, outcome))
+    }
+
+    /// A partitioned agent that still sees a few members is thin evidence
+    /// too: a plan that removes more than half of the `current` nodes
+    /// changes nothing (exit 5) unless `--allow-empty`.
+    fn guard(&self, current: usize, changes: &Changes) -> Result<()> {
+        let removals = changes.removals.len();
+        if self.allow_empty || !serf::shrinks_too_much(current, removals) {
+            return Ok(());
+        }
+        Err(Failure::Alone(format!(
+            "sync would remove {removals} of the {current} nodes (more than half): nothing \
+             changed (an agent cut off from part of the cluster sees only part of it; \
+             --allow-empty applies the list anyway)"
+        ))
+        .into())
     }
 }
 

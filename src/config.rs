@@ -350,8 +350,8 @@ fn check_from(apply: &ApplyArgs, wants_reload: bool) -> Result<Check> {
     if wants_reload && check == Check::Unavailable {
         bail!(
             "refusing to reload HAProxy with an unchecked config: no `haproxy` found on \
-             PATH; set --haproxy-bin PATH (or HACFG_HAPROXY_BIN), or --no-check to reload \
-             without a check"
+             PATH, in /usr/local/sbin or in /usr/sbin; set --haproxy-bin PATH (or \
+             HACFG_HAPROXY_BIN), or --no-check to reload without a check"
         );
     }
     Ok(check)
@@ -438,7 +438,8 @@ fn write_mode_from(apply: &ApplyArgs) -> WriteMode {
     }
 }
 
-/// `bin` itself if it has a slash, else the first match on PATH.
+/// `bin` itself if it has a slash, else the first match on PATH, then in
+/// the sbin folders (`SBIN_DIRS`).
 fn find_executable(bin: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let is_exec = |p: &Path| {
@@ -448,10 +449,16 @@ fn find_executable(bin: &Path) -> Option<PathBuf> {
     if bin.components().count() > 1 {
         return is_exec(bin).then(|| bin.to_path_buf());
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SBIN_DIRS.iter().map(PathBuf::from))
         .map(|dir| dir.join(bin))
         .find(|p| is_exec(p))
 }
+
+/// Where a bare binary name is also looked for after `PATH`: Debian and
+/// others install `haproxy` in `/usr/sbin`, which a non-root `PATH` lacks.
+const SBIN_DIRS: [&str; 2] = ["/usr/local/sbin", "/usr/sbin"];
 
 #[cfg(test)]
 mod tests {

@@ -40,23 +40,41 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// The whole program: parse, resolve, run, and say how it ended.
+/// The whole program: parse, resolve, run, and say how it ended. Every
+/// error and every other non-zero exit is also one line in the log file,
+/// with its exit code: Serf throws a handler's stderr away.
 pub fn execute() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(usage) => log::usage_exit(&usage, log::log_file_of_args().as_deref()),
+    };
     let verbose = cli.global.verbose;
+    let log_file = cli.global.log_file.clone();
+    let log_file = log_file.as_deref();
     match config::Config::from_cli(cli).and_then(|cfg| commands::run(&cfg)) {
         Ok(outcome) => {
-            if let exit::Outcome::Skipped(message) | exit::Outcome::Drift(message) = &outcome {
-                log::print_warning(message);
+            let code = outcome.code();
+            match &outcome {
+                exit::Outcome::Skipped(message) | exit::Outcome::Drift(message) => {
+                    log::print_warning(message);
+                    log::log_exit(log_file, &format!("warning: {message}"), code as u8);
+                }
+                exit::Outcome::Differs => {
+                    let message = "render --diff: the output would change";
+                    log::log_exit(log_file, message, code as u8);
+                }
+                exit::Outcome::Done => {}
             }
-            outcome.code().into()
+            code.into()
         }
         Err(err) => match err.downcast::<clap::Error>() {
             // A usage problem found after parsing: clap's format, exit 2.
-            Ok(usage) => usage.exit(),
+            Ok(usage) => log::usage_exit(&usage, log_file),
             Err(err) => {
                 log::print_error(&err, verbose);
-                exit::code_of(&err).into()
+                let code = exit::code_of(&err);
+                log::log_exit(log_file, &log::error_text(&err), code as u8);
+                code.into()
             }
         },
     }

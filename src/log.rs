@@ -30,19 +30,7 @@ impl Log {
     /// is a warning, never a lost event: the run goes on without it.
     pub fn new(verbosity: Verbosity, path: Option<&Path>) -> Log {
         let file = path.and_then(|p| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                // A FIFO or device must not block or swallow the handler.
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-                .open(p)
-                .and_then(|f| {
-                    if f.metadata()?.is_file() {
-                        Ok(f)
-                    } else {
-                        Err(std::io::Error::other("not a regular file"))
-                    }
-                })
+            open(p)
                 .map_err(|e| {
                     print_warning(&format!(
                         "unable to open log file `{}`: {e}; logging to stderr only",
@@ -77,12 +65,99 @@ impl Log {
 
     fn append(&mut self, message: &str) {
         if let Some(file) = &mut self.file {
-            let line = format!("{} hacfg[{}]: {message}\n", timestamp(), std::process::id());
-            // One write per line, so concurrent appenders never interleave
-            // within a line; a full disk must not fail the handler itself.
-            let _ = file.write_all(line.as_bytes());
+            append_line(file, message);
         }
     }
+}
+
+/// Opens the log file for appending. A FIFO or device must not block or
+/// swallow the handler, and a link is not followed.
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|f| {
+            if f.metadata()?.is_file() {
+                Ok(f)
+            } else {
+                Err(std::io::Error::other("not a regular file"))
+            }
+        })
+}
+
+/// Appends `TIMESTAMP hacfg[PID]: message`, in one write, so concurrent
+/// appenders never interleave within a line; a full disk must not fail
+/// the handler itself.
+fn append_line(file: &mut File, message: &str) {
+    let line = format!("{} hacfg[{}]: {message}\n", timestamp(), std::process::id());
+    let _ = file.write_all(line.as_bytes());
+}
+
+/// Longest `error:` line written to the log file (HAProxy's words
+/// included); the rest is cut, with its length.
+const EXIT_LINE_CAP: usize = 8 * 1024;
+
+/// Appends to the log file at `path` (if any) how a run ended: `message`
+/// on one line, with the exit code. Serf discards a handler's stderr, so
+/// this line is what its operator sees of an error. Quietly: a log file
+/// that cannot be opened was already reported, and stderr has the message.
+pub fn log_exit(path: Option<&Path>, message: &str, code: u8) {
+    let Some(mut file) = path.and_then(|p| open(p).ok()) else {
+        return;
+    };
+    let flat: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let flat = flat.join(" | ");
+    let shown = match crate::quote::cut(&flat, EXIT_LINE_CAP) {
+        Some(head) => format!("{head}… ({} bytes)", flat.len()),
+        None => flat,
+    };
+    append_line(&mut file, &format!("{shown} (exit {code})"));
+}
+
+/// An error and its causes as `log_exit` takes them: `error: what: why`.
+pub fn error_text(err: &anyhow::Error) -> String {
+    format!("error: {err:#}")
+}
+
+/// Exits as clap does (`--help` and `--version` too); a usage error is
+/// logged first, as its first line (`error: …`).
+pub fn usage_exit(usage: &clap::Error, log_file: Option<&std::path::Path>) -> ! {
+    if usage.use_stderr() {
+        let text = usage.render().to_string();
+        let first = text.lines().next().unwrap_or("error: usage error");
+        let code = u8::try_from(usage.exit_code()).unwrap_or(2);
+        log_exit(log_file, first, code);
+    }
+    usage.exit()
+}
+
+/// The log file named on a command line clap refused: `--log-file PATH`,
+/// `--log-file=PATH`, or `HACFG_LOG_FILE`, as clap would have read them.
+pub fn log_file_of_args() -> Option<std::path::PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    let mut found = None;
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--log-file" {
+            found = args.next().map(Into::into);
+        } else if let Some(path) = arg.as_encoded_bytes().strip_prefix(b"--log-file=") {
+            use std::os::unix::ffi::OsStrExt;
+            found = Some(std::ffi::OsStr::from_bytes(path).into());
+        }
+    }
+    found.or_else(|| {
+        std::env::var_os("HACFG_LOG_FILE")
+            .filter(|p| !p.is_empty())
+            .map(Into::into)
+    })
 }
 
 /// An aligned text table (`list`, `status`): columns two spaces apart,
@@ -159,6 +234,24 @@ fn timestamp() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_exit_is_one_line_however_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        super::log_exit(Some(&path), "error: refused\n[ALERT] a\n\n  [ALERT] b\n", 3);
+        super::log_exit(Some(&path), &"x".repeat(100_000), 4);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].ends_with(": error: refused | [ALERT] a | [ALERT] b (exit 3)"));
+        assert!(
+            lines[1].ends_with("… (100000 bytes) (exit 4)"),
+            "{}",
+            lines[1].len()
+        );
+        assert!(lines[1].len() < 9000);
+    }
+
     #[test]
     fn timestamp_shape() {
         let t = super::timestamp();

@@ -30,12 +30,16 @@ const IGNORED_SUFFIXES: &[&[u8]] = &[
     b".rej",
     b".swp",
     b".swo",
+    b".swx",
     b".tmp",
     b".rpmnew",
     b".rpmsave",
 ];
 /// dpkg's leftovers: `*.dpkg-old`, `*.dpkg-new`, `*.dpkg-tmp`, `*.dpkg-dist`, …
 const IGNORED_INFIX: &[u8] = b".dpkg-";
+/// Whole names that are no node: vim's probe, the empty file it creates
+/// and deletes in a folder it saves into to test that it may write there.
+const IGNORED_NAMES: &[&[u8]] = &[b"4913"];
 
 /// One backend node, as written to `<nodes-dir>/<name>` (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,20 +109,22 @@ impl Node {
         Ok(())
     }
 
-    /// The node's JSON file content (one line, newline-terminated).
-    pub fn to_file_bytes(&self) -> Vec<u8> {
-        // Serializing a struct of strings and integers cannot fail.
-        let mut out = serde_json::to_vec(self).unwrap_or_default();
+    /// The node's JSON file content (one line, newline-terminated). An
+    /// error, never an empty line, if it could not be serialized.
+    pub fn to_file_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = serde_json::to_vec(self)
+            .with_context(|| format!("unable to serialize node `{}`", self.name))?;
         out.push(b'\n');
-        out
+        Ok(out)
     }
 }
 
 /// Whether a file in the nodes folder is not a node: hidden files (hacfg's
-/// own index and temp files among them), editor backups and package
-/// leftovers. Raw bytes: the rules apply before any other check of the name.
+/// own index and temp files among them), editor backups, swap files and
+/// vim's write probe `4913`, and package leftovers. Raw bytes: the rules apply before any other check of the name.
 pub fn is_ignored_file_name(name: &[u8]) -> bool {
-    name.starts_with(b".")
+    IGNORED_NAMES.contains(&name)
+        || name.starts_with(b".")
         || name.starts_with(b"#")
         || name.ends_with(b"~")
         || IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
@@ -422,7 +428,7 @@ mod tests {
         let long = "a".repeat(MAX_NAME_LEN + 1);
         for bad in [
             "", ".", "..", "../x", "a/b", "-x", ".x", "a b", "a\nb", "a#b", "a~", "x.bak", "é",
-            &long,
+            "4913", "x.swx", &long,
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
@@ -496,7 +502,8 @@ mod tests {
     #[test]
     fn json_round_trip_and_identity() {
         let node = Node::named("s1").port(80).weight(5).tag("backend", "api");
-        let bytes = node.to_file_bytes();
+        let bytes = node.to_file_bytes().unwrap();
+        assert!(bytes.ends_with(b"}\n") && !bytes[..bytes.len() - 1].contains(&b'\n'));
         assert_eq!(parse_node_file("s1", &bytes).unwrap(), node);
         assert!(parse_node_file("s2", &bytes).is_err());
         assert!(parse_node_file("s1", br#"{"name":"s1"}"#).is_err());

@@ -163,9 +163,10 @@ pub fn parse_member_line(line: &str) -> Result<Member> {
 
 /// The node for a member, and notes on the tags it dropped: tags `port`
 /// and `weight` become fields, the rest (except `role`) stay tags. A bad
-/// name, address, port, weight or backend is an error (hostile values are
-/// refused, never cleaned); a tag hacfg does not use that fails validation
-/// is dropped from the node, with a note.
+/// name, address, port or backend is an error (hostile values are refused,
+/// never cleaned); a bad weight only tunes the node, so it is dropped, with
+/// a note, and the node gets the default weight, as is a tag hacfg does not
+/// use that fails validation.
 pub fn node_of(member: &Member, default_port: u16) -> Result<(Node, Vec<String>)> {
     node::validate_name(&member.name)?;
     let (address, _) = node::parse_endpoint(&member.address)?;
@@ -176,18 +177,23 @@ pub fn node_of(member: &Member, default_port: u16) -> Result<(Node, Vec<String>)
         .as_deref()
         .map(node::parse_port)
         .transpose();
-    let port = port.map_err(|e| anyhow!("member `{}`: {e} (tag `port`)", member.name))?;
-    let weight = tags
-        .remove("weight")
-        .as_deref()
-        .map(node::parse_weight)
-        .transpose();
-    let weight = weight.map_err(|e| anyhow!("member `{}`: {e} (tag `weight`)", member.name))?;
+    let port = port.map_err(|e| anyhow!("{e} (tag `port`)"))?;
+    let mut notes = member.notes.clone();
+    let weight = match tags.remove("weight").as_deref().map(node::parse_weight) {
+        Some(Err(e)) => {
+            notes.push(format!(
+                "dropped tag `weight`: {e}; the node gets the default weight {}",
+                node::DEFAULT_WEIGHT
+            ));
+            None
+        }
+        Some(Ok(weight)) => Some(weight),
+        None => None,
+    };
     let (port, weight) = (
         port.unwrap_or(default_port),
         weight.unwrap_or(node::DEFAULT_WEIGHT),
     );
-    let mut notes = member.notes.clone();
     let mut kept = 0;
     tags.retain(|k, v| {
         if USED_TAGS.contains(&k.as_str()) {
@@ -227,28 +233,40 @@ pub struct Changes {
     pub upserts: Vec<Node>,
     /// Nodes to remove, by name.
     pub removals: Vec<String>,
-    /// Why members were skipped (a bad name, address, port, weight,
-    /// backend, or a malformed line): the run exits 6.
+    /// Why members were skipped (a bad name, address, port or backend, or
+    /// a malformed line): the run exits 6.
     pub skipped: Vec<String>,
+    /// The skipped members that have a valid name: an alive member backs
+    /// whatever node of that name the folder has, so `sync` leaves it as
+    /// it is, as `serf` does.
+    pub untouched: BTreeSet<String>,
     /// Tags dropped from members that were kept: warnings only.
     pub notes: Vec<String>,
 }
 
 /// The members of `roles` (but not the agent itself, `self_name`) as
 /// nodes to write: the one batch policy of `hacfg serf` and `hacfg sync`.
+/// A member given more than once is planned once, from its last line; a
+/// skipped member with a valid name is named in its reason.
 pub fn batch(
     members: impl IntoIterator<Item = Result<Member>>,
     roles: &[String],
     self_name: &str,
     default_port: u16,
 ) -> Changes {
-    let mut changes = Changes::default();
+    let (members, mut changes) = last_per_name(members);
     for member in members {
         let planned = member.and_then(|m| {
             if m.name == self_name || !roles.contains(&m.role) {
                 return Ok(());
             }
-            let (node, notes) = node_of(&m, default_port)?;
+            let (node, notes) = node_of(&m, default_port).map_err(|e| {
+                if node::validate_name(&m.name).is_err() {
+                    return e; // the error shows the name, escaped
+                }
+                changes.untouched.insert(m.name.clone());
+                e.context(format!("member `{}`", m.name))
+            })?;
             changes.notes.extend(
                 notes
                     .into_iter()
@@ -262,6 +280,44 @@ pub fn batch(
         }
     }
     changes
+}
+
+/// The members with the last line of each name (Serf describes a member
+/// once per event: a repeated one is a copy or stale), in their order, and
+/// changes with one note on how many lines were dropped. Lines that are no
+/// member (malformed) are all kept.
+fn last_per_name(
+    members: impl IntoIterator<Item = Result<Member>>,
+) -> (Vec<Result<Member>>, Changes) {
+    let members: Vec<Result<Member>> = members.into_iter().collect();
+    let mut last = std::collections::HashMap::new();
+    for (at, member) in members.iter().enumerate() {
+        if let Ok(m) = member {
+            last.insert(m.name.as_str(), at);
+        }
+    }
+    let keep: Vec<bool> = members
+        .iter()
+        .enumerate()
+        .map(|(at, m)| {
+            m.as_ref()
+                .map_or(true, |m| last.get(m.name.as_str()) == Some(&at))
+        })
+        .collect();
+    let dropped = keep.iter().filter(|k| !**k).count();
+    let mut keep = keep.into_iter();
+    let members = members
+        .into_iter()
+        .filter(|_| keep.next().unwrap_or(true))
+        .collect();
+    let mut changes = Changes::default();
+    if dropped > 0 {
+        changes.notes.push(format!(
+            "{dropped} repeated member line(s) dropped: a member given more than once is \
+             applied once, from its last line"
+        ));
+    }
+    (members, changes)
 }
 
 /// `serf members -format=json`, as far as hacfg reads it.
@@ -333,7 +389,7 @@ pub fn plan_event(
     if action == Action::Upsert {
         return batch(members, roles, self_name, default_port);
     }
-    let mut changes = Changes::default();
+    let (members, mut changes) = last_per_name(members);
     for member in members {
         let planned = member.and_then(|m| {
             if m.name != self_name && roles.contains(&m.role) && action == Action::Remove {
@@ -351,13 +407,14 @@ pub fn plan_event(
 
 /// The changes that make `current` equal to `wanted` (a [`batch`]; both
 /// keyed by name): the nodes that differ are written, the nodes no member
-/// backs are removed. `wanted`'s skips and notes are kept.
+/// backs are removed (a member skipped for a bad tag still backs its
+/// node). `wanted`'s skips and notes are kept.
 pub fn plan_sync(current: &[Node], wanted: Changes) -> Changes {
     let removals = {
         let want: BTreeSet<&str> = wanted.upserts.iter().map(|n| n.name.as_str()).collect();
         current
             .iter()
-            .filter(|n| !want.contains(n.name.as_str()))
+            .filter(|n| !want.contains(n.name.as_str()) && !wanted.untouched.contains(&n.name))
             .map(|n| n.name.clone())
             .collect()
     };
@@ -371,6 +428,14 @@ pub fn plan_sync(current: &[Node], wanted: Changes) -> Changes {
         removals,
         ..wanted
     }
+}
+
+/// Whether removing `removals` of the `current` nodes is too large a
+/// shrink for `sync` to take on a member list's word: more than half of
+/// them. A partitioned agent sees only part of the cluster, and its list
+/// looks like a mass leave.
+pub fn shrinks_too_much(current: usize, removals: usize) -> bool {
+    removals.saturating_mul(2) > current
 }
 
 #[cfg(test)]
@@ -404,10 +469,19 @@ mod tests {
         for line in [
             "s1\t10.0.0.1\tbackend\tport=+80",
             "s1\t10.0.0.1\tbackend\tport=0080",
-            "s1\t10.0.0.1\tbackend\tweight=1e2",
         ] {
             let m = parse_member_line(line).unwrap();
             assert!(node_of(&m, 3000).is_err(), "{line:?}");
+        }
+        // A bad weight is dropped: the member keeps its place.
+        for line in [
+            "s1\t10.0.0.1\tbackend\tweight=1e2",
+            "s1\t10.0.0.1\tbackend\tweight=300",
+        ] {
+            let m = parse_member_line(line).unwrap();
+            let (node, notes) = node_of(&m, 3000).unwrap();
+            assert_eq!(node.weight, Some(node::DEFAULT_WEIGHT), "{line:?}");
+            assert!(notes[0].starts_with("dropped tag `weight`"), "{notes:?}");
         }
         assert!(parse_member_line("s1\t10.0.0.1\tbackend\tport=80,port=81").is_err());
         let text = r#"{"members":[{"name":"a","addr":"127.0.0.1:7946","tags":{"port":"1","port":"2"},"status":"alive"}]}"#;
@@ -485,5 +559,55 @@ mod tests {
         assert_eq!(plan.removals, ["a"]);
         assert_eq!(plan.upserts, [n("b", "2.2.2.3"), n("c", "3.3.3.3")]);
         assert_eq!(plan.skipped, ["member `e`: bad"]);
+        // A member skipped for a bad port still backs its node.
+        let roles = ["backend".to_string()];
+        let members = ["a\t1.1.1.1\tbackend\tport=0", "b\t2.2.2.2\tbackend\t"];
+        let members = members.map(parse_member_line);
+        let plan = plan_sync(&current, batch(members, &roles, "", 1));
+        assert_eq!(plan.removals, ["d"]);
+        assert_eq!(plan.skipped.len(), 1);
+    }
+
+    #[test]
+    fn repeated_members_are_planned_once_from_their_last_line() {
+        let roles = ["backend".to_string()];
+        let mut lines: Vec<Result<String>> = (0..100)
+            .map(|_| Ok("s1\t10.0.0.1\tbackend\t".to_string()))
+            .collect();
+        lines.push(Ok("s1\t10.0.0.2\tbackend\t".into()));
+        lines.push(Ok("s2\t10.0.0.3 x\tbackend\t".into()));
+        let plan = plan_event(lines, Action::Upsert, &roles, "", 1);
+        assert_eq!(
+            plan.upserts,
+            [Node::named("s1").at("10.0.0.2").port(1).weight(1)]
+        );
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        assert!(
+            plan.notes[0].starts_with("100 repeated"),
+            "{:?}",
+            plan.notes
+        );
+        assert!(
+            plan.skipped[0].starts_with("member `s2`: invalid address"),
+            "{:?}",
+            plan.skipped
+        );
+        let leave = vec![
+            Ok("s1\t\tbackend\t".to_string()),
+            Ok("s1\t\tbackend\t".into()),
+        ];
+        assert_eq!(
+            plan_event(leave, Action::Remove, &roles, "", 1).removals,
+            ["s1"]
+        );
+    }
+
+    #[test]
+    fn shrink_guard() {
+        assert!(!shrinks_too_much(0, 0));
+        assert!(!shrinks_too_much(10, 5));
+        assert!(shrinks_too_much(10, 6));
+        assert!(shrinks_too_much(1, 1));
+        assert!(!shrinks_too_much(2, 1));
     }
 }

@@ -150,7 +150,7 @@ impl Store {
                         return Ok(false);
                     }
                     let path = self.path_of(&node.name)?;
-                    let write = atomic::Staged::unsynced(&path, &node.to_file_bytes());
+                    let write = atomic::Staged::unsynced(&path, &node.to_file_bytes()?);
                     staged.push(write.with_context(|| {
                         format!("unable to write node file `{}`", path.display())
                     })?);

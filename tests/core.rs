@@ -617,3 +617,159 @@ fn var_flags_add_to_hacfg_vars_and_keep_commas() {
         .code(2)
         .stderr_has("invalid HACFG_VARS: the key \"a\" is given twice");
 }
+
+/// Serf throws a handler's stderr away: every error and every non-zero
+/// exit reaches `--log-file` too, as one line with its exit code.
+#[test]
+fn every_error_and_exit_code_reaches_the_log_file() {
+    let env = TestEnv::new();
+    let log = env.path("serf.log");
+    let log_arg = log.to_str().unwrap();
+    let tail = || {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        text.lines().last().unwrap_or_default().to_string()
+    };
+    env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
+    // The check rejects the config (exit 3).
+    env.call(&[
+        "--log-file",
+        log_arg,
+        "--check-cmd",
+        "echo nope; false {}",
+        "add",
+        "s2",
+        "10.0.0.2",
+    ])
+    .code(3);
+    let line = tail();
+    assert!(
+        line.contains("hacfg[") && line.contains(": error: "),
+        "{line}"
+    );
+    assert!(line.ends_with("(exit 3)"), "{line}");
+    assert!(
+        line.contains("nope"),
+        "HAProxy's words, on the same line: {line}"
+    );
+    // A template error (exit 1), its causes on the same line.
+    let tmpl = env.write("bad.j2", "{{ nodes | nope }}\n");
+    env.call(&[
+        "--log-file",
+        log_arg,
+        "--template",
+        tmpl.to_str().unwrap(),
+        "render",
+    ])
+    .code(1);
+    let line = tail();
+    assert!(
+        line.contains("error: ") && line.ends_with("(exit 1)"),
+        "{line}"
+    );
+    assert!(line.contains("bad.j2"), "{line}");
+    // A failed reload (exit 4).
+    env.call(&[
+        "--log-file",
+        log_arg,
+        "--no-check",
+        "--reload",
+        "--reload-cmd",
+        "exit 1",
+        "reload",
+    ])
+    .code(4);
+    let line = tail();
+    assert!(
+        line.contains("error: reload failed") && line.ends_with("(exit 4)"),
+        "{line}"
+    );
+    // A usage error, even one clap finds in a variable (exit 2).
+    env.call(&["--log-file", log_arg, "render"])
+        .env("HACFG_MIN_NODES", "x")
+        .code(2);
+    let line = tail();
+    assert!(
+        line.contains("error: ") && line.ends_with("(exit 2)"),
+        "{line}"
+    );
+    env.call(&["render"])
+        .env("HACFG_LOG_FILE", &log)
+        .env("HACFG_QUIET", "yes-please")
+        .code(2);
+    let line = tail();
+    assert!(
+        line.contains("yes-please") && line.ends_with("(exit 2)"),
+        "{line}"
+    );
+    // A partial success is a warning, with its code (exit 6).
+    env.call(&["--log-file", log_arg, "--no-check", "serf"])
+        .env("SERF_EVENT", "member-join")
+        .stdin("bad name\t10.0.0.3\tbackend\t\n")
+        .code(6);
+    let line = tail();
+    assert!(
+        line.contains("warning: member-join: 1 member(s) skipped"),
+        "{line}"
+    );
+    assert!(line.ends_with("(exit 6)"), "{line}");
+    // Every error line is one line: nothing spills onto lines of its own.
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.lines().all(|l| l.contains(" hacfg[")), "{text}");
+}
+
+/// Debian installs HAProxy in /usr/sbin, which a user's PATH lacks: hacfg
+/// looks there (and in /usr/local/sbin) too, and `-v` says which one runs.
+#[test]
+fn haproxy_is_found_in_sbin_without_it_on_path() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let dir = haproxy.parent().unwrap();
+    if !["/usr/sbin", "/usr/local/sbin"]
+        .iter()
+        .any(|d| dir == std::path::Path::new(d))
+    {
+        eprintln!("note: haproxy is not in an sbin folder; skipping");
+        return;
+    }
+    let env = TestEnv::new();
+    let done = env
+        .call(&[
+            "-v",
+            "--reload",
+            "--reload-cmd",
+            "true",
+            "add",
+            "s1",
+            "10.0.0.1",
+        ])
+        .env("PATH", "/usr/bin:/bin")
+        .code(0);
+    done.stderr_has(&format!(
+        "checking the candidate with `{} -c`",
+        haproxy.display()
+    ));
+}
+
+/// Editors leave files in a folder they save into: vim's write probe
+/// `4913` (empty, for an instant) and swap files are no nodes. An empty
+/// file under any other name is still an error that names it.
+#[test]
+fn editor_probes_and_swap_files_are_ignored() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    env.write("nodes/4913", "");
+    env.write("nodes/s1.swp", "garbage");
+    env.write("nodes/s1.swx", "garbage");
+    env.ok(&["render"]);
+    assert_eq!(env.servers(), ["s1 10.0.0.1:3000"]);
+    env.call(&["add", "4913", "10.0.0.2"])
+        .unchanged()
+        .code(1)
+        .stderr_has("files named like this are ignored");
+    env.write("nodes/s2", "");
+    env.call(&["render"])
+        .code(1)
+        .stderr_has("invalid node file `$TMP/nodes/s2`")
+        .stderr_has("the file is empty");
+}

@@ -3,6 +3,7 @@
 //! signals no stranger, and leaves no torn or rolled-back config.
 
 use rustix::fs::Mode;
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -530,5 +531,215 @@ fn in_place_on_a_full_file_system_never_tears_the_config() {
         fs::read(env.path("after.cfg")).unwrap(),
         before,
         "torn config"
+    );
+}
+
+/// The first lines of a long stderr, for an assertion's message.
+fn head(text: &str) -> String {
+    text.lines().take(10).collect::<Vec<_>>().join("\n")
+}
+
+/// `sh -c 'ulimit -n LIMIT; exec hacfg --nodes-dir … --output … ARGS'`.
+fn under_open_file_limit<'e>(
+    env: &'e TestEnv,
+    limit: u32,
+    args: &[&str],
+) -> crate::harness::Call<'e> {
+    let script = format!("ulimit -n {limit} || exit 90; exec \"$0\" \"$@\"");
+    env.program("sh")
+        .args(["-c", &script, HACFG, "--nodes-dir"])
+        .arg(&env.nodes)
+        .arg("--output")
+        .arg(&env.output)
+        .args(args)
+}
+
+/// A batch holds no descriptor per member: a 3,000-member event and a
+/// 3,000-member sync are written whole under an open-file limit of 256.
+#[test]
+fn a_3000_member_batch_stays_within_a_low_open_file_limit() {
+    let env = TestEnv::new();
+    let address = |i: usize, net: usize| format!("10.{net}.{}.{}", i / 250, i % 250 + 1);
+    let mut stdin = String::new();
+    for i in 0..3000 {
+        let _ = writeln!(stdin, "m{i:04}\t{}\tbackend\trole=backend", address(i, 3));
+    }
+    let done = under_open_file_limit(&env, 256, &["--no-check", "-q", "serf"])
+        .env("SERF_EVENT", "member-join")
+        .stdin(stdin)
+        .within(120.0)
+        .run();
+    assert_eq!(done.code, Some(0), "{}", head(&done.stderr));
+    assert_eq!(env.servers().len(), 3000);
+    // sync shares the batch: every node moves to a new address.
+    let members: Vec<String> = (0..3000)
+        .map(|i| {
+            format!(
+                r#"{{"name":"m{i:04}","addr":"{}:7946","tags":{{"role":"backend"}},"status":"alive"}}"#,
+                address(i, 4)
+            )
+        })
+        .collect();
+    let json = env.write(
+        "members.json",
+        &format!("{{\"members\":[{}]}}", members.join(",")),
+    );
+    let fake = env.write(
+        "fake-serf",
+        &format!("#!/bin/sh\ncat '{}'\n", json.display()),
+    );
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let done = under_open_file_limit(
+        &env,
+        256,
+        &[
+            "--no-check",
+            "-q",
+            "sync",
+            "--serf-bin",
+            fake.to_str().unwrap(),
+        ],
+    )
+    .within(120.0)
+    .run();
+    assert_eq!(done.code, Some(0), "{}", head(&done.stderr));
+    let servers = env.servers();
+    assert_eq!(servers.len(), 3000);
+    assert!(
+        servers.iter().all(|s| s.contains(" 10.4.")),
+        "{:?}",
+        &servers[..3]
+    );
+}
+
+/// A master-worker HAProxy started as `haproxy -W -p PIDFILE -f OUTPUT`
+/// (no master socket); dropping it stops its process group.
+struct Master {
+    child: std::process::Child,
+    log: fs::File,
+}
+
+impl Master {
+    #[track_caller]
+    fn start(haproxy: &Path, env: &TestEnv, pid_file: &Path) -> Master {
+        use std::os::unix::process::CommandExt;
+        let log = tempfile::tempfile().unwrap();
+        let child = Command::new(haproxy)
+            .arg("-W")
+            .arg("-p")
+            .arg(pid_file)
+            .arg("-f")
+            .arg(&env.output)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log.try_clone().unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let master = Master { child, log };
+        let children = format!("/proc/{0}/task/{0}/children", master.child.id());
+        assert!(
+            crate::harness::wait_until(10.0, || pid_file.exists()
+                && !fs::read_to_string(&children)
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty()),
+            "haproxy did not start:\n{}",
+            master.log()
+        );
+        master
+    }
+
+    fn log(&self) -> String {
+        use std::io::{Read, Seek};
+        let (mut text, mut log) = (String::new(), &self.log);
+        let _ = log.rewind();
+        let _ = log.read_to_string(&mut text);
+        text
+    }
+
+    /// "New worker (PID) forked" lines: the initial worker and one per reload.
+    fn workers_forked(&self) -> usize {
+        self.log().matches("New worker").count()
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("haproxy's output:\n{}", self.log());
+        }
+        let pgid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A master still starting the previous reload ignores SIGUSR2 (from its
+/// re-exec until its main loop runs, well after the new worker is forked):
+/// back-to-back `--pid-file` reloads wait for it, and each one loads. A
+/// config HAProxy refuses at reload time is reported as refused, at once.
+#[test]
+fn back_to_back_pid_file_reloads_all_load() {
+    let Some(haproxy) = crate::harness::tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    // Many servers (without checks) make each reload's start long enough
+    // that the next signal would reach it.
+    for i in 0..5000 {
+        env.write(
+            &format!("nodes/n{i:04}"),
+            &format!("127.1.{}.{}:9", i / 250, i % 250 + 1),
+        );
+    }
+    let template = "global\n    maxconn 100\ndefaults\n    mode http\n    timeout connect 1s\n    \
+                    timeout client 5s\n    timeout server 5s\nfrontend f\n    bind 127.0.0.1:{{ \
+                    vars.port }}\n    default_backend nodes\nbackend nodes\n{% for n in nodes %}\n    \
+                    server {{ n.name }} {{ n.address }}:{{ n.port }}\n{% endfor %}\n";
+    let good = env.write("good.j2", template);
+    let broken = env.write("broken.j2", &format!("{template}    no-such-keyword\n"));
+    let port = crate::harness::free_port().to_string();
+    let var = format!("port={port}");
+    let pid_file = env.path("haproxy.pid");
+    let pid = pid_file.to_str().unwrap();
+    let args = |template: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["--template", template.to_str().unwrap(), "--var", &var];
+        args.extend(["--reload", "--pid-file", pid, "--reload-timeout", "5"]);
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect()
+    };
+    env.ok(&[
+        "--template",
+        good.to_str().unwrap(),
+        "--var",
+        &var,
+        "render",
+    ]);
+    let master = Master::start(&haproxy, &env, &pid_file);
+    for i in 0..5 {
+        let reload = args(&good, &["reload"]);
+        let done = env
+            .call(&reload.iter().map(String::as_str).collect::<Vec<_>>())
+            .within(20.0)
+            .run();
+        assert_eq!(done.code, Some(0), "reload {i}: {}", done.stderr);
+    }
+    assert!(
+        crate::harness::wait_until(5.0, || master.workers_forked() == 6),
+        "{}",
+        master.log()
+    );
+    // Unchecked, so that HAProxy itself refuses it when it reloads.
+    let render = args(&broken, &["--no-check", "render"]);
+    let done = env
+        .call(&render.iter().map(String::as_str).collect::<Vec<_>>())
+        .within(20.0)
+        .code(4);
+    done.stderr_has("refused the new config at reload time");
+    assert!(done.elapsed < Duration::from_secs(4), "{:?}", done.elapsed);
+    assert!(
+        !env.output_text().contains("no-such-keyword"),
+        "the config was not restored"
     );
 }

@@ -438,16 +438,28 @@ fn a_poison_member_is_held_back_and_serf_and_sync_agree_on_tags() {
         "{:?}",
         sorted_servers(&env)
     );
-    // Give the poison member's event time to have been handled too.
-    assert!(wait_until(10.0, || env.nodes.join(".hacfg.held").exists()));
+    // Give the poison member's event time to have been handled too. Its
+    // handler records the held node (`.hacfg.held`) under the lock, before
+    // its render, and logs why only once it has let the lock go: when that
+    // event comes last, the record shows before the log line does. Wait for
+    // the line itself.
+    let log = || fs::read_to_string(env.path("serf.log")).unwrap_or_default();
+    assert!(
+        wait_until(10.0, || env.nodes.join(".hacfg.held").exists()
+            && log().contains("HAProxy refused node `poison`")),
+        "{}",
+        log()
+    );
     assert_eq!(
         sorted_servers(&env),
         ["cosmetic 127.0.0.9:3000", "good 127.0.0.10:3005"]
     );
     assert!(!env.output_text().contains("backend stats"));
-    let log = fs::read_to_string(env.path("serf.log")).unwrap_or_default();
-    assert!(log.contains("HAProxy refused node `poison`"), "{log}");
-    assert!(log.contains("member `cosmetic`: dropped a tag"), "{log}");
+    assert!(
+        log().contains("member `cosmetic`: dropped a tag"),
+        "{}",
+        log()
+    );
     // sync sees the same members the same way: the folder stays as it is,
     // and the held node is reported, as a later event would.
     let live = env.output_text();
@@ -529,4 +541,163 @@ fn a_burst_of_joins_and_leaves_never_slows_the_agent() {
             || log.contains("runtime: drained `nodes/web2`"),
         "{log}"
     );
+}
+
+/// A `serf` stand-in, `$TMP/NAME`, whose `members -format=json` lists the
+/// balancer and `members` (name, address, tags as JSON object members),
+/// all alive.
+fn fake_serf(env: &TestEnv, name: &str, members: &[(&str, &str, &str)]) -> String {
+    let mut list = vec![
+        r#"{"name":"bal","addr":"127.0.0.1:7946","tags":{"role":"balancer"},"status":"alive"}"#
+            .to_string(),
+    ];
+    for (member, addr, tags) in members {
+        list.push(format!(
+            r#"{{"name":"{member}","addr":"{addr}:7946","tags":{{"role":"backend"{tags}}},"status":"alive"}}"#
+        ));
+    }
+    let json = env.write(
+        &format!("{name}.json"),
+        &format!("{{\"members\":[{}]}}\n", list.join(",")),
+    );
+    let fake = env.write(name, &format!("#!/bin/sh\ncat '{}'\n", json.display()));
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    fake.display().to_string()
+}
+
+/// A partitioned agent that still sees one other member is thin evidence
+/// too: sync refuses to remove more than half of the nodes (exit 5, nothing
+/// changed) unless `--allow-empty`; half of them it removes.
+#[test]
+fn sync_refuses_to_remove_more_than_half_of_the_nodes() {
+    let env = TestEnv::new();
+    for i in 0..10 {
+        env.ok(&[
+            "--no-check",
+            "add",
+            &format!("w{i}"),
+            &format!("10.0.0.{}", i + 1),
+            "--no-render",
+        ]);
+    }
+    env.ok(&["--no-check", "render"]);
+    let fake = fake_serf(&env, "one", &[("w0", "10.0.0.1", "")]);
+    let sync = |extra: &[&str]| {
+        env.call(&[&["--no-check", "sync", "--serf-bin", &fake][..], extra].concat())
+    };
+    sync(&[])
+        .unchanged()
+        .code(5)
+        .stderr_has("sync would remove 9 of the 10 nodes (more than half): nothing changed");
+    let plan = sync(&["--dry-run"]).unchanged().code(5).stdout;
+    assert_eq!(plan.matches("- `w").count(), 9, "{plan}");
+    assert_eq!(env.servers().len(), 10);
+    // Half of the pool may go: five members back five of the ten nodes.
+    let five: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("w{i}"), format!("10.0.0.{}", i + 1)))
+        .collect();
+    let five: Vec<(&str, &str, &str)> = five
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_str(), ""))
+        .collect();
+    let half = fake_serf(&env, "five", &five);
+    env.call(&["--no-check", "sync", "--serf-bin", &half])
+        .code(0);
+    assert_eq!(env.servers().len(), 5);
+    // The operator's word applies a larger shrink.
+    sync(&["--allow-empty"]).code(0);
+    assert_eq!(env.servers(), ["w0 10.0.0.1:3000"]);
+}
+
+/// A member whose weight tag is out of range keeps its place, with the
+/// tag dropped and a warning, in `serf` and `sync` alike.
+#[test]
+fn a_member_with_an_out_of_range_weight_is_kept_by_serf_and_sync() {
+    let env = TestEnv::new();
+    handle(
+        &env,
+        "member-join",
+        "w1\t10.0.0.1\tbackend\trole=backend,weight=300\nw2\t10.0.0.2\tbackend\trole=backend\n",
+        &[],
+    )
+    .code(0)
+    .stderr_has("member `w1`: dropped tag `weight`: invalid weight \"300\"");
+    assert_eq!(
+        sorted_servers(&env),
+        ["w1 10.0.0.1:3000", "w2 10.0.0.2:3000"]
+    );
+    let fake = fake_serf(
+        &env,
+        "heavy",
+        &[
+            ("w1", "10.0.0.1", r#","weight":"300""#),
+            ("w2", "10.0.0.2", ""),
+        ],
+    );
+    let done = env
+        .call(&["--no-check", "sync", "--serf-bin", &fake])
+        .code(0);
+    done.stderr_has("member `w1`: dropped tag `weight`: invalid weight \"300\"");
+    assert!(!done.stderr.contains("removed node"), "{}", done.stderr);
+    assert_eq!(
+        sorted_servers(&env),
+        ["w1 10.0.0.1:3000", "w2 10.0.0.2:3000"]
+    );
+    assert!(
+        env.output_text()
+            .contains("server w1 10.0.0.1:3000 check weight 1 ")
+    );
+    // Any other member sync skips keeps its node as it is: an alive member
+    // backs it.
+    let fake = fake_serf(
+        &env,
+        "portless",
+        &[("w1", "10.0.0.1", r#","port":"0""#), ("w2", "10.0.0.2", "")],
+    );
+    env.call(&["--no-check", "sync", "--serf-bin", &fake])
+        .code(6)
+        .stderr_has("skipped: member `w1`: invalid port \"0\"");
+    assert_eq!(
+        sorted_servers(&env),
+        ["w1 10.0.0.1:3000", "w2 10.0.0.2:3000"]
+    );
+}
+
+/// A skipped member is named in its warning, and a member described again
+/// and again in one event (20,000 identical lines, then a newer one) is
+/// staged once, from its last line, with one note.
+#[test]
+fn skipped_members_are_named_and_repeated_lines_staged_once() {
+    let env = TestEnv::new();
+    let mut stdin = "s1\t10.0.0.1\tbackend\trole=backend\n".repeat(20_000);
+    stdin.push_str("s1\t10.0.0.2\tbackend\trole=backend\n");
+    stdin.push_str("bad-addr\t10.0.0.5 backup\tbackend\t\n");
+    let done = handle(&env, "member-join", &stdin, &[])
+        .within(30.0)
+        .code(6);
+    done.stderr_has("member-join: skipped: member `bad-addr`: invalid address \"10.0.0.5 backup\"")
+        .stderr_has("member-join: 1 member(s) skipped");
+    assert_eq!(
+        done.stderr.matches("added/updated node").count(),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert_eq!(
+        done.stderr.matches("repeated").count(),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert_eq!(env.servers(), ["s1 10.0.0.2:3000"]);
+    // A leave repeated is one removal.
+    let stdin = "s1\t10.0.0.2\tbackend\t\n".repeat(1000);
+    let done = handle(&env, "member-leave", &stdin, &[]).code(0);
+    assert_eq!(
+        done.stderr.matches("removed node `s1`").count(),
+        1,
+        "{}",
+        done.stderr
+    );
+    assert!(!done.stderr.contains("was not there"), "{}", done.stderr);
 }

@@ -52,12 +52,38 @@ pub fn reload(reload: &Reload) -> Result<String> {
 /// Sends SIGUSR2 to the master, then waits for a worker it did not have
 /// before. The pid must be an HAProxy master (checked through `/proc`), and
 /// the signal goes through a pidfd taken before the check, so a pid that
-/// is reused meanwhile cannot receive it.
+/// is reused meanwhile cannot receive it. A master still starting an
+/// earlier reload ignores SIGUSR2 (the signal would be lost, and no reload
+/// follow): the signal waits until the master handles it again.
 fn signal_master(pid_file: &Path, deadline: Instant, timeout: Duration) -> Result<String> {
+    let pid = read_pid_file(pid_file)?;
+    let pidfd = Pid::from_raw(pid)
+        .context("no such pid")
+        .and_then(|p| Ok(pidfd_open(p, PidfdFlags::empty())?))
+        .with_context(|| format!("no process {pid} (from `{}`)", pid_file.display()))?;
+    ensure_haproxy_master(pid).with_context(|| {
+        format!(
+            "refusing to signal process {pid} from `{}`; nothing was sent",
+            pid_file.display()
+        )
+    })?;
+    wait_until_ready(pid, deadline, timeout)?;
+    let before = children(pid);
+    pidfd_send_signal(&pidfd, Signal::USR2).with_context(|| {
+        format!(
+            "unable to signal HAProxy master {pid} (from `{}`)",
+            pid_file.display()
+        )
+    })?;
+    wait_for_new_worker(pid, &before, deadline, timeout)
+}
+
+/// The pid in a pid file: one decimal number on its first line.
+fn read_pid_file(pid_file: &Path) -> Result<i32> {
     let text = file::read_capped_with(pid_file, file::Links::Follow, 4096)
         .with_context(|| format!("unable to read pid file `{}`", pid_file.display()))?
         .with_context(|| format!("pid file `{}` does not exist", pid_file.display()))?;
-    let pid: i32 = std::str::from_utf8(&text)
+    std::str::from_utf8(&text)
         .ok()
         .and_then(|t| t.lines().next())
         .and_then(|l| crate::node::parse_number(l.trim()))
@@ -69,41 +95,85 @@ fn signal_master(pid_file: &Path, deadline: Instant, timeout: Duration) -> Resul
                 pid_file.display(),
                 quote_bytes(&text)
             )
-        })?;
-    let pidfd = Pid::from_raw(pid)
-        .context("no such pid")
-        .and_then(|p| Ok(pidfd_open(p, PidfdFlags::empty())?))
-        .with_context(|| format!("no process {pid} (from `{}`)", pid_file.display()))?;
-    ensure_haproxy_master(pid).with_context(|| {
-        format!(
-            "refusing to signal process {pid} from `{}`; nothing was sent",
-            pid_file.display()
-        )
-    })?;
-    let before = children(pid);
-    pidfd_send_signal(&pidfd, Signal::USR2).with_context(|| {
-        format!(
-            "unable to signal HAProxy master {pid} (from `{}`)",
-            pid_file.display()
-        )
-    })?;
+        })
+}
+
+/// Waits until the master handles SIGUSR2. From the moment it re-executes
+/// itself for a reload until its main loop runs (the new worker is already
+/// forked by then), HAProxy ignores the signal.
+fn wait_until_ready(pid: i32, deadline: Instant, timeout: Duration) -> Result<()> {
+    while !handles_usr2(pid) {
+        ensure!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "HAProxy master {pid} exited before it could be signalled"
+        );
+        ensure!(
+            Instant::now() < deadline,
+            "HAProxy master {pid} was still busy with an earlier reload after {:.1}s (it \
+             does not handle SIGUSR2 yet); no signal was sent",
+            timeout.as_secs_f64()
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// After SIGUSR2: success is a child the master did not have `before`. A
+/// master that re-executed itself (it stopped handling SIGUSR2 for a
+/// while) and handles it again without a new worker refused the config.
+fn wait_for_new_worker(
+    pid: i32,
+    before: &BTreeSet<i32>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<String> {
+    let mut reexecuted = false;
     loop {
         thread::sleep(Duration::from_millis(10));
         ensure!(
             Path::new(&format!("/proc/{pid}")).exists(),
             "HAProxy master {pid} exited after SIGUSR2"
         );
-        let now = children(pid);
-        if now.iter().any(|c| !before.contains(c)) {
+        // Read before the children: a master that handles the signal again
+        // has forked its new worker already.
+        let ready = handles_usr2(pid);
+        if children(pid).iter().any(|c| !before.contains(c)) {
             return Ok(format!("reloaded HAProxy master {pid} with SIGUSR2"));
         }
         ensure!(
+            !(reexecuted && ready),
+            "HAProxy master {pid} refused the new config at reload time: it reloaded and \
+             started no new worker, and the old workers keep serving (see its log)"
+        );
+        reexecuted |= !ready;
+        ensure!(
             Instant::now() < deadline,
-            "HAProxy master {pid} started no new worker within {:.1}s of SIGUSR2 \
-             (it may have refused the config: see its log)",
-            timeout.as_secs_f64()
+            "HAProxy master {pid} started no new worker within {:.1}s of SIGUSR2 ({})",
+            timeout.as_secs_f64(),
+            if reexecuted {
+                "it is still loading the new config: a larger --reload-timeout may help"
+            } else {
+                "it never began the reload: see its log"
+            }
         );
     }
+}
+
+/// SIGUSR2's bit in the signal masks of `/proc/PID/status`.
+const USR2_MASK: u64 = 1 << (libc::SIGUSR2 - 1);
+
+/// Whether process `pid` has a handler for SIGUSR2 now (`SigCgt`).
+fn handles_usr2(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    caught_mask(&status).is_some_and(|mask| mask & USR2_MASK != 0)
+}
+
+/// The `SigCgt` mask of a `/proc/PID/status` text.
+fn caught_mask(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
 /// Checks that `pid` runs an `haproxy` executable and is a master: its
@@ -265,6 +335,14 @@ mod tests {
 2269            worker          3               0d00h00m43s     2.6.12
 # programs
 ";
+
+    #[test]
+    fn reads_the_caught_signals() {
+        let status = "Name:\thaproxy\nSigBlk:\t0000000000000000\nSigCgt:\t0000000000014a07\n";
+        assert_eq!(caught_mask(status), Some(0x14a07));
+        assert_ne!(caught_mask(status).unwrap_or(0) & USR2_MASK, 0);
+        assert_eq!(caught_mask("garbage"), None);
+    }
 
     #[test]
     fn parses_show_proc() {
