@@ -324,7 +324,8 @@ pub struct SyncArgs {
     /// Show the changes; change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Apply the member list even if the agent sees no other member
+    /// Apply the member list even if the agent sees no other member, or it
+    /// would remove more than half of the nodes
     #[arg(long)]
     pub allow_empty: bool,
 }

@@ -86,7 +86,7 @@ fn read_pid_file(pid_file: &Path) -> Result<i32> {
     std::str::from_utf8(&text)
         .ok()
         .and_then(|t| t.lines().next())
-        .and_then(|l| crate::node::parse_number(l.trim()))
+        .and_then(|l| plain_number(l.trim()))
         .and_then(|p| i32::try_from(p).ok())
         .filter(|p| *p > 1)
         .with_context(|| {
@@ -320,6 +320,12 @@ fn master_cli_reload(socket: &Path, deadline: Instant, timeout: Duration) -> Res
             timeout.as_secs_f64()
         );
     }
+}
+
+/// A pid as a pid file holds it: plain digits, no sign, no leading zero.
+fn plain_number(text: &str) -> Option<u32> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    (digits && !text.starts_with('0')).then(|| text.parse().ok())?
 }
 
 #[cfg(test)]

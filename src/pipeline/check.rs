@@ -76,7 +76,8 @@ pub fn candidate(
     let Some(candidate) = staged.as_ref().filter(|_| runs) else {
         if s.check == Check::Unavailable {
             log.warn(&format!(
-                "no `haproxy` found on PATH: `{}` is written unchecked (set --haproxy-bin, or \
+                "no `haproxy` found on PATH, in /usr/local/sbin or in /usr/sbin: `{}` is \
+                 written unchecked (set --haproxy-bin, or \
                  --no-check to silence this)",
                 output.path().display()
             ));
