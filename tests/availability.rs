@@ -227,3 +227,141 @@ fn sync_from_an_empty_list_changes_nothing() {
         .code(0);
     assert_eq!(env.servers(), Vec::<String>::new());
 }
+
+/// The built-in template, with a stand-in for DNS: a node whose address
+/// ends in `.invalid` is rendered as 127.0.0.1 ("it resolves"), unless
+/// `--var dns=down`, which renders the name itself (`haproxy -c` cannot
+/// resolve it: the outage).
+fn dns_template(env: &TestEnv) -> String {
+    let builtin = include_str!("../templates/haproxy.cfg.j2");
+    let resolved = "{% if '.invalid' in n.address and vars.dns | default('up') == 'up' %}\
+                    127.0.0.1:{{ n.port }}{% else %}{{ n.endpoint }}{% endif %}";
+    assert!(builtin.contains("{{ n.endpoint }}"));
+    let path = env.write("dns.j2", &builtin.replace("{{ n.endpoint }}", resolved));
+    path.to_str().unwrap().to_string()
+}
+
+/// `--template T ARGS`.
+fn with_template<'a>(tmpl: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    [&["--template", tmpl][..], args].concat()
+}
+
+#[test]
+fn an_outage_that_blames_most_nodes_holds_nothing_back() {
+    if tool("haproxy").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let tmpl = dns_template(&env);
+    let t = tmpl.as_str();
+    for (name, addr) in [
+        ("web1", "web1.invalid"),
+        ("web2", "web2.invalid"),
+        ("web3", "web3.invalid"),
+        ("a", "127.0.0.11"),
+    ] {
+        env.ok(&with_template(t, &["add", name, addr]));
+    }
+    let live = env.output_text();
+    assert_eq!(env.servers().len(), 4);
+
+    // DNS is down for one check: HAProxy blames 3 of the 4 nodes. That is
+    // the environment, not the nodes: nothing is held back, the config
+    // stays, and the run says so with HAProxy's words.
+    let done = env
+        .call(&with_template(
+            t,
+            &["--var", "dns=down", "add", "b", "127.0.0.12"],
+        ))
+        .code(3);
+    done.stderr_has("could not resolve address 'web1.invalid'")
+        .stderr_has("blames 3 of the 5 nodes")
+        .stderr_has("nothing was held back");
+    assert_eq!(env.output_text(), live, "the config changed");
+    assert!(
+        !env.nodes.join(".hacfg.held").exists(),
+        "nodes were held back"
+    );
+    assert!(env.nodes.join("b").exists(), "the node file is kept");
+
+    // DNS is back: the next render takes everything.
+    env.call(&with_template(t, &["render"])).code(0);
+    assert_eq!(env.servers().len(), 5, "{}", env.output_text());
+}
+
+#[test]
+fn a_guard_that_refuses_a_write_records_no_held_node() {
+    if tool("haproxy").is_none() {
+        return;
+    }
+    // One node of two is blamed (held back, were the write allowed), but
+    // --min-nodes 2 refuses a config of one: nothing is recorded.
+    let env = TestEnv::new();
+    let tmpl = dns_template(&env);
+    let t = tmpl.as_str();
+    env.ok(&with_template(t, &["add", "web1", "web1.invalid"]));
+    env.ok(&with_template(t, &["add", "a", "127.0.0.11"]));
+    let live = env.output_text();
+    env.call(&with_template(
+        t,
+        &["--var", "dns=down", "--min-nodes", "2", "render"],
+    ))
+    .code(5)
+    .stderr_has("--min-nodes 2");
+    assert_eq!(env.output_text(), live);
+    assert!(
+        !env.nodes.join(".hacfg.held").exists(),
+        "a refused write recorded held-back nodes"
+    );
+}
+
+#[test]
+fn held_nodes_come_back_by_themselves() {
+    if tool("haproxy").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let tmpl = dns_template(&env);
+    let t = tmpl.as_str();
+    for (name, addr) in [
+        ("web1", "web1.invalid"),
+        ("web2", "web2.invalid"),
+        ("a", "127.0.0.11"),
+        ("b", "127.0.0.12"),
+    ] {
+        env.ok(&with_template(t, &["add", name, addr]));
+    }
+    // DNS fails for two nodes of five: those two are held back, the rest
+    // (the new node among them) goes live.
+    env.call(&with_template(
+        t,
+        &["--var", "dns=down", "add", "c", "127.0.0.13"],
+    ))
+    .code(6)
+    .stderr_has("HAProxy refused node `web1`");
+    let names = |env: &TestEnv| -> Vec<String> {
+        env.servers()
+            .iter()
+            .map(|s| s.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&env), ["a", "b", "c"]);
+    // DNS is back. Right after the refusal they are not tried again (a
+    // held node costs no check on every run)...
+    env.call(&with_template(t, &["render"]))
+        .code(0)
+        .stderr_has("still held back");
+    assert_eq!(names(&env), ["a", "b", "c"]);
+    // ...but once the retry interval has passed, the next run tries them,
+    // and they come back by themselves.
+    let held = env.nodes.join(".hacfg.held");
+    let mut list: serde_json::Value = serde_json::from_slice(&fs::read(&held).unwrap()).unwrap();
+    for entry in list.as_array_mut().unwrap() {
+        entry["refused_ms"] = 0.into();
+    }
+    fs::write(&held, serde_json::to_vec(&list).unwrap()).unwrap();
+    let done = env.call(&with_template(t, &["render"])).code(0);
+    assert!(!done.stderr.contains("held back"), "{}", done.stderr);
+    assert_eq!(names(&env), ["a", "b", "c", "web1", "web2"]);
+    assert!(!held.exists());
+}

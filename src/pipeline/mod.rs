@@ -30,7 +30,7 @@ use crate::render::Renderer;
 use crate::store::{Exclusive, Lock, Store};
 use check::{Check, Checked};
 use hitless::Hitless;
-use quarantine::Quarantine;
+use quarantine::{Quarantine, Retry};
 
 /// How HAProxy takes a change (`--apply`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,18 +94,15 @@ pub fn update(
     // HAProxy's live servers are read while the folder is read and rendered.
     let mut prefetched = hitless::prefetch(s);
     output.remove_leftovers(lock);
-    let mut q = Quarantine::load(store, lock)?;
-    log.debug(&format!(
-        "{} node(s) in `{}`, {} held back",
-        q.nodes().len() + q.held(),
-        store.dir().display(),
-        q.held()
-    ));
+    let mut q = Quarantine::load(store, lock, retry(s))?;
+    log.debug(&loaded_text(&q, store));
     loop {
         let rendered = render_guarded(s, &q, output)?;
         let unchanged = output.compare(rendered.as_bytes())? == Current::Same && !s.force;
         let ctx = hitless::Context { s, store, output };
-        if let Some(live) = prefetched.take()
+        // Nodes tried again were refused by `haproxy -c`: only it judges them.
+        if !q.is_retrying()
+            && let Some(live) = prefetched.take()
             && let Hitless::Applied { waiting } = ctx.apply(live, &rendered, unchanged, log)?
         {
             q.save()?;
@@ -131,6 +128,21 @@ pub fn update(
     }
 }
 
+/// What a run loaded, for `-v`.
+fn loaded_text(q: &Quarantine, store: &Store) -> String {
+    let retried = if q.is_retrying() {
+        " (some of them tried again)"
+    } else {
+        ""
+    };
+    format!(
+        "{} node(s) in `{}`, {} held back{retried}",
+        q.nodes().len() + q.held(),
+        store.dir().display(),
+        q.held()
+    )
+}
+
 /// Writes a config HAProxy already runs (the hitless path applied it).
 fn write_applied(output: &OutputFile, rendered: &str, count: usize, log: &mut Log) -> Result<()> {
     let _ = output.replace(None, rendered.as_bytes())?;
@@ -149,13 +161,25 @@ pub fn after(s: &Settings, applied: &Applied, log: &mut Log) {
     }
 }
 
-/// Renders the nodes; refuses (records and all) fewer than `--min-nodes`.
+/// Whether this run tries held nodes again: only one that checks its
+/// candidate and may take the checked path (not `--apply runtime`).
+fn retry(s: &Settings) -> Retry {
+    let runtime_only = s.reload.is_some() && s.runtime.is_some() && s.apply == ApplyMode::Runtime;
+    if s.check.runs() && !runtime_only {
+        Retry::Due
+    } else {
+        Retry::Never
+    }
+}
+
+/// Renders the nodes; refuses fewer than `--min-nodes`, and then records
+/// nothing (no held node either: the config that would leave them out is
+/// not written).
 fn render_guarded(s: &Settings, q: &Quarantine, output: &OutputFile) -> Result<String> {
     let nodes = q.nodes();
     let count = nodes.len();
     let rendered = s.renderer.render(nodes, output.size(), output.path())?;
     if count < s.min_nodes {
-        q.save()?;
         return Err(Failure::TooFewNodes(format!(
             "refusing to write `{}` with {count} nodes, fewer than --min-nodes {}; the live \
              config is unchanged (the nodes folder keeps the change)",
