@@ -5,7 +5,8 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::harness::{TestEnv, tool};
+use crate::harness::{Call, TestEnv, tool, wait_until};
+use crate::live::{Haproxy, Pool};
 
 #[test]
 fn nodes_haproxy_refuses_are_held_back_and_the_rest_goes_live() {
@@ -364,4 +365,99 @@ fn held_nodes_come_back_by_themselves() {
     assert!(!done.stderr.contains("held back"), "{}", done.stderr);
     assert_eq!(names(&env), ["a", "b", "c", "web1", "web2"]);
     assert!(!held.exists());
+}
+
+/// hacfg arguments for runs against the pool's HAProxy through its master
+/// socket (`--apply auto` unless `extra` says otherwise).
+fn live_args<'a>(hap: &'a Haproxy, extra: &[&'a str]) -> Vec<&'a str> {
+    let sock = hap.master_socket.to_str().expect("socket path");
+    let mut args = hap.args(&["--reload", "--master-socket", sock]);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `live_args` with `--apply runtime`, then `extra`.
+fn runtime_call<'e>(env: &'e TestEnv, hap: &Haproxy, extra: &[&str]) -> Call<'e> {
+    let mut args = live_args(hap, &["--apply", "runtime"]);
+    args.extend_from_slice(extra);
+    env.call(&args)
+}
+
+#[track_caller]
+fn live_names(hap: &Haproxy) -> Vec<String> {
+    let mut n: Vec<String> = hap.servers().into_iter().map(|l| l.name).collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn a_runtime_refusal_reloads_or_waits_without_blocking_later_changes() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"]).nodes(&["s1"]).start() else {
+        return;
+    };
+    let s2 = pool["s2"].endpoint();
+    // A server added by hand holds the id hacfg's template gives `n2`.
+    let intrude = |name: &str, node: &str| {
+        let id = hacfg::testing::stable_id(node);
+        let answer = pool.command(&format!("add server nodes/{name} {s2} id {id}"));
+        assert!(answer.contains("New server registered"), "{answer}");
+    };
+    intrude("intruder", "n2");
+    // --apply auto: HAProxy refuses the runtime add, so hacfg takes the
+    // reload path (checked, verified), which the intruder cannot block.
+    env.call(&live_args(&pool, &["add", "n2", &s2]))
+        .code(0)
+        .stderr_has("reloading: HAProxy refused a runtime change")
+        .stderr_has("already used");
+    assert_eq!(pool.reloads(), (1, 0));
+    assert!(wait_until(5.0, || live_names(&pool) == ["n2", "s1"]));
+
+    // --apply runtime: the refusal changes nothing and exits 3...
+    intrude("intruder2", "n3");
+    let file = fs::read(&env.output).unwrap();
+    let runtime = |extra: &[&str]| runtime_call(&env, &pool, extra);
+    runtime(&["add", "n3", &s2])
+        .code(3)
+        .stderr_has("HAProxy refused a runtime change")
+        .stderr_has("later runs apply every other change");
+    assert_eq!(fs::read(&env.output).unwrap(), file);
+    assert_eq!(live_names(&pool), ["intruder2", "n2", "s1"]);
+    // ...and does not block the next, unrelated change: it is applied at
+    // runtime (the intruder, in no file, is drift and goes), and n3 is
+    // named as still waiting for a reload.
+    runtime(&["add", "n4", &s2])
+        .code(0)
+        .stderr_has("runtime: added `nodes/n4`")
+        .stderr_has("waiting for a reload")
+        .stderr_has("server `nodes/n3`");
+    assert!(wait_until(5.0, || live_names(&pool) == ["n2", "n4", "s1"]));
+    assert!(env.output_text().contains("server n4 "));
+    assert!(!env.output_text().contains("server n3 "));
+    // A refused part is tried again once its retry interval has passed: a
+    // second refusal leaves it waiting and lets the rest through...
+    let backdate = || {
+        let path = env.nodes.join(".hacfg.waiting");
+        let mut list: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        for entry in list.as_array_mut().unwrap() {
+            entry["refused_ms"] = 1.into();
+        }
+        fs::write(&path, serde_json::to_vec(&list).unwrap()).unwrap();
+    };
+    intrude("intruder3", "n3");
+    backdate();
+    runtime(&["add", "n5", &s2])
+        .code(0)
+        .stderr_has("runtime: added `nodes/n5`")
+        .stderr_has("server `nodes/n3`");
+    assert!(wait_until(5.0, || live_names(&pool) == ["n2", "n4", "n5", "s1"]));
+    // ...and once HAProxy takes it, it comes back at runtime by itself.
+    backdate();
+    let done = runtime(&["render"]).code(0);
+    done.stderr_has("runtime: added `nodes/n3`");
+    assert!(!done.stderr.contains("waiting"), "{}", done.stderr);
+    assert_eq!(live_names(&pool), ["n2", "n3", "n4", "n5", "s1"]);
+    assert!(!env.nodes.join(".hacfg.waiting").exists());
+    assert_eq!(pool.reloads(), (1, 0), "--apply runtime reloaded");
 }

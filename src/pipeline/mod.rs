@@ -5,13 +5,16 @@
 //! lock. [`update`] loads the nodes (less those held back, `quarantine`),
 //! renders them, and then takes one of two paths: the hitless one
 //! (`hitless`: plan the runtime operations, execute them, record and
-//! finish what is due, `settle`), or the checked one (`check`, holding
-//! back the nodes HAProxy refuses, then write and `reload`). What must wait
+//! finish what is due, `settle`; with `--apply runtime`, what the runtime
+//! cannot take waits for a reload, `partial`), or the checked one
+//! (`check`, holding back the nodes HAProxy refuses, then write and
+//! `reload`). What must wait
 //! for HAProxy is left to the detached `worker`, started by [`after`] once
 //! the lock is released.
 
 pub mod check;
 pub mod hitless;
+pub mod partial;
 pub mod pending;
 pub mod plan;
 pub mod quarantine;
@@ -29,7 +32,7 @@ use crate::output::{Current, OutputFile};
 use crate::render::Renderer;
 use crate::store::{Exclusive, Lock, Store};
 use check::{Check, Checked};
-use hitless::Hitless;
+use hitless::{Hitless, Taken};
 use quarantine::{Quarantine, Retry};
 
 /// How HAProxy takes a change (`--apply`).
@@ -103,16 +106,21 @@ pub fn update(
         // Nodes tried again were refused by `haproxy -c`: only it judges them.
         if !q.is_retrying()
             && let Some(live) = prefetched.take()
-            && let Hitless::Applied { waiting } = ctx.apply(live, &rendered, unchanged, log)?
+            && let Hitless::Applied { waiting, taken } =
+                ctx.apply(live, &rendered, unchanged, log)?
         {
             q.save()?;
-            if !unchanged {
-                write_applied(output, &rendered, q.nodes().len(), log)?;
-            }
+            let written = Written {
+                rendered: &rendered,
+                unchanged,
+                count: q.nodes().len(),
+            };
+            written.write(store, output, taken, log)?;
             return Ok(applied(&q, waiting));
         }
         if unchanged {
             q.save()?;
+            partial::forget(store.dir())?;
             let shown = output.path().display();
             log.info(&format!(
                 "`{shown}` unchanged ({})",
@@ -122,6 +130,7 @@ pub fn update(
         }
         if let Checked::Accepted(staged) = check::candidate(s, output, &rendered, &mut q, log)? {
             q.save()?;
+            partial::forget(store.dir())?;
             reload::write_and_reload(s, output, staged, &rendered, q.nodes().len(), log)?;
             return Ok(applied(&q, hitless::waiting(s, store)));
         }
@@ -143,13 +152,44 @@ fn loaded_text(q: &Quarantine, store: &Store) -> String {
     )
 }
 
+/// The render the hitless path applied.
+struct Written<'a> {
+    rendered: &'a str,
+    unchanged: bool,
+    /// Its nodes.
+    count: usize,
+}
+
+impl Written<'_> {
+    /// Writes what HAProxy now runs: the render, or (`--apply runtime`)
+    /// the part of it HAProxy took, with one line for what waits.
+    fn write(&self, store: &Store, output: &OutputFile, taken: Taken, log: &mut Log) -> Result<()> {
+        let part = match taken {
+            Taken::All => {
+                partial::forget(store.dir())?;
+                if !self.unchanged {
+                    write_applied(output, self.rendered, &nodes_text(self.count), log)?;
+                }
+                return Ok(());
+            }
+            Taken::Part(part) => part,
+        };
+        if output.compare(part.config.as_bytes())? != Current::Same {
+            let servers = crate::haproxy::config::servers(&part.config).len();
+            let what = format!("{servers} server(s), the part HAProxy took");
+            write_applied(output, &part.config, &what, log)?;
+        }
+        hitless::warn_waiting(&part, log);
+        Ok(())
+    }
+}
+
 /// Writes a config HAProxy already runs (the hitless path applied it).
-fn write_applied(output: &OutputFile, rendered: &str, count: usize, log: &mut Log) -> Result<()> {
-    let _ = output.replace(None, rendered.as_bytes())?;
+fn write_applied(output: &OutputFile, config: &str, what: &str, log: &mut Log) -> Result<()> {
+    let _ = output.replace(None, config.as_bytes())?;
     log.info(&format!(
-        "wrote `{}` ({}), applied through the runtime API without a reload",
-        output.path().display(),
-        nodes_text(count)
+        "wrote `{}` ({what}), applied through the runtime API without a reload",
+        output.path().display()
     ));
     Ok(())
 }
