@@ -461,3 +461,44 @@ fn a_runtime_refusal_reloads_or_waits_without_blocking_later_changes() {
     assert!(!env.nodes.join(".hacfg.waiting").exists());
     assert_eq!(pool.reloads(), (1, 0), "--apply runtime reloaded");
 }
+
+#[test]
+fn apply_runtime_leaves_what_needs_a_reload_waiting() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2", "a1"])
+        .nodes(&["s1"])
+        .start()
+    else {
+        return;
+    };
+    let runtime = |extra: &[&str]| runtime_call(&env, &pool, extra);
+    let file = fs::read(&env.output).unwrap();
+    // A node in a new backend needs a reload: refused, and the message says
+    // exactly what changed (the node file) and what did not.
+    let a1 = pool["a1"].endpoint();
+    runtime(&["add", "a1", &a1, "--tag", "backend=api"])
+        .code(7)
+        .stderr_has("needs a reload")
+        .stderr_has("HAProxy and `$TMP/etc/haproxy.cfg` are unchanged")
+        .stderr_has("the nodes folder keeps the change");
+    assert_eq!(fs::read(&env.output).unwrap(), file);
+    assert!(env.nodes.join("a1").exists());
+    // An unrelated change still goes through at runtime; a1 waits.
+    runtime(&["add", "s2", &pool["s2"].endpoint()])
+        .code(0)
+        .stderr_has("runtime: added `nodes/s2`")
+        .stderr_has("waiting for a reload")
+        .stderr_has("server `api/a1`");
+    assert_eq!(live_names(&pool), ["s1", "s2"]);
+    assert!(env.output_text().contains("server s2 "));
+    assert!(!env.output_text().contains("backend api"));
+    runtime(&["add", "s2", &pool["s2"].endpoint(), "--weight", "3"]).code(0);
+    assert_eq!(pool.reloads(), (0, 0));
+    // A run that may reload applies what waited.
+    env.call(&live_args(&pool, &["render"]))
+        .code(0)
+        .stderr_has("reloading:");
+    assert_eq!(pool.reloads(), (1, 0));
+    assert!(wait_until(5.0, || live_names(&pool) == ["a1", "s1", "s2"]));
+    assert!(env.output_text().contains("backend api"));
+}

@@ -94,7 +94,7 @@ impl Context<'_> {
         let live = live
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the runtime reader panicked")));
-        let why = match self.route(live, rendered, log)? {
+        let why = match self.route(live, rendered, unchanged, log)? {
             Route::Applied { waiting, taken } => return Ok(Hitless::Applied { waiting, taken }),
             Route::Reload(why) => why,
         };
@@ -106,8 +106,9 @@ impl Context<'_> {
             ));
         } else if self.s.apply == ApplyMode::Runtime {
             return Err(Failure::NeedsReload(format!(
-                "this change needs a reload ({why}), and --apply runtime forbids one; nothing \
-                 was changed"
+                "this change needs a reload ({why}), and --apply runtime forbids one: HAProxy \
+                 and `{}` are unchanged, and the nodes folder keeps the change",
+                self.output.path().display()
             ))
             .into());
         } else {
@@ -117,7 +118,13 @@ impl Context<'_> {
     }
 
     /// Plans, executes without waiting, and makes a settle pass.
-    fn route(&self, live: Result<Vec<Live>>, rendered: &str, log: &mut Log) -> Result<Route> {
+    fn route(
+        &self,
+        live: Result<Vec<Live>>,
+        rendered: &str,
+        unchanged: bool,
+        log: &mut Log,
+    ) -> Result<Route> {
         let Some(api) = &self.s.runtime else {
             return Ok(Route::Reload("no runtime API".into()));
         };
@@ -140,6 +147,7 @@ impl Context<'_> {
             live: &live,
             old: old.as_deref(),
             rendered,
+            unchanged,
         };
         let (taken, executed) = match self.run(&input, &pending, log)? {
             Ran::Done { taken, executed } => (taken, executed),
@@ -206,7 +214,9 @@ impl Context<'_> {
     }
 
     /// The runtime operations for the render, or why it takes a reload.
-    /// `--apply runtime` leaves the parts HAProxy refused before waiting.
+    /// `--apply runtime` takes what it can and leaves the rest waiting
+    /// (a run that finds a part no earlier run left waiting changes
+    /// nothing: exit 7).
     fn decide(&self, input: &Input) -> Result<Decision> {
         let runtime_only = self.s.apply == ApplyMode::Runtime;
         let run = |ops| {
@@ -216,7 +226,9 @@ impl Context<'_> {
             })
         };
         match (plan::plan(input.old, input.rendered, input.live), input.old) {
-            (Plan::Reload(why), _) => Ok(Decision::Reload(why)),
+            (Plan::Reload(why), _) if !runtime_only || input.unchanged => Ok(Decision::Reload(why)),
+            (Plan::Reload(why), None) => Ok(Decision::Reload(why)),
+            (Plan::Reload(_), Some(old)) => self.part(old, input),
             (_, Some(old))
                 if runtime_only && !Record::load(self.store.dir()).entries.is_empty() =>
             {
@@ -320,6 +332,8 @@ struct Input<'a> {
     /// The file HAProxy took, if there is one.
     old: Option<&'a str>,
     rendered: &'a str,
+    /// The render is the file.
+    unchanged: bool,
 }
 
 /// How deciding and executing ended.
