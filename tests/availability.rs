@@ -502,3 +502,37 @@ fn apply_runtime_leaves_what_needs_a_reload_waiting() {
     assert!(wait_until(5.0, || live_names(&pool) == ["a1", "s1", "s2"]));
     assert!(env.output_text().contains("backend api"));
 }
+
+#[test]
+fn a_stale_state_file_is_never_loaded() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2", "s3"])
+        .nodes(&["s1", "s2"])
+        .start()
+    else {
+        return;
+    };
+    // An earlier run saved a state in which s1 was in maintenance.
+    assert_eq!(pool.command("set server nodes/s1 state maint").trim(), "");
+    let stale = pool.command("show servers state");
+    assert_eq!(pool.command("set server nodes/s1 state ready").trim(), "");
+    fs::write(env.path("server-state"), stale + "\n").unwrap();
+    // A reload without a socket saves nothing: the stale file must not be
+    // what the new worker loads.
+    let pid_file = pool.pid_file.to_str().unwrap();
+    env.ok(&pool.args(&[
+        "--reload",
+        "--pid-file",
+        pid_file,
+        "add",
+        "s3",
+        &pool["s3"].endpoint(),
+    ]));
+    assert!(wait_until(5.0, || pool.reloads().0 == 1));
+    let s1 = pool.servers().into_iter().find(|l| l.name == "s1").unwrap();
+    assert_eq!(
+        s1.admin_state, 0,
+        "s1 came back in maintenance from a stale state file"
+    );
+    assert!(!env.path("server-state").exists());
+}
