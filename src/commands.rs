@@ -164,11 +164,15 @@ fn reload(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
 /// only command that creates a missing folder: a mistyped path elsewhere
 /// is an error, never a fresh empty pool.
 fn init(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
+    let dir = crate::atomic::parent_dir(&cfg.output);
+    if dir.is_dir() {
+        let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
+        pipeline::refuse_emptier(&cfg.pipeline, store, &output)?;
+    }
     if !store.dir().is_dir() {
         store.create()?;
         log.info(&format!("created nodes folder `{}`", store.dir().display()));
     }
-    let dir = crate::atomic::parent_dir(&cfg.output);
     if !dir.is_dir() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("unable to create output folder `{}`", dir.display()))?;

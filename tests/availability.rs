@@ -536,3 +536,26 @@ fn a_stale_state_file_is_never_loaded() {
     );
     assert!(!env.path("server-state").exists());
 }
+
+#[test]
+fn init_never_empties_a_config() {
+    let env = TestEnv::new();
+    for (name, addr) in [("s1", "10.0.0.1"), ("s2", "10.0.0.2")] {
+        env.ok(&["--no-check", "add", name, addr]);
+    }
+    let mistyped = env.path("nodez");
+    env.hacfg()
+        .arg("--nodes-dir")
+        .arg(&mistyped)
+        .arg("--output")
+        .arg(&env.output)
+        .args(["--no-check", "init"])
+        .unchanged()
+        .code(5)
+        .stderr_has("`$TMP/etc/haproxy.cfg` (2 servers)")
+        .stderr_has("`$TMP/nodez` (0 nodes)");
+    assert!(!mistyped.exists());
+    assert_eq!(env.servers().len(), 2);
+    // The right folder: init renders it as usual.
+    env.call(&["--no-check", "init"]).code(0);
+}

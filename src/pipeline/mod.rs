@@ -22,6 +22,8 @@ pub mod reload;
 pub mod settle;
 pub mod worker;
 
+use std::sync::Arc;
+
 use anyhow::Result;
 
 use crate::exit::Failure;
@@ -30,7 +32,7 @@ use crate::haproxy::reload::Reload;
 use crate::log::Log;
 use crate::output::{Current, OutputFile};
 use crate::render::Renderer;
-use crate::store::{Exclusive, Lock, Store};
+use crate::store::{Exclusive, Lock, Shared, Store};
 use check::{Check, Checked};
 use hitless::{Hitless, Taken};
 use quarantine::{Quarantine, Retry};
@@ -238,6 +240,52 @@ fn applied(q: &Quarantine, waiting: bool) -> Applied {
         newly,
         waiting,
     }
+}
+
+/// `init`'s guard: a config that has servers is never replaced by one with
+/// fewer (exit 5). A mistyped `--nodes-dir` that `init` would create empty
+/// must not empty a running balancer; `hacfg render` writes such a config
+/// when the folder is right. Checked before anything is created.
+pub fn refuse_emptier(s: &Settings, store: &Store, output: &OutputFile) -> Result<()> {
+    let Some(current) = output.read()? else {
+        return Ok(());
+    };
+    let current = crate::haproxy::config::servers(&String::from_utf8_lossy(&current)).len();
+    if current == 0 {
+        return Ok(());
+    }
+    let nodes = if store.dir().is_dir() {
+        let lock = store.lock::<Shared>()?;
+        quarantine::HeldSet::load(store.dir())
+            .split(store.load_all(&lock)?)
+            .0
+    } else {
+        Vec::new()
+    };
+    let count = nodes.len();
+    let rendered = s
+        .renderer
+        .render(Arc::new(nodes), output.size(), output.path())?;
+    let servers = crate::haproxy::config::servers(&rendered).len();
+    if servers >= current {
+        return Ok(());
+    }
+    Err(Failure::TooFewNodes(format!(
+        "init: refusing to replace `{}` ({}) with a config of {} rendered from `{}` ({}): init \
+         never empties a config (is --nodes-dir or HACFG_NODES_DIR mistyped? if the folder is \
+         right, `hacfg render` writes it); nothing was created or changed",
+        output.path().display(),
+        servers_text(current),
+        servers_text(servers),
+        store.dir().display(),
+        nodes_text(count)
+    ))
+    .into())
+}
+
+/// `N server(s)` for messages.
+fn servers_text(count: usize) -> String {
+    format!("{count} server{}", if count == 1 { "" } else { "s" })
 }
 
 /// `N node(s)` for messages.
