@@ -179,7 +179,14 @@ fn init(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
         log.info(&format!("created output folder `{}`", dir.display()));
     }
     let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
-    update(cfg, store, &output, log, None)
+    // Before HAProxy runs (a boot script, the README's master-worker
+    // snippet), there is nothing to reload: the first config is written.
+    let settings = pipeline::for_init(&cfg.pipeline, &output, log);
+    let lock = store.lock::<Exclusive>()?;
+    let applied = pipeline::update(&settings, store, &lock, &output, log)?;
+    drop(lock);
+    pipeline::after(&settings, &applied, log);
+    report(&applied, None, log)
 }
 
 /// The config as the folder asks for it now (held-back nodes left out),

@@ -559,3 +559,26 @@ fn init_never_empties_a_config() {
     // The right folder: init renders it as usual.
     env.call(&["--no-check", "init"]).code(0);
 }
+
+#[test]
+fn init_skips_the_reload_when_haproxy_is_not_running() {
+    if tool("haproxy").is_none() {
+        return;
+    }
+    // The README's master-worker snippet, exported before HAProxy runs.
+    let env = TestEnv::new();
+    let sock = env.path("master.sock");
+    env.call(&["init"])
+        .env("HACFG_RELOAD", "true")
+        .env("HACFG_MASTER_SOCKET", &sock)
+        .code(0)
+        .stderr_has("HAProxy is not running");
+    assert!(env.output_text().contains("backend nodes"));
+    // The signal strategy: no pid file, no HAProxy.
+    let env = TestEnv::new();
+    let pid_file = env.path("haproxy.pid");
+    env.call(&["--reload", "--pid-file", pid_file.to_str().unwrap(), "init"])
+        .code(0)
+        .stderr_has("HAProxy is not running");
+    assert!(env.output_text().contains("backend nodes"));
+}

@@ -49,7 +49,7 @@ pub enum ApplyMode {
 }
 
 /// What the pipeline needs, built once from the command line (`config`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub renderer: Renderer,
     /// Refuse configs with fewer nodes than this.
@@ -281,6 +281,22 @@ pub fn refuse_emptier(s: &Settings, store: &Store, output: &OutputFile) -> Resul
         nodes_text(count)
     ))
     .into())
+}
+
+/// The settings `init` applies with: no reload when HAProxy does not run
+/// yet (see `reload::presence`), with an info line that says so.
+pub fn for_init(s: &Settings, output: &OutputFile, log: &mut Log) -> Settings {
+    let mut settings = s.clone();
+    if let Some(reload) = &s.reload
+        && let reload::Presence::Absent(why) = reload::presence(reload)
+    {
+        log.info(&format!(
+            "HAProxy is not running ({why}): `{}` is written without a reload",
+            output.path().display()
+        ));
+        settings.reload = None;
+    }
+    settings
 }
 
 /// `N server(s)` for messages.

@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::{Settings, nodes_text};
 use crate::atomic::{self, Staged};
 use crate::exit::Failure;
-use crate::haproxy::reload::{self, Reload};
+use crate::haproxy::reload::{self, Reload, Strategy};
 use crate::haproxy::{RuntimeApi, config, state};
 use crate::log::Log;
 use crate::output::{OutputFile, Replaced};
@@ -117,4 +117,109 @@ pub fn reload_or_restore(
         None => "the config was left as it is".to_string(),
     };
     Err(Failure::ReloadFailed(format!("reload failed; {restored}: {err:#}")).into())
+}
+
+/// Whether HAProxy runs to take a reload, as far as a strategy can tell.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presence {
+    Running,
+    /// Not running, and why hacfg says so.
+    Absent(String),
+}
+
+/// Whether HAProxy runs (for `init`, which may come before HAProxy): the
+/// master socket is missing or refuses connections, or the pid file is
+/// missing or names no process, means it does not. A reload command is
+/// always taken for running: hacfg cannot tell, the command decides.
+pub fn presence(settings: &Reload) -> Presence {
+    match &settings.strategy {
+        Strategy::MasterSocket(socket) => match std::os::unix::net::UnixStream::connect(socket) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Presence::Absent(format!(
+                    "nothing listens on the master socket `{}`: {e}",
+                    socket.display()
+                ))
+            }
+            _ => Presence::Running,
+        },
+        Strategy::Signal(pid_file) => pid_presence(pid_file),
+        Strategy::Command(_) => Presence::Running,
+    }
+}
+
+/// A pid file that is missing, or names a process that does not exist,
+/// means no HAProxy; anything else is left to the reload to judge.
+fn pid_presence(pid_file: &std::path::Path) -> Presence {
+    let text = match crate::file::read_capped_with(pid_file, crate::file::Links::Follow, 4096) {
+        Ok(None) => {
+            return Presence::Absent(format!("pid file `{}` does not exist", pid_file.display()));
+        }
+        Ok(Some(text)) => text,
+        Err(_) => return Presence::Running,
+    };
+    let pid = String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+        .filter(|p| *p > 1);
+    match pid {
+        Some(pid) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            Presence::Absent(format!(
+                "process {pid} from pid file `{}` is not running",
+                pid_file.display()
+            ))
+        }
+        _ => Presence::Running,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn of(strategy: Strategy) -> Presence {
+        presence(&Reload {
+            strategy,
+            timeout: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn no_socket_and_no_pid_file_mean_no_haproxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        assert!(matches!(
+            of(Strategy::MasterSocket(path("master.sock"))),
+            Presence::Absent(_)
+        ));
+        // A socket file left behind, that nobody listens on.
+        drop(std::os::unix::net::UnixListener::bind(path("stale.sock")).unwrap());
+        assert!(matches!(
+            of(Strategy::MasterSocket(path("stale.sock"))),
+            Presence::Absent(_)
+        ));
+        let _live = std::os::unix::net::UnixListener::bind(path("live.sock")).unwrap();
+        assert_eq!(
+            of(Strategy::MasterSocket(path("live.sock"))),
+            Presence::Running
+        );
+        assert!(matches!(
+            of(Strategy::Signal(path("none.pid"))),
+            Presence::Absent(_)
+        ));
+        std::fs::write(path("self.pid"), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(of(Strategy::Signal(path("self.pid"))), Presence::Running);
+        std::fs::write(path("gone.pid"), "4194304\n").unwrap();
+        assert!(matches!(
+            of(Strategy::Signal(path("gone.pid"))),
+            Presence::Absent(_)
+        ));
+        assert_eq!(of(Strategy::Command("true".into())), Presence::Running);
+    }
 }
