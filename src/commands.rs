@@ -164,18 +164,29 @@ fn reload(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
 /// only command that creates a missing folder: a mistyped path elsewhere
 /// is an error, never a fresh empty pool.
 fn init(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
+    let dir = crate::atomic::parent_dir(&cfg.output);
+    if dir.is_dir() {
+        let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
+        pipeline::refuse_emptier(&cfg.pipeline, store, &output)?;
+    }
     if !store.dir().is_dir() {
         store.create()?;
         log.info(&format!("created nodes folder `{}`", store.dir().display()));
     }
-    let dir = crate::atomic::parent_dir(&cfg.output);
     if !dir.is_dir() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("unable to create output folder `{}`", dir.display()))?;
         log.info(&format!("created output folder `{}`", dir.display()));
     }
     let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
-    update(cfg, store, &output, log, None)
+    // Before HAProxy runs (a boot script, the README's master-worker
+    // snippet), there is nothing to reload: the first config is written.
+    let settings = pipeline::for_init(&cfg.pipeline, &output, log);
+    let lock = store.lock::<Exclusive>()?;
+    let applied = pipeline::update(&settings, store, &lock, &output, log)?;
+    drop(lock);
+    pipeline::after(&settings, &applied, log);
+    report(&applied, None, log)
 }
 
 /// The config as the folder asks for it now (held-back nodes left out),

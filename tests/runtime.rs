@@ -312,7 +312,9 @@ fn a_runtime_change_haproxy_refuses_changes_nothing() {
         "--no-render",
     ]);
     env.ok(&["add", "n2", &pool["s2"].endpoint(), "--no-render"]);
-    env.call(&runtime_args(&pool, &["render"]))
+    // (With `--apply auto`, the default, hacfg would reload instead: see
+    // `availability::a_runtime_refusal_reloads_or_waits_without_blocking_later_changes`.)
+    env.call(&runtime_args(&pool, &["--apply", "runtime", "render"]))
         .code(3)
         .stderr_has("HAProxy refused a runtime change")
         .stderr_has(&format!("custom id {id} already used"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::Settings;
-use super::quarantine::Quarantine;
+use super::quarantine::{Blamed, Quarantine};
 use crate::atomic::Staged;
 use crate::exit::Failure;
 use crate::log::Log;
@@ -60,7 +60,8 @@ pub enum Checked {
 }
 
 /// Stages `rendered` and checks it. A refusal that blames nodes holds them
-/// back; one that blames none is the config's fault (exit 3).
+/// back; one that blames none is the config's fault, and one that blames
+/// most of them the environment's (exit 3 both, nothing held back).
 pub fn candidate(
     s: &Settings,
     output: &OutputFile,
@@ -88,11 +89,36 @@ pub fn candidate(
     let Some(rejection) = run(&s.check, candidate.path(), output.path())? else {
         return Ok(Checked::Accepted(staged));
     };
-    if q.hold_blamed(&rejection, rendered) {
-        return Ok(Checked::HeldBack);
+    match q.hold_blamed(&rejection, rendered) {
+        Blamed::Held => Ok(Checked::HeldBack),
+        Blamed::Nobody => Err(rejection.into_failure(output.path(), None).into()),
+        Blamed::Most { names, of } => {
+            let most = most_text(&names, of);
+            Err(rejection.into_failure(output.path(), Some(&most)).into())
+        }
     }
-    q.save()?;
-    Err(rejection.into_failure(output.path()).into())
+}
+
+/// Names shown of the nodes a refusal blames, at most.
+const SHOWN_NAMES: usize = 10;
+
+/// Why a refusal that blames most nodes is no node's fault.
+fn most_text(names: &[String], of: usize) -> String {
+    let mut shown: Vec<String> = names
+        .iter()
+        .take(SHOWN_NAMES)
+        .map(|n| format!("`{n}`"))
+        .collect();
+    if names.len() > SHOWN_NAMES {
+        shown.push(format!("… ({} more)", names.len() - SHOWN_NAMES));
+    }
+    format!(
+        "blames {} of the {of} nodes ({}): more than half of them, which points at the \
+         environment (DNS, a resolver, the template or its variables), not at these nodes; \
+         nothing was held back",
+        names.len(),
+        shown.join(", ")
+    )
 }
 
 /// A check that said no: which command, how it exited, what it printed.
@@ -105,12 +131,14 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// `Failure::Rejected`, carrying HAProxy's own messages.
-    pub fn into_failure(self, output: &Path) -> Failure {
+    /// `Failure::Rejected`, carrying HAProxy's own messages (and, when it
+    /// blamed most nodes, `most`: what that means).
+    pub fn into_failure(self, output: &Path, most: Option<&str>) -> Failure {
         let output_text = self.output.replace(&self.candidate, "<candidate>");
         let shown = first_lines(&output_text, SHOWN_CHECK_LINES);
+        let most = most.map(|m| format!(" and {m}")).unwrap_or_default();
         Failure::Rejected(format!(
-            "{} rejected the new config ({}); `{}` was not replaced and nothing was \
+            "{} rejected the new config ({}){most}; `{}` was not replaced and nothing was \
              reloaded (the nodes folder keeps the change)\n{shown}",
             self.what,
             self.status,

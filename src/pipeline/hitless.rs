@@ -2,36 +2,58 @@
 //! through the runtime API, with no reload and no `haproxy -c` (the rest of
 //! the config is byte-identical to the file HAProxy took, and each changed
 //! server line is taken by HAProxy's own runtime parser, `add server`).
+//!
+//! When HAProxy refuses a runtime command, `--apply auto` takes the checked
+//! reload path instead (what this run changed at runtime is undone first).
+//! `--apply runtime` never reloads: what it cannot take waits for a reload
+//! while every other change goes through (see `partial`).
 
 use std::thread::JoinHandle;
 
 use anyhow::Result;
 
+use super::partial::{self, Part, Record, Sorted, Waiting};
 use super::pending::{self, Pending, Why};
 use super::plan::{self, Plan};
+use super::quarantine::RETRY_AFTER;
 use super::{ApplyMode, Settings, settle};
 use crate::exit::Failure;
-use crate::haproxy::RuntimeApi;
 use crate::haproxy::config::{self, Server};
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{FORCED_DRAIN, Live};
+use crate::haproxy::{self as hap, RuntimeApi, Target};
 use crate::log::Log;
 use crate::output::OutputFile;
 use crate::store::Store;
 
 /// How the hitless path ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Hitless {
-    /// HAProxy runs the desired servers now (the file may still need
-    /// writing); `waiting`: some wait for HAProxy (see `settle`).
-    Applied { waiting: bool },
+    /// HAProxy runs what `taken` says now (the file may still need
+    /// writing); `waiting`: some servers wait for HAProxy (see `settle`).
+    Applied { waiting: bool, taken: Taken },
     /// The change takes the reload path.
     Reload,
 }
 
+/// What of the render HAProxy took.
+#[derive(Debug)]
+pub enum Taken {
+    /// All of it: the file is the render.
+    All,
+    /// `--apply runtime`: this part; the rest waits for a reload.
+    Part(Part),
+}
+
 /// Where the runtime API leads.
 enum Route {
-    Applied { waiting: bool },
+    Applied { waiting: bool, taken: Taken },
+    Reload(String),
+}
+
+/// What to run at runtime, and what the file then holds.
+enum Decision {
+    Run { taken: Taken, ops: Vec<Op> },
     Reload(String),
 }
 
@@ -72,8 +94,8 @@ impl Context<'_> {
         let live = live
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the runtime reader panicked")));
-        let why = match self.route(live, rendered, log)? {
-            Route::Applied { waiting } => return Ok(Hitless::Applied { waiting }),
+        let why = match self.route(live, rendered, unchanged, log)? {
+            Route::Applied { waiting, taken } => return Ok(Hitless::Applied { waiting, taken }),
             Route::Reload(why) => why,
         };
         if unchanged {
@@ -84,8 +106,9 @@ impl Context<'_> {
             ));
         } else if self.s.apply == ApplyMode::Runtime {
             return Err(Failure::NeedsReload(format!(
-                "this change needs a reload ({why}), and --apply runtime forbids one; nothing \
-                 was changed"
+                "this change needs a reload ({why}), and --apply runtime forbids one: HAProxy \
+                 and `{}` are unchanged, and the nodes folder keeps the change",
+                self.output.path().display()
             ))
             .into());
         } else {
@@ -95,16 +118,21 @@ impl Context<'_> {
     }
 
     /// Plans, executes without waiting, and makes a settle pass.
-    fn route(&self, live: Result<Vec<Live>>, rendered: &str, log: &mut Log) -> Result<Route> {
+    fn route(
+        &self,
+        live: Result<Vec<Live>>,
+        rendered: &str,
+        unchanged: bool,
+        log: &mut Log,
+    ) -> Result<Route> {
         let Some(api) = &self.s.runtime else {
             return Ok(Route::Reload("no runtime API".into()));
         };
         let mut live = match live {
             Ok(live) => live,
             Err(e) if self.s.apply == ApplyMode::Auto => {
-                return Ok(Route::Reload(format!(
-                    "the runtime API did not answer: {e:#}"
-                )));
+                let why = format!("the runtime API did not answer: {e:#}");
+                return Ok(Route::Reload(why));
             }
             Err(e) => return Err(e),
         };
@@ -114,34 +142,262 @@ impl Context<'_> {
             .output
             .read()?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let ops: Vec<Op> = match plan::plan(old.as_deref(), rendered, &live) {
-            Plan::Nothing => Vec::new(),
-            Plan::Reload(why) => return Ok(Route::Reload(why)),
+        let input = Input {
+            api,
+            live: &live,
+            old: old.as_deref(),
+            rendered,
+            unchanged,
+        };
+        let (taken, executed) = match self.run(&input, &pending, log)? {
+            Ran::Done { taken, executed } => (taken, executed),
+            Ran::Reload(why) => return Ok(Route::Reload(why)),
+        };
+        let desired = config::servers(match &taken {
+            Taken::All => rendered,
+            Taken::Part(part) => &part.config,
+        });
+        let waiting = self.settle(api, &mut live, &desired, executed.as_ref(), log)?;
+        Ok(Route::Applied { waiting, taken })
+    }
+
+    /// Logs what `executed` did, then makes a settle pass; whether work
+    /// still waits for HAProxy.
+    fn settle(
+        &self,
+        api: &RuntimeApi,
+        live: &mut Vec<Live>,
+        desired: &[Server],
+        executed: Option<&Executed>,
+        log: &mut Log,
+    ) -> Result<bool> {
+        if let Some(done) = executed {
+            log_done(done, log);
+            as_now(live, done, desired);
+        }
+        let dir = self.store.dir();
+        let passed = settle::pass(api, dir, desired, live, executed, self.s.waits, log)?;
+        Ok(passed.waiting(pending::now_ms()).next().is_some())
+    }
+
+    /// Decides and executes; again when HAProxy refused again a part tried
+    /// again (it waits then, and the rest goes through).
+    fn run(&self, input: &Input, pending: &Pending, log: &mut Log) -> Result<Ran> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (taken, ops) = match self.decide(input)? {
+                Decision::Run { taken, ops } => (taken, ops),
+                Decision::Reload(why) => return Ok(Ran::Reload(why)),
+            };
             // A server hacfg already drains for its removal is left to drain.
-            Plan::Runtime(ops) => ops
+            let ops: Vec<Op> = ops
                 .into_iter()
                 .filter(|op| !matches!(op, Op::Delete(t) if pending.get(t).is_some_and(|e| e.why == Why::Removal)))
-                .collect(),
-        };
-        let executed = self.execute(api, &ops, &live, log)?;
-        let desired = config::servers(rendered);
-        if let Some(done) = &executed {
-            log_done(done, log);
-            as_now(&mut live, done, &desired);
+                .collect();
+            match self.execute(input.api, &ops, input.live, log) {
+                Ok(executed) => {
+                    if let Taken::Part(part) = &taken {
+                        let dir = self.store.dir();
+                        Record::load(dir).save(dir, &part.waiting)?;
+                    }
+                    return Ok(Ran::Done { taken, executed });
+                }
+                Err(e) => match self.refused(e, input)? {
+                    Refused::Reload(why) => return Ok(Ran::Reload(why)),
+                    Refused::Again => {}
+                },
+            }
         }
-        let store = self.store.dir();
-        let left = settle::pass(
-            api,
-            store,
-            &desired,
-            &live,
-            executed.as_ref(),
-            self.s.waits,
-            log,
-        )?;
-        let waiting = left.waiting(pending::now_ms()).next().is_some();
-        Ok(Route::Applied { waiting })
+        Err(anyhow::anyhow!(
+            "HAProxy refused {MAX_ATTEMPTS} runtime changes in a row, each one part tried \
+             again; what this run changed at runtime was undone"
+        ))
     }
+
+    /// The runtime operations for the render, or why it takes a reload.
+    /// `--apply runtime` takes what it can and leaves the rest waiting
+    /// (a run that finds a part no earlier run left waiting changes
+    /// nothing: exit 7).
+    fn decide(&self, input: &Input) -> Result<Decision> {
+        let runtime_only = self.s.apply == ApplyMode::Runtime;
+        let run = |ops| {
+            Ok(Decision::Run {
+                taken: Taken::All,
+                ops,
+            })
+        };
+        match (plan::plan(input.old, input.rendered, input.live), input.old) {
+            (Plan::Reload(why), _) if !runtime_only || input.unchanged => Ok(Decision::Reload(why)),
+            (Plan::Reload(why), None) => Ok(Decision::Reload(why)),
+            (Plan::Reload(_), Some(old)) => self.part(old, input),
+            (_, Some(old))
+                if runtime_only && !Record::load(self.store.dir()).entries.is_empty() =>
+            {
+                self.part(old, input)
+            }
+            (Plan::Nothing, _) => run(Vec::new()),
+            (Plan::Runtime(ops), _) => run(ops),
+        }
+    }
+
+    /// `--apply runtime`: the part of the render the runtime takes now.
+    fn part(&self, old: &str, input: &Input) -> Result<Decision> {
+        let dir = self.store.dir();
+        let record = Record::load(dir);
+        let part = match partial::sort(old, input.rendered, input.live, &record) {
+            Sorted::Part(part) => part,
+            Sorted::Blocked(why) => {
+                return Ok(Decision::Reload(format!(
+                    "HAProxy's live servers differ from the file in a way only a reload \
+                     repairs: {why}"
+                )));
+            }
+        };
+        let fresh: Vec<&Waiting> = part.waiting.iter().filter(|w| !record.knows(w)).collect();
+        if !fresh.is_empty() {
+            record.save(dir, &part.waiting)?;
+            return Err(Failure::NeedsReload(first_meeting(&fresh, self.output)).into());
+        }
+        // Nothing waits (any more): the file becomes the render itself.
+        let config = if part.waiting.is_empty() {
+            input.rendered
+        } else {
+            &part.config
+        };
+        let ops = match plan::plan(Some(old), config, input.live) {
+            Plan::Nothing => Vec::new(),
+            Plan::Runtime(ops) => ops,
+            Plan::Reload(why) => return Ok(Decision::Reload(why)),
+        };
+        let taken = if part.waiting.is_empty() {
+            Taken::All
+        } else {
+            Taken::Part(part)
+        };
+        Ok(Decision::Run { taken, ops })
+    }
+
+    /// After HAProxy refused a runtime command (and this run's runtime
+    /// changes were undone): `--apply auto` reloads instead. `--apply
+    /// runtime` records the refused part as waiting; a part refused for the
+    /// first time fails the run (exit 3), one tried again (see
+    /// `partial`) is left out and the rest goes through.
+    fn refused(&self, err: anyhow::Error, input: &Input) -> Result<Refused> {
+        let Some(words) = refusal(&err) else {
+            return Err(err);
+        };
+        if self.s.apply == ApplyMode::Auto {
+            return Ok(Refused::Reload(format!("{words}; this was undone")));
+        }
+        let change =
+            refused_target(words).and_then(|t| partial::change_of(input.old?, input.rendered, &t));
+        let Some(change) = change else {
+            return Err(err);
+        };
+        let dir = self.store.dir();
+        let record = Record::load(dir);
+        let refusal = change.refused(words);
+        let again = record.knows(&refusal);
+        let mut entries: Vec<Waiting> = record
+            .entries
+            .iter()
+            .filter(|w| !refusal.same_part(w))
+            .cloned()
+            .collect();
+        entries.push(refusal);
+        record.save(dir, &entries)?;
+        if again {
+            return Ok(Refused::Again);
+        }
+        Err(Failure::Rejected(format!(
+            "{words}; what this run changed at runtime was undone, and `{}` was not written. \
+             --apply runtime forbids the reload that would take it: later runs apply every \
+             other change and leave `{}` waiting (tried again every {}s), and the first run \
+             that may reload applies it",
+            self.output.path().display(),
+            change.target,
+            RETRY_AFTER.as_secs()
+        ))
+        .into())
+    }
+}
+
+/// Executions a run makes at most: each refusal of a part tried again
+/// leaves that part out of the next.
+const MAX_ATTEMPTS: usize = 8;
+
+/// What one runtime apply works from.
+struct Input<'a> {
+    api: &'a RuntimeApi,
+    live: &'a [Live],
+    /// The file HAProxy took, if there is one.
+    old: Option<&'a str>,
+    rendered: &'a str,
+    /// The render is the file.
+    unchanged: bool,
+}
+
+/// How deciding and executing ended.
+enum Ran {
+    Done {
+        taken: Taken,
+        executed: Option<Executed>,
+    },
+    Reload(String),
+}
+
+/// What a refusal at runtime leads to.
+enum Refused {
+    Reload(String),
+    /// A part tried again was refused again: decide once more without it.
+    Again,
+}
+
+/// HAProxy's words, if `err` is its refusal of a runtime command (cut
+/// before what `execute` adds about undoing).
+fn refusal(err: &anyhow::Error) -> Option<&str> {
+    let hap::Error::Refused(message) = err.chain().find_map(|e| e.downcast_ref::<hap::Error>())?
+    else {
+        return None;
+    };
+    message.split("; what this run changed").next()
+}
+
+/// The server a refused command names: `execute` quotes the first command
+/// HAProxy refused (`add server B/N …`, `set server B/N …`, `enable health
+/// B/N`).
+fn refused_target(words: &str) -> Option<Target> {
+    let (_, rest) = words.split_once("refused a runtime change: `")?;
+    let command = rest.split('`').next()?;
+    let (backend, name) = command.split_whitespace().nth(2)?.split_once('/')?;
+    Some(Target::new(backend, name))
+}
+
+/// What a run that first meets parts needing a reload says: what waits,
+/// what did and did not change, and what happens next.
+fn first_meeting(fresh: &[&Waiting], output: &OutputFile) -> String {
+    let reasons: Vec<&str> = fresh.iter().map(|w| w.reason.as_str()).collect();
+    format!(
+        "this change needs a reload ({}), and --apply runtime forbids one: HAProxy and `{}` are \
+         unchanged, and the nodes folder keeps the change (its node files stay as written). \
+         Later runs with --apply runtime apply every other change and leave this one waiting; \
+         the first run that may reload (--apply auto or reload) applies it",
+        reasons.join("; "),
+        output.path().display()
+    )
+}
+
+/// One warning line for the parts a run left waiting (none: no line).
+pub fn warn_waiting(part: &Part, log: &mut Log) {
+    if part.waiting.is_empty() {
+        return;
+    }
+    let reasons: Vec<&str> = part.waiting.iter().map(|w| w.reason.as_str()).collect();
+    log.warn(&format!(
+        "{} part(s) of the change waiting for a reload, which --apply runtime forbids (the \
+         first run that may reload applies them): {}",
+        reasons.len(),
+        reasons.join("; ")
+    ));
 }
 
 /// The live servers as `done` left them (its new servers and its drains in

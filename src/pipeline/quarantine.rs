@@ -7,16 +7,24 @@
 //! held back and the config is rendered and checked again without them. What
 //! was held back, with HAProxy's words, is kept in `.hacfg.held` in the nodes
 //! folder. A held node whose file still says the same is left out up front;
-//! one that changed is tried again.
+//! one that changed is tried again, and so is one HAProxy refused more than
+//! [`RETRY_AFTER`] ago (by a run that checks, so at most one extra check per
+//! interval): a node refused during a DNS outage comes back by itself.
+//!
+//! A refusal that blames more than half of the nodes is no node's fault
+//! (DNS is down, a resolver is missing): nothing is held back then, and the
+//! run fails as a rejected config does ([`Blamed::Most`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::check::Rejection;
+use super::pending::now_ms;
 use crate::atomic;
 use crate::file;
 use crate::haproxy::config::{self, Line};
@@ -27,6 +35,9 @@ use crate::store::{Exclusive, Lock, Store};
 pub const HELD_FILE: &str = ".hacfg.held";
 /// Largest `.hacfg.held` read (a reason is at most a few lines).
 const HELD_CAP: u64 = 64 << 20;
+/// How long a held node is left out without a check before a run that
+/// checks tries it again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// One node HAProxy refused, as its file was then.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +45,18 @@ pub struct Held {
     pub node: Node,
     /// HAProxy's alert lines about it.
     pub reason: String,
+    /// When HAProxy last refused it (ms since the epoch; 0 in files written
+    /// before this field, which makes them due at once).
+    #[serde(default)]
+    pub refused_ms: u64,
+}
+
+impl Held {
+    /// Whether a run at `now_ms` should try it again.
+    fn due(&self, now_ms: u64) -> bool {
+        let after = u64::try_from(RETRY_AFTER.as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_sub(self.refused_ms) >= after
+    }
 }
 
 /// The held-back nodes of a folder, by name.
@@ -97,10 +120,20 @@ impl HeldSet {
         (live, held)
     }
 
-    /// Holds `node` back for `reason`.
+    /// Holds `node` back for `reason`, refused now.
     pub fn insert(&mut self, node: Node, reason: String) {
-        self.entries
-            .insert(node.name.clone(), Held { node, reason });
+        let refused_ms = now_ms();
+        let held = Held {
+            node,
+            reason,
+            refused_ms,
+        };
+        self.entries.insert(held.node.name.clone(), held);
+    }
+
+    /// Lets `name` go (HAProxy took it).
+    fn remove(&mut self, name: &str) {
+        self.entries.remove(name);
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -165,6 +198,29 @@ pub fn blame(
 /// reports section errors before address errors, so a few are needed).
 const MAX_CHECK_PASSES: usize = 8;
 
+/// Whether a run tries again the held nodes that are due ([`RETRY_AFTER`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// It checks its candidate and may write (and reload) it: due nodes go
+    /// back into the first candidate.
+    Due,
+    /// It cannot check a node (`--no-check`) or may not reload
+    /// (`--apply runtime`): held nodes stay out.
+    Never,
+}
+
+/// What a refusal's blame did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Blamed {
+    /// The nodes it blames are held back: render again without them.
+    Held,
+    /// It blames no node (or the passes are used up): the config is at fault.
+    Nobody,
+    /// It blames more than half of the nodes this run did not already hold
+    /// back: the environment is at fault (DNS, say), and nothing is held.
+    Most { names: Vec<String>, of: usize },
+}
+
 /// The nodes of a run's render, and those held back, as the run goes.
 pub struct Quarantine {
     dir: PathBuf,
@@ -173,14 +229,35 @@ pub struct Quarantine {
     nodes: Arc<Vec<Node>>,
     newly: Vec<String>,
     passes: usize,
+    /// Held nodes put back into this run's candidate, to be tried again.
+    retried: BTreeSet<String>,
+    /// How many of them the candidate still holds.
+    retrying: usize,
+    /// Nodes of the first candidate that were not held back before.
+    fresh: usize,
 }
 
 impl Quarantine {
-    /// The folder's nodes, less those still held back as their file is.
-    pub fn load(store: &Store, lock: &Lock<Exclusive>) -> Result<Quarantine> {
+    /// The folder's nodes, less those still held back as their file is
+    /// (those due for a retry put back, if `retry` says so).
+    pub fn load(store: &Store, lock: &Lock<Exclusive>, retry: Retry) -> Result<Quarantine> {
         let mut held = HeldSet::load(store.dir());
         let before = held.clone();
-        let (nodes, _) = held.split(store.load_all(lock)?);
+        let (mut nodes, out) = held.split(store.load_all(lock)?);
+        let fresh = nodes.len();
+        let now = now_ms();
+        let retried: BTreeSet<String> = out
+            .into_iter()
+            .filter(|h| retry == Retry::Due && h.due(now))
+            .map(|h| {
+                let name = h.node.name.clone();
+                nodes.push(h.node);
+                name
+            })
+            .collect();
+        if !retried.is_empty() {
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        }
         Ok(Quarantine {
             dir: store.dir().to_path_buf(),
             held,
@@ -188,6 +265,9 @@ impl Quarantine {
             nodes: Arc::new(nodes),
             newly: Vec::new(),
             passes: 0,
+            retrying: retried.len(),
+            retried,
+            fresh,
         })
     }
 
@@ -196,17 +276,24 @@ impl Quarantine {
         self.nodes.clone()
     }
 
-    /// How many nodes are held back.
+    /// How many nodes are held back (those being tried again included).
     pub fn held(&self) -> usize {
         self.held.names().len()
     }
 
-    /// Holds back the nodes `rejection` blames in `rendered`; false when it
-    /// blames none (or the passes are used up): the config is at fault.
-    pub fn hold_blamed(&mut self, rejection: &Rejection, rendered: &str) -> bool {
+    /// Whether the candidate holds nodes HAProxy refused before, tried
+    /// again: only `haproxy -c` may judge it, not the runtime API.
+    pub fn is_retrying(&self) -> bool {
+        self.retrying > 0
+    }
+
+    /// Holds back the nodes `rejection` blames in `rendered`, unless it
+    /// blames none or most of them (see [`Blamed`]). A node tried again and
+    /// blamed again is held as before, not newly.
+    pub fn hold_blamed(&mut self, rejection: &Rejection, rendered: &str) -> Blamed {
         self.passes += 1;
         if self.passes > MAX_CHECK_PASSES {
-            return false;
+            return Blamed::Nobody;
         }
         let blamed = blame(
             &rejection.output,
@@ -215,7 +302,19 @@ impl Quarantine {
             &self.nodes,
         );
         if blamed.is_empty() {
-            return false;
+            return Blamed::Nobody;
+        }
+        let fresh: Vec<&String> = blamed
+            .keys()
+            .filter(|n| !self.retried.contains(*n))
+            .collect();
+        if (self.newly.len() + fresh.len()) * 2 > self.fresh {
+            let mut names = self.newly.clone();
+            names.extend(fresh.into_iter().cloned());
+            return Blamed::Most {
+                names,
+                of: self.fresh,
+            };
         }
         let (out, keep): (Vec<Node>, Vec<Node>) = self
             .nodes
@@ -223,16 +322,31 @@ impl Quarantine {
             .cloned()
             .partition(|n| blamed.contains_key(&n.name));
         for node in out {
-            self.newly.push(node.name.clone());
+            if self.retried.contains(&node.name) {
+                self.retrying -= 1;
+            } else {
+                self.newly.push(node.name.clone());
+            }
             let reason = blamed[&node.name].clone();
             self.held.insert(node, reason);
         }
         self.nodes = Arc::new(keep);
-        true
+        Blamed::Held
     }
 
-    /// Records the held-back nodes, if this run changed them.
-    pub fn save(&self) -> Result<()> {
+    /// Records the held-back nodes, if this run changed them: those tried
+    /// again that the config now holds are let go. Only a run that writes
+    /// (or finds the config current) calls this: one that fails or is
+    /// refused by a guard records nothing.
+    pub fn save(&mut self) -> Result<()> {
+        if self.retrying > 0 {
+            for node in self.nodes.iter() {
+                if self.retried.contains(&node.name) {
+                    self.held.remove(&node.name);
+                }
+            }
+            self.retrying = 0;
+        }
         if self.held == self.before {
             return Ok(());
         }
@@ -297,6 +411,32 @@ mod tests {
         let out = "[ALERT] (1) : config : [/x/c.tmp:2] : unknown keyword 'bind:'.";
         assert!(blame(out, "/x/c.tmp", RENDERED, &nodes).is_empty());
         assert!(blame("garbage [/x/c.tmp:999]", "/x/c.tmp", RENDERED, &nodes).is_empty());
+    }
+
+    #[test]
+    fn held_nodes_are_due_again_after_the_interval() {
+        let mut set = HeldSet::default();
+        set.insert(node("bad", None), "no".into());
+        let held = set.get(&node("bad", None)).unwrap().clone();
+        let interval = u64::try_from(RETRY_AFTER.as_millis()).unwrap();
+        assert!(!held.due(held.refused_ms + interval - 1));
+        assert!(held.due(held.refused_ms + interval));
+        // A record written before `refused_ms` existed is due at once.
+        let dir = tempfile::tempdir().unwrap();
+        set.save(dir.path()).unwrap();
+        let path = dir.path().join(HELD_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let old: String = text
+            .lines()
+            .filter(|l| !l.contains("refused_ms"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("\"no\",", "\"no\"");
+        std::fs::write(&path, old).unwrap();
+        let loaded = HeldSet::load(dir.path());
+        let held = loaded.get(&node("bad", None)).unwrap();
+        assert_eq!(held.refused_ms, 0);
+        assert!(held.due(now_ms()));
     }
 
     #[test]

@@ -7,13 +7,14 @@ use anyhow::Result;
 use super::{Settings, nodes_text};
 use crate::atomic::{self, Staged};
 use crate::exit::Failure;
-use crate::haproxy::reload::{self, Reload};
+use crate::haproxy::reload::{self, Reload, Strategy};
 use crate::haproxy::{RuntimeApi, config, state};
 use crate::log::Log;
 use crate::output::{OutputFile, Replaced};
 
 /// Replaces the output with `rendered` (`staged` beside it, if staged),
-/// then reloads if asked.
+/// then reloads if asked. The state file the new config loads is made to
+/// hold this run's live state, or nothing, before anything is written.
 pub fn write_and_reload(
     s: &Settings,
     output: &OutputFile,
@@ -22,6 +23,9 @@ pub fn write_and_reload(
     count: usize,
     log: &mut Log,
 ) -> Result<()> {
+    if s.reload.is_some() {
+        prepare_state(s.runtime.as_ref(), rendered, log)?;
+    }
     let replaced = output.replace(staged, rendered.as_bytes())?;
     log.info(&format!(
         "wrote `{}` ({})",
@@ -29,9 +33,6 @@ pub fn write_and_reload(
         nodes_text(count)
     ));
     if let Some(settings) = &s.reload {
-        if let Some(api) = &s.runtime {
-            save_server_state(api, rendered, log);
-        }
         reload_or_restore(settings, Some(replaced), log)?;
     }
     Ok(())
@@ -41,21 +42,58 @@ pub fn write_and_reload(
 /// (`server-state-file`), so that a server DOWN by its checks, drained or
 /// weighted at runtime is still so right after the reload. Servers whose
 /// address or port the new config changes are left out. A failure is a
-/// warning: the reload matters more.
+/// warning: the reload matters more (and the old file is removed, see
+/// [`prepare_state`]).
 pub fn save_server_state(api: &RuntimeApi, rendered: &str, log: &mut Log) {
+    if let Err(e) = prepare_state(Some(api), rendered, log) {
+        log.warn(&format!("{e:#}"));
+    }
+}
+
+/// Only a state file this run saved may be loaded: one left by an earlier
+/// run would put servers back into the states they had then (a server in
+/// maintenance, say). With a socket (`api`) the live state is saved; without
+/// one, or when saving fails, the state file is removed (HAProxy takes a
+/// missing one as a warning). Fails only when a stale file cannot be removed.
+pub fn prepare_state(api: Option<&RuntimeApi>, rendered: &str, log: &mut Log) -> Result<()> {
     let Some(path) = config::state_file(rendered) else {
-        return;
+        return Ok(());
     };
-    let desired = config::servers(rendered);
-    let saved = api
-        .servers_state()
-        .map(|text| state::to_keep(&text, &desired))
-        .and_then(|text| atomic::write_atomic(&path, text.as_bytes()));
-    if let Err(e) = saved {
-        log.warn(&format!(
-            "unable to save the server state to `{}` before the reload: {e:#}",
+    let why = match api {
+        Some(api) => {
+            let desired = config::servers(rendered);
+            let saved = api
+                .servers_state()
+                .map(|text| state::to_keep(&text, &desired))
+                .and_then(|text| atomic::write_atomic(&path, text.as_bytes()));
+            match saved {
+                Ok(()) => return Ok(()),
+                Err(e) => format!("unable to save the server state before the reload: {e:#}"),
+            }
+        }
+        None => "no socket to save the live server state from".to_string(),
+    };
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            log.warn(&format!(
+                "{why}; removed the old `{}`, so that the reload does not put servers back into \
+                 the states it recorded",
+                path.display()
+            ));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log.debug(&format!(
+                "{why}; no server state file at `{}`",
+                path.display()
+            ));
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "{why}, and the old server state `{}` cannot be removed ({e}): refusing to reload \
+             with it; nothing was written",
             path.display()
-        ));
+        )),
     }
 }
 
@@ -79,4 +117,109 @@ pub fn reload_or_restore(
         None => "the config was left as it is".to_string(),
     };
     Err(Failure::ReloadFailed(format!("reload failed; {restored}: {err:#}")).into())
+}
+
+/// Whether HAProxy runs to take a reload, as far as a strategy can tell.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presence {
+    Running,
+    /// Not running, and why hacfg says so.
+    Absent(String),
+}
+
+/// Whether HAProxy runs (for `init`, which may come before HAProxy): the
+/// master socket is missing or refuses connections, or the pid file is
+/// missing or names no process, means it does not. A reload command is
+/// always taken for running: hacfg cannot tell, the command decides.
+pub fn presence(settings: &Reload) -> Presence {
+    match &settings.strategy {
+        Strategy::MasterSocket(socket) => match std::os::unix::net::UnixStream::connect(socket) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Presence::Absent(format!(
+                    "nothing listens on the master socket `{}`: {e}",
+                    socket.display()
+                ))
+            }
+            _ => Presence::Running,
+        },
+        Strategy::Signal(pid_file) => pid_presence(pid_file),
+        Strategy::Command(_) => Presence::Running,
+    }
+}
+
+/// A pid file that is missing, or names a process that does not exist,
+/// means no HAProxy; anything else is left to the reload to judge.
+fn pid_presence(pid_file: &std::path::Path) -> Presence {
+    let text = match crate::file::read_capped_with(pid_file, crate::file::Links::Follow, 4096) {
+        Ok(None) => {
+            return Presence::Absent(format!("pid file `{}` does not exist", pid_file.display()));
+        }
+        Ok(Some(text)) => text,
+        Err(_) => return Presence::Running,
+    };
+    let pid = String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+        .filter(|p| *p > 1);
+    match pid {
+        Some(pid) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            Presence::Absent(format!(
+                "process {pid} from pid file `{}` is not running",
+                pid_file.display()
+            ))
+        }
+        _ => Presence::Running,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn of(strategy: Strategy) -> Presence {
+        presence(&Reload {
+            strategy,
+            timeout: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn no_socket_and_no_pid_file_mean_no_haproxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        assert!(matches!(
+            of(Strategy::MasterSocket(path("master.sock"))),
+            Presence::Absent(_)
+        ));
+        // A socket file left behind, that nobody listens on.
+        drop(std::os::unix::net::UnixListener::bind(path("stale.sock")).unwrap());
+        assert!(matches!(
+            of(Strategy::MasterSocket(path("stale.sock"))),
+            Presence::Absent(_)
+        ));
+        let _live = std::os::unix::net::UnixListener::bind(path("live.sock")).unwrap();
+        assert_eq!(
+            of(Strategy::MasterSocket(path("live.sock"))),
+            Presence::Running
+        );
+        assert!(matches!(
+            of(Strategy::Signal(path("none.pid"))),
+            Presence::Absent(_)
+        ));
+        std::fs::write(path("self.pid"), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(of(Strategy::Signal(path("self.pid"))), Presence::Running);
+        std::fs::write(path("gone.pid"), "4194304\n").unwrap();
+        assert!(matches!(
+            of(Strategy::Signal(path("gone.pid"))),
+            Presence::Absent(_)
+        ));
+        assert_eq!(of(Strategy::Command("true".into())), Presence::Running);
+    }
 }
