@@ -148,11 +148,9 @@ fn remove(
 /// `hacfg reload`: the live state saved, then a reload of the config as it is.
 fn reload(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
     let _lock = store.lock::<Exclusive>()?;
-    if let (Some(api), Some(current)) = (
-        &cfg.pipeline.runtime,
-        OutputFile::new(&cfg.output, cfg.write_mode)?.read()?,
-    ) {
-        pipeline::reload::save_server_state(api, &String::from_utf8_lossy(&current), log);
+    if let Some(current) = OutputFile::new(&cfg.output, cfg.write_mode)?.read()? {
+        let api = cfg.pipeline.runtime.as_ref();
+        pipeline::reload::prepare_state(api, &String::from_utf8_lossy(&current), log)?;
     }
     if let Some(settings) = &cfg.pipeline.reload {
         pipeline::reload::reload_or_restore(settings, None, log)?;

@@ -177,21 +177,20 @@ fn a_missing_folder_is_an_error_for_every_command() {
 #[test]
 fn no_unchecked_reload() {
     let env = TestEnv::new();
-    let no_haproxy = env.path("empty-bin");
-    fs::create_dir_all(&no_haproxy).unwrap();
-    env.call(&["--reload", "--reload-cmd", "true", "add", "s1", "10.0.0.1"])
-        .env("PATH", &no_haproxy)
-        .unchanged()
-        .code(1)
-        .stderr_is(
-            "hacfg: error: refusing to reload HAProxy with an unchecked config: no `haproxy` \
-             found on PATH; set --haproxy-bin PATH (or HACFG_HAPROXY_BIN), or --no-check to \
-             reload without a check\n",
-        );
+    let Some(call) = without_haproxy(
+        &env,
+        &["--reload", "--reload-cmd", "true", "add", "s1", "10.0.0.1"],
+    ) else {
+        return;
+    };
+    call.unchanged().code(1).stderr_is(
+        "hacfg: error: refusing to reload HAProxy with an unchecked config: no `haproxy` found \
+         on PATH, in /usr/local/sbin or in /usr/sbin; set --haproxy-bin PATH (or \
+         HACFG_HAPROXY_BIN), or --no-check to reload without a check\n",
+    );
     // Without --reload: written, with one warning line.
-    let done = env
-        .call(&["add", "s1", "10.0.0.1"])
-        .env("PATH", &no_haproxy)
+    let done = without_haproxy(&env, &["add", "s1", "10.0.0.1"])
+        .unwrap()
         .code(0);
     let warnings: Vec<&str> = done
         .stderr
@@ -201,16 +200,58 @@ fn no_unchecked_reload() {
     assert_eq!(
         warnings,
         [
-            "hacfg: warning: no `haproxy` found on PATH: `$TMP/etc/haproxy.cfg` is written \
-          unchecked (set --haproxy-bin, or --no-check to silence this)"
+            "hacfg: warning: no `haproxy` found on PATH, in /usr/local/sbin or in /usr/sbin: \
+             `$TMP/etc/haproxy.cfg` is written unchecked (set --haproxy-bin, or --no-check to \
+             silence this)"
         ]
     );
     // --no-check says it on purpose: no warning.
-    let done = env
-        .call(&["--no-check", "add", "s2", "10.0.0.2"])
-        .env("PATH", &no_haproxy)
+    let done = without_haproxy(&env, &["--no-check", "add", "s2", "10.0.0.2"])
+        .unwrap()
         .code(0);
     assert!(!done.stderr.contains("warning"), "{}", done.stderr);
+}
+
+/// `hacfg ARGS` (with the env's folders) where no haproxy can be found: an
+/// empty PATH, and /usr/sbin and /usr/local/sbin hidden under empty tmpfs
+/// mounts in a mount namespace of its own (root only; `None` elsewhere).
+fn without_haproxy<'e>(env: &'e TestEnv, args: &[&str]) -> Option<Call<'e>> {
+    let root = rustix::process::geteuid().is_root();
+    if !root || !std::path::Path::new("/usr/bin/unshare").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root with unshare"
+        );
+        eprintln!("note: not root or no unshare; skipping the no-haproxy test");
+        return None;
+    }
+    let no_haproxy = env.path("empty-bin");
+    fs::create_dir_all(&no_haproxy).unwrap();
+    let script = r#"/bin/mount -t tmpfs tmpfs /usr/sbin || exit 90
+        /bin/mount -t tmpfs tmpfs /usr/local/sbin || exit 91
+        PATH="$NO_HAPROXY" exec "$HACFG" "$@""#;
+    let folders = [
+        "--nodes-dir".to_string(),
+        env.nodes.display().to_string(),
+        "--output".to_string(),
+        env.output.display().to_string(),
+    ];
+    let call = env
+        .program("/usr/bin/unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .args(folders)
+        .args(args)
+        .env("HACFG", crate::harness::HACFG)
+        .env("NO_HAPROXY", &no_haproxy);
+    Some(call)
 }
 
 #[test]

@@ -40,16 +40,9 @@ pub fn write_and_reload(
 
 /// Saves the live server state where the new config loads it from
 /// (`server-state-file`), so that a server DOWN by its checks, drained or
-/// weighted at runtime is still so right after the reload. Servers whose
-/// address or port the new config changes are left out. A failure is a
-/// warning: the reload matters more (and the old file is removed, see
-/// [`prepare_state`]).
-pub fn save_server_state(api: &RuntimeApi, rendered: &str, log: &mut Log) {
-    if let Err(e) = prepare_state(Some(api), rendered, log) {
-        log.warn(&format!("{e:#}"));
-    }
-}
-
+/// weighted at runtime is still so right after the reload; servers whose
+/// address or port the new config changes are left out.
+///
 /// Only a state file this run saved may be loaded: one left by an earlier
 /// run would put servers back into the states they had then (a server in
 /// maintenance, say). With a socket (`api`) the live state is saved; without
