@@ -95,6 +95,15 @@ pub fn compare(
             .map(|s| s.check.clone())
             .filter(|c| !c.is_empty());
     }
+    mark_pending(&mut rows, pending);
+    for r in rows.values_mut() {
+        r.drift = drift_of(r);
+    }
+    rows.into_values().collect()
+}
+
+/// Marks the live servers hacfg is settling; one past its deadline drifts.
+fn mark_pending(rows: &mut BTreeMap<(String, String), Row>, pending: &Pending) {
     let now = pending::now_ms();
     for entry in &pending.entries {
         let key = (entry.target.backend.clone(), entry.target.name.clone());
@@ -112,26 +121,33 @@ pub fn compare(
             });
         }
     }
-    for r in rows.values_mut() {
-        match (r.desired, r.live) {
-            (true, false) => r.drift.push("not running".into()),
-            (false, true) if r.pending.as_deref() == Some("draining until idle") => {}
-            (false, true) => r.drift.push("not in the nodes folder".into()),
-            _ => {
-                let same = match (&r.wanted_at, &r.live_at) {
-                    (Some((a, p)), Some((b, q))) => same_addr(a, b) && p == q,
-                    _ => false,
-                };
-                if !same {
-                    r.drift.push("address".into());
+}
+
+/// What differs between a row's desired and live server (after what
+/// `mark_pending` found).
+fn drift_of(row: &Row) -> Vec<String> {
+    let r = row;
+    let mut drift = r.drift.clone();
+    match (r.desired, r.live) {
+        (true, false) => drift.push("not running".into()),
+        (false, true) if r.pending.as_deref() == Some("draining until idle") => {}
+        (false, true) => drift.push("not in the nodes folder".into()),
+        _ => {
+            let same = match (&r.wanted_at, &r.live_at) {
+                (Some((wanted, port)), Some((running, live_port))) => {
+                    same_addr(wanted, running) && port == live_port
                 }
-                if r.weight != r.live_weight {
-                    r.drift.push("weight".into());
-                }
+                _ => false,
+            };
+            if !same {
+                drift.push("address".into());
+            }
+            if r.weight != r.live_weight {
+                drift.push("weight".into());
             }
         }
     }
-    rows.into_values().collect()
+    drift
 }
 
 /// An aligned table, one server per line.

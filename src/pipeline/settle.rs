@@ -123,13 +123,19 @@ fn reconcile(
             }),
         }
     }
-    if !again.is_empty() {
-        execute::set_ready(api, &again)?;
-        for t in &again {
-            log.info(&format!(
-                "settle: `{t}` is in the nodes folder again: hacfg's drain is undone, it serves"
-            ));
-        }
+    undo_drains(api, &again, log)
+}
+
+/// Puts back into service removed servers that are wanted again.
+fn undo_drains(api: &RuntimeApi, again: &[Target], log: &mut Log) -> Result<()> {
+    if again.is_empty() {
+        return Ok(());
+    }
+    execute::set_ready(api, again)?;
+    for t in again {
+        log.info(&format!(
+            "settle: `{t}` is in the nodes folder again: hacfg's drain is undone, it serves"
+        ));
     }
     Ok(())
 }
