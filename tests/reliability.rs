@@ -99,6 +99,8 @@ fn fake_args<'a>(env: &TestEnv, socket: &'a FakeSocket, extra: &[&'a str]) -> Ve
 /// The first render, with the variables of [`fake_args`].
 fn first_render(env: &TestEnv) {
     let state_file = format!("state_file={}", env.path("server-state").display());
+    // A state file an earlier run saved: stale once this run cannot save.
+    std::fs::write(env.path("server-state"), "1\n").unwrap();
     env.ok(&["--no-check", "--var", &state_file, "render"]);
 }
 
@@ -293,6 +295,8 @@ fn a_socket_that_did_not_answer_in_time_is_not_asked_again_in_the_run() {
     let connections = dripping(&path);
     let socket = path.to_str().expect("socket path");
     let state_file = format!("state_file={}", env.path("server-state").display());
+    // A state file an earlier run saved: stale once this run cannot save.
+    std::fs::write(env.path("server-state"), "1\n").unwrap();
     // The live servers time out; the reload path would then ask the same
     // socket for the state to save, which waited out a deadline again.
     let done = env
@@ -316,13 +320,17 @@ fn a_socket_that_did_not_answer_in_time_is_not_asked_again_in_the_run() {
     done.stderr_has("reloading: the runtime API did not answer: unable to read the live servers")
         .stderr_has("`$TMP/drip.sock` did not answer `@1 show servers state` in time")
         .stderr_has(
-            "unable to save the server state to `$TMP/server-state` before the reload: unable to \
-             read the live servers from `$TMP/drip.sock`: `$TMP/drip.sock` did not answer in \
-             time earlier in this run; `@1 show servers state` was not sent",
+            "unable to save the server state before the reload: unable to read the live servers \
+             from `$TMP/drip.sock`: `$TMP/drip.sock` did not answer in time earlier in this run; \
+             `@1 show servers state` was not sent; removed the old `$TMP/server-state`",
         )
         // The reload has a deadline of its own (`--reload-timeout`).
         .stderr_has("`$TMP/drip.sock` did not answer `show proc` in time");
     // The live servers, then the reload: the state to save was not asked.
     assert_eq!(connections.load(Ordering::SeqCst), 2, "{}", done.stderr);
     assert_eq!(env.output_text(), live, "the config was not restored");
+    assert!(
+        !env.path("server-state").exists(),
+        "a stale state file was kept"
+    );
 }
