@@ -368,7 +368,9 @@ fn a_master_socket_that_drips_or_never_answers_costs_the_timeout() {
         .within(10.0)
         .unchanged()
         .code(4);
-    done.stderr_has("did not answer `show proc` in time");
+    // Saving the live state first ran into the deadline: one deadline per
+    // socket and run, so the reload does not ask it again.
+    done.stderr_has("did not answer in time earlier in this run; `reload` was not sent");
     assert!(done.elapsed < Duration::from_secs(4), "{:?}", done.elapsed);
 }
 

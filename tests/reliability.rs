@@ -324,10 +324,12 @@ fn a_socket_that_did_not_answer_in_time_is_not_asked_again_in_the_run() {
              from `$TMP/drip.sock`: `$TMP/drip.sock` did not answer in time earlier in this run; \
              `@1 show servers state` was not sent; removed the old `$TMP/server-state`",
         )
-        // The reload has a deadline of its own (`--reload-timeout`).
-        .stderr_has("`$TMP/drip.sock` did not answer `show proc` in time");
-    // The live servers, then the reload: the state to save was not asked.
-    assert_eq!(connections.load(Ordering::SeqCst), 2, "{}", done.stderr);
+        // Nor is the reload sent to it: one deadline per socket and run.
+        .stderr_has(
+            "`$TMP/drip.sock` did not answer in time earlier in this run; `reload` was not sent",
+        );
+    // The live servers only: neither the state to save nor the reload asked.
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "{}", done.stderr);
     assert_eq!(env.output_text(), live, "the config was not restored");
     assert!(
         !env.path("server-state").exists(),

@@ -25,6 +25,12 @@ fn unanswered() -> MutexGuard<'static, BTreeSet<PathBuf>> {
     UNANSWERED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether an exchange on `path` already ran into its deadline in this run:
+/// then the socket is not asked again (one deadline per socket and run).
+pub fn answered_late(path: &Path) -> bool {
+    unanswered().contains(path)
+}
+
 /// Which socket speaks for HAProxy.
 #[derive(Debug, Clone)]
 pub enum Socket {

@@ -278,6 +278,12 @@ fn master_cli_reload(socket: &Path, deadline: Instant, timeout: Duration) -> Res
             )
         })
     };
+    if super::api::answered_late(socket) {
+        bail!(
+            "`{}` did not answer in time earlier in this run; `reload` was not sent",
+            socket.display()
+        );
+    }
     let before = show(deadline)?;
     let answer = socket::exchange(socket, "reload", deadline)
         .with_context(|| format!("unable to send `reload` to `{}`", socket.display()))?;
