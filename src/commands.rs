@@ -514,9 +514,9 @@ fn describe(node: &Node, default_port: u16) -> String {
 /// A node HAProxy refused shows as `rejected` with HAProxy's words (JSON:
 /// a `rejected` field).
 fn list_text(nodes: &[Node], held: &HeldSet, default_port: u16, json: bool) -> Result<String> {
-    let views = render::views(nodes, default_port);
     let reason = |n: &Node| held.get(n).map(|h| h.reason.as_str());
     if json {
+        let views = render::views(Arc::new(nodes.to_vec()), default_port);
         let mut list = Vec::with_capacity(views.len());
         for (view, node) in views.iter().zip(nodes) {
             let mut value = serde_json::to_value(view)?;
@@ -527,20 +527,19 @@ fn list_text(nodes: &[Node], held: &HeldSet, default_port: u16, json: bool) -> R
         }
         return Ok(serde_json::to_string_pretty(&list)? + "\n");
     }
-    let rows: Vec<[String; 6]> = views
+    let rows: Vec<[String; 6]> = nodes
         .iter()
-        .zip(nodes)
-        .map(|(v, node)| {
-            let tags: Vec<String> = v.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        .map(|node| {
+            let tags: Vec<String> = node.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let status = match reason(node) {
                 Some(r) => format!("rejected: {}", r.lines().next().unwrap_or_default()),
                 None => "ok".to_string(),
             };
             [
-                v.name.to_string(),
-                v.address.to_string(),
-                v.port.to_string(),
-                v.weight.to_string(),
+                node.name.clone(),
+                node.address.clone(),
+                node.port_or(default_port).to_string(),
+                node.weight_or_default().to_string(),
                 tags.join(","),
                 status,
             ]

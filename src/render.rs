@@ -11,7 +11,6 @@ use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{
     AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value, syntax::SyntaxConfig,
 };
-use serde::Serialize;
 
 use crate::file;
 use crate::node::Node;
@@ -33,19 +32,6 @@ const FUEL_PER_NODE: u64 = 10_000;
 /// built-in server line is under 100 bytes).
 const OUTPUT_BASE: usize = 64 << 20;
 const OUTPUT_PER_NODE: usize = 16 << 10;
-
-/// What a template sees of one node.
-#[derive(Debug, Serialize)]
-pub struct NodeView<'a> {
-    pub name: &'a str,
-    pub address: &'a str,
-    pub port: u16,
-    pub weight: u16,
-    pub tags: &'a BTreeMap<String, String>,
-    pub id: u32,
-    /// `ADDRESS:PORT`, with an IPv6 address in brackets (`[fd00::1]:80`).
-    pub endpoint: String,
-}
 
 /// The template and what it renders with.
 #[derive(Debug, Clone)]
@@ -122,19 +108,22 @@ pub fn assign_ids(nodes: &[Node]) -> Vec<u32> {
         .collect()
 }
 
-/// What templates see of each node, for `hacfg list --json`.
-pub fn views(nodes: &[Node], default_port: u16) -> Vec<NodeView<'_>> {
-    nodes
-        .iter()
-        .zip(assign_ids(nodes))
-        .map(|(n, id)| NodeView {
-            name: &n.name,
-            address: &n.address,
-            port: n.port_or(default_port),
-            weight: n.weight_or_default(),
-            tags: &n.tags,
-            id,
-            endpoint: n.endpoint(default_port),
+/// What templates see of each node (the very objects `nodes` holds in a
+/// template), for `hacfg list --json`: the two cannot differ.
+pub fn views(nodes: Arc<Vec<Node>>, default_port: u16) -> Vec<Value> {
+    let count = nodes.len();
+    let ids = assign_ids(&nodes);
+    let pool = Arc::new(Pool {
+        nodes,
+        ids,
+        default_port,
+    });
+    (0..count)
+        .map(|index| {
+            Value::from_object(NodeRef {
+                pool: pool.clone(),
+                index,
+            })
         })
         .collect()
 }
