@@ -376,3 +376,94 @@ fn a_server_with_idle_keep_alive_connections_is_still_deleted() {
     assert!(wait_until(10.0, || settled(&env)));
     assert_eq!(pool.answering(10), ["s2".to_string()].into());
 }
+
+/// A `del server` HAProxy refuses for good (another server tracks it)
+/// leaves that server drained, not in maintenance, and freezes nothing:
+/// later changes still go live.
+#[test]
+fn a_refused_delete_leaves_the_server_drained_and_freezes_nothing() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2", "s3"])
+        .nodes(&["s1", "s2"])
+        .start()
+    else {
+        return;
+    };
+    let builtin = include_str!("../templates/haproxy.cfg.j2");
+    let template = env.write(
+        "tracking.j2",
+        &format!("{builtin}\nbackend watch\n    server t1 127.0.0.1:1 track nodes/s2\n"),
+    );
+    let template = template.to_str().unwrap();
+    let log = env.path("hacfg.log");
+    let log_arg = log.to_str().unwrap();
+    env.ok(&args(&pool, log_arg, &["--template", template, "render"]));
+    assert!(wait_until(10.0, || pool.answering(10).len() == 2));
+    env.call(&args(
+        &pool,
+        log_arg,
+        &["--template", template, "remove", "s2"],
+    ))
+    .code(0)
+    .stderr_has("HAProxy refused `del server nodes/s2`");
+    assert!(
+        pool.stat("s2", "status").starts_with("DRAIN"),
+        "{}",
+        pool.stat("s2", "status")
+    );
+    assert!(!pool.stat("t1", "status").starts_with("MAINT"));
+    env.call(&args(
+        &pool,
+        log_arg,
+        &["--template", template, "add", "s3", &pool["s3"].endpoint()],
+    ))
+    .code(0);
+    assert!(env.output_text().contains("server s3 "));
+    assert!(wait_until(10.0, || pool.answering(20).contains("s3")));
+}
+
+/// A server an operator drained before it left is not put back into
+/// service when it comes back (hacfg undoes only its own drains).
+#[test]
+fn an_operators_drain_survives_a_leave_and_a_rejoin() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1", "s2"])
+        .start()
+    else {
+        return;
+    };
+    let log = env.path("hacfg.log");
+    let log_arg = log.to_str().unwrap();
+    assert!(wait_until(10.0, || pool.answering(10).len() == 2));
+    let port = pool.port;
+    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"
+        || pool.stat("s2", "scur") == "1"));
+    let busy = if pool.stat("s1", "scur") == "1" {
+        "s1"
+    } else {
+        "s2"
+    };
+    let endpoint = pool[busy].endpoint();
+    assert_eq!(
+        pool.command(&format!("set server nodes/{busy} state drain"))
+            .trim(),
+        ""
+    );
+    env.ok(&args(
+        &pool,
+        log_arg,
+        &["--drain-timeout", "10", "remove", busy],
+    ));
+    env.ok(&args(&pool, log_arg, &["add", busy, &endpoint]));
+    assert!(log_has(
+        &log,
+        "an operator had drained it before it left, so it stays drained"
+    ));
+    assert!(pool.stat(busy, "status").starts_with("DRAIN"));
+    assert!(slow.join().unwrap().is_ok());
+    assert!(wait_until(10.0, || settled(&env)));
+    assert!(pool.stat(busy, "status").starts_with("DRAIN"));
+    assert!(pool.servers().iter().any(|l| l.name == busy));
+}

@@ -25,6 +25,12 @@ fn unanswered() -> MutexGuard<'static, BTreeSet<PathBuf>> {
     UNANSWERED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Lets a long-lived process (the settle worker) ask `path` again after one
+/// of its exchanges ran into its deadline: each poll is a run of its own.
+pub fn forget_late(path: &Path) {
+    unanswered().remove(path);
+}
+
 /// Whether an exchange on `path` already ran into its deadline in this run:
 /// then the socket is not asked again (one deadline per socket and run).
 pub fn answered_late(path: &Path) -> bool {

@@ -92,6 +92,9 @@ pub struct Finished {
     pub ready: Vec<(Target, Stat)>,
     /// Deleted once idle.
     pub deleted: Vec<Target>,
+    /// Idle, but `del server` was refused (a server another one tracks,
+    /// say): put back in drain, with HAProxy's words.
+    pub refused: Vec<(Target, String)>,
 }
 
 /// One pass, no waiting: `checking` servers whose first check has run are
@@ -111,7 +114,11 @@ pub fn finish(
         .iter()
         .map(|(t, _)| t)
         .filter_map(|t| {
-            let stat = stats.get(t).filter(|s| s.checked())?;
+            // An operator's maint, set since the run read the live state,
+            // is left alone: `state ready` would clear it.
+            let stat = stats
+                .get(t)
+                .filter(|s| s.checked() && !s.status.starts_with("MAINT"))?;
             Some((t.clone(), stat.clone()))
         })
         .collect();
@@ -123,8 +130,12 @@ pub fn finish(
         .filter(|t| stats.get(*t).is_none_or(|s| s.sessions == 0))
         .cloned()
         .collect();
-    let deleted = delete(api, &idle)?;
-    Ok(Finished { ready, deleted })
+    let (deleted, refused) = delete(api, &idle)?;
+    Ok(Finished {
+        ready,
+        deleted,
+        refused,
+    })
 }
 
 /// `set server … state ready` for each target, in one batch.
@@ -152,7 +163,10 @@ fn check_answers(api: &RuntimeApi, commands: &[String], answers: &[String]) -> R
 /// (see [`RuntimeApi::batch`]). A server that still has connections
 /// attached is put back in drain (no traffic while it finishes) and left
 /// out of the result.
-fn delete(api: &RuntimeApi, targets: &[Target]) -> Result<Vec<Target>> {
+/// Servers deleted, and those whose `del server` was refused (with HAProxy's words).
+type Deleted = (Vec<Target>, Vec<(Target, String)>);
+
+fn delete(api: &RuntimeApi, targets: &[Target]) -> Result<Deleted> {
     let commands: Vec<String> = targets
         .iter()
         .flat_map(|t| {
@@ -164,20 +178,22 @@ fn delete(api: &RuntimeApi, targets: &[Target]) -> Result<Vec<Target>> {
         .collect();
     let answers = api.batch(&commands)?;
     let mut deleted = Vec::with_capacity(targets.len());
+    let mut refused = Vec::new();
     let mut back = Vec::new();
     for (target, answer) in targets.iter().zip(answers.iter().skip(1).step_by(2)) {
         if answer.contains("Server deleted") || answer.contains("No such server") {
             deleted.push(target.clone());
-        } else if answer.contains("connections attached") {
-            back.push(format!("set server {target} state drain"));
-        } else {
-            return Err(
-                Error::Refused(format!("HAProxy refused `del server {target}`: {answer}")).into(),
-            );
+            continue;
+        }
+        // Still busy, or refused for good: back in drain either way, so
+        // that hacfg's own maint never lingers (nor spreads to trackers).
+        back.push(format!("set server {target} state drain"));
+        if !answer.contains("connections attached") {
+            refused.push((target.clone(), answer.clone()));
         }
     }
     api.batch(&back)?;
-    Ok(deleted)
+    Ok((deleted, refused))
 }
 
 /// One runtime apply in progress: what to undo if HAProxy refuses a step.

@@ -65,7 +65,7 @@ impl Live {
     /// Maintenance (forced, inherited or from DNS) wins over drain.
     pub fn admin(&self) -> Admin {
         match self.admin_state {
-            a if a & 0x07 != 0 => Admin::Maint,
+            a if a & 0x27 != 0 => Admin::Maint,
             a if a & 0x18 != 0 => Admin::Drain,
             _ => Admin::Ready,
         }

@@ -20,7 +20,7 @@ use super::{ApplyMode, Settings, settle};
 use crate::exit::Failure;
 use crate::haproxy::config::{self, Server};
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
-use crate::haproxy::state::{FORCED_DRAIN, Live};
+use crate::haproxy::state::{Admin, FORCED_DRAIN, Live};
 use crate::haproxy::{self as hap, RuntimeApi, Target};
 use crate::log::Log;
 use crate::output::OutputFile;
@@ -69,9 +69,32 @@ pub fn prefetch(s: &Settings) -> Option<JoinHandle<Result<Vec<Live>>>> {
 }
 
 /// Whether the folder has runtime work that waits for HAProxy.
-pub fn waiting(s: &Settings, store: &Store) -> bool {
-    s.runtime.is_some()
-        && Pending::load(store.dir()).is_ok_and(|p| p.waiting(pending::now_ms()).next().is_some())
+/// A run off the hitless path (a reload, `--force`, nothing to change)
+/// still finishes what hacfg left pending, against `rendered`; whether work
+/// still waits. Problems are warnings: the worker tries again.
+pub fn finish_pending(s: &Settings, store: &Store, rendered: &str, log: &mut Log) -> bool {
+    let Some(api) = &s.runtime else {
+        return false;
+    };
+    let pending = match Pending::load(store.dir()) {
+        Ok(p) if p.is_empty() => return false,
+        Ok(p) => p,
+        Err(e) => {
+            log.warn(&format!("settle: {e:#}"));
+            return false;
+        }
+    };
+    let desired = config::servers(rendered);
+    let passed = api
+        .live()
+        .and_then(|live| settle::pass(api, store.dir(), &desired, &live, None, s.waits, log));
+    match passed {
+        Ok(left) => left.waiting(pending::now_ms()).next().is_some(),
+        Err(e) => {
+            log.warn(&format!("settle: {e:#}; the worker tries again"));
+            pending.waiting(pending::now_ms()).next().is_some()
+        }
+    }
 }
 
 /// What the hitless path works with.
@@ -157,7 +180,7 @@ impl Context<'_> {
             Taken::All => rendered,
             Taken::Part(part) => &part.config,
         });
-        let waiting = self.settle(api, &mut live, &desired, executed.as_ref(), log)?;
+        let waiting = self.settle(api, &mut live, &desired, executed.as_ref(), log);
         Ok(Route::Applied { waiting, taken })
     }
 
@@ -170,14 +193,21 @@ impl Context<'_> {
         desired: &[Server],
         executed: Option<&Executed>,
         log: &mut Log,
-    ) -> Result<bool> {
+    ) -> bool {
         if let Some(done) = executed {
             log_done(done, log);
             as_now(live, done, desired);
         }
         let dir = self.store.dir();
-        let passed = settle::pass(api, dir, desired, live, executed, self.s.waits, log)?;
-        Ok(passed.waiting(pending::now_ms()).next().is_some())
+        // HAProxy has been told: whatever the pass meets, the file must
+        // follow, and the worker (or the next run) makes the pass again.
+        match settle::pass(api, dir, desired, live, executed, self.s.waits, log) {
+            Ok(passed) => passed.waiting(pending::now_ms()).next().is_some(),
+            Err(e) => {
+                log.warn(&format!("settle: {e:#}; the worker tries again"));
+                true
+            }
+        }
     }
 
     /// Decides and executes; again when HAProxy refused again a part tried
@@ -191,7 +221,7 @@ impl Context<'_> {
             // A server hacfg already drains for its removal is left to drain.
             let ops: Vec<Op> = ops
                 .into_iter()
-                .filter(|op| !matches!(op, Op::Delete(t) if pending.get(t).is_some_and(|e| e.why == Why::Removal)))
+                .filter(|op| !matches!(op, Op::Delete(t) if drains_already(pending, input.live, t)))
                 .collect();
             match self.execute(input.api, &ops, input.live, log) {
                 Ok(executed) => {
@@ -449,9 +479,19 @@ impl Context<'_> {
         }
         log.debug(&format!("runtime API: {} operation(s): {ops:?}", ops.len()));
         let safe = safe_add(api, ops, log)?;
-        settle::intend(self.store.dir(), ops, safe, self.s.waits)?;
+        settle::intend(self.store.dir(), ops, live, safe, self.s.waits)?;
         Ok(Some(execute::execute(api, ops, live, safe)?))
     }
+}
+
+/// Whether hacfg already drains `target` for its removal: recorded so, and
+/// drained in HAProxy (a run that died between the record and the drain
+/// left only the record).
+fn drains_already(pending: &Pending, live: &[Live], target: &Target) -> bool {
+    pending.get(target).is_some_and(|e| e.why == Why::Removal)
+        && live
+            .iter()
+            .any(|l| l.target() == *target && l.admin() == Admin::Drain)
 }
 
 /// How new servers with checks are added: HAProxy's version says (read

@@ -128,13 +128,19 @@ pub fn update(
                 "`{shown}` unchanged ({})",
                 nodes_text(q.nodes().len())
             ));
-            return Ok(applied(&q, hitless::waiting(s, store)));
+            return Ok(applied(
+                &q,
+                hitless::finish_pending(s, store, &rendered, log),
+            ));
         }
         if let Checked::Accepted(staged) = check::candidate(s, output, &rendered, &mut q, log)? {
             q.save()?;
             partial::forget(store.dir())?;
             reload::write_and_reload(s, output, staged, &rendered, q.nodes().len(), log)?;
-            return Ok(applied(&q, hitless::waiting(s, store)));
+            return Ok(applied(
+                &q,
+                hitless::finish_pending(s, store, &rendered, log),
+            ));
         }
     }
 }

@@ -15,6 +15,8 @@ use crate::haproxy::Target;
 
 /// Name of the record inside the nodes folder (hidden, so never a node).
 pub const PENDING_FILE: &str = ".hacfg.pending";
+/// The longest wait the options allow (3600 s), in ms.
+const MAX_WAIT_MS: u64 = 3_600_000;
 /// Largest record read: a few hundred bytes per server.
 const PENDING_CAP: u64 = 64 << 20;
 
@@ -38,6 +40,10 @@ pub struct Entry {
     pub why: Why,
     /// When hacfg drained it (ms since the epoch).
     pub since_ms: u64,
+    /// Removals only: an operator had drained it before hacfg did, so
+    /// hacfg never puts it back into service.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator_drained: bool,
     /// Past this, no one waits for it any more: it stays drained (shown by
     /// `status` as drift) and any later run still finishes it when due.
     pub deadline_ms: u64,
@@ -96,6 +102,13 @@ impl Pending {
             ))
             .with_context(context);
         }
+        // Whatever the file or the clock says, no wait outlasts the longest
+        // the options allow.
+        let now = now_ms();
+        for e in &mut entries {
+            e.since_ms = e.since_ms.min(now);
+            e.deadline_ms = e.deadline_ms.min(e.since_ms.saturating_add(MAX_WAIT_MS));
+        }
         entries.sort_by(|a, b| a.target.cmp(&b.target));
         entries.dedup_by(|a, b| a.target == b.target);
         Ok(Pending { entries })
@@ -138,11 +151,28 @@ impl Pending {
         self.entries.push(Entry {
             target,
             id: None,
+            operator_drained: false,
             why,
             since_ms: now_ms(),
             deadline_ms: deadline(wait),
         });
         self.entries.sort_by(|a, b| a.target.cmp(&b.target));
+    }
+
+    /// Records that an operator had drained `target` before hacfg did.
+    pub fn mark_operator_drain(&mut self, target: &Target, by_operator: bool) {
+        for e in self.entries.iter_mut().filter(|e| e.target == *target) {
+            e.operator_drained |= by_operator;
+        }
+    }
+
+    /// Stops waiting for `target` (its deadline is now): later runs still
+    /// finish it, the worker no longer polls for it.
+    pub fn expire(&mut self, target: &Target) {
+        let now = now_ms();
+        for e in self.entries.iter_mut().filter(|e| e.target == *target) {
+            e.deadline_ms = e.deadline_ms.min(now);
+        }
     }
 
     pub fn remove(&mut self, target: &Target) {
@@ -196,6 +226,15 @@ mod tests {
         std::fs::write(dir.path().join(PENDING_FILE), "garbage").unwrap();
         let err = Pending::load(dir.path()).unwrap_err();
         assert!(format!("{err:#}").contains(".hacfg.pending"), "{err:#}");
+        // A deadline past what the options allow is cut to it.
+        let far = format!(
+            r#"[{{"target":{{"backend":"nodes","name":"a"}},"why":"removal","since_ms":{},"deadline_ms":{}}}]"#,
+            now_ms(),
+            u64::MAX
+        );
+        std::fs::write(dir.path().join(PENDING_FILE), far).unwrap();
+        let loaded = Pending::load(dir.path()).unwrap();
+        assert!(loaded.entries[0].deadline_ms <= now_ms() + MAX_WAIT_MS);
         let evil = r#"[{"target":{"backend":"nodes; shutdown sessions server nodes/a","name":"a"},
             "why":"removal","since_ms":0,"deadline_ms":0}]"#;
         std::fs::write(dir.path().join(PENDING_FILE), evil).unwrap();

@@ -32,7 +32,7 @@ pub struct Waits {
 /// Records, before `ops` run, what they will drain: a run that dies or
 /// loses its socket half-way leaves its drains known, and the next pass
 /// finishes them (an entry whose server never came is simply dropped).
-pub fn intend(dir: &Path, ops: &[Op], safe: SafeAdd, waits: Waits) -> Result<()> {
+pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits) -> Result<()> {
     let before = Pending::load(dir)?;
     let mut pending = before.clone();
     for op in ops {
@@ -41,7 +41,15 @@ pub fn intend(dir: &Path, ops: &[Op], safe: SafeAdd, waits: Waits) -> Result<()>
                 let target = Target::new(&s.backend, &s.name);
                 pending.insert(target, Why::FirstCheck, waits.first_check);
             }
-            Op::Delete(target) => pending.insert(target.clone(), Why::Removal, waits.drain),
+            Op::Delete(target) => {
+                // Drained already, by an operator: never undone by hacfg.
+                let by_operator = !pending.get(target).is_some_and(|e| e.why == Why::Removal)
+                    && live
+                        .iter()
+                        .any(|l| l.target() == *target && l.admin() == Admin::Drain);
+                pending.insert(target.clone(), Why::Removal, waits.drain);
+                pending.mark_operator_drain(target, by_operator);
+            }
             _ => {}
         }
     }
@@ -116,7 +124,18 @@ fn reconcile(
                     "settle: `{t}` was set ready by someone else: nothing to do"
                 ));
             }
+            (Why::Removal, Admin::Drain, true) if entry.operator_drained => {
+                log.info(&format!(
+                    "settle: `{t}` is in the nodes folder again; an operator had drained it \
+                     before it left, so it stays drained"
+                ));
+            }
             (Why::Removal, Admin::Drain, true) => again.push(entry.target),
+            // No longer in the config: never set ready, deleted once idle.
+            (Why::FirstCheck, _, false) => pending.entries.push(Entry {
+                why: Why::Removal,
+                ..entry
+            }),
             _ => pending.entries.push(Entry {
                 id: (l.id != 0).then_some(l.id),
                 ..entry
@@ -166,6 +185,13 @@ fn finish_due(api: &RuntimeApi, pending: &mut Pending, log: &mut Log) -> Result<
     for t in &done.deleted {
         pending.remove(t);
         log.info(&format!("settle: removed `{t}` (idle)"));
+    }
+    for (t, answer) in &done.refused {
+        pending.expire(t);
+        log.warn(&format!(
+            "settle: HAProxy refused `del server {t}`: {answer}; it stays drained (no new \
+             request), and later runs try again"
+        ));
     }
     Ok(())
 }

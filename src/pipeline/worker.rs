@@ -50,12 +50,14 @@ pub fn work(
     };
     let mut failing: Option<Instant> = None;
     loop {
+        crate::haproxy::api::forget_late(api.path());
         let pending = Pending::load(store.dir())?;
         let waiting: Vec<&Entry> = pending.waiting(pending::now_ms()).collect();
         if waiting.is_empty() || due(api, &waiting) {
             let lock = store.lock::<Exclusive>()?;
+            // Read again under the lock: a run may have recorded work since.
             let left = if pending.is_empty() {
-                Pending::load(store.dir())?
+                Pending::load(store.dir()).unwrap_or_default()
             } else {
                 match pass_from_file(api, store, output, waits, log) {
                     Ok(left) => {
@@ -73,7 +75,7 @@ pub fn work(
                     Err(e) => {
                         log.debug(&format!("settle: {e:#}; trying again"));
                         failing.get_or_insert_with(Instant::now);
-                        pending
+                        Pending::load(store.dir()).unwrap_or(pending)
                     }
                 }
             };
