@@ -34,6 +34,22 @@ fn member(name: &str, endpoint: &str) -> String {
     format!("{name}\t{addr}\tbackend\trole=backend,port={port}\n")
 }
 
+/// A slow request through HAProxy, in flight on one of `servers`: that
+/// server's name, and the request to join.
+fn slow_request(
+    pool: &Pool,
+    servers: &[&str],
+) -> (String, std::thread::JoinHandle<Result<String, String>>) {
+    let port = pool.port;
+    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    let mut busy = None;
+    assert!(wait_until(5.0, || {
+        busy = servers.iter().find(|s| pool.stat(s, "scur") == "1");
+        busy.is_some()
+    }));
+    (busy.unwrap().to_string(), slow)
+}
+
 /// Nothing is left pending and no worker holds the folder.
 fn settled(env: &TestEnv) -> bool {
     !env.nodes.join(".hacfg.pending").exists()
@@ -162,15 +178,8 @@ fn a_re_add_during_a_pending_delete_and_a_remove_during_a_pending_check_end_as_t
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
     // s1 leaves while busy, and comes back before it is idle: hacfg undoes
     // its own drain, and s1 is not deleted when its request ends.
-    let port = pool.port;
-    let slow = std::thread::spawn(move || get_path(port, "/slow"));
-    assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"
-        || pool.stat("s2", "scur") == "1"));
-    let busy = if pool.stat("s1", "scur") == "1" {
-        "s1"
-    } else {
-        "s2"
-    };
+    let (busy, slow) = slow_request(&pool, &["s1", "s2"]);
+    let busy = busy.as_str();
     let endpoint = pool[busy].endpoint();
     env.ok(&args(
         &pool,
@@ -271,15 +280,8 @@ fn a_killed_worker_leaves_nothing_the_next_run_cannot_finish() {
     let log_arg = log.to_str().unwrap();
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
     // A busy server leaves: its worker waits for the request in flight.
-    let port = pool.port;
-    let slow = std::thread::spawn(move || get_path(port, "/slow"));
-    assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"
-        || pool.stat("s2", "scur") == "1"));
-    let busy = if pool.stat("s1", "scur") == "1" {
-        "s1"
-    } else {
-        "s2"
-    };
+    let (busy, slow) = slow_request(&pool, &["s1", "s2"]);
+    let busy = busy.as_str();
     env.ok(&args(
         &pool,
         log_arg,
@@ -321,14 +323,7 @@ fn a_still_draining_server_does_not_hold_up_an_unrelated_leave() {
     let log = env.path("hacfg.log");
     let log_arg = log.to_str().unwrap();
     assert!(wait_until(10.0, || pool.answering(12).len() == 3));
-    let port = pool.port;
-    let slow = std::thread::spawn(move || get_path(port, "/slow"));
-    assert!(wait_until(5.0, || (1..=3)
-        .any(|i| pool.stat(&format!("s{i}"), "scur") == "1")));
-    let busy = (1..=3)
-        .map(|i| format!("s{i}"))
-        .find(|s| pool.stat(s, "scur") == "1")
-        .unwrap();
+    let (busy, slow) = slow_request(&pool, &["s1", "s2", "s3"]);
     let idle = if busy == "s1" { "s2" } else { "s1" };
     env.ok(&args(
         &pool,
@@ -436,15 +431,8 @@ fn an_operators_drain_survives_a_leave_and_a_rejoin() {
     let log = env.path("hacfg.log");
     let log_arg = log.to_str().unwrap();
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
-    let port = pool.port;
-    let slow = std::thread::spawn(move || get_path(port, "/slow"));
-    assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"
-        || pool.stat("s2", "scur") == "1"));
-    let busy = if pool.stat("s1", "scur") == "1" {
-        "s1"
-    } else {
-        "s2"
-    };
+    let (busy, slow) = slow_request(&pool, &["s1", "s2"]);
+    let busy = busy.as_str();
     let endpoint = pool[busy].endpoint();
     assert_eq!(
         pool.command(&format!("set server nodes/{busy} state drain"))

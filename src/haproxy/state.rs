@@ -187,6 +187,25 @@ pub fn to_keep(state: &str, desired: &[Server]) -> String {
     out
 }
 
+/// The servers of `config` as HAProxy would run them, all up and ready:
+/// the live state planners' unit tests start from.
+#[cfg(test)]
+pub fn all_up(config: &str) -> Vec<Live> {
+    super::config::servers(config)
+        .into_iter()
+        .map(|s| Live {
+            backend: s.backend,
+            name: s.name,
+            id: s.id.unwrap_or(0),
+            addr: s.addr,
+            port: s.port,
+            weight: s.weight,
+            op_state: 2,
+            admin_state: 0,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

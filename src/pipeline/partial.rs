@@ -393,19 +393,7 @@ mod tests {
     const OLD: &str = "global\n    maxconn 10\n\nbackend nodes\n    balance roundrobin\n    server a 10.0.0.1:80 check weight 1 id 11\n    server b 10.0.0.2:80 check weight 1 id 12\n\nbackend empty\n    balance roundrobin\n";
 
     fn live_of(config: &str) -> Vec<Live> {
-        config::servers(config)
-            .into_iter()
-            .map(|s| Live {
-                backend: s.backend,
-                name: s.name,
-                id: s.id.unwrap_or(0),
-                addr: s.addr,
-                port: s.port,
-                weight: s.weight,
-                op_state: 2,
-                admin_state: 0,
-            })
-            .collect()
+        crate::haproxy::state::all_up(config)
     }
 
     fn part(new: &str, record: &Record) -> Part {
