@@ -378,3 +378,29 @@ fn the_stats_socket_serves_runtime_changes_and_status() {
     assert_eq!(rows.as_array().map(Vec::len), Some(2));
     assert_eq!(rows[1]["live_address"], pool["s2"].endpoint());
 }
+
+/// A checked server moved to a new address takes no request there before
+/// a check passed at it: moved to a dead port, no client request fails.
+#[test]
+fn a_moved_server_is_checked_at_its_new_address_before_it_serves() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1", "s2"])
+        .checks_every("1s")
+        .start()
+    else {
+        return;
+    };
+    assert!(wait_until(10.0, || pool.answering(10).len() == 2));
+    let dead = format!("127.0.0.1:{}", free_port());
+    let traffic = Traffic::start(pool.port);
+    env.call(&runtime_args(&pool, &["add", "s1", &dead]))
+        .code(0)
+        .stderr_has("DOWN until a health check passes there");
+    std::thread::sleep(Duration::from_millis(800));
+    let (ok, failed) = traffic.finish();
+    assert!(ok > 10, "{ok}");
+    assert_eq!(failed, 0, "requests went to the new, dead address");
+    assert!(pool.stat("s1", "status").starts_with("DOWN"));
+    assert_eq!(pool.reloads(), (0, 0));
+}

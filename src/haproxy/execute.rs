@@ -24,10 +24,13 @@ pub enum Op {
     Add(Server),
     /// Drain, then `del server` once idle.
     Delete(Target),
+    /// A new address; with `check`, the server is also set DOWN, so that
+    /// it takes no request at the new address before a check passed there.
     SetAddr {
         target: Target,
         addr: String,
         port: u16,
+        check: bool,
     },
     SetWeight {
         target: Target,
@@ -263,16 +266,29 @@ impl Execution<'_> {
         let mut steps = Vec::new();
         for op in ops {
             let (step, done) = match op {
-                Op::SetAddr { target, addr, port } => {
+                Op::SetAddr {
+                    target,
+                    addr,
+                    port,
+                    check,
+                } => {
                     let undo = self
                         .live(target)
                         .map(|l| format!("set server {target} addr {} port {}", l.addr, l.port));
-                    let step = Step {
+                    steps.push(Step {
                         command: format!("set server {target} addr {addr} port {port}"),
                         ok: |a| a.contains("changed") || a.contains("no need"),
                         undo: undo.into_iter().collect(),
-                    };
-                    (step, format!("set `{target}` to {}", endpoint(addr, *port)))
+                    });
+                    let at = endpoint(addr, *port);
+                    if !*check {
+                        self.out.done.push(format!("set `{target}` to {at}"));
+                        continue;
+                    }
+                    let down = Step::quiet(format!("set server {target} health down"));
+                    let done =
+                        format!("set `{target}` to {at}, DOWN until a health check passes there");
+                    (down, done)
                 }
                 Op::SetWeight { target, weight } => {
                     let undo = self

@@ -107,6 +107,7 @@ impl<'a> Diff<'a> {
                 target: target(),
                 addr: server.addr.to_string(),
                 port: server.port,
+                check: server.check,
             });
             self.touched.insert(backend);
         }
@@ -208,7 +209,7 @@ mod tests {
             panic!("{:?}", plan(Some(BASE), &new, &live_of(BASE)));
         };
         assert!(
-            matches!(&ops[0], Op::SetAddr { target, addr, port: 81 } if target.name == "a" && addr == "10.0.0.9")
+            matches!(&ops[0], Op::SetAddr { target, addr, port: 81, check: true } if target.name == "a" && addr == "10.0.0.9")
         );
         assert!(matches!(&ops[1], Op::SetWeight { weight: 5, .. }));
         assert!(matches!(&ops[2], Op::Add(s) if s.name == "c" && s.id == Some(13)));
