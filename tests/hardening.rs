@@ -660,9 +660,11 @@ impl Master {
         text
     }
 
-    /// "New worker (PID) forked" lines: the initial worker and one per reload.
+    /// Workers started: the initial one and one per reload ("New worker
+    /// (PID) forked" up to 3.0, "Initializing new worker (PID)" from 3.1).
     fn workers_forked(&self) -> usize {
-        self.log().matches("New worker").count()
+        let log = self.log();
+        log.matches("New worker").count() + log.matches("Initializing new worker").count()
     }
 }
 
