@@ -316,6 +316,11 @@ pub struct Haproxy {
     pub pid_file: PathBuf,
     /// `--var` arguments for hacfg, so the built-in template binds here.
     pub vars: Vec<String>,
+    /// hacfg's `--log-file` in runtime runs ([`Haproxy::runtime_args`]):
+    /// the settle worker's only output.
+    pub hacfg_log: PathBuf,
+    /// `--reload --master-socket … --log-file …`.
+    runtime: Vec<String>,
 }
 
 impl Haproxy {
@@ -357,6 +362,14 @@ impl Haproxy {
             .process_group(0)
             .spawn()
             .expect("start haproxy");
+        let hacfg_log = env.path("hacfg.log");
+        let runtime = vec![
+            "--reload".into(),
+            "--master-socket".into(),
+            master_socket.display().to_string(),
+            "--log-file".into(),
+            hacfg_log.display().to_string(),
+        ];
         let hap = Haproxy {
             child,
             log,
@@ -364,6 +377,8 @@ impl Haproxy {
             master_socket,
             pid_file,
             vars,
+            hacfg_log,
+            runtime,
         };
         assert!(
             wait_until(10.0, || hap.show_proc().is_some() && hap.pid_file.exists()),
@@ -471,6 +486,22 @@ impl Haproxy {
         let mut args: Vec<&str> = self.vars.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         args
+    }
+
+    /// hacfg arguments for a runtime apply through the master socket, with
+    /// `hacfg_log` as the log file: the vars, the socket, then `extra`.
+    pub fn runtime_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = self.args(&[]);
+        args.extend(self.runtime.iter().map(String::as_str));
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// Whether hacfg's log file (`hacfg_log`) holds `part`.
+    pub fn logged(&self, part: &str) -> bool {
+        std::fs::read_to_string(&self.hacfg_log)
+            .unwrap_or_default()
+            .contains(part)
     }
 
     /// Which backends answer `n` requests.

@@ -9,16 +9,6 @@ use std::time::{Duration, Instant};
 use crate::harness::{TestEnv, free_port, wait_until};
 use crate::live::{Haproxy, Pool, Traffic, get_path};
 
-/// hacfg arguments for a runtime apply through the master socket (the
-/// fixture's vars set a short health-check interval: a runtime add waits
-/// for the first check).
-fn runtime_args<'a>(hap: &'a Haproxy, extra: &[&'a str]) -> Vec<&'a str> {
-    let sock = hap.master_socket.to_str().expect("socket path");
-    let mut args = hap.args(&["--reload", "--master-socket", sock]);
-    args.extend_from_slice(extra);
-    args
-}
-
 #[track_caller]
 fn names(hap: &Haproxy) -> Vec<String> {
     let mut n: Vec<String> = hap.servers().into_iter().map(|l| l.name).collect();
@@ -35,11 +25,8 @@ fn adds_and_removes_at_runtime_under_traffic_without_a_reload() {
     let traffic = Traffic::start(pool.port);
     let started = Instant::now();
     for _ in 0..50 {
-        env.ok(&runtime_args(
-            &pool,
-            &["-q", "add", "s2", &pool["s2"].endpoint()],
-        ));
-        env.ok(&runtime_args(&pool, &["-q", "remove", "s2"]));
+        env.ok(&pool.runtime_args(&["-q", "add", "s2", &pool["s2"].endpoint()]));
+        env.ok(&pool.runtime_args(&["-q", "remove", "s2"]));
     }
     let took = started.elapsed();
     let (ok, failed) = traffic.finish();
@@ -49,7 +36,7 @@ fn adds_and_removes_at_runtime_under_traffic_without_a_reload() {
     assert_eq!(failed, 0);
     // Added once more, s2 is put into service by the worker after its
     // first check, with no further hacfg call.
-    env.ok(&runtime_args(&pool, &["add", "s2", &pool["s2"].endpoint()]));
+    env.ok(&pool.runtime_args(&["add", "s2", &pool["s2"].endpoint()]));
     assert_eq!(names(&pool), ["s1", "s2"]);
     assert!(
         wait_until(10.0, || pool.answering(10).contains("s2")),
@@ -59,7 +46,7 @@ fn adds_and_removes_at_runtime_under_traffic_without_a_reload() {
     // The file matches the live servers, nothing pending: `status` says so.
     let mut status = String::new();
     let settled = wait_until(10.0, || {
-        status = env.call(&runtime_args(&pool, &["status"])).code(0).stdout;
+        status = env.call(&pool.runtime_args(&["status"])).code(0).stdout;
         status.lines().skip(1).all(|l| l.ends_with(" ok"))
     });
     assert!(settled, "{status}");
@@ -76,23 +63,11 @@ fn a_request_in_flight_to_a_removed_server_completes() {
     let port = pool.port;
     let slow = std::thread::spawn(move || get_path(port, "/slow"));
     assert!(wait_until(5.0, || pool["s1"].hits.load(Ordering::SeqCst) == 1));
-    env.ok(&runtime_args(&pool, &["add", "s2", &pool["s2"].endpoint()]));
+    env.ok(&pool.runtime_args(&["add", "s2", &pool["s2"].endpoint()]));
     assert!(wait_until(10.0, || pool.stat("s2", "status") == "UP"));
     let hits = pool["s1"].hits.load(Ordering::SeqCst);
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
     let done = env
-        .call(&runtime_args(
-            &pool,
-            &[
-                "--log-file",
-                log_arg,
-                "--drain-timeout",
-                "10",
-                "remove",
-                "s1",
-            ],
-        ))
+        .call(&pool.runtime_args(&["--drain-timeout", "10", "remove", "s1"]))
         .code(0);
     // hacfg did not wait: s1 is still there, drained, its request in flight.
     done.stderr_has("runtime: drained `nodes/s1`");
@@ -103,37 +78,23 @@ fn a_request_in_flight_to_a_removed_server_completes() {
     assert_eq!(pool.answering(20), ["s2".to_string()].into());
     assert_eq!(pool["s1"].hits.load(Ordering::SeqCst), hits);
     assert!(wait_until(10.0, || names(&pool) == ["s2"]));
-    assert!(wait_until(5.0, || fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("settle: removed `nodes/s1` (idle)")));
+    assert!(wait_until(5.0, || pool.logged("settle: removed `nodes/s1` (idle)")));
     assert_eq!(pool.reloads(), (0, 0));
 
     // A short drain deadline leaves a busy server drained, not cut: a later
     // run deletes it.
-    env.ok(&runtime_args(&pool, &["add", "s1", &pool["s1"].endpoint()]));
+    env.ok(&pool.runtime_args(&["add", "s1", &pool["s1"].endpoint()]));
     assert!(wait_until(10.0, || pool.stat("s1", "status") == "UP"));
-    env.ok(&runtime_args(&pool, &["remove", "s2"]));
+    env.ok(&pool.runtime_args(&["remove", "s2"]));
     let slow = std::thread::spawn(move || get_path(port, "/slow"));
     assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"));
-    env.call(&runtime_args(
-        &pool,
-        &[
-            "--log-file",
-            log_arg,
-            "--drain-timeout",
-            "0.2",
-            "remove",
-            "s1",
-        ],
-    ))
-    .code(0);
-    assert!(wait_until(5.0, || fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains(
-            "settle: `nodes/s1` still had requests in flight at --drain-timeout"
-        )));
+    env.call(&pool.runtime_args(&["--drain-timeout", "0.2", "remove", "s1"]))
+        .code(0);
+    assert!(wait_until(5.0, || pool.logged(
+        "settle: `nodes/s1` still had requests in flight at --drain-timeout"
+    )));
     // Past its deadline, `status` says so (exit 8).
-    env.call(&runtime_args(&pool, &["status"]))
+    env.call(&pool.runtime_args(&["status"]))
         .code(8)
         .stdout_has("drained by hacfg past its deadline");
     assert_eq!(
@@ -142,7 +103,7 @@ fn a_request_in_flight_to_a_removed_server_completes() {
         "a session was cut"
     );
     assert_eq!(names(&pool), ["s1"]);
-    env.call(&runtime_args(&pool, &["render"]))
+    env.call(&pool.runtime_args(&["render"]))
         .code(0)
         .stderr_has("settle: removed `nodes/s1` (idle)");
     assert_eq!(names(&pool), Vec::<String>::new());
@@ -156,7 +117,7 @@ fn a_new_server_whose_port_refuses_never_gets_a_request() {
     };
     let closed = format!("127.0.0.1:{}", free_port());
     let traffic = Traffic::start(pool.port);
-    env.ok(&runtime_args(&pool, &["add", "dead", &closed]));
+    env.ok(&pool.runtime_args(&["add", "dead", &closed]));
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failed) = traffic.finish();
     assert!(ok > 10, "{ok}");
@@ -179,7 +140,7 @@ fn drift_is_reported_and_repaired() {
     else {
         return;
     };
-    env.call(&runtime_args(&pool, &["status"])).code(0);
+    env.call(&pool.runtime_args(&["status"])).code(0);
     // Someone deletes a server and changes a weight behind hacfg's back.
     pool.command("set server nodes/s2 state maint");
     assert!(
@@ -187,7 +148,7 @@ fn drift_is_reported_and_repaired() {
             .contains("Server deleted")
     );
     pool.command("set server nodes/s1 weight 7");
-    let done = env.call(&runtime_args(&pool, &["status"])).code(8);
+    let done = env.call(&pool.runtime_args(&["status"])).code(8);
     assert!(done.stdout.contains("drift: weight"), "{}", done.stdout);
     assert!(
         done.stdout.contains("drift: not running"),
@@ -196,7 +157,7 @@ fn drift_is_reported_and_repaired() {
     );
     done.stderr_is("hacfg: warning: 2 server(s) differ from the nodes folder; a run with --reload repairs them\n");
     let json: serde_json::Value = serde_json::from_str(
-        &env.call(&runtime_args(&pool, &["status", "--json"]))
+        &env.call(&pool.runtime_args(&["status", "--json"]))
             .code(8)
             .stdout,
     )
@@ -204,15 +165,14 @@ fn drift_is_reported_and_repaired() {
     assert_eq!(json[1]["server"], "s2");
     assert_eq!(json[1]["live"], false);
     // The next run repairs it, though the file itself is unchanged.
-    env.call(&runtime_args(&pool, &["render"]))
+    env.call(&pool.runtime_args(&["render"]))
         .code(0)
         .stderr_has("runtime: set `nodes/s1` weight 1")
         .stderr_has("runtime: added `nodes/s2`");
-    env.call(&runtime_args(&pool, &["status"])).code(0);
+    env.call(&pool.runtime_args(&["status"])).code(0);
     assert_eq!(pool.reloads(), (0, 0), "the repair reloaded");
     // `--force` asks for a reload, runtime API or not.
-    env.call(&runtime_args(&pool, &["--force", "render"]))
-        .code(0);
+    env.call(&pool.runtime_args(&["--force", "render"])).code(0);
     assert!(wait_until(5.0, || pool.reloads() == (1, 0)));
     assert!(wait_until(10.0, || pool.answering(20)
         == ["s1".to_string(), "s2".to_string()].into()));
@@ -231,14 +191,8 @@ fn weight_and_address_change_at_runtime_and_state_survives_a_reload() {
         return;
     };
     // Weight and address: at runtime, no reload.
-    env.ok(&runtime_args(
-        &pool,
-        &["add", "s1", &pool["s1"].endpoint(), "--weight", "5"],
-    ));
-    env.ok(&runtime_args(
-        &pool,
-        &["add", "s1", &pool["s1-moved"].endpoint(), "--weight", "5"],
-    ));
+    env.ok(&pool.runtime_args(&["add", "s1", &pool["s1"].endpoint(), "--weight", "5"]));
+    env.ok(&pool.runtime_args(&["add", "s1", &pool["s1-moved"].endpoint(), "--weight", "5"]));
     assert_eq!(pool.reloads(), (0, 0));
     let s1 = pool.servers().into_iter().find(|l| l.name == "s1").unwrap();
     assert_eq!((s1.weight, s1.port), (5, pool["s1-moved"].port));
@@ -248,7 +202,7 @@ fn weight_and_address_change_at_runtime_and_state_survives_a_reload() {
     assert_eq!(pool.command("set server nodes/s1 state drain").trim(), "");
     // A change outside the server lines reloads; the saved state keeps
     // `dead` DOWN right after the reload, before any check could run.
-    env.call(&runtime_args(&pool, &["--var", "maxconn=5000", "render"]))
+    env.call(&pool.runtime_args(&["--var", "maxconn=5000", "render"]))
         .code(0)
         .stderr_has("reloading: lines other than `server` lines changed");
     assert_eq!(pool.reloads(), (1, 0));
@@ -279,7 +233,7 @@ fn weight_and_address_change_at_runtime_and_state_survives_a_reload() {
         "5",
         "--no-render",
     ]);
-    env.ok(&runtime_args(&pool, &["--var", "maxconn=6000", "render"]));
+    env.ok(&pool.runtime_args(&["--var", "maxconn=6000", "render"]));
     assert_eq!(pool.reloads(), (2, 0));
     let s1 = pool.servers().into_iter().find(|l| l.name == "s1").unwrap();
     assert_eq!(
@@ -314,7 +268,7 @@ fn a_runtime_change_haproxy_refuses_changes_nothing() {
     env.ok(&["add", "n2", &pool["s2"].endpoint(), "--no-render"]);
     // (With `--apply auto`, the default, hacfg would reload instead: see
     // `availability::a_runtime_refusal_reloads_or_waits_without_blocking_later_changes`.)
-    env.call(&runtime_args(&pool, &["--apply", "runtime", "render"]))
+    env.call(&pool.runtime_args(&["--apply", "runtime", "render"]))
         .code(3)
         .stderr_has("HAProxy refused a runtime change")
         .stderr_has(&format!("custom id {id} already used"));
@@ -331,12 +285,9 @@ fn a_runtime_change_haproxy_refuses_changes_nothing() {
     assert_eq!(live, [("s1".to_string(), 1), ("intruder".to_string(), 1)]);
     assert_eq!(pool.reloads(), (0, 0));
     // `--apply runtime` refuses what needs a reload, and changes nothing.
-    env.call(&runtime_args(
-        &pool,
-        &["--apply", "runtime", "--var", "maxconn=5000", "render"],
-    ))
-    .code(7)
-    .stderr_has("this change needs a reload (lines other than `server` lines changed)");
+    env.call(&pool.runtime_args(&["--apply", "runtime", "--var", "maxconn=5000", "render"]))
+        .code(7)
+        .stderr_has("this change needs a reload (lines other than `server` lines changed)");
     assert_eq!(fs::read(&env.output).unwrap(), file);
 }
 
@@ -394,7 +345,7 @@ fn a_moved_server_is_checked_at_its_new_address_before_it_serves() {
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
     let dead = format!("127.0.0.1:{}", free_port());
     let traffic = Traffic::start(pool.port);
-    env.call(&runtime_args(&pool, &["add", "s1", &dead]))
+    env.call(&pool.runtime_args(&["add", "s1", &dead]))
         .code(0)
         .stderr_has("DOWN until a health check passes there");
     std::thread::sleep(Duration::from_millis(800));

@@ -4,30 +4,17 @@
 //! an interval far longer than a handler takes.
 
 use std::fs;
-use std::path::Path;
+
 use std::sync::atomic::Ordering;
 
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::harness::{TestEnv, free_port, wait_until};
-use crate::live::{Haproxy, Pool, get_path};
+use crate::live::{Pool, get_path};
 
 /// A check interval no handler waits out: a handler that returned while
 /// the new server's check is still `INI` did not wait for it.
 const INTER: &str = "1500ms";
-
-/// hacfg arguments for a runtime apply through the master socket, with a
-/// log file (the worker's only output).
-fn args<'a>(hap: &'a Haproxy, log: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let sock = hap.master_socket.to_str().expect("socket path");
-    let mut args = hap.args(&["--reload", "--master-socket", sock, "--log-file", log]);
-    args.extend_from_slice(extra);
-    args
-}
-
-fn log_has(log: &Path, part: &str) -> bool {
-    fs::read_to_string(log).unwrap_or_default().contains(part)
-}
 
 fn member(name: &str, endpoint: &str) -> String {
     let (addr, port) = endpoint.rsplit_once(':').expect("endpoint");
@@ -66,15 +53,13 @@ fn a_join_returns_before_the_first_check_and_the_server_then_serves() {
     else {
         return;
     };
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
     let stdin = member("s2", &pool["s2"].endpoint()) + &member("dead", &dead);
     let added = if pool.init_state() {
         "runtime: added `nodes/s2`, DOWN until its first health check passes"
     } else {
         "runtime: added `nodes/s2` in drain until its first health check"
     };
-    env.call(&args(&pool, log_arg, &["serf"]))
+    env.call(&pool.runtime_args(&["serf"]))
         .env("SERF_EVENT", "member-join")
         .env("SERF_SELF_NAME", "bal")
         .stdin(stdin)
@@ -90,7 +75,7 @@ fn a_join_returns_before_the_first_check_and_the_server_then_serves() {
         assert!(settled(&env));
     } else {
         assert!(pool.stat("s2", "status").starts_with("DRAIN"));
-        env.call(&args(&pool, log_arg, &["status"]))
+        env.call(&pool.runtime_args(&["status"]))
             .code(0)
             .stdout_has("pending: waiting for its first check");
     }
@@ -99,14 +84,8 @@ fn a_join_returns_before_the_first_check_and_the_server_then_serves() {
     assert!(wait_until(10.0, || pool.answering(10).contains("s2")));
     assert!(wait_until(10.0, || settled(&env)), "work is still pending");
     if !pool.init_state() {
-        assert!(log_has(
-            &log,
-            "settle: `nodes/s2` passed its first health check"
-        ));
-        assert!(log_has(
-            &log,
-            "settle: added `nodes/dead`, but its first health check failed"
-        ));
+        assert!(pool.logged("settle: `nodes/s2` passed its first health check"));
+        assert!(pool.logged("settle: added `nodes/dead`, but its first health check failed"));
     }
     assert!(wait_until(10.0, || pool
         .stat("dead", "status")
@@ -116,7 +95,7 @@ fn a_join_returns_before_the_first_check_and_the_server_then_serves() {
         "0",
         "the dead server was chosen"
     );
-    let status = env.call(&args(&pool, log_arg, &["status"])).code(0).stdout;
+    let status = env.call(&pool.runtime_args(&["status"])).code(0).stdout;
     assert!(!status.contains("pending"), "{status}");
     assert_eq!(pool.reloads(), (0, 0));
 }
@@ -130,8 +109,6 @@ fn a_leave_with_a_request_in_flight_returns_at_once_and_the_server_goes_once_idl
     else {
         return;
     };
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
     // A slow request on s1, then s1 leaves.
     let port = pool.port;
@@ -139,7 +116,7 @@ fn a_leave_with_a_request_in_flight_returns_at_once_and_the_server_goes_once_idl
     let slow = std::thread::spawn(move || get_path(port, "/slow"));
     assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"));
     let leave = member("s1", &pool["s1"].endpoint());
-    env.call(&args(&pool, log_arg, &["--drain-timeout", "10", "serf"]))
+    env.call(&pool.runtime_args(&["--drain-timeout", "10", "serf"]))
         .env("SERF_EVENT", "member-leave")
         .env("SERF_SELF_NAME", "bal")
         .stdin(leave)
@@ -156,10 +133,7 @@ fn a_leave_with_a_request_in_flight_returns_at_once_and_the_server_goes_once_idl
         .servers()
         .iter()
         .all(|l| l.name != "s1")));
-    assert!(wait_until(5.0, || log_has(
-        &log,
-        "settle: removed `nodes/s1` (idle)"
-    )));
+    assert!(wait_until(5.0, || pool.logged("settle: removed `nodes/s1` (idle)")));
     assert!(wait_until(5.0, || settled(&env)));
 }
 
@@ -173,25 +147,18 @@ fn a_re_add_during_a_pending_delete_and_a_remove_during_a_pending_check_end_as_t
     else {
         return;
     };
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
     // s1 leaves while busy, and comes back before it is idle: hacfg undoes
     // its own drain, and s1 is not deleted when its request ends.
     let (busy, slow) = slow_request(&pool, &["s1", "s2"]);
     let busy = busy.as_str();
     let endpoint = pool[busy].endpoint();
-    env.ok(&args(
-        &pool,
-        log_arg,
-        &["--drain-timeout", "10", "remove", busy],
-    ));
+    env.ok(&pool.runtime_args(&["--drain-timeout", "10", "remove", busy]));
     assert!(pool.stat(busy, "status").starts_with("DRAIN"));
-    env.ok(&args(&pool, log_arg, &["add", busy, &endpoint]));
-    assert!(log_has(
-        &log,
-        &format!("settle: `nodes/{busy}` is in the nodes folder again")
-    ));
+    env.ok(&pool.runtime_args(&["add", busy, &endpoint]));
+    assert!(pool.logged(&format!(
+        "settle: `nodes/{busy}` is in the nodes folder again"
+    )));
     assert!(pool.stat(busy, "status").starts_with("UP"));
     assert!(slow.join().unwrap().is_ok());
     assert!(wait_until(10.0, || settled(&env)));
@@ -201,21 +168,17 @@ fn a_re_add_during_a_pending_delete_and_a_remove_during_a_pending_check_end_as_t
     );
     // s3 joins and leaves before its first check: it is deleted, never set
     // ready.
-    env.ok(&args(
-        &pool,
-        log_arg,
-        &["add", "s3", &pool["s3"].endpoint()],
-    ));
+    env.ok(&pool.runtime_args(&["add", "s3", &pool["s3"].endpoint()]));
     assert_eq!(pool.stat("s3", "check_status"), "INI");
-    env.ok(&args(&pool, log_arg, &["remove", "s3"]));
+    env.ok(&pool.runtime_args(&["remove", "s3"]));
     assert!(wait_until(10.0, || pool
         .servers()
         .iter()
         .all(|l| l.name != "s3")));
     assert!(wait_until(10.0, || settled(&env)));
-    assert!(!log_has(&log, "`nodes/s3` passed its first health check"));
+    assert!(!pool.logged("`nodes/s3` passed its first health check"));
     assert_eq!(pool["s3"].hits.load(Ordering::SeqCst), 0);
-    env.call(&args(&pool, log_arg, &["status"])).code(0);
+    env.call(&pool.runtime_args(&["status"])).code(0);
 }
 
 #[test]
@@ -228,26 +191,19 @@ fn an_operators_maintenance_on_a_settling_server_is_kept() {
     else {
         return;
     };
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
-    env.ok(&args(
-        &pool,
-        log_arg,
-        &["add", "s2", &pool["s2"].endpoint()],
-    ));
+    env.ok(&pool.runtime_args(&["add", "s2", &pool["s2"].endpoint()]));
     assert_eq!(pool.stat("s2", "check_status"), "INI");
     // The operator puts s2 in maintenance before hacfg set it ready.
     assert_eq!(pool.command("set server nodes/s2 state maint").trim(), "");
     assert!(wait_until(10.0, || settled(&env)), "work is still pending");
     if !pool.init_state() {
-        assert!(log_has(
-            &log,
+        assert!(pool.logged(
             "settle: `nodes/s2` is in maintenance, set by an operator: hacfg leaves it so"
         ));
     }
     assert!(pool.stat("s2", "status").starts_with("MAINT"));
     // Later runs leave it so too.
-    env.ok(&args(&pool, log_arg, &["render"]));
+    env.ok(&pool.runtime_args(&["render"]));
     assert!(pool.stat("s2", "status").starts_with("MAINT"));
     assert_eq!(pool["s2"].hits.load(Ordering::SeqCst), 0);
 }
@@ -276,17 +232,11 @@ fn a_killed_worker_leaves_nothing_the_next_run_cannot_finish() {
     else {
         return;
     };
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
     // A busy server leaves: its worker waits for the request in flight.
     let (busy, slow) = slow_request(&pool, &["s1", "s2"]);
     let busy = busy.as_str();
-    env.ok(&args(
-        &pool,
-        log_arg,
-        &["--drain-timeout", "30", "remove", busy],
-    ));
+    env.ok(&pool.runtime_args(&["--drain-timeout", "30", "remove", busy]));
     let mut worker = None;
     assert!(wait_until(5.0, || {
         worker = worker_of(&env);
@@ -300,13 +250,13 @@ fn a_killed_worker_leaves_nothing_the_next_run_cannot_finish() {
     assert!(!settled(&env));
     assert!(pool.stat(busy, "status").starts_with("DRAIN"));
     // Any later run finishes it, or starts a worker that does.
-    env.ok(&args(&pool, log_arg, &["render"]));
+    env.ok(&pool.runtime_args(&["render"]));
     assert!(wait_until(10.0, || pool
         .servers()
         .iter()
         .all(|l| l.name != busy)));
     assert!(wait_until(10.0, || settled(&env)));
-    env.call(&args(&pool, log_arg, &["status"])).code(0);
+    env.call(&pool.runtime_args(&["status"])).code(0);
 }
 
 /// A server still draining does not hold up later runs, nor is it drained
@@ -320,17 +270,11 @@ fn a_still_draining_server_does_not_hold_up_an_unrelated_leave() {
     else {
         return;
     };
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
     assert!(wait_until(10.0, || pool.answering(12).len() == 3));
     let (busy, slow) = slow_request(&pool, &["s1", "s2", "s3"]);
     let idle = if busy == "s1" { "s2" } else { "s1" };
-    env.ok(&args(
-        &pool,
-        log_arg,
-        &["--drain-timeout", "10", "remove", &busy],
-    ));
-    let done = env.call(&args(&pool, log_arg, &["remove", idle])).code(0);
+    env.ok(&pool.runtime_args(&["--drain-timeout", "10", "remove", &busy]));
+    let done = env.call(&pool.runtime_args(&["remove", idle])).code(0);
     done.stderr_has(&format!("settle: removed `nodes/{idle}` (idle)"));
     assert!(
         !done.stderr.contains(&format!("drained `nodes/{busy}`")),
@@ -355,18 +299,12 @@ fn a_server_with_idle_keep_alive_connections_is_still_deleted() {
     else {
         return;
     };
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
     assert!(wait_until(10.0, || pool.answering(20).len() == 2));
-    env.ok(&args(
-        &pool,
-        log_arg,
-        &["--drain-timeout", "30", "remove", "s1"],
-    ));
+    env.ok(&pool.runtime_args(&["--drain-timeout", "30", "remove", "s1"]));
     assert!(
         wait_until(20.0, || pool.servers().iter().all(|l| l.name != "s1")),
         "s1 was never deleted:\n{}",
-        fs::read_to_string(&log).unwrap_or_default()
+        fs::read_to_string(&pool.hacfg_log).unwrap_or_default()
     );
     assert!(wait_until(10.0, || settled(&env)));
     assert_eq!(pool.answering(10), ["s2".to_string()].into());
@@ -390,29 +328,19 @@ fn a_refused_delete_leaves_the_server_drained_and_freezes_nothing() {
         &format!("{builtin}\nbackend watch\n    server t1 127.0.0.1:1 track nodes/s2\n"),
     );
     let template = template.to_str().unwrap();
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
-    env.ok(&args(&pool, log_arg, &["--template", template, "render"]));
+    env.ok(&pool.runtime_args(&["--template", template, "render"]));
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
-    env.call(&args(
-        &pool,
-        log_arg,
-        &["--template", template, "remove", "s2"],
-    ))
-    .code(0)
-    .stderr_has("HAProxy refused `del server nodes/s2`");
+    env.call(&pool.runtime_args(&["--template", template, "remove", "s2"]))
+        .code(0)
+        .stderr_has("HAProxy refused `del server nodes/s2`");
     assert!(
         pool.stat("s2", "status").starts_with("DRAIN"),
         "{}",
         pool.stat("s2", "status")
     );
     assert!(!pool.stat("t1", "status").starts_with("MAINT"));
-    env.call(&args(
-        &pool,
-        log_arg,
-        &["--template", template, "add", "s3", &pool["s3"].endpoint()],
-    ))
-    .code(0);
+    env.call(&pool.runtime_args(&["--template", template, "add", "s3", &pool["s3"].endpoint()]))
+        .code(0);
     assert!(env.output_text().contains("server s3 "));
     assert!(wait_until(10.0, || pool.answering(20).contains("s3")));
 }
@@ -428,8 +356,6 @@ fn an_operators_drain_survives_a_leave_and_a_rejoin() {
     else {
         return;
     };
-    let log = env.path("hacfg.log");
-    let log_arg = log.to_str().unwrap();
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
     let (busy, slow) = slow_request(&pool, &["s1", "s2"]);
     let busy = busy.as_str();
@@ -439,16 +365,9 @@ fn an_operators_drain_survives_a_leave_and_a_rejoin() {
             .trim(),
         ""
     );
-    env.ok(&args(
-        &pool,
-        log_arg,
-        &["--drain-timeout", "10", "remove", busy],
-    ));
-    env.ok(&args(&pool, log_arg, &["add", busy, &endpoint]));
-    assert!(log_has(
-        &log,
-        "an operator had drained it before it left, so it stays drained"
-    ));
+    env.ok(&pool.runtime_args(&["--drain-timeout", "10", "remove", busy]));
+    env.ok(&pool.runtime_args(&["add", busy, &endpoint]));
+    assert!(pool.logged("an operator had drained it before it left, so it stays drained"));
     assert!(pool.stat(busy, "status").starts_with("DRAIN"));
     assert!(slow.join().unwrap().is_ok());
     assert!(wait_until(10.0, || settled(&env)));
