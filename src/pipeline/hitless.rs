@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use anyhow::Result;
 
 use super::partial::{self, Part, Record, Sorted, Waiting};
-use super::pending::{self, Pending, Why};
+use super::pending::Pending;
 use super::plan::{self, Plan};
 use super::quarantine::RETRY_AFTER;
 use super::{ApplyMode, Settings, settle};
@@ -89,10 +89,10 @@ pub fn finish_pending(s: &Settings, store: &Store, rendered: &str, log: &mut Log
         .live()
         .and_then(|live| settle::pass(api, store.dir(), &desired, &live, None, s.waits, log));
     match passed {
-        Ok(left) => left.waiting(pending::now_ms()).next().is_some(),
+        Ok(left) => left.is_waiting(),
         Err(e) => {
             log.warn(&format!("settle: {e:#}; the worker tries again"));
-            pending.waiting(pending::now_ms()).next().is_some()
+            pending.is_waiting()
         }
     }
 }
@@ -202,7 +202,7 @@ impl Context<'_> {
         // HAProxy has been told: whatever the pass meets, the file must
         // follow, and the worker (or the next run) makes the pass again.
         match settle::pass(api, dir, desired, live, executed, self.s.waits, log) {
-            Ok(passed) => passed.waiting(pending::now_ms()).next().is_some(),
+            Ok(passed) => passed.is_waiting(),
             Err(e) => {
                 log.warn(&format!("settle: {e:#}; the worker tries again"));
                 true
@@ -488,7 +488,7 @@ impl Context<'_> {
 /// drained in HAProxy (a run that died between the record and the drain
 /// left only the record).
 fn drains_already(pending: &Pending, live: &[Live], target: &Target) -> bool {
-    pending.get(target).is_some_and(|e| e.why == Why::Removal)
+    pending.removing(target)
         && live
             .iter()
             .any(|l| l.target() == *target && l.admin() == Admin::Drain)

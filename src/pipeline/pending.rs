@@ -188,6 +188,16 @@ impl Pending {
         self.entries.iter().filter(move |e| !e.overdue(now_ms))
     }
 
+    /// Whether anything waits now: what a worker is for.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting(now_ms()).next().is_some()
+    }
+
+    /// Whether hacfg records `target` as draining for its removal.
+    pub fn removing(&self, target: &Target) -> bool {
+        self.get(target).is_some_and(|e| e.why == Why::Removal)
+    }
+
     /// The targets drained for `why`, with their ids.
     pub fn targets(&self, why: Why) -> Vec<(Target, Option<u32>)> {
         self.entries

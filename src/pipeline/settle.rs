@@ -43,7 +43,7 @@ pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits
             }
             Op::Delete(target) => {
                 // Drained already, by an operator: never undone by hacfg.
-                let by_operator = !pending.get(target).is_some_and(|e| e.why == Why::Removal)
+                let by_operator = !pending.removing(target)
                     && live
                         .iter()
                         .any(|l| l.target() == *target && l.admin() == Admin::Drain);

@@ -79,7 +79,7 @@ pub fn work(
                     }
                 }
             };
-            if left.waiting(pending::now_ms()).next().is_none() {
+            if !left.is_waiting() {
                 exit(worker_lock, lock, &left, log);
                 return Ok(());
             }
