@@ -106,7 +106,9 @@ pub fn code_of(err: &anyhow::Error) -> Code {
                 return Some(failure.code());
             }
             match e.downcast_ref::<crate::haproxy::Error>()? {
-                crate::haproxy::Error::Refused(_) => Some(Code::Rejected),
+                crate::haproxy::Error::Refused(_) | crate::haproxy::Error::RefusedChange { .. } => {
+                    Some(Code::Rejected)
+                }
                 crate::haproxy::Error::Answer(_) => None,
             }
         })

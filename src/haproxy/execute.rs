@@ -211,6 +211,8 @@ struct Execution<'a> {
 
 /// A command and what its answer must look like.
 struct Step {
+    /// The server it changes.
+    target: Target,
     command: String,
     ok: fn(&str) -> bool,
     /// Commands that undo it once it succeeded.
@@ -219,8 +221,9 @@ struct Step {
 
 impl Step {
     /// A command whose success is an empty answer, with nothing to undo.
-    fn quiet(command: String) -> Step {
+    fn quiet(target: &Target, command: String) -> Step {
         Step {
+            target: target.clone(),
             command,
             ok: str::is_empty,
             undo: Vec::new(),
@@ -240,19 +243,19 @@ impl Execution<'_> {
             if (step.ok)(answer) {
                 self.undo.extend(step.undo);
             } else if refused.is_none() {
-                refused = Some(format!("`{}`: {answer}", step.command));
+                let words = format!(
+                    "HAProxy refused a runtime change: `{}`: {answer}",
+                    step.command
+                );
+                refused = Some((step.target, words));
             }
         }
-        let Some(refused) = refused else {
+        let Some((target, words)) = refused else {
             return Ok(());
         };
         let undo: Vec<String> = self.undo.iter().rev().cloned().collect();
         let _ = self.api.batch(&undo);
-        Err(Error::Refused(format!(
-            "HAProxy refused a runtime change: {refused}; what this run changed at runtime was \
-             undone, and the config file was not written"
-        ))
-        .into())
+        Err(Error::RefusedChange { target, words }.into())
     }
 
     fn live(&self, target: &Target) -> Option<&Live> {
@@ -276,6 +279,7 @@ impl Execution<'_> {
                         .live(target)
                         .map(|l| format!("set server {target} addr {} port {}", l.addr, l.port));
                     steps.push(Step {
+                        target: target.clone(),
                         command: format!("set server {target} addr {addr} port {port}"),
                         ok: |a| a.contains("changed") || a.contains("no need"),
                         undo: undo.into_iter().collect(),
@@ -285,7 +289,7 @@ impl Execution<'_> {
                         self.out.done.push(format!("set `{target}` to {at}"));
                         continue;
                     }
-                    let down = Step::quiet(format!("set server {target} health down"));
+                    let down = Step::quiet(target, format!("set server {target} health down"));
                     let done =
                         format!("set `{target}` to {at}, DOWN until a health check passes there");
                     (down, done)
@@ -296,7 +300,7 @@ impl Execution<'_> {
                         .map(|l| format!("set server {target} weight {}", l.weight));
                     let step = Step {
                         undo: undo.into_iter().collect(),
-                        ..Step::quiet(format!("set server {target} weight {weight}"))
+                        ..Step::quiet(target, format!("set server {target} weight {weight}"))
                     };
                     (step, format!("set `{target}` weight {weight}"))
                 }
@@ -323,6 +327,7 @@ impl Execution<'_> {
                 if init_state { " init-state down" } else { "" }
             );
             steps.push(Step {
+                target: target.clone(),
                 command: add.trim_end().to_string(),
                 ok: |a| a.contains("New server registered"),
                 // Undone in reverse: `state maint`, then `del server`.
@@ -332,20 +337,29 @@ impl Execution<'_> {
                 ],
             });
             if init_state {
-                steps.push(Step::quiet(format!("enable health {target}")));
-                steps.push(Step::quiet(format!("set server {target} state ready")));
+                steps.push(Step::quiet(&target, format!("enable health {target}")));
+                steps.push(Step::quiet(
+                    &target,
+                    format!("set server {target} state ready"),
+                ));
                 self.out.done.push(format!(
                     "added `{target}`, DOWN until its first health check passes (init-state)"
                 ));
             } else if s.check {
-                steps.push(Step::quiet(format!("enable health {target}")));
-                steps.push(Step::quiet(format!("set server {target} state drain")));
+                steps.push(Step::quiet(&target, format!("enable health {target}")));
+                steps.push(Step::quiet(
+                    &target,
+                    format!("set server {target} state drain"),
+                ));
                 self.out.done.push(format!(
                     "added `{target}` in drain until its first health check"
                 ));
                 self.out.checking.push(target);
             } else {
-                steps.push(Step::quiet(format!("set server {target} state ready")));
+                steps.push(Step::quiet(
+                    &target,
+                    format!("set server {target} state ready"),
+                ));
                 self.out.done.push(format!("added `{target}`"));
             }
         }
@@ -357,7 +371,10 @@ impl Execution<'_> {
         let mut steps = Vec::new();
         for op in ops {
             let Op::Delete(target) = op else { continue };
-            steps.push(Step::quiet(format!("set server {target} state drain")));
+            steps.push(Step::quiet(
+                target,
+                format!("set server {target} state drain"),
+            ));
             self.out.draining.push(target.clone());
         }
         self.send(steps)

@@ -23,6 +23,10 @@ pub use target::{Target, endpoint, same_addr};
 pub enum Error {
     /// HAProxy refused a change: its own words.
     Refused(String),
+    /// HAProxy refused one runtime command of a batch, about `target`
+    /// (`words` quotes the command and HAProxy's answer); what the batch
+    /// had changed was undone.
+    RefusedChange { target: Target, words: String },
     /// An answer that is not what the command returns.
     Answer(String),
 }
@@ -31,6 +35,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Refused(m) | Error::Answer(m) => f.write_str(m),
+            Error::RefusedChange { words, .. } => write!(
+                f,
+                "{words}; what this run changed at runtime was undone, and the config file was \
+                 not written"
+            ),
         }
     }
 }

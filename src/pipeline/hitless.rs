@@ -312,14 +312,15 @@ impl Context<'_> {
     /// first time fails the run (exit 3), one tried again (see
     /// `partial`) is left out and the rest goes through.
     fn refused(&self, err: anyhow::Error, input: &Input) -> Result<Refused> {
-        let Some(words) = refusal(&err) else {
+        let Some((target, words)) = refusal(&err) else {
             return Err(err);
         };
         if self.s.apply == ApplyMode::Auto {
             return Ok(Refused::Reload(format!("{words}; this was undone")));
         }
-        let change =
-            refused_target(words).and_then(|t| partial::change_of(input.old?, input.rendered, &t));
+        let change = input
+            .old
+            .and_then(|old| partial::change_of(old, input.rendered, target));
         let Some(change) = change else {
             return Err(err);
         };
@@ -382,24 +383,13 @@ enum Refused {
     Again,
 }
 
-/// HAProxy's words, if `err` is its refusal of a runtime command (cut
-/// before what `execute` adds about undoing).
-fn refusal(err: &anyhow::Error) -> Option<&str> {
-    let hap::Error::Refused(message) = err.chain().find_map(|e| e.downcast_ref::<hap::Error>())?
-    else {
-        return None;
-    };
-    message.split("; what this run changed").next()
-}
-
-/// The server a refused command names: `execute` quotes the first command
-/// HAProxy refused (`add server B/N …`, `set server B/N …`, `enable health
-/// B/N`).
-fn refused_target(words: &str) -> Option<Target> {
-    let (_, rest) = words.split_once("refused a runtime change: `")?;
-    let command = rest.split('`').next()?;
-    let (backend, name) = command.split_whitespace().nth(2)?.split_once('/')?;
-    Some(Target::new(backend, name))
+/// The server and HAProxy's words, if `err` is its refusal of a runtime
+/// command.
+fn refusal(err: &anyhow::Error) -> Option<(&Target, &str)> {
+    match err.chain().find_map(|e| e.downcast_ref::<hap::Error>())? {
+        hap::Error::RefusedChange { target, words } => Some((target, words.as_str())),
+        _ => None,
+    }
 }
 
 /// What a run that first meets parts needing a reload says: what waits,
