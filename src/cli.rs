@@ -175,6 +175,7 @@ pub enum WriteModeArg {
 pub enum OnFailedArg {
     Remove,
     Keep,
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,13 +292,22 @@ pub struct RolesArgs {
     pub roles: Vec<String>,
 }
 
+/// What a failed member's node becomes (shared by `serf` and `sync`).
+#[derive(Debug, Args)]
+pub struct OnFailedArgs {
+    /// What a failed member does to its node: `remove` it, `keep` it, or
+    /// `verify` (remove it once HAProxy's health checks see it DOWN too;
+    /// needs --master-socket or --stats-socket)
+    #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove")]
+    pub on_failed: OnFailedArg,
+}
+
 #[derive(Debug, Args)]
 pub struct SerfArgs {
     #[command(flatten)]
     pub roles: RolesArgs,
-    /// What a `member-failed` event does: `remove` the node or `keep` it
-    #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove")]
-    pub on_failed: OnFailedArg,
+    #[command(flatten)]
+    pub on_failed: OnFailedArgs,
     /// The event to handle, such as `member-join` (Serf sets it for its handlers)
     #[arg(long, env = "SERF_EVENT", hide_env_values = true, value_name = "EVENT")]
     pub event: Option<String>,
@@ -315,6 +325,8 @@ pub struct SerfArgs {
 pub struct SyncArgs {
     #[command(flatten)]
     pub roles: RolesArgs,
+    #[command(flatten)]
+    pub on_failed: OnFailedArgs,
     /// Address of the Serf agent's RPC endpoint
     #[arg(long, env = "SERF_RPC_ADDR")]
     pub rpc_addr: Option<String>,

@@ -1,6 +1,7 @@
 //! One function per command: check the folders, take the lock, change the
 //! folder, apply, and say how it ended.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use crate::output::OutputFile;
 use crate::pipeline::quarantine::HeldSet;
 use crate::pipeline::{self, Applied};
 use crate::render;
-use crate::serf::{self, Action, Changes};
+use crate::pipeline::verify;
+use crate::serf::{self, Action, Changes, OnFailed};
 use crate::store::{Exclusive, Lock, Mode, Shared, Store};
 
 pub fn run(cfg: &Config) -> Result<Outcome> {
@@ -58,7 +60,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         Command::Reload => reload(cfg, &store, log),
         Command::Serf {
             roles,
-            keep_failed,
+            on_failed,
             event,
             self_name,
         } => {
@@ -66,20 +68,23 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
                 name: event,
                 self_name,
                 roles,
-                keep_failed: *keep_failed,
+                on_failed: *on_failed,
             };
             event.run(cfg, &store, log)
         }
         Command::Sync {
             roles,
+            on_failed,
             rpc_addr,
             serf_bin,
             dry_run,
             allow_empty,
         } => {
-            let members = serf::alive_members(serf_bin, rpc_addr.as_deref())?;
+            let list = serf::member_list(serf_bin, rpc_addr.as_deref())?;
             let sync = Sync {
-                members: &members,
+                members: &list.alive,
+                failed: &list.failed,
+                on_failed: *on_failed,
                 roles,
                 dry_run: *dry_run,
                 allow_empty: *allow_empty,
@@ -209,6 +214,9 @@ fn settle(cfg: &Config, store: &Store, log: &mut Log, worker: bool) -> Result<Ou
     }
     let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
     pipeline::worker::work(api, store, &output, cfg.pipeline.waits, log)?;
+    if worker {
+        pipeline::worker::watch(&cfg.pipeline, store, &output, log)?;
+    }
     Ok(Outcome::Done)
 }
 
@@ -273,35 +281,70 @@ struct Event<'a> {
     /// SERF_SELF_NAME: the agent's own member, left alone.
     self_name: &'a str,
     roles: &'a [String],
-    /// `--on-failed keep`.
-    keep_failed: bool,
+    /// `--on-failed`.
+    on_failed: OnFailed,
 }
 
 impl Event<'_> {
     fn run(&self, cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
         // Always read stdin to its end first: Serf waits for its handler to.
         let lines = serf::read_lines(std::io::stdin().lock())?;
-        let action = serf::action_of(self.name, self.keep_failed)?;
+        let action = serf::action_of(self.name, self.on_failed)?;
         if action == Action::Ignore {
             log.info(&format!("{}: ignored", self.name));
             return Ok(Outcome::Done);
         }
         let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
         let port = cfg.pipeline.renderer.default_port;
-        let changes = serf::plan_event(lines, action, self.roles, self.self_name, port);
+        let mut changes = serf::plan_event(lines, action, self.roles, self.self_name, port);
         let mut skipped = warn_planned(&changes, self.name, log);
+        let staying = second_opinion(cfg, store, &output, action, &mut changes, log)?;
         {
             let lock = store.lock::<Shared>()?;
             skipped += apply_changes(store, &lock, &changes, self.name, port, log)?;
         }
         let outcome = update(cfg, store, &output, log, None)?;
+        if staying {
+            pipeline::worker::spawn(&cfg.pipeline.worker, log);
+        }
         Ok(partial(self.name, skipped, outcome))
     }
+}
+
+/// `--on-failed verify`, and the failed members that stayed before: asks
+/// HAProxy (when a member is reported failed now, or one stays from
+/// before) and keeps the removals it agrees with. An event's upserts and
+/// removals end their members' stays. Returns whether some member stays.
+fn second_opinion(
+    cfg: &Config,
+    store: &Store,
+    output: &OutputFile,
+    action: Action,
+    changes: &mut Changes,
+    log: &mut Log,
+) -> Result<bool> {
+    let recorded = store.dir().join(verify::FAILED_FILE).symlink_metadata().is_ok();
+    if cfg.pipeline.runtime.is_none() || (action != Action::Verify && !recorded) {
+        return Ok(false);
+    }
+    let failed = match action {
+        Action::Verify => std::mem::take(&mut changes.removals),
+        _ => Vec::new(),
+    };
+    let mut ended: Vec<String> = changes.upserts.iter().map(|n| n.name.clone()).collect();
+    ended.extend(changes.removals.iter().cloned());
+    let lock = store.lock::<Exclusive>()?;
+    let reviewed = verify::review(&cfg.pipeline, store, &lock, output, (&failed, &ended), log)?;
+    changes.removals.extend(reviewed.remove);
+    Ok(reviewed.staying)
 }
 
 /// `hacfg sync`: the folder made equal to the alive members of `roles`.
 struct Sync<'a> {
     members: &'a [serf::Member],
+    /// Members Serf reports failed: `on_failed` says what their nodes become.
+    failed: &'a BTreeSet<String>,
+    on_failed: OnFailed,
     roles: &'a [String],
     /// Print the plan on stdout (`+ node`, `- node`) instead.
     dry_run: bool,
@@ -345,11 +388,49 @@ impl Sync<'_> {
         // nothing changes the folder between the plan and its render.
         let lock = store.lock::<Exclusive>()?;
         let current = store.load_all(&lock)?;
-        let changes = serf::plan_sync(&current, wanted);
+        let mut changes = serf::plan_sync(&current, wanted);
+        let staying = self.second_opinion(cfg, store, &lock, &output, &mut changes, log)?;
         self.guard(current.len(), &changes)?;
         skipped += apply_changes(store, &lock, &changes, "sync", port, log)?;
         let outcome = update_under(cfg, store, lock, &output, log, None)?;
+        if staying {
+            pipeline::worker::spawn(&cfg.pipeline.worker, log);
+        }
         Ok(partial("sync", skipped, outcome))
+    }
+
+    /// The removals of failed members, as `--on-failed` says: kept with
+    /// `keep`; with `verify`, removed only once HAProxy's checks agree. A
+    /// member that left or was reaped goes, and so does a stay whose
+    /// server HAProxy now sees DOWN. Returns whether some failed member stays.
+    fn second_opinion(
+        &self,
+        cfg: &Config,
+        store: &Store,
+        lock: &Lock<Exclusive>,
+        output: &OutputFile,
+        changes: &mut Changes,
+        log: &mut Log,
+    ) -> Result<bool> {
+        let is_failed = |name: &String| self.failed.contains(name);
+        if self.on_failed == OnFailed::Keep {
+            changes.removals.retain(|name| !is_failed(name));
+        }
+        if cfg.pipeline.runtime.is_none() {
+            return Ok(false);
+        }
+        let verify = self.on_failed == OnFailed::Verify;
+        let (failed, gone): (Vec<String>, Vec<String>) = std::mem::take(&mut changes.removals)
+            .into_iter()
+            .partition(|n| verify && is_failed(n));
+        changes.removals = gone;
+        let mut ended: Vec<String> = changes.upserts.iter().map(|n| n.name.clone()).collect();
+        ended.extend(changes.removals.iter().cloned());
+        let reviewed = verify::review(&cfg.pipeline, store, lock, output, (&failed, &ended), log)?;
+        changes.removals.extend(reviewed.remove);
+        changes.removals.sort();
+        changes.removals.dedup();
+        Ok(reviewed.staying)
     }
 
     /// A partitioned agent that still sees a few members is thin evidence

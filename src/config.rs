@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
 
 use crate::cli::{ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg, WriteModeArg};
 use crate::haproxy::reload::{Reload, Strategy};
@@ -19,6 +20,7 @@ use crate::pipeline::worker::Worker;
 use crate::pipeline::{ApplyMode, Settings};
 use crate::quote::quote;
 use crate::render::Renderer;
+use crate::serf::OnFailed;
 
 /// Everything a run needs, with no clap types left. Commands read it; the
 /// pipeline below them sees only its own `Settings`.
@@ -70,12 +72,13 @@ pub enum Command {
     /// `event`: SERF_EVENT; `self_name`: SERF_SELF_NAME (both "" if unset).
     Serf {
         roles: Vec<String>,
-        keep_failed: bool,
+        on_failed: OnFailed,
         event: String,
         self_name: String,
     },
     Sync {
         roles: Vec<String>,
+        on_failed: OnFailed,
         rpc_addr: Option<String>,
         serf_bin: PathBuf,
         dry_run: bool,
@@ -110,12 +113,13 @@ impl Config {
         let verbosity = verbosity_from(quiet, verbose)?;
         let never_reloads = matches!(
             cli.command,
-            CommandArgs::Completions(_) | CommandArgs::Man | CommandArgs::Settle(_)
+            CommandArgs::Completions(_) | CommandArgs::Man
         );
         let wants_reload =
             (apply.reload || matches!(cli.command, CommandArgs::Reload)) && !never_reloads;
         let command = command_from(cli.command, default_port)?;
         let runtime = runtime_from(&apply);
+        verify_needs_runtime(&command, runtime.is_some())?;
         let apply_mode = apply_mode_from(apply.apply_mode, runtime.is_some())?;
         let check = check_from(&apply, wants_reload)?;
         let renderer = Renderer {
@@ -124,7 +128,8 @@ impl Config {
             vars: vars_from(&vars)?,
         };
         let reload = wants_reload.then(|| reload_from(&apply)).transpose()?;
-        let worker = worker_from(&nodes_dir, &output, log_file.as_deref(), &apply);
+        let folders = (nodes_dir.as_path(), output.as_path(), log_file.as_deref());
+        let worker = worker_from(folders, &renderer, min_nodes, &apply);
         let pipeline = Settings {
             renderer,
             min_nodes,
@@ -181,28 +186,61 @@ fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
     Ok(mode)
 }
 
-/// The worker's command line: this binary, the folder, the output, the
-/// socket, the waits and the log; nothing else (it gets no `HACFG_*`, and
-/// it is quiet: its stderr goes nowhere).
+/// The worker's command line: this binary and everything a run of the
+/// pipeline needs (the folder, the output, the template and its variables,
+/// the check, the reload, the socket, the waits, the log), as flags: it gets
+/// no `HACFG_*`, and it is quiet (its stderr goes nowhere). It renders and
+/// applies when a failed member that stayed (`--on-failed verify`) goes.
 fn worker_from(
-    nodes_dir: &Path,
-    output: &Path,
-    log_file: Option<&Path>,
+    (nodes_dir, output, log_file): (&Path, &Path, Option<&Path>),
+    renderer: &Renderer,
+    min_nodes: usize,
     apply: &ApplyArgs,
 ) -> Worker {
     let mut args: Vec<OsString> = vec!["--nodes-dir".into(), nodes_dir.into()];
     args.extend(["--output".into(), output.into()]);
-    if let Some(path) = &apply.master_socket {
-        args.extend(["--master-socket".into(), path.into()]);
-    } else if let Some(path) = &apply.stats_socket {
-        args.extend(["--stats-socket".into(), path.into()]);
+    let mut path_flag = |flag: &str, path: Option<&PathBuf>| {
+        if let Some(path) = path {
+            args.extend([flag.into(), path.into()]);
+        }
+    };
+    path_flag("--template", renderer.template.as_ref());
+    path_flag("--haproxy-bin", apply.haproxy_bin.as_ref());
+    path_flag("--pid-file", apply.pid_file.as_ref());
+    match (&apply.master_socket, &apply.stats_socket) {
+        (Some(path), _) => path_flag("--master-socket", Some(path)),
+        (None, path) => path_flag("--stats-socket", path.as_ref()),
     }
+    for (key, value) in &renderer.vars {
+        args.extend(["--var".into(), format!("{key}={value}").into()]);
+    }
+    let mut text_flag = |flag: &str, value: Option<String>| {
+        if let Some(value) = value {
+            args.extend([flag.into(), value.into()]);
+        }
+    };
+    text_flag("--default-port", Some(renderer.default_port.to_string()));
+    text_flag("--min-nodes", Some(min_nodes.to_string()));
+    text_flag("--check-cmd", apply.check_cmd.clone());
+    text_flag("--reload-cmd", apply.reload_cmd.clone());
+    let apply_mode = apply.apply_mode.to_possible_value();
+    text_flag("--apply", apply_mode.map(|v| v.get_name().to_string()));
     for (flag, value) in [
         ("--socket-timeout", apply.socket_timeout),
         ("--check-timeout", apply.check_timeout),
         ("--drain-timeout", apply.drain_timeout),
+        ("--reload-timeout", apply.reload_timeout),
     ] {
         args.extend([flag.into(), format!("{}", value.as_secs_f64()).into()]);
+    }
+    for (flag, set) in [
+        ("--no-check", apply.no_check),
+        ("--reload", apply.reload),
+        ("--in-place", write_mode_from(apply) == WriteMode::InPlace),
+    ] {
+        if set {
+            args.push(flag.into());
+        }
     }
     if let Some(path) = log_file {
         args.extend(["--log-file".into(), path.into()]);
@@ -264,18 +302,48 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
         CommandArgs::Settle(a) => Command::Settle { worker: a.worker },
         CommandArgs::Serf(a) => Command::Serf {
             roles: a.roles.roles,
-            keep_failed: a.on_failed == OnFailedArg::Keep,
+            on_failed: on_failed_from(a.on_failed.on_failed),
             event: a.event.unwrap_or_default(),
             self_name: a.self_name.unwrap_or_default(),
         },
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
+            on_failed: on_failed_from(a.on_failed.on_failed),
             rpc_addr: a.rpc_addr,
             serf_bin: a.serf_bin,
             dry_run: a.dry_run,
             allow_empty: a.allow_empty,
         },
     })
+}
+
+fn on_failed_from(arg: OnFailedArg) -> OnFailed {
+    match arg {
+        OnFailedArg::Remove => OnFailed::Remove,
+        OnFailedArg::Keep => OnFailed::Keep,
+        OnFailedArg::Verify => OnFailed::Verify,
+    }
+}
+
+/// `--on-failed verify` asks HAProxy: without its runtime API, it cannot.
+fn verify_needs_runtime(command: &Command, has_runtime: bool) -> Result<()> {
+    let verify = matches!(
+        command,
+        Command::Serf {
+            on_failed: OnFailed::Verify,
+            ..
+        } | Command::Sync {
+            on_failed: OnFailed::Verify,
+            ..
+        }
+    );
+    if verify && !has_runtime {
+        return Err(usage(
+            "--on-failed verify asks HAProxy's health checks: it needs --master-socket or \
+             --stats-socket",
+        ));
+    }
+    Ok(())
 }
 
 /// A usage error, reported the way clap reports its own (exit 2).
@@ -516,7 +584,7 @@ mod tests {
         let Command::Serf {
             event,
             self_name,
-            keep_failed,
+            on_failed,
             ..
         } = command(&[
             "serf",
@@ -531,8 +599,8 @@ mod tests {
             panic!("not serf");
         };
         assert_eq!(
-            (event.as_str(), self_name.as_str(), keep_failed),
-            ("member-join", "bal", true)
+            (event.as_str(), self_name.as_str(), on_failed),
+            ("member-join", "bal", OnFailed::Keep)
         );
     }
 

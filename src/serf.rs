@@ -42,18 +42,34 @@ pub enum Action {
     Upsert,
     /// Remove the members.
     Remove,
+    /// Remove the members HAProxy's checks do not see UP (`--on-failed verify`).
+    Verify,
     /// Nothing to do (user events, queries, failures with `--on-failed keep`).
     Ignore,
 }
 
+/// What a failed member's node becomes (`--on-failed`, for `serf` and `sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailed {
+    /// Removed, as a leave.
+    Remove,
+    /// Kept: HAProxy's health checks alone decide.
+    Keep,
+    /// Removed once HAProxy's health checks see it DOWN too.
+    Verify,
+}
+
 /// Maps `SERF_EVENT` to an action.
 #[allow(clippy::match_same_arms)] // one arm per kind of event reads best
-pub fn action_of(event: &str, keep_failed: bool) -> Result<Action> {
+pub fn action_of(event: &str, on_failed: OnFailed) -> Result<Action> {
     Ok(match event {
         "member-join" | "member-update" => Action::Upsert,
         "member-leave" | "member-reap" => Action::Remove,
-        "member-failed" if keep_failed => Action::Ignore,
-        "member-failed" => Action::Remove,
+        "member-failed" => match on_failed {
+            OnFailed::Remove => Action::Remove,
+            OnFailed::Keep => Action::Ignore,
+            OnFailed::Verify => Action::Verify,
+        },
         "user" | "query" => Action::Ignore,
         other => bail!(
             "unknown SERF_EVENT {}: is hacfg serf run by a Serf agent?",
@@ -335,8 +351,16 @@ struct MemberJson {
     status: String,
 }
 
-/// The alive members, from the local agent's RPC endpoint.
-pub fn alive_members(serf_bin: &Path, rpc_addr: Option<&str>) -> Result<Vec<Member>> {
+/// What `serf members` says: the alive members, and the names of the
+/// failed ones (not left, not reaped yet).
+#[derive(Debug, Default)]
+pub struct MemberList {
+    pub alive: Vec<Member>,
+    pub failed: BTreeSet<String>,
+}
+
+/// The member list, from the local agent's RPC endpoint.
+pub fn member_list(serf_bin: &Path, rpc_addr: Option<&str>) -> Result<MemberList> {
     let mut cmd = Command::new(serf_bin);
     cmd.args(["members", "-format=json"]);
     if let Some(addr) = rpc_addr {
@@ -351,9 +375,15 @@ pub fn alive_members(serf_bin: &Path, rpc_addr: Option<&str>) -> Result<Vec<Memb
     parse_members_json(&text).with_context(|| format!("unable to read the member list from {what}"))
 }
 
-fn parse_members_json(text: &str) -> Result<Vec<Member>> {
+fn parse_members_json(text: &str) -> Result<MemberList> {
     let list: MembersJson = serde_json::from_str(text)?;
-    Ok(list
+    let failed = list
+        .members
+        .iter()
+        .filter(|m| m.status == "failed")
+        .map(|m| m.name.clone())
+        .collect();
+    let alive = list
         .members
         .into_iter()
         .filter(|m| m.status == "alive")
@@ -371,7 +401,8 @@ fn parse_members_json(text: &str) -> Result<Vec<Member>> {
                 notes: Vec::new(),
             }
         })
-        .collect())
+        .collect();
+    Ok(MemberList { alive, failed })
 }
 
 /// Plans an event's member lines: a join or update with the batch policy
@@ -392,7 +423,8 @@ pub fn plan_event(
     let (members, mut changes) = last_per_name(members);
     for member in members {
         let planned = member.and_then(|m| {
-            if m.name != self_name && roles.contains(&m.role) && action == Action::Remove {
+            let removes = matches!(action, Action::Remove | Action::Verify);
+            if m.name != self_name && roles.contains(&m.role) && removes {
                 node::validate_name(&m.name)?;
                 changes.removals.push(m.name);
             }
@@ -527,10 +559,24 @@ mod tests {
 
     #[test]
     fn actions() {
-        assert_eq!(action_of("member-reap", false).unwrap(), Action::Remove);
-        assert_eq!(action_of("member-failed", true).unwrap(), Action::Ignore);
-        assert_eq!(action_of("user", false).unwrap(), Action::Ignore);
-        assert!(action_of("", false).is_err());
+        assert_eq!(
+            action_of("member-reap", OnFailed::Keep).unwrap(),
+            Action::Remove
+        );
+        assert_eq!(
+            action_of("member-failed", OnFailed::Keep).unwrap(),
+            Action::Ignore
+        );
+        assert_eq!(
+            action_of("member-failed", OnFailed::Verify).unwrap(),
+            Action::Verify
+        );
+        assert_eq!(
+            action_of("member-failed", OnFailed::Remove).unwrap(),
+            Action::Remove
+        );
+        assert_eq!(action_of("user", OnFailed::Remove).unwrap(), Action::Ignore);
+        assert!(action_of("", OnFailed::Remove).is_err());
     }
 
     #[test]
@@ -538,7 +584,9 @@ mod tests {
         let text = r#"{"members":[
           {"name":"a","addr":"127.0.0.1:7946","port":7946,"tags":{"role":"backend"},"status":"alive"},
           {"name":"b","addr":"127.0.0.2:7946","port":7946,"tags":{},"status":"failed"}]}"#;
-        let members = parse_members_json(text).unwrap();
+        let list = parse_members_json(text).unwrap();
+        assert_eq!(list.failed.iter().collect::<Vec<_>>(), ["b"]);
+        let members = list.alive;
         assert_eq!(members.len(), 1);
         assert_eq!(
             (members[0].address.as_str(), members[0].role.as_str()),

@@ -15,3 +15,4 @@ mod reliability;
 mod runtime;
 mod serf;
 mod settle;
+mod verify;

@@ -125,6 +125,16 @@ impl Index<&str> for PoolSetup<'_> {
     }
 }
 
+impl Pool {
+    /// Stops the backend `name`: its port refuses connections, so
+    /// HAProxy's checks soon see it DOWN.
+    #[track_caller]
+    pub fn stop(&mut self, name: &str) {
+        let at = self.backends.iter().position(|b| b.name == name);
+        drop(self.backends.remove(at.expect("a backend of the pool")));
+    }
+}
+
 impl Index<&str> for Pool {
     type Output = Backend;
 

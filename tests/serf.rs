@@ -701,3 +701,55 @@ fn skipped_members_are_named_and_repeated_lines_staged_once() {
     );
     assert!(!done.stderr.contains("was not there"), "{}", done.stderr);
 }
+
+#[test]
+fn a_failed_member_whose_server_serves_stays_through_events_and_sync() {
+    let (Some(_), Some(_)) = (tool("serf"), tool("haproxy")) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let Some(mut pool) = Pool::backends(&env, &["v1"]).start() else {
+        return;
+    };
+    // The pool's template variables, as the lab passes them: HACFG_VARS.
+    let vars: Vec<&str> = pool.vars.iter().filter(|v| *v != "--var").map(String::as_str).collect();
+    let settings = [
+        ("HACFG_ON_FAILED", "verify".to_string()),
+        ("HACFG_RELOAD", "1".into()),
+        ("HACFG_MASTER_SOCKET", pool.master_socket.display().to_string()),
+        ("HACFG_VARS", vars.join(",")),
+    ];
+    let (bal, join) = balancer_with(&env, "bal-v", &settings);
+    let port = pool["v1"].port;
+    let v1 = Agent::backend("v1", "127.0.0.1", port, &join);
+    let serving = |name: &str| pool.servers().iter().any(|s| s.name == name && s.op_state == 2);
+    assert!(wait_until(15.0, || serving("v1")), "{}", bal.log());
+    let log = || fs::read_to_string(env.path("serf.log")).unwrap_or_default();
+
+    drop(v1); // kill -9: Serf reports it failed, but its HTTP server answers
+    assert!(
+        wait_until(30.0, || log().contains("node `v1` stays")),
+        "{}",
+        log()
+    );
+    assert!(env.nodes.join("v1").exists());
+    assert_eq!(pool.answering(5).into_iter().collect::<Vec<_>>(), ["v1"]);
+    // `sync` sees a failed member and asks HAProxy too: it stays.
+    let sync = env.call(&["sync", "--rpc-addr", &bal.rpc, "--allow-empty"]);
+    let mut sync = sync.args(pool.runtime_args(&[]));
+    for (key, value) in &settings {
+        sync = sync.env(key, value);
+    }
+    sync.code(0);
+    assert!(env.nodes.join("v1").exists(), "sync removed a member HAProxy sees UP");
+
+    // Its server stops: the handler's worker removes the node.
+    pool.stop("v1");
+    assert!(
+        wait_until(20.0, || !env.nodes.join("v1").exists()),
+        "{}",
+        log()
+    );
+    assert!(wait_until(5.0, || !pool.servers().iter().any(|s| s.name == "v1")));
+    drop(bal);
+}

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod quarantine;
 pub mod reload;
 pub mod settle;
+pub mod verify;
 pub mod worker;
 
 use std::sync::Arc;

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::pending::{self, Entry, Pending, Why};
+use super::Settings;
 use super::settle::{self, Waits};
+use super::verify::{self, Stays};
 use crate::haproxy::{RuntimeApi, Target, config};
 use crate::log::Log;
 use crate::output::OutputFile;
@@ -27,6 +29,10 @@ const POLL: Duration = Duration::from_millis(100);
 const UNANSWERED: Duration = Duration::from_secs(10);
 /// The worker's own lock file in the nodes folder: at most one at a time.
 pub const WORKER_FILE: &str = ".hacfg.settle";
+/// The lock of the one worker that watches failed members that stay.
+const WATCH_FILE: &str = ".hacfg.watch";
+/// How often the watch reads HAProxy's servers.
+const WATCH_POLL: Duration = Duration::from_millis(250);
 
 /// How to start the worker: this binary, with the settings it needs.
 #[derive(Debug, Clone)]
@@ -86,6 +92,63 @@ pub fn work(
         }
         thread::sleep(POLL);
     }
+}
+
+/// The worker's second job (`--on-failed verify`): it watches the failed
+/// members that stay until HAProxy's checks see them DOWN (then they go:
+/// node file removed, the change applied) or `--check-timeout` has passed
+/// since they stayed (later events and `sync` review them then).
+pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<()> {
+    let Some(_watch_lock) = WorkerLock::try_take_named(store.dir(), WATCH_FILE)? else {
+        return Ok(());
+    };
+    let watch_ms = u64::try_from(s.waits.first_check.as_millis()).unwrap_or(u64::MAX);
+    let mut failing: Option<Instant> = None;
+    loop {
+        let stays = Stays::load(store.dir(), log);
+        let now = pending::now_ms();
+        if !stays.entries.iter().any(|st| now < st.since_ms.saturating_add(watch_ms)) {
+            return Ok(());
+        }
+        match verify::any_down(s, store, output, log) {
+            Ok(down) => {
+                failing = None;
+                if down {
+                    remove_down(s, store, output, log)?;
+                }
+            }
+            Err(e) if failing.is_some_and(|since| since.elapsed() > UNANSWERED) => {
+                log.warn(&format!(
+                    "watch: {e:#}; giving up for now: later events and `hacfg sync` review the \
+                     failed members that stay"
+                ));
+                return Ok(());
+            }
+            Err(_) => {
+                failing.get_or_insert_with(Instant::now);
+            }
+        }
+        thread::sleep(WATCH_POLL);
+    }
+}
+
+/// Removes the failed members that stayed and HAProxy now sees DOWN, and
+/// applies the change, as their own event would have.
+fn remove_down(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<()> {
+    let lock = store.lock::<Exclusive>()?;
+    let reviewed = verify::review(s, store, &lock, output, (&[], &[]), log)?;
+    let removed = store.remove_all(&lock, &reviewed.remove)?;
+    for (name, result) in reviewed.remove.iter().zip(removed) {
+        match result {
+            Ok(true) => log.info(&format!("watch: removed node `{name}`")),
+            Ok(false) => {}
+            Err(e) => log.warn(&format!("watch: skipped `{name}`: {e:#}")),
+        }
+    }
+    let applied = super::update(s, store, &lock, output, log)?;
+    drop(lock);
+    super::after(s, &applied, log);
+    Ok(())
 }
 
 /// Says what stays drained past its deadline, then lets go of the worker
@@ -161,7 +224,11 @@ pub struct WorkerLock {
 impl WorkerLock {
     /// Takes the worker lock; `None` when another worker holds it.
     pub fn try_take(dir: &Path) -> Result<Option<WorkerLock>> {
-        let path = dir.join(WORKER_FILE);
+        WorkerLock::try_take_named(dir, WORKER_FILE)
+    }
+
+    fn try_take_named(dir: &Path, name: &str) -> Result<Option<WorkerLock>> {
+        let path = dir.join(name);
         let context = || format!("unable to open the worker lock `{}`", path.display());
         let file = OpenOptions::new()
             .write(true)

@@ -1,0 +1,344 @@
+//! `--on-failed verify`: a second opinion on Serf's `member-failed`. A
+//! member Serf reports failed goes only once HAProxy's own health checks
+//! agree: one they see UP stays (a gossip problem is not a dead server),
+//! noted in `.hacfg.failed`, until a later event, `sync` or the deferred
+//! worker finds it DOWN, or Serf reaps the member. A server without checks
+//! gives no second opinion: it goes at once, as with `remove`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::Settings;
+use super::pending::now_ms;
+use crate::atomic;
+use crate::file;
+use crate::haproxy::config::{self, Server};
+use crate::haproxy::state::{Admin, Live};
+use crate::haproxy::{Target, same_addr};
+use crate::log::Log;
+use crate::node::{self, Node};
+use crate::output::OutputFile;
+use crate::store::{Exclusive, Lock, Store};
+
+/// Name of the record inside the nodes folder (hidden, so never a node).
+pub const FAILED_FILE: &str = ".hacfg.failed";
+/// Largest record read: about 80 bytes per node that stays.
+const FAILED_CAP: u64 = 16 << 20;
+
+/// A failed member whose server HAProxy still saw UP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stay {
+    /// The node (and member) name.
+    pub name: String,
+    /// When Serf first reported it failed (ms since the epoch).
+    pub since_ms: u64,
+}
+
+/// `.hacfg.failed`, sorted by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stays {
+    pub entries: Vec<Stay>,
+}
+
+impl Stays {
+    /// Loads the record. A damaged one is a warning and holds nothing: its
+    /// nodes are then treated as `--on-failed remove` treats them.
+    pub fn load(dir: &Path, log: &mut Log) -> Stays {
+        let path = dir.join(FAILED_FILE);
+        let read = || -> Result<Vec<Stay>> {
+            match file::read_capped(&path, FAILED_CAP)? {
+                None => Ok(Vec::new()),
+                Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            }
+        };
+        let mut entries = match read() {
+            Ok(entries) => entries,
+            Err(e) => {
+                log.warn(&format!(
+                    "ignoring the record of failed members that stay `{}`: {e:#}",
+                    path.display()
+                ));
+                Vec::new()
+            }
+        };
+        let now = now_ms();
+        entries.retain(|s| node::validate_name(&s.name).is_ok());
+        for s in &mut entries {
+            s.since_ms = s.since_ms.min(now);
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries.dedup_by(|a, b| a.name == b.name);
+        Stays { entries }
+    }
+
+    /// Writes the record (removes it when empty) if it differs from `before`.
+    fn save(&self, dir: &Path, before: &Stays) -> Result<()> {
+        if self == before {
+            return Ok(());
+        }
+        let path = dir.join(FAILED_FILE);
+        let context = || format!("unable to record failed members in `{}`", path.display());
+        if self.entries.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(context),
+                _ => Ok(()),
+            };
+        }
+        let bytes = serde_json::to_vec_pretty(&self.entries)?;
+        atomic::write_atomic(&path, &bytes).with_context(context)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.iter().any(|s| s.name == name)
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.entries.retain(|s| s.name != name);
+    }
+}
+
+/// What HAProxy's checks say of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A checked server of it is UP (and not in maintenance): it stays.
+    Up(Target),
+    /// Nothing of it is seen UP by a check: it goes, for this reason.
+    Down(String),
+}
+
+/// HAProxy's opinion of `node`: its servers are the `desired` ones (the
+/// config hacfg wrote) named after it or at its endpoint, as `live` runs
+/// them. A server counts only if its line has `check`.
+pub fn verdict(node: &Node, default_port: u16, desired: &[Server], live: &[Live]) -> Verdict {
+    let port = node.port_or(default_port);
+    let mine: Vec<&Server> = desired
+        .iter()
+        .filter(|s| s.name == node.name || (s.port == port && same_addr(&s.addr, &node.address)))
+        .collect();
+    if mine.is_empty() {
+        return Verdict::Down("the config has no server for it".into());
+    }
+    let checked: Vec<&Server> = mine.into_iter().filter(|s| s.check).collect();
+    if checked.is_empty() {
+        return Verdict::Down("its server has no health check to ask".into());
+    }
+    let mut seen = Vec::new();
+    for server in checked {
+        let target = Target::new(&server.backend, &server.name);
+        match live.iter().find(|l| l.target() == target) {
+            Some(l) if l.op_state == 2 && l.admin() != Admin::Maint => return Verdict::Up(target),
+            Some(l) => seen.push(format!("`{target}` {}", describe(l))),
+            None => seen.push(format!("`{target}` not running")),
+        }
+    }
+    Verdict::Down(format!("HAProxy sees {}", seen.join(", ")))
+}
+
+fn describe(live: &Live) -> String {
+    match live.admin() {
+        Admin::Maint => "in maintenance".to_string(),
+        _ => live.operational().to_uppercase(),
+    }
+}
+
+/// Which nodes a run removes after asking HAProxy.
+#[derive(Debug, Default)]
+pub struct Reviewed {
+    /// Remove these node files now.
+    pub remove: Vec<String>,
+    /// Some failed member stays: the worker watches for it to go DOWN.
+    pub staying: bool,
+}
+
+/// The members Serf reports `failed` now, and the ones it reports alive
+/// again (their stays end), reviewed with every earlier stay against one
+/// read of HAProxy's servers. Without an answer from HAProxy, the failed
+/// ones go as with `--on-failed remove` (said in a warning); earlier stays
+/// wait for the next review. Runs under the exclusive lock.
+pub fn review(
+    s: &Settings,
+    store: &Store,
+    _lock: &Lock<Exclusive>,
+    output: &OutputFile,
+    (failed, alive): (&[String], &[String]),
+    log: &mut Log,
+) -> Result<Reviewed> {
+    let before = Stays::load(store.dir(), log);
+    let mut stays = before.clone();
+    for name in alive {
+        stays.forget(name);
+    }
+    if failed.is_empty() && stays.entries.is_empty() {
+        stays.save(store.dir(), &before)?;
+        return Ok(Reviewed::default());
+    }
+    let asked = ask(s, output);
+    let (desired, live) = match asked {
+        Ok(seen) => seen,
+        Err(e) => {
+            if !failed.is_empty() {
+                log.warn(&format!(
+                    "--on-failed verify: unable to ask HAProxy ({e:#}); removing the failed \
+                     member(s) as --on-failed remove would"
+                ));
+            }
+            stays.entries.retain(|st| !failed.contains(&st.name));
+            stays.save(store.dir(), &before)?;
+            return Ok(Reviewed {
+                remove: failed.to_vec(),
+                staying: !stays.entries.is_empty(),
+            });
+        }
+    };
+    let port = s.renderer.default_port;
+    let remove = judge_all(store, port, (&desired, &live), (failed, alive), &mut stays, log);
+    stays.entries.sort_by(|a, b| a.name.cmp(&b.name));
+    stays.save(store.dir(), &before)?;
+    Ok(Reviewed {
+        remove,
+        staying: !stays.entries.is_empty(),
+    })
+}
+
+/// Judges the `failed` members and the earlier stays (less the `alive`
+/// ones): returns the names to remove and updates `stays`.
+fn judge_all(
+    store: &Store,
+    port: u16,
+    (desired, live): (&[Server], &[Live]),
+    (failed, alive): (&[String], &[String]),
+    stays: &mut Stays,
+    log: &mut Log,
+) -> Vec<String> {
+    let earlier: Vec<String> = stays.entries.iter().map(|st| st.name.clone()).collect();
+    let mut remove: Vec<String> = Vec::new();
+    for name in failed.iter().chain(&earlier) {
+        if alive.contains(name) || remove.contains(name) {
+            continue;
+        }
+        match judge(store, name, port, desired, live) {
+            Ok(Verdict::Up(target)) if !stays.contains(name) => {
+                log.warn(&format!(
+                    "member-failed: node `{name}` stays: HAProxy's health checks see `{target}` \
+                     UP (--on-failed verify); it goes once they see it DOWN or Serf reaps it"
+                ));
+                stays.entries.push(Stay {
+                    name: name.clone(),
+                    since_ms: now_ms(),
+                });
+            }
+            Ok(Verdict::Up(_)) => {}
+            Ok(Verdict::Down(why)) => {
+                log.info(&format!("failed member `{name}` goes: {why}"));
+                stays.forget(name);
+                remove.push(name.clone());
+            }
+            Err(gone) => {
+                stays.forget(name);
+                if failed.contains(name) {
+                    log.debug(&format!("failed member `{name}`: {gone:#}"));
+                    remove.push(name.clone());
+                }
+            }
+        }
+    }
+    remove
+}
+
+/// The config hacfg wrote and the servers HAProxy runs: one socket
+/// exchange, bounded by `--socket-timeout`.
+fn ask(s: &Settings, output: &OutputFile) -> Result<(Vec<Server>, Vec<Live>)> {
+    let api = s
+        .runtime
+        .as_ref()
+        .context("no runtime API is set (--master-socket or --stats-socket)")?;
+    let text = output.read()?.unwrap_or_default();
+    let desired = config::servers(&String::from_utf8_lossy(&text));
+    Ok((desired, api.live()?))
+}
+
+/// `name`'s verdict; an error when it has no node file (any more).
+fn judge(
+    store: &Store,
+    name: &str,
+    default_port: u16,
+    desired: &[Server],
+    live: &[Live],
+) -> Result<Verdict> {
+    let node = store
+        .read(name)?
+        .with_context(|| format!("node `{name}` has no file"))?;
+    Ok(verdict(&node, default_port, desired, live))
+}
+
+/// Whether the stays' servers changed verdict since: read without the
+/// folder lock, for the worker's polling.
+pub fn any_down(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<bool> {
+    let stays = Stays::load(store.dir(), log);
+    if stays.entries.is_empty() {
+        return Ok(false);
+    }
+    let (desired, live) = ask(s, output)?;
+    let port = s.renderer.default_port;
+    Ok(stays.entries.iter().any(|st| {
+        !matches!(
+            judge(store, &st.name, port, &desired, &live),
+            Ok(Verdict::Up(_))
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::state::all_up;
+
+    const CONFIG: &str = "backend web\n    server s1 127.0.0.2:3000 check\n    server s2 \
+                          127.0.0.3:3000\n";
+
+    #[test]
+    fn only_a_checked_server_seen_up_stays() {
+        let desired = config::servers(CONFIG);
+        let mut live = all_up(CONFIG);
+        let s1 = Node::named("s1").at("127.0.0.2").port(3000);
+        assert_eq!(
+            verdict(&s1, 3000, &desired, &live),
+            Verdict::Up(Target::new("web", "s1"))
+        );
+        // s2 has no check: HAProxy's UP is no opinion.
+        let s2 = Node::named("s2").at("127.0.0.3");
+        assert!(matches!(verdict(&s2, 3000, &desired, &live), Verdict::Down(w) if w.contains("no health check")));
+        // Found by its endpoint when the template names servers otherwise.
+        let renamed = Node::named("other").at("127.0.0.2").port(3000);
+        assert!(matches!(
+            verdict(&renamed, 3000, &desired, &live),
+            Verdict::Up(_)
+        ));
+        live[0].op_state = 0;
+        assert!(matches!(verdict(&s1, 3000, &desired, &live), Verdict::Down(w) if w.contains("`web/s1` DOWN")));
+        live[0].op_state = 2;
+        live[0].admin_state = 0x01;
+        assert!(matches!(verdict(&s1, 3000, &desired, &live), Verdict::Down(w) if w.contains("maintenance")));
+        let unknown = Node::named("s9").at("127.0.0.9");
+        assert!(matches!(verdict(&unknown, 3000, &desired, &[]), Verdict::Down(w) if w.contains("no server")));
+    }
+
+    #[test]
+    fn a_damaged_record_holds_nothing_and_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FAILED_FILE), b"\xff not json").unwrap();
+        let log_path = dir.path().join("log");
+        let mut log = Log::new(crate::log::Verbosity::Quiet, Some(&log_path));
+        assert!(Stays::load(dir.path(), &mut log).entries.is_empty());
+        let logged = std::fs::read_to_string(&log_path).unwrap();
+        assert!(logged.contains(FAILED_FILE), "{logged}");
+        // Names that are no node names are dropped, not trusted.
+        let bad = r#"[{"name":"../x","since_ms":1},{"name":"s1","since_ms":99999999999999}]"#;
+        std::fs::write(dir.path().join(FAILED_FILE), bad).unwrap();
+        let stays = Stays::load(dir.path(), &mut log);
+        assert_eq!(stays.entries.len(), 1);
+        assert!(stays.entries[0].since_ms <= now_ms());
+    }
+}
