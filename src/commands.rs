@@ -13,9 +13,9 @@ use crate::log::{Log, Verbosity, print_stdout};
 use crate::node::Node;
 use crate::output::OutputFile;
 use crate::pipeline::quarantine::HeldSet;
+use crate::pipeline::verify;
 use crate::pipeline::{self, Applied};
 use crate::render;
-use crate::pipeline::verify;
 use crate::serf::{self, Action, Changes, OnFailed};
 use crate::store::{Exclusive, Lock, Mode, Shared, Store};
 
@@ -323,7 +323,11 @@ fn second_opinion(
     changes: &mut Changes,
     log: &mut Log,
 ) -> Result<bool> {
-    let recorded = store.dir().join(verify::FAILED_FILE).symlink_metadata().is_ok();
+    let recorded = store
+        .dir()
+        .join(verify::FAILED_FILE)
+        .symlink_metadata()
+        .is_ok();
     if cfg.pipeline.runtime.is_none() || (action != Action::Verify && !recorded) {
         return Ok(false);
     }

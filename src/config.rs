@@ -111,10 +111,7 @@ impl Config {
             apply,
         } = cli.global;
         let verbosity = verbosity_from(quiet, verbose)?;
-        let never_reloads = matches!(
-            cli.command,
-            CommandArgs::Completions(_) | CommandArgs::Man
-        );
+        let never_reloads = matches!(cli.command, CommandArgs::Completions(_) | CommandArgs::Man);
         let wants_reload =
             (apply.reload || matches!(cli.command, CommandArgs::Reload)) && !never_reloads;
         let command = command_from(cli.command, default_port)?;
@@ -550,6 +547,49 @@ mod tests {
     fn cli(args: &[&str]) -> Cli {
         use clap::Parser;
         Cli::try_parse_from([&["hacfg"], args].concat()).unwrap()
+    }
+
+    #[test]
+    fn the_worker_gets_every_setting_a_render_needs() {
+        let template = std::env::temp_dir();
+        let parent = Config::from_cli(cli(&[
+            "--template",
+            template.to_str().unwrap(),
+            "--var",
+            "a=b,c",
+            "--default-port",
+            "81",
+            "--min-nodes",
+            "2",
+            "--no-check",
+            "--reload",
+            "--master-socket",
+            "m.sock",
+            "--reload-timeout",
+            "3",
+            "--apply",
+            "runtime",
+            "--in-place",
+            "serf",
+        ]))
+        .unwrap();
+        let args = &parent.pipeline.worker.args;
+        let argv = std::iter::once(OsString::from("hacfg")).chain(args.iter().cloned());
+        let worker =
+            Config::from_cli(<Cli as clap::Parser>::try_parse_from(argv).unwrap()).unwrap();
+        let (w, p) = (&worker.pipeline, &parent.pipeline);
+        assert_eq!(format!("{:?}", w.renderer), format!("{:?}", p.renderer));
+        assert_eq!(w.renderer.vars.get("a").map(String::as_str), Some("b,c"));
+        assert_eq!(
+            (w.min_nodes, w.apply, w.check.clone()),
+            (2, ApplyMode::Runtime, Check::Skip)
+        );
+        assert_eq!(format!("{:?}", w.reload), format!("{:?}", p.reload));
+        assert!(w.reload.is_some());
+        assert_eq!(worker.write_mode, WriteMode::InPlace);
+        // The worker's own worker is itself: nothing is lost on the way.
+        assert_eq!(&w.worker.args, args);
+        assert!(matches!(worker.command, Command::Settle { worker: true }));
     }
 
     #[test]

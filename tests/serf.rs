@@ -712,17 +712,29 @@ fn a_failed_member_whose_server_serves_stays_through_events_and_sync() {
         return;
     };
     // The pool's template variables, as the lab passes them: HACFG_VARS.
-    let vars: Vec<&str> = pool.vars.iter().filter(|v| *v != "--var").map(String::as_str).collect();
+    let vars: Vec<&str> = pool
+        .vars
+        .iter()
+        .filter(|v| *v != "--var")
+        .map(String::as_str)
+        .collect();
     let settings = [
         ("HACFG_ON_FAILED", "verify".to_string()),
         ("HACFG_RELOAD", "1".into()),
-        ("HACFG_MASTER_SOCKET", pool.master_socket.display().to_string()),
+        (
+            "HACFG_MASTER_SOCKET",
+            pool.master_socket.display().to_string(),
+        ),
         ("HACFG_VARS", vars.join(",")),
     ];
     let (bal, join) = balancer_with(&env, "bal-v", &settings);
     let port = pool["v1"].port;
     let v1 = Agent::backend("v1", "127.0.0.1", port, &join);
-    let serving = |name: &str| pool.servers().iter().any(|s| s.name == name && s.op_state == 2);
+    let serving = |name: &str| {
+        pool.servers()
+            .iter()
+            .any(|s| s.name == name && s.op_state == 2)
+    };
     assert!(wait_until(15.0, || serving("v1")), "{}", bal.log());
     let log = || fs::read_to_string(env.path("serf.log")).unwrap_or_default();
 
@@ -741,7 +753,10 @@ fn a_failed_member_whose_server_serves_stays_through_events_and_sync() {
         sync = sync.env(key, value);
     }
     sync.code(0);
-    assert!(env.nodes.join("v1").exists(), "sync removed a member HAProxy sees UP");
+    assert!(
+        env.nodes.join("v1").exists(),
+        "sync removed a member HAProxy sees UP"
+    );
 
     // Its server stops: the handler's worker removes the node.
     pool.stop("v1");
@@ -750,6 +765,9 @@ fn a_failed_member_whose_server_serves_stays_through_events_and_sync() {
         "{}",
         log()
     );
-    assert!(wait_until(5.0, || !pool.servers().iter().any(|s| s.name == "v1")));
+    assert!(wait_until(5.0, || !pool
+        .servers()
+        .iter()
+        .any(|s| s.name == "v1")));
     drop(bal);
 }

@@ -6,19 +6,29 @@ use crate::live::Pool;
 
 /// `hacfg serf --on-failed verify` through the pool's master socket, as
 /// Serf runs it: the event in the environment, the member on stdin.
-fn failed<'e>(env: &'e TestEnv, pool: &'e Pool, event: &str, name: &str, extra: &[&str]) -> Call<'e> {
+fn failed<'e>(
+    env: &'e TestEnv,
+    pool: &'e Pool,
+    event: &str,
+    name: &str,
+    extra: &[&str],
+) -> Call<'e> {
     let mut args = pool.runtime_args(extra);
     args.extend(["serf", "--on-failed", "verify"]);
     let port = pool[name].port;
     env.call(&args)
         .env("SERF_EVENT", event)
         .env("SERF_SELF_NAME", "bal")
-        .stdin(format!("{name}\t127.0.0.1\tbackend\trole=backend,port={port}\n"))
+        .stdin(format!(
+            "{name}\t127.0.0.1\tbackend\trole=backend,port={port}\n"
+        ))
 }
 
 /// Whether HAProxy sees `name` with operational state `op` (0 down, 2 up).
 fn seen(pool: &Pool, name: &str, op: u8) -> bool {
-    pool.servers().iter().any(|s| s.name == name && s.op_state == op)
+    pool.servers()
+        .iter()
+        .any(|s| s.name == name && s.op_state == op)
 }
 
 fn runs(pool: &Pool, name: &str) -> bool {
@@ -28,7 +38,10 @@ fn runs(pool: &Pool, name: &str) -> bool {
 #[test]
 fn a_failed_member_haproxy_sees_up_stays_and_serves_until_its_server_goes_down() {
     let env = TestEnv::new();
-    let Some(mut pool) = Pool::backends(&env, &["s1", "s2"]).nodes(&["s1", "s2"]).start() else {
+    let Some(mut pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1", "s2"])
+        .start()
+    else {
         return;
     };
     assert!(wait_until(10.0, || seen(&pool, "s1", 2) && seen(&pool, "s2", 2)));
@@ -38,12 +51,16 @@ fn a_failed_member_haproxy_sees_up_stays_and_serves_until_its_server_goes_down()
     assert!(env.nodes.join(".hacfg.failed").exists());
     assert!(env.output_text().contains("server s1 "));
     let answering = pool.answering(20);
-    assert!(answering.contains("s1") && answering.contains("s2"), "{answering:?}");
+    assert!(
+        answering.contains("s1") && answering.contains("s2"),
+        "{answering:?}"
+    );
 
     // Its server dies: the worker the handler started removes it.
     pool.stop("s1");
     assert!(
-        wait_until(20.0, || !env.nodes.join("s1").exists() && !runs(&pool, "s1")),
+        wait_until(20.0, || !env.nodes.join("s1").exists()
+            && !runs(&pool, "s1")),
         "the stay did not end:\n{}",
         std::fs::read_to_string(&pool.hacfg_log).unwrap_or_default()
     );
@@ -56,7 +73,10 @@ fn a_failed_member_haproxy_sees_up_stays_and_serves_until_its_server_goes_down()
 #[test]
 fn a_failed_member_whose_server_is_down_goes_at_once() {
     let env = TestEnv::new();
-    let Some(mut pool) = Pool::backends(&env, &["s1", "s2"]).nodes(&["s1", "s2"]).start() else {
+    let Some(mut pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1", "s2"])
+        .start()
+    else {
         return;
     };
     let port = pool["s1"].port.to_string();
@@ -66,7 +86,9 @@ fn a_failed_member_whose_server_is_down_goes_at_once() {
     args.extend(["serf", "--on-failed", "verify"]);
     env.call(&args)
         .env("SERF_EVENT", "member-failed")
-        .stdin(format!("s1\t127.0.0.1\tbackend\trole=backend,port={port}\n"))
+        .stdin(format!(
+            "s1\t127.0.0.1\tbackend\trole=backend,port={port}\n"
+        ))
         .code(0);
     assert!(!env.nodes.join("s1").exists());
     assert!(pool.logged("failed member `s1` goes: HAProxy sees `nodes/s1` DOWN"));
@@ -77,7 +99,9 @@ fn a_failed_member_whose_server_is_down_goes_at_once() {
 #[test]
 fn a_later_event_removes_a_stay_once_haproxy_sees_it_down() {
     let env = TestEnv::new();
-    let Some(mut pool) = Pool::backends(&env, &["s1", "s2", "s3"]).nodes(&["s1", "s2"]).start()
+    let Some(mut pool) = Pool::backends(&env, &["s1", "s2", "s3"])
+        .nodes(&["s1", "s2"])
+        .start()
     else {
         return;
     };
@@ -101,7 +125,10 @@ fn a_later_event_removes_a_stay_once_haproxy_sees_it_down() {
 #[test]
 fn a_member_that_joins_again_ends_its_stay() {
     let env = TestEnv::new();
-    let Some(pool) = Pool::backends(&env, &["s1", "s2"]).nodes(&["s1", "s2"]).start() else {
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1", "s2"])
+        .start()
+    else {
         return;
     };
     assert!(wait_until(10.0, || seen(&pool, "s1", 2)));
@@ -122,6 +149,10 @@ fn verify_needs_the_runtime_api() {
         .stdin("s1\t127.0.0.1\tbackend\trole=backend\n")
         .code(2)
         .stderr;
-    assert!(err.contains("--on-failed verify asks HAProxy's health checks"), "{err}");
-    env.call(&["--no-check", "sync", "--on-failed", "verify"]).code(2);
+    assert!(
+        err.contains("--on-failed verify asks HAProxy's health checks"),
+        "{err}"
+    );
+    env.call(&["--no-check", "sync", "--on-failed", "verify"])
+        .code(2);
 }

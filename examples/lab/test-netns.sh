@@ -95,7 +95,7 @@ start_services() {  # start_services NAME IMAGE ENV...: s6-svscan on the image's
 ha_env=(
   HACFG_NODES_DIR="$work/ha/nodes" HACFG_OUTPUT="$work/ha/etc/haproxy.cfg"
   HACFG_RELOAD=true HACFG_MASTER_SOCKET="$work/ha/master.sock"
-  HACFG_LOG_FILE="$work/ha/serf.log" HACFG_SERF_ROLE=backend
+  HACFG_LOG_FILE="$work/ha/serf.log" HACFG_SERF_ROLE=backend HACFG_ON_FAILED=verify
   HACFG_VARS="stats_socket=$work/ha/admin.sock,state_file=$work/ha/state,server_options=inter 500ms"
   HACFG_SYNC_INTERVAL=2 SERF_BIND="$net.1:7946" SERF_RPC_ADDR=127.0.0.1:7373
   SERF_NODE=ha SERF_PROFILE=lan SERF_JOIN="$net.13"

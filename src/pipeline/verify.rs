@@ -193,7 +193,14 @@ pub fn review(
         }
     };
     let port = s.renderer.default_port;
-    let remove = judge_all(store, port, (&desired, &live), (failed, alive), &mut stays, log);
+    let remove = judge_all(
+        store,
+        port,
+        (&desired, &live),
+        (failed, alive),
+        &mut stays,
+        log,
+    );
     stays.entries.sort_by(|a, b| a.name.cmp(&b.name));
     stays.save(store.dir(), &before)?;
     Ok(Reviewed {
@@ -309,7 +316,9 @@ mod tests {
         );
         // s2 has no check: HAProxy's UP is no opinion.
         let s2 = Node::named("s2").at("127.0.0.3");
-        assert!(matches!(verdict(&s2, 3000, &desired, &live), Verdict::Down(w) if w.contains("no health check")));
+        assert!(
+            matches!(verdict(&s2, 3000, &desired, &live), Verdict::Down(w) if w.contains("no health check"))
+        );
         // Found by its endpoint when the template names servers otherwise.
         let renamed = Node::named("other").at("127.0.0.2").port(3000);
         assert!(matches!(
@@ -317,12 +326,18 @@ mod tests {
             Verdict::Up(_)
         ));
         live[0].op_state = 0;
-        assert!(matches!(verdict(&s1, 3000, &desired, &live), Verdict::Down(w) if w.contains("`web/s1` DOWN")));
+        assert!(
+            matches!(verdict(&s1, 3000, &desired, &live), Verdict::Down(w) if w.contains("`web/s1` DOWN"))
+        );
         live[0].op_state = 2;
         live[0].admin_state = 0x01;
-        assert!(matches!(verdict(&s1, 3000, &desired, &live), Verdict::Down(w) if w.contains("maintenance")));
+        assert!(
+            matches!(verdict(&s1, 3000, &desired, &live), Verdict::Down(w) if w.contains("maintenance"))
+        );
         let unknown = Node::named("s9").at("127.0.0.9");
-        assert!(matches!(verdict(&unknown, 3000, &desired, &[]), Verdict::Down(w) if w.contains("no server")));
+        assert!(
+            matches!(verdict(&unknown, 3000, &desired, &[]), Verdict::Down(w) if w.contains("no server"))
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::pending::{self, Entry, Pending, Why};
 use super::Settings;
+use super::pending::{self, Entry, Pending, Why};
 use super::settle::{self, Waits};
 use super::verify::{self, Stays};
 use crate::haproxy::{RuntimeApi, Target, config};
@@ -107,7 +107,11 @@ pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) ->
     loop {
         let stays = Stays::load(store.dir(), log);
         let now = pending::now_ms();
-        if !stays.entries.iter().any(|st| now < st.since_ms.saturating_add(watch_ms)) {
+        if !stays
+            .entries
+            .iter()
+            .any(|st| now < st.since_ms.saturating_add(watch_ms))
+        {
             return Ok(());
         }
         match verify::any_down(s, store, output, log) {
