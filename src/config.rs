@@ -574,9 +574,9 @@ mod tests {
         ]))
         .unwrap();
         let args = &parent.pipeline.worker.args;
-        let argv = std::iter::once(OsString::from("hacfg")).chain(args.iter().cloned());
+        let command_line = std::iter::once(OsString::from("hacfg")).chain(args.iter().cloned());
         let worker =
-            Config::from_cli(<Cli as clap::Parser>::try_parse_from(argv).unwrap()).unwrap();
+            Config::from_cli(<Cli as clap::Parser>::try_parse_from(command_line).unwrap()).unwrap();
         let (w, p) = (&worker.pipeline, &parent.pipeline);
         assert_eq!(format!("{:?}", w.renderer), format!("{:?}", p.renderer));
         assert_eq!(w.renderer.vars.get("a").map(String::as_str), Some("b,c"));
