@@ -187,6 +187,9 @@ fn init(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
     let settings = pipeline::for_init(&cfg.pipeline, &output, log);
     let lock = store.lock::<Exclusive>()?;
     let applied = pipeline::update(&settings, store, &lock, &output, log)?;
+    if let Some(text) = output.read()? {
+        pipeline::reload::first_state(&String::from_utf8_lossy(&text), log);
+    }
     drop(lock);
     pipeline::after(&settings, &applied, log);
     report(&applied, None, log)

@@ -560,6 +560,7 @@ fn a_stale_state_file_is_never_loaded() {
     fs::write(env.path("server-state"), stale + "\n").unwrap();
     // A reload without a socket saves nothing: the stale file must not be
     // what the new worker loads.
+    let warned_at_start = pool.log().matches("server state file").count();
     let pid_file = pool.pid_file.to_str().unwrap();
     env.ok(&pool.args(&[
         "--reload",
@@ -575,7 +576,35 @@ fn a_stale_state_file_is_never_loaded() {
         s1.admin_state, 0,
         "s1 came back in maintenance from a stale state file"
     );
-    assert!(!env.path("server-state").exists());
+    // Emptied, not removed: a missing file is a warning at every start.
+    assert_eq!(fs::read_to_string(env.path("server-state")).unwrap(), "1\n");
+    let warned = |log: String| log.matches("server state file").count();
+    assert_eq!(warned(pool.log()), warned_at_start, "{}", pool.log());
+}
+
+#[test]
+fn a_first_start_has_its_server_state_file() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let state = env.path("var/server-state");
+    fs::create_dir_all(state.parent().unwrap()).unwrap();
+    let var = format!("state_file={}", state.display());
+    env.ok(&["--var", &var, "init"]);
+    assert_eq!(fs::read_to_string(&state).unwrap(), "1\n");
+    let check = std::process::Command::new(&haproxy)
+        .args(["-c", "-f"])
+        .arg(&env.output)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr) + String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{said}");
+    assert!(!said.contains("server state file"), "{said}");
+    // An existing state is the operator's (or a reload's): left alone.
+    fs::write(&state, "1\n# kept\n").unwrap();
+    env.ok(&["--var", &var, "init"]);
+    assert_eq!(fs::read_to_string(&state).unwrap(), "1\n# kept\n");
 }
 
 #[test]

@@ -46,8 +46,10 @@ pub fn write_and_reload(
 /// Only a state file this run saved may be loaded: one left by an earlier
 /// run would put servers back into the states they had then (a server in
 /// maintenance, say). With a socket (`api`) the live state is saved; without
-/// one, or when saving fails, the state file is removed (HAProxy takes a
-/// missing one as a warning). Fails only when a stale file cannot be removed.
+/// one, or when saving fails, an empty state (its version line alone) takes
+/// its place: HAProxy loads nothing from it, and does not warn of a missing
+/// file as it would were the file removed. Fails only when a stale file can
+/// be neither emptied nor removed.
 pub fn prepare_state(api: Option<&RuntimeApi>, rendered: &str, log: &mut Log) -> Result<()> {
     let Some(path) = config::state_file(rendered) else {
         return Ok(());
@@ -66,25 +68,54 @@ pub fn prepare_state(api: Option<&RuntimeApi>, rendered: &str, log: &mut Log) ->
         }
         None => "no socket to save the live server state from".to_string(),
     };
-    match std::fs::remove_file(&path) {
-        Ok(()) => {
-            log.warn(&format!(
-                "{why}; removed the old `{}`, so that the reload does not put servers back into \
-                 the states it recorded",
+    let existed = path.symlink_metadata().is_ok();
+    let emptied = atomic::write_atomic(&path, EMPTY_STATE.as_bytes());
+    match (emptied, existed) {
+        (Ok(()), true) => log.warn(&format!(
+            "{why}; emptied the old `{}`, so that the reload does not put servers back into \
+             the states it recorded",
+            path.display()
+        )),
+        (Ok(()), false) => log.debug(&format!("{why}; `{}` holds no state", path.display())),
+        (Err(e), _) => match std::fs::remove_file(&path) {
+            Err(r) if r.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::anyhow!(
+                    "{why}, and the old server state `{}` can be neither emptied ({e:#}) nor \
+                     removed ({r}): refusing to reload with it; nothing was written",
+                    path.display()
+                ));
+            }
+            _ => log.warn(&format!(
+                "{why}; removed the old `{}` (it could not be emptied: {e:#})",
                 path.display()
-            ));
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            log.debug(&format!(
-                "{why}; no server state file at `{}`",
-                path.display()
-            ));
-            Ok(())
-        }
-        Err(e) => Err(anyhow::anyhow!(
-            "{why}, and the old server state `{}` cannot be removed ({e}): refusing to reload \
-             with it; nothing was written",
+            )),
+        },
+    }
+    Ok(())
+}
+
+/// A server-state file with no server in it: HAProxy reads its version
+/// line and loads nothing, silently.
+pub const EMPTY_STATE: &str = "1\n";
+
+/// A first start's state file: HAProxy warns when the file its config
+/// names is missing, so one that is missing (in a folder that exists) is
+/// created empty. An existing one is left alone.
+pub fn first_state(rendered: &str, log: &mut Log) {
+    let Some(path) = config::state_file(rendered) else {
+        return;
+    };
+    if path.symlink_metadata().is_ok() || !atomic::parent_dir(&path).is_dir() {
+        return;
+    }
+    match atomic::write_atomic(&path, EMPTY_STATE.as_bytes()) {
+        Ok(()) => log.info(&format!(
+            "created an empty server state `{}`",
+            path.display()
+        )),
+        Err(e) => log.warn(&format!(
+            "unable to create the server state `{}` (HAProxy warns of a missing one at start): \
+             {e:#}",
             path.display()
         )),
     }
