@@ -96,6 +96,13 @@ impl PoolSetup<'_> {
         self
     }
 
+    /// The built-in template's `server_options`, whole (`inter 100ms` by
+    /// default).
+    pub fn server_options(mut self, options: &str) -> Self {
+        self.server_options = options.to_string();
+        self
+    }
+
     /// Renders the folder with the built-in template and starts HAProxy on
     /// it; `None` (the test is skipped) where haproxy is not installed.
     #[track_caller]

@@ -355,3 +355,32 @@ fn a_moved_server_is_checked_at_its_new_address_before_it_serves() {
     assert!(pool.stat("s1", "status").starts_with("DOWN"));
     assert_eq!(pool.reloads(), (0, 0));
 }
+
+#[test]
+fn a_cookie_is_added_at_runtime_from_3_0_and_by_a_reload_before() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["s1", "s2"])
+        .nodes(&["s1"])
+        .server_options("inter 100ms cookie c")
+        .start()
+    else {
+        return;
+    };
+    let before = pool.reloads().0;
+    let s2 = pool["s2"].endpoint();
+    let done = env
+        .call(&pool.runtime_args(&["-v", "add", "s2", &s2]))
+        .code(0);
+    assert!(
+        wait_until(10.0, || pool.answering(10).contains("s2")),
+        "{}",
+        done.stderr
+    );
+    if pool.version() >= (3, 0) {
+        assert_eq!(pool.reloads().0, before, "{}", done.stderr);
+        done.stderr_has("`add server` takes `cookie`");
+    } else {
+        assert_eq!(pool.reloads().0, before + 1, "{}", done.stderr);
+        done.stderr_has("keyword `cookie` is taken by `add server` only from HAProxy 3.0");
+    }
+}

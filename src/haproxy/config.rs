@@ -50,6 +50,27 @@ const WITH_ARG: &[&str] = &[
     "minconn",
 ];
 
+/// `add server` takes `cookie VALUE` from HAProxy 3.0 on.
+pub const COOKIE_SINCE: (u32, u32) = (3, 0);
+
+/// Whether a server line of `config` has a keyword `add server` takes
+/// only from some version on (`cookie`), and which version: only then is
+/// the running version worth asking before a plan.
+pub fn newest_keyword(config: &str) -> Option<(u32, u32)> {
+    if !config.contains("cookie") {
+        return None;
+    }
+    lines(config)
+        .filter_map(|(kind, line)| match kind {
+            Line::Server { backend } => match read_server(backend, line.trim()).refusal {
+                Some(Refusal::Since(_, since)) => Some(since),
+                _ => None,
+            },
+            _ => None,
+        })
+        .max()
+}
+
 /// A config's backends and their server lines.
 #[derive(Debug, Default)]
 pub struct Split {
@@ -280,6 +301,15 @@ pub enum Refusal<'a> {
     NotIp(&'a str),
     Keyword(&'a str),
     Value(&'a str, &'a str),
+    /// A keyword `add server` takes only from this version on.
+    Since(&'a str, (u32, u32)),
+}
+
+impl Refusal<'_> {
+    /// Whether the running version takes the line all the same.
+    pub fn lifted_by(self, dialect: super::Dialect) -> bool {
+        matches!(self, Refusal::Since(_, since) if dialect.takes(since))
+    }
 }
 
 impl std::fmt::Display for Refusal<'_> {
@@ -289,6 +319,10 @@ impl std::fmt::Display for Refusal<'_> {
             Refusal::NotIp(e) => write!(f, "`{e}` is not IP:PORT (the runtime resolves no names)"),
             Refusal::Keyword(k) => write!(f, "keyword `{k}` is not taken by `add server`"),
             Refusal::Value(k, v) => write!(f, "{k} `{v}`"),
+            Refusal::Since(k, (major, minor)) => write!(
+                f,
+                "keyword `{k}` is taken by `add server` only from HAProxy {major}.{minor}"
+            ),
         }
     }
 }
@@ -330,8 +364,13 @@ pub fn read_server<'a>(backend: &'a str, line: &'a str) -> ServerLine<'a> {
         keywords,
         refusal: None,
     };
-    let mut refuse = |why| {
-        server.refusal.get_or_insert(why);
+    // A keyword of a newer version never hides one no version takes.
+    let mut refuse = |why: Refusal<'a>| match server.refusal {
+        None | Some(Refusal::Since(..)) if !matches!(why, Refusal::Since(..)) => {
+            server.refusal = Some(why);
+        }
+        None => server.refusal = Some(why),
+        _ => {}
     };
     // IPv6 is written `[fd00::1]:80` (or `fd00::1:80`: the port follows
     // the last colon).
@@ -352,6 +391,11 @@ pub fn read_server<'a>(backend: &'a str, line: &'a str) -> ServerLine<'a> {
     while let Some(word) = words.next() {
         if FLAGS.contains(&word) {
             server.check |= word == "check";
+            continue;
+        }
+        if word == "cookie" {
+            words.next();
+            refuse(Refusal::Since(word, COOKIE_SINCE));
             continue;
         }
         if !WITH_ARG.contains(&word) {

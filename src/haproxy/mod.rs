@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dialect;
 pub mod execute;
 pub mod reload;
 pub mod socket;
@@ -16,6 +17,7 @@ pub mod target;
 use std::fmt;
 
 pub use api::{RuntimeApi, Socket};
+pub use dialect::Dialect;
 pub use target::{Target, endpoint, same_addr};
 
 /// What HAProxy itself said no to, or answered in a way hacfg cannot read.

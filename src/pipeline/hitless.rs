@@ -8,6 +8,7 @@
 //! `--apply runtime` never reloads: what it cannot take waits for a reload
 //! while every other change goes through (see `partial`).
 
+use std::cell::OnceCell;
 use std::thread::JoinHandle;
 
 use anyhow::Result;
@@ -21,7 +22,7 @@ use crate::exit::Failure;
 use crate::haproxy::config::{self, Server};
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{Admin, FORCED_DRAIN, Live};
-use crate::haproxy::{self as hap, RuntimeApi, Target};
+use crate::haproxy::{self as hap, Dialect, RuntimeApi, Target};
 use crate::log::Log;
 use crate::output::OutputFile;
 use crate::store::Store;
@@ -171,7 +172,12 @@ impl Context<'_> {
             old: old.as_deref(),
             rendered,
             unchanged,
+            dialect: OnceCell::new(),
         };
+        // A plan that depends on the version (a `cookie`) asks it first.
+        if config::newest_keyword(rendered).is_some() {
+            input.dialect(log);
+        }
         let (taken, executed) = match self.run(&input, &pending, log)? {
             Ran::Done { taken, executed } => (taken, executed),
             Ran::Reload(why) => return Ok(Route::Reload(why)),
@@ -223,7 +229,7 @@ impl Context<'_> {
                 .into_iter()
                 .filter(|op| !matches!(op, Op::Delete(t) if drains_already(pending, input.live, t)))
                 .collect();
-            match self.execute(input.api, &ops, input.live, log) {
+            match self.execute(input, &ops, log) {
                 Ok(executed) => {
                     if let Taken::Part(part) = &taken {
                         let dir = self.store.dir();
@@ -255,7 +261,8 @@ impl Context<'_> {
                 ops,
             })
         };
-        match (plan::plan(input.old, input.rendered, input.live), input.old) {
+        let planned = plan::plan(input.old, input.rendered, input.live, input.known());
+        match (planned, input.old) {
             (Plan::Reload(why), _) if !runtime_only || input.unchanged => Ok(Decision::Reload(why)),
             (Plan::Reload(why), None) => Ok(Decision::Reload(why)),
             (Plan::Reload(_), Some(old)) => self.part(old, input),
@@ -273,7 +280,7 @@ impl Context<'_> {
     fn part(&self, old: &str, input: &Input) -> Result<Decision> {
         let dir = self.store.dir();
         let record = Record::load(dir);
-        let part = match partial::sort(old, input.rendered, input.live, &record) {
+        let part = match partial::sort(old, input.rendered, input.live, input.known(), &record) {
             Sorted::Part(part) => part,
             Sorted::Blocked(why) => {
                 return Ok(Decision::Reload(format!(
@@ -293,7 +300,7 @@ impl Context<'_> {
         } else {
             &part.config
         };
-        let ops = match plan::plan(Some(old), config, input.live) {
+        let ops = match plan::plan(Some(old), config, input.live, input.known()) {
             Plan::Nothing => Vec::new(),
             Plan::Runtime(ops) => ops,
             Plan::Reload(why) => return Ok(Decision::Reload(why)),
@@ -360,11 +367,40 @@ const MAX_ATTEMPTS: usize = 8;
 struct Input<'a> {
     api: &'a RuntimeApi,
     live: &'a [Live],
+    /// The running version, once asked: at most once per run.
+    dialect: OnceCell<Dialect>,
     /// The file HAProxy took, if there is one.
     old: Option<&'a str>,
     rendered: &'a str,
     /// The render is the file.
     unchanged: bool,
+}
+
+impl Input<'_> {
+    /// The version, if this run asked it; else the oldest one's ways.
+    fn known(&self) -> Dialect {
+        self.dialect.get().copied().unwrap_or(Dialect::OLDEST)
+    }
+
+    /// The running version, asked once (`show info`), and said in `-v`.
+    /// An answer hacfg cannot read is a warning: the oldest version's ways
+    /// work on every version.
+    fn dialect(&self, log: &mut Log) -> Dialect {
+        *self.dialect.get_or_init(|| match self.api.version() {
+            Ok(version) => {
+                let dialect = Dialect { version };
+                log.debug(&dialect.to_string());
+                dialect
+            }
+            Err(e) => {
+                log.warn(&format!(
+                    "unable to read HAProxy's version ({e:#}); taking the ways of HAProxy 2.6, \
+                     which every version takes"
+                ));
+                Dialect::OLDEST
+            }
+        })
+    }
 }
 
 /// How deciding and executing ended.
@@ -456,19 +492,14 @@ fn as_now(live: &mut Vec<Live>, done: &Executed, desired: &[Server]) {
 impl Context<'_> {
     /// Runs `ops` without waiting, their drains recorded first; `None`
     /// when there is nothing to run.
-    fn execute(
-        &self,
-        api: &RuntimeApi,
-        ops: &[Op],
-        live: &[Live],
-        log: &mut Log,
-    ) -> Result<Option<Executed>> {
+    fn execute(&self, input: &Input, ops: &[Op], log: &mut Log) -> Result<Option<Executed>> {
+        let (api, live) = (input.api, input.live);
         if ops.is_empty() {
             log.debug("runtime API: HAProxy already runs the desired servers");
             return Ok(None);
         }
         log.debug(&format!("runtime API: {} operation(s): {ops:?}", ops.len()));
-        let safe = safe_add(api, ops, log)?;
+        let safe = safe_add(input, ops, log);
         settle::intend(self.store.dir(), ops, live, safe, self.s.waits)?;
         Ok(Some(execute::execute(api, ops, live, safe)?))
     }
@@ -484,23 +515,13 @@ fn drains_already(pending: &Pending, live: &[Live], target: &Target) -> bool {
             .any(|l| l.target() == *target && l.admin() == Admin::Drain)
 }
 
-/// How new servers with checks are added: HAProxy's version says (read
+/// How new servers with checks are added: HAProxy's version says (asked
 /// only when this run adds such a server).
-fn safe_add(api: &RuntimeApi, ops: &[Op], log: &mut Log) -> Result<SafeAdd> {
+fn safe_add(input: &Input, ops: &[Op], log: &mut Log) -> SafeAdd {
     if !ops.iter().any(|op| matches!(op, Op::Add(s) if s.check)) {
-        return Ok(SafeAdd::Drain);
+        return SafeAdd::Drain;
     }
-    let (major, minor) = api.version()?;
-    let safe = SafeAdd::for_version((major, minor));
-    log.debug(&match safe {
-        SafeAdd::InitState => format!(
-            "HAProxy {major}.{minor}: new servers start DOWN until a check passes (init-state)"
-        ),
-        SafeAdd::Drain => {
-            format!("HAProxy {major}.{minor}: new servers wait in drain for their first check")
-        }
-    });
-    Ok(safe)
+    input.dialect(log).safe_add()
 }
 
 fn log_done(done: &Executed, log: &mut Log) {

@@ -28,9 +28,9 @@ use super::plan::{self, Plan};
 use super::quarantine::RETRY_AFTER;
 use crate::atomic;
 use crate::file;
-use crate::haproxy::Target;
 use crate::haproxy::config::{self, Line};
 use crate::haproxy::state::Live;
+use crate::haproxy::{Dialect, Target};
 
 /// Name of the record inside the nodes folder (hidden, so never a node).
 pub const WAITING_FILE: &str = ".hacfg.waiting";
@@ -185,14 +185,15 @@ pub enum Sorted {
 
 /// Splits `new` against `old` (the file HAProxy took) and `live`: what the
 /// runtime takes, and what waits. Parts `record` knows wait as before.
-pub fn sort(old: &str, new: &str, live: &[Live], record: &Record) -> Sorted {
-    if let Plan::Reload(why) = plan::plan(Some(old), old, live) {
+pub fn sort(old: &str, new: &str, live: &[Live], dialect: Dialect, record: &Record) -> Sorted {
+    if let Plan::Reload(why) = plan::plan(Some(old), old, live, dialect) {
         return Sorted::Blocked(why);
     }
     let sections = backends(old);
     let mut sorter = Sorter {
         old,
         live,
+        dialect,
         accepted: Vec::new(),
         waiting: Vec::new(),
     };
@@ -237,6 +238,7 @@ pub fn change_of(old: &str, new: &str, target: &Target) -> Option<Change> {
 struct Sorter<'a> {
     old: &'a str,
     live: &'a [Live],
+    dialect: Dialect,
     accepted: Vec<Change>,
     waiting: Vec<Waiting>,
 }
@@ -248,7 +250,8 @@ impl Sorter<'_> {
         }
         let mut trial = self.accepted.clone();
         trial.extend(group.iter().cloned());
-        match plan::plan(Some(self.old), &splice(self.old, &trial), self.live) {
+        let trial_config = splice(self.old, &trial);
+        match plan::plan(Some(self.old), &trial_config, self.live, self.dialect) {
             Plan::Reload(why) if group.len() == 1 => self.waiting.push(group[0].waiting(&why)),
             Plan::Reload(_) => {
                 let second = group.split_off(group.len() / 2);
@@ -397,7 +400,7 @@ mod tests {
     }
 
     fn part(new: &str, record: &Record) -> Part {
-        match sort(OLD, new, &live_of(OLD), record) {
+        match sort(OLD, new, &live_of(OLD), Dialect::OLDEST, record) {
             Sorted::Part(part) => part,
             Sorted::Blocked(why) => panic!("blocked: {why}"),
         }
@@ -430,7 +433,9 @@ mod tests {
             + "    server c 10.0.0.3:80 id 13\n";
         assert_eq!(part.config, expected);
         assert!(config::same_rest(OLD, &part.config));
-        let Plan::Runtime(ops) = plan::plan(Some(OLD), &part.config, &live_of(OLD)) else {
+        let Plan::Runtime(ops) =
+            plan::plan(Some(OLD), &part.config, &live_of(OLD), Dialect::OLDEST)
+        else {
             panic!("the part is not a runtime change");
         };
         assert_eq!(ops.len(), 3, "{ops:?}");
@@ -450,7 +455,7 @@ mod tests {
         live[0].id = 99;
         let new = OLD.replace("weight 1 id 12", "weight 2 id 12");
         assert!(matches!(
-            sort(OLD, &new, &live, &Record::default()),
+            sort(OLD, &new, &live, Dialect::OLDEST, &Record::default()),
             Sorted::Blocked(_)
         ));
     }

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use crate::haproxy::config::{self, Backend, Line, ServerLine};
 use crate::haproxy::execute::Op;
 use crate::haproxy::state::Live;
-use crate::haproxy::{Target, same_addr};
+use crate::haproxy::{Dialect, Target, same_addr};
 
 /// What it takes.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum Plan {
 
 /// The plan that makes HAProxy, which took `old` at its last reload and
 /// runs `live` now, run `new`.
-pub fn plan(old: Option<&str>, new: &str, live: &[Live]) -> Plan {
+pub fn plan(old: Option<&str>, new: &str, live: &[Live], dialect: Dialect) -> Plan {
     let Some(old) = old else {
         return Plan::Reload("there is no config yet".into());
     };
@@ -43,6 +43,7 @@ pub fn plan(old: Option<&str>, new: &str, live: &[Live]) -> Plan {
         wanted: HashSet::with_capacity(live.len() + 16),
         touched: HashSet::new(),
         ops: Vec::new(),
+        dialect,
     };
     for (kind, line) in config::lines(new) {
         if let Line::Server { backend } = kind
@@ -72,6 +73,8 @@ struct Diff<'a> {
     wanted: HashSet<(&'a str, &'a str)>,
     touched: HashSet<&'a str>,
     ops: Vec<Op>,
+    /// What the running version's `add server` takes.
+    dialect: Dialect,
 }
 
 impl<'a> Diff<'a> {
@@ -79,9 +82,10 @@ impl<'a> Diff<'a> {
     fn server(&mut self, server: ServerLine<'a>) -> Result<(), String> {
         let (backend, name) = (server.backend, server.name);
         let target = || Target::new(backend, name);
+        let refusal = server.refusal.filter(|r| !r.lifted_by(self.dialect));
         self.wanted.insert((backend, name));
         let Some(live) = self.live.get(&(backend, name)).copied() else {
-            if let Some(why) = server.refusal {
+            if let Some(why) = refusal {
                 return Err(format!("server `{backend}/{name}`: {why}"));
             }
             self.ops.push(Op::Add(server.to_server()));
@@ -100,7 +104,7 @@ impl<'a> Diff<'a> {
             ));
         }
         if !same_addr(server.addr, &live.addr) || server.port != live.port {
-            if let Some(why) = server.refusal {
+            if let Some(why) = refusal {
                 return Err(format!("server `{backend}/{name}`: {why}"));
             }
             self.ops.push(Op::SetAddr {
@@ -188,6 +192,8 @@ fn without_weight(keywords: &str) -> String {
 mod tests {
     use super::*;
 
+    const OLDEST: Dialect = Dialect::OLDEST;
+
     const BASE: &str = "global\n    maxconn 10\n\ndefaults\n    mode http\n\nbackend nodes\n    balance roundrobin\n    server a 10.0.0.1:80 check weight 1 id 11\n    server b 10.0.0.2:80 check weight 1 id 12\n";
 
     fn live_of(config: &str) -> Vec<Live> {
@@ -196,7 +202,10 @@ mod tests {
 
     #[test]
     fn the_same_config_and_live_state_need_nothing() {
-        assert_eq!(plan(Some(BASE), BASE, &live_of(BASE)), Plan::Nothing);
+        assert_eq!(
+            plan(Some(BASE), BASE, &live_of(BASE), OLDEST),
+            Plan::Nothing
+        );
     }
 
     #[test]
@@ -205,8 +214,8 @@ mod tests {
             .replace("    server b 10.0.0.2:80 check weight 1 id 12\n", "")
             .replace("10.0.0.1:80 check weight 1", "10.0.0.9:81 check weight 5")
             + "    server c 10.0.0.3:80 check weight 1 id 13\n";
-        let Plan::Runtime(ops) = plan(Some(BASE), &new, &live_of(BASE)) else {
-            panic!("{:?}", plan(Some(BASE), &new, &live_of(BASE)));
+        let Plan::Runtime(ops) = plan(Some(BASE), &new, &live_of(BASE), OLDEST) else {
+            panic!("{:?}", plan(Some(BASE), &new, &live_of(BASE), OLDEST));
         };
         assert!(
             matches!(&ops[0], Op::SetAddr { target, addr, port: 81, check: true } if target.name == "a" && addr == "10.0.0.9")
@@ -221,7 +230,7 @@ mod tests {
         let mut live = live_of(BASE);
         live.retain(|l| l.name != "a");
         live[0].weight = 9;
-        let Plan::Runtime(ops) = plan(Some(BASE), BASE, &live) else {
+        let Plan::Runtime(ops) = plan(Some(BASE), BASE, &live, OLDEST) else {
             panic!()
         };
         assert_eq!(ops.len(), 2, "{ops:?}");
@@ -232,15 +241,17 @@ mod tests {
         let v6 = BASE.replace("10.0.0.1:80", "[::7f00:b]:80");
         let mut live = live_of(&v6);
         live[0].addr = "::127.0.0.11".into();
-        assert_eq!(plan(Some(&v6), &v6, &live), Plan::Nothing);
+        assert_eq!(plan(Some(&v6), &v6, &live, OLDEST), Plan::Nothing);
         live[0].addr = "::127.0.0.12".into();
-        assert!(matches!(plan(Some(&v6), &v6, &live), Plan::Runtime(ops) if ops.len() == 1));
+        assert!(
+            matches!(plan(Some(&v6), &v6, &live, OLDEST), Plan::Runtime(ops) if ops.len() == 1)
+        );
     }
 
     #[test]
     fn anything_else_reloads() {
         let live = live_of(BASE);
-        let reload = |new: &str| matches!(plan(Some(BASE), new, &live), Plan::Reload(_));
+        let reload = |new: &str| matches!(plan(Some(BASE), new, &live, OLDEST), Plan::Reload(_));
         assert!(reload(&BASE.replace("maxconn 10", "maxconn 20")));
         assert!(reload(
             &(BASE.to_string() + "\nbackend other\n    server z 10.0.0.9:80\n")
@@ -261,13 +272,14 @@ mod tests {
             &BASE.replace("check weight 1 id 11", "weight 1 id 11")
         ));
         assert!(reload(&BASE.replace("id 11", "id 99")));
-        assert!(matches!(plan(None, BASE, &live), Plan::Reload(_)));
+        assert!(matches!(plan(None, BASE, &live, OLDEST), Plan::Reload(_)));
         let hashed = BASE.replace("roundrobin", "source");
         assert!(matches!(
             plan(
                 Some(&hashed),
                 &hashed.replace("id 12\n", "id 12 weight 3\n"),
-                &live
+                &live,
+                OLDEST
             ),
             Plan::Reload(_)
         ));
@@ -277,8 +289,33 @@ mod tests {
             .replace("id 12\n", "id 12 weight 3\n")
             .replace("weight 1 id 12", "id 12");
         assert!(matches!(
-            plan(Some(&consistent), &new, &live),
+            plan(Some(&consistent), &new, &live, OLDEST),
             Plan::Runtime(_)
         ));
+    }
+
+    #[test]
+    fn cookie_is_taken_at_runtime_from_3_0() {
+        let live = live_of(BASE);
+        let new = BASE.to_string() + "    server e 10.0.0.5:80 check cookie e1 weight 2\n";
+        let v3 = Dialect { version: (3, 0) };
+        let Plan::Runtime(ops) = plan(Some(BASE), &new, &live, v3) else {
+            panic!("{:?}", plan(Some(BASE), &new, &live, v3));
+        };
+        assert!(
+            matches!(&ops[..], [Op::Add(s)] if s.keywords.contains("cookie e1") && s.weight == 2)
+        );
+        let Plan::Reload(why) = plan(Some(BASE), &new, &live, OLDEST) else {
+            panic!("2.6 took a cookie");
+        };
+        assert!(why.contains("only from HAProxy 3.0"), "{why}");
+        // A keyword no version takes still reloads, whatever comes first.
+        let both = BASE.to_string() + "    server e 10.0.0.5:80 cookie e1 enabled\n";
+        assert!(
+            matches!(plan(Some(BASE), &both, &live, v3), Plan::Reload(w) if w.contains("`enabled`"))
+        );
+        assert_eq!(config::newest_keyword(&new), Some((3, 0)));
+        assert_eq!(config::newest_keyword(BASE), None);
+        assert_eq!(config::newest_keyword(&both), None);
     }
 }
