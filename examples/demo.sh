@@ -8,6 +8,8 @@ hacfg=target/release/hacfg
 demo=target/demo
 rm -rf "$demo"
 export HACFG_NODES_DIR="$demo/nodes" HACFG_OUTPUT="$demo/haproxy.cfg"
+# The server-state file `init` creates, here rather than in /var/lib/haproxy.
+export HACFG_VARS="state_file=$demo/server-state"
 # With HAProxy installed every config is checked with `haproxy -c`; without
 # it the demo says so once, instead of hacfg warning at every write.
 if ! command -v haproxy >/dev/null; then

@@ -165,11 +165,12 @@ fn a_missing_folder_is_an_error_for_every_command() {
     let fresh = TestEnv::new();
     fs::remove_dir(&fresh.nodes).unwrap();
     fs::remove_dir(fresh.output.parent().unwrap()).unwrap();
-    fresh.call(&["--no-check", "init"]).code(0);
+    let state = fresh.state_var();
+    fresh.call(&["--var", &state, "--no-check", "init"]).code(0);
     assert!(fresh.nodes.is_dir());
     assert!(fresh.output_text().contains("backend nodes"));
     fresh
-        .call(&["--no-check", "init"])
+        .call(&["--var", &state, "--no-check", "init"])
         .code(0)
         .stderr_has("unchanged");
 }
@@ -619,7 +620,7 @@ fn init_never_empties_a_config() {
         .arg(&mistyped)
         .arg("--output")
         .arg(&env.output)
-        .args(["--no-check", "init"])
+        .args(["--var", &env.state_var(), "--no-check", "init"])
         .unchanged()
         .code(5)
         .stderr_has("`$TMP/etc/haproxy.cfg` (2 servers)")
@@ -627,7 +628,8 @@ fn init_never_empties_a_config() {
     assert!(!mistyped.exists());
     assert_eq!(env.servers().len(), 2);
     // The right folder: init renders it as usual.
-    env.call(&["--no-check", "init"]).code(0);
+    env.call(&["--var", &env.state_var(), "--no-check", "init"])
+        .code(0);
 }
 
 #[test]
@@ -638,7 +640,7 @@ fn init_skips_the_reload_when_haproxy_is_not_running() {
     // The README's master-worker snippet, exported before HAProxy runs.
     let env = TestEnv::new();
     let sock = env.path("master.sock");
-    env.call(&["init"])
+    env.call(&["--var", &env.state_var(), "init"])
         .env("HACFG_RELOAD", "true")
         .env("HACFG_MASTER_SOCKET", &sock)
         .code(0)
@@ -647,8 +649,16 @@ fn init_skips_the_reload_when_haproxy_is_not_running() {
     // The signal strategy: no pid file, no HAProxy.
     let env = TestEnv::new();
     let pid_file = env.path("haproxy.pid");
-    env.call(&["--reload", "--pid-file", pid_file.to_str().unwrap(), "init"])
-        .code(0)
-        .stderr_has("HAProxy is not running");
+    let pid_file = pid_file.to_str().unwrap();
+    env.call(&[
+        "--var",
+        &env.state_var(),
+        "--reload",
+        "--pid-file",
+        pid_file,
+        "init",
+    ])
+    .code(0)
+    .stderr_has("HAProxy is not running");
     assert!(env.output_text().contains("backend nodes"));
 }

@@ -36,6 +36,12 @@ impl TestEnv {
         self.dir.path().join(rel)
     }
 
+    /// `state_file=…` in the temp dir: `init` creates the state file its
+    /// config names, which must not be the machine's own.
+    pub fn state_var(&self) -> String {
+        format!("state_file={}", self.path("server-state").display())
+    }
+
     /// `hacfg --nodes-dir … --output … ARGS`: the usual run, just-style:
     /// `env.call(&["add", …]).stdin(…).code(1).stderr_is("…")`.
     pub fn call(&self, args: &[&str]) -> Call<'_> {

@@ -1,6 +1,6 @@
 //! Making HAProxy load the new config, and checking that it did.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -68,7 +68,10 @@ fn signal_master(pid_file: &Path, deadline: Instant, timeout: Duration) -> Resul
         )
     })?;
     wait_until_ready(pid, deadline, timeout)?;
-    let before = children(pid);
+    let before: BTreeMap<i32, u32> = children(pid)
+        .into_iter()
+        .filter_map(|c| Some((c, worker_state(c)?.1)))
+        .collect();
     pidfd_send_signal(&pidfd, Signal::USR2).with_context(|| {
         format!(
             "unable to signal HAProxy master {pid} (from `{}`)",
@@ -123,7 +126,7 @@ fn wait_until_ready(pid: i32, deadline: Instant, timeout: Duration) -> Result<()
 /// while) and handles it again without a new worker refused the config.
 fn wait_for_new_worker(
     pid: i32,
-    before: &BTreeSet<i32>,
+    before: &BTreeMap<i32, u32>,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<String> {
@@ -137,8 +140,8 @@ fn wait_for_new_worker(
         // Read before the children: a master that handles the signal again
         // has forked its new worker already.
         let ready = handles_usr2(pid);
-        if children(pid).iter().any(|c| !before.contains(c)) {
-            return Ok(format!("reloaded HAProxy master {pid} with SIGUSR2"));
+        if let Some(child) = children(pid).into_iter().find(|c| !before.contains_key(c)) {
+            return confirm_loaded(pid, child, before, deadline);
         }
         ensure!(
             !(reexecuted && ready),
@@ -157,6 +160,68 @@ fn wait_for_new_worker(
             }
         );
     }
+}
+
+/// How long a new worker that gives no sign of having loaded may live
+/// before it counts as loaded: one that refuses its config exits as soon
+/// as it has read it.
+const QUIET_WORKER_GRACE: Duration = Duration::from_secs(2);
+
+/// A new worker proves nothing yet from HAProxy 3.1 on: the master forks
+/// it *before* it reads the config. It has loaded once it starts its
+/// threads, or once the master soft-stops an old worker (which loses
+/// threads or exits); it refused the config when it exits first. A
+/// single-threaded worker beside old workers busy with connections gives
+/// no sign: alive after [`QUIET_WORKER_GRACE`], it counts as loaded. (Up to
+/// 3.0 the master reads the config first, and the new worker shows its
+/// threads at once.)
+fn confirm_loaded(
+    master: i32,
+    child: i32,
+    before: &BTreeMap<i32, u32>,
+    deadline: Instant,
+) -> Result<String> {
+    let appeared = Instant::now();
+    let loaded = || format!("reloaded HAProxy master {master} with SIGUSR2");
+    loop {
+        match worker_state(child) {
+            Some((true, threads)) if threads > 1 => return Ok(loaded()),
+            Some((true, _)) => {}
+            _ => bail!(
+                "HAProxy master {master} refused the new config at reload time: its new worker \
+                 {child} exited, and the old workers keep serving (see its log)"
+            ),
+        }
+        let soft_stopped = |(old, threads): (&i32, &u32)| {
+            worker_state(*old).is_none_or(|(running, now)| !running || now < *threads)
+        };
+        if before.iter().any(soft_stopped) {
+            return Ok(loaded());
+        }
+        if appeared.elapsed() >= QUIET_WORKER_GRACE || Instant::now() >= deadline {
+            return Ok(format!(
+                "{} (its new worker {child} runs one thread beside busy old workers, so it gave \
+                 no sign of having loaded; --master-socket verifies)",
+                loaded()
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether a process runs (is no zombie) and how many threads it has, from
+/// `/proc/PID/status`; `None` once it is gone.
+fn worker_state(pid: i32) -> Option<(bool, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let running = !field("State:").is_some_and(|s| s.starts_with('Z'));
+    let threads = field("Threads:").and_then(|t| t.parse().ok()).unwrap_or(1);
+    Some((running, threads))
 }
 
 /// SIGUSR2's bit in the signal masks of `/proc/PID/status`.

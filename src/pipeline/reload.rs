@@ -46,8 +46,8 @@ pub fn write_and_reload(
 /// Only a state file this run saved may be loaded: one left by an earlier
 /// run would put servers back into the states they had then (a server in
 /// maintenance, say). With a socket (`api`) the live state is saved; without
-/// one, or when saving fails, an empty state (its version line alone) takes
-/// its place: HAProxy loads nothing from it, and does not warn of a missing
+/// one, or when saving fails, an old file is emptied (its version line
+/// alone): HAProxy loads nothing from it, and does not warn of a missing
 /// file as it would were the file removed. Fails only when a stale file can
 /// be neither emptied nor removed.
 pub fn prepare_state(api: Option<&RuntimeApi>, rendered: &str, log: &mut Log) -> Result<()> {
@@ -68,16 +68,20 @@ pub fn prepare_state(api: Option<&RuntimeApi>, rendered: &str, log: &mut Log) ->
         }
         None => "no socket to save the live server state from".to_string(),
     };
-    let existed = path.symlink_metadata().is_ok();
-    let emptied = atomic::write_atomic(&path, EMPTY_STATE.as_bytes());
-    match (emptied, existed) {
-        (Ok(()), true) => log.warn(&format!(
+    if path.symlink_metadata().is_err() {
+        log.debug(&format!(
+            "{why}; no server state file at `{}`",
+            path.display()
+        ));
+        return Ok(());
+    }
+    match atomic::write_atomic(&path, EMPTY_STATE.as_bytes()) {
+        Ok(()) => log.warn(&format!(
             "{why}; emptied the old `{}`, so that the reload does not put servers back into \
              the states it recorded",
             path.display()
         )),
-        (Ok(()), false) => log.debug(&format!("{why}; `{}` holds no state", path.display())),
-        (Err(e), _) => match std::fs::remove_file(&path) {
+        Err(e) => match std::fs::remove_file(&path) {
             Err(r) if r.kind() != std::io::ErrorKind::NotFound => {
                 return Err(anyhow::anyhow!(
                     "{why}, and the old server state `{}` can be neither emptied ({e:#}) nor \
