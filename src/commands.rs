@@ -281,6 +281,14 @@ impl Event<'_> {
     fn run(&self, cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
         // Always read stdin to its end first: Serf waits for its handler to.
         let lines = serf::read_lines(std::io::stdin().lock())?;
+        if self.name == "query" {
+            // Serf sends a query handler's stdout and stderr back as its
+            // answer: a query it does not know gets none, so nothing goes
+            // to stderr (the log file still gets its line).
+            let mut quiet = Log::new(Verbosity::Quiet, cfg.log_file.as_deref());
+            quiet.info("query: ignored");
+            return Ok(Outcome::Done);
+        }
         let action = serf::action_of(self.name, self.keep_failed)?;
         if action == Action::Ignore {
             log.info(&format!("{}: ignored", self.name));
