@@ -67,13 +67,16 @@ pub enum Command {
     Settle {
         worker: bool,
     },
-    /// `event`: SERF_EVENT; `self_name`: SERF_SELF_NAME (both "" if unset).
+    /// `event`: SERF_EVENT; `self_name`: SERF_SELF_NAME; `query`:
+    /// SERF_QUERY_NAME ("" if unset).
     Serf {
         roles: Vec<String>,
         keep_failed: bool,
         event: String,
         self_name: String,
+        query: String,
     },
+    Fleet(crate::fleet::Ask),
     Sync {
         roles: Vec<String>,
         rpc_addr: Option<String>,
@@ -110,7 +113,10 @@ impl Config {
         let verbosity = verbosity_from(quiet, verbose)?;
         let never_reloads = matches!(
             cli.command,
-            CommandArgs::Completions(_) | CommandArgs::Man | CommandArgs::Settle(_)
+            CommandArgs::Completions(_)
+                | CommandArgs::Man
+                | CommandArgs::Settle(_)
+                | CommandArgs::Fleet(_)
         );
         let wants_reload =
             (apply.reload || matches!(cli.command, CommandArgs::Reload)) && !never_reloads;
@@ -267,7 +273,18 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             keep_failed: a.on_failed == OnFailedArg::Keep,
             event: a.event.unwrap_or_default(),
             self_name: a.self_name.unwrap_or_default(),
+            query: a.query_name.unwrap_or_default(),
         },
+        CommandArgs::Fleet(a) => {
+            crate::fleet::validate_role(&a.balancer_role).map_err(|e| usage(&e.to_string()))?;
+            Command::Fleet(crate::fleet::Ask {
+                json: a.json,
+                rpc_addr: a.rpc_addr,
+                serf_bin: a.serf_bin,
+                role: a.balancer_role,
+                timeout: a.query_timeout,
+            })
+        }
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
             rpc_addr: a.rpc_addr,
