@@ -128,6 +128,15 @@ impl Three {
         ];
         rows(&self.envs[0].call(&args).code(code).stdout)
     }
+
+    /// Waits (a few queries at most) until every balancer answers: an agent
+    /// runs its handlers one at a time, so a query waits behind the join
+    /// events the balancers' own start caused.
+    fn settle(&self) {
+        let args = ["fleet", "--rpc-addr", &self.a.rpc, "--query-timeout", "1"];
+        let answered = || self.envs[0].call(&args).run().code == Some(0);
+        let _ = (0..5).any(|_| answered());
+    }
 }
 
 #[test]
@@ -143,6 +152,7 @@ fn fleet_marks_the_balancer_that_differs_drifted_or_did_not_answer() {
     let bal_a = &three.a;
 
     // (1) All equal: three rows, none marked; bal-b's HAProxy runs its file.
+    three.settle();
     let all = fleet(0);
     let ok = |name: &'static str| (name, String::new());
     assert_eq!(marks(&all), [ok("bal-a"), ok("bal-b"), ok("bal-c")]);
