@@ -607,6 +607,11 @@ mod tests {
         assert!(rows[..4].iter().all(|r| r.marks == ["differs"]), "{rows:?}");
         let table = table(&rows);
         assert!(table.starts_with("BALANCER  RENDERED"), "{table}");
+        // A name from the network never breaks the table's lines.
+        answers.insert("evil\nname".repeat(20), digest(2, 1).to_line());
+        let table = super::table(&compare(&expected, &answers, &[]));
+        assert_eq!(table.lines().count(), 7, "{table}");
+        assert!(table.contains(r#""evil\nnameevil\nname"#), "{table}");
     }
 
     #[test]
