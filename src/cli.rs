@@ -24,7 +24,8 @@ Exit codes:
   2  usage error        3  HAProxy rejected the config, or a node (held back)
   4  reload failed      5  a guard refused to shrink the pool
   6  partial success    7  --apply runtime: the change needs a reload
-  8  status: live servers differ from the folder";
+  8  status: live servers differ from the folder
+  9  fleet: balancers disagree, or one did not answer";
 
 /// Keep an HAProxy configuration in step with a changing set of backend nodes.
 #[derive(Debug, Parser)]
@@ -198,6 +199,8 @@ pub enum CommandArgs {
     Sync(SyncArgs),
     /// Compare the servers HAProxy runs with the nodes folder
     Status(StatusArgs),
+    /// Compare the balancers of a Serf cluster: their pools, through a query
+    Fleet(FleetArgs),
     /// Finish pending runtime work (first checks, drains), waiting for it
     Settle(SettleArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
@@ -319,6 +322,35 @@ pub struct SerfArgs {
         value_name = "NAME"
     )]
     pub self_name: Option<String>,
+    /// The query to answer (Serf sets it for a `query` event); only
+    /// `hacfg-digest` gets an answer
+    #[arg(
+        long,
+        env = "SERF_QUERY_NAME",
+        hide_env_values = true,
+        value_name = "NAME"
+    )]
+    pub query_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+    /// Address of the Serf agent's RPC endpoint
+    #[arg(long, env = "SERF_RPC_ADDR")]
+    pub rpc_addr: Option<String>,
+    /// The `serf` binary
+    #[arg(long, env = "HACFG_SERF_BIN", default_value = "serf")]
+    pub serf_bin: PathBuf,
+    /// The Serf role of the balancers (the `role` tag)
+    #[arg(long, env = "HACFG_BALANCER_ROLE", default_value = "balancer")]
+    pub balancer_role: String,
+    /// Seconds to wait for the balancers' answers (up to 3600)
+    #[arg(long, env = "HACFG_QUERY_TIMEOUT", default_value = "3", value_name = "SECS",
+          value_parser = seconds_arg)]
+    pub query_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -63,15 +63,18 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             on_failed,
             event,
             self_name,
+            query,
         } => {
             let event = Event {
                 name: event,
                 self_name,
+                query,
                 roles,
                 on_failed: *on_failed,
             };
             event.run(cfg, &store, log)
         }
+        Command::Fleet(ask) => fleet(ask),
         Command::Sync {
             roles,
             on_failed,
@@ -283,6 +286,8 @@ struct Event<'a> {
     name: &'a str,
     /// SERF_SELF_NAME: the agent's own member, left alone.
     self_name: &'a str,
+    /// SERF_QUERY_NAME, for a `query` event.
+    query: &'a str,
     roles: &'a [String],
     /// `--on-failed`.
     on_failed: OnFailed,
@@ -292,6 +297,9 @@ impl Event<'_> {
     fn run(&self, cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
         // Always read stdin to its end first: Serf waits for its handler to.
         let lines = serf::read_lines(std::io::stdin().lock())?;
+        if self.name == "query" {
+            return Ok(self.answer(cfg));
+        }
         let action = serf::action_of(self.name, self.on_failed)?;
         if action == Action::Ignore {
             log.info(&format!("{}: ignored", self.name));
@@ -312,6 +320,69 @@ impl Event<'_> {
         }
         Ok(partial(self.name, skipped, outcome))
     }
+
+    /// A query: the digest for `fleet`'s, nothing for any other. Serf sends
+    /// the handler's stdout and stderr back as the answer, so nothing goes
+    /// to stderr here (the log file still gets its line).
+    fn answer(&self, cfg: &Config) -> Outcome {
+        if self.query == crate::fleet::QUERY_NAME {
+            let local = crate::fleet::Local {
+                nodes_dir: &cfg.nodes_dir,
+                output: &cfg.output,
+                api: cfg.pipeline.runtime.as_ref(),
+                haproxy_bin: match &cfg.pipeline.check {
+                    pipeline::check::Check::Haproxy(bin) => Some(bin),
+                    _ => None,
+                },
+            };
+            let _ = print_stdout(&crate::fleet::digest(&local).to_line());
+        } else {
+            let mut quiet = Log::new(Verbosity::Quiet, cfg.log_file.as_deref());
+            quiet.info(&format!(
+                "query {}: ignored",
+                crate::quote::quote(self.query)
+            ));
+        }
+        Outcome::Done
+    }
+}
+
+/// `hacfg fleet`: every balancer's digest, through a Serf query, against
+/// the alive members of `role`; exit 9 when one differs or did not answer.
+fn fleet(ask: &crate::fleet::Ask) -> Result<Outcome> {
+    let (serf_bin, rpc_addr, role) = (&ask.serf_bin, ask.rpc_addr.as_deref(), ask.role.as_str());
+    let expected: Vec<String> = serf::member_list(serf_bin, rpc_addr)?
+        .alive
+        .into_iter()
+        .filter(|m| m.role == role)
+        .map(|m| m.name)
+        .collect();
+    let tag = crate::fleet::role_filter(role);
+    let answers = serf::query(
+        serf_bin,
+        rpc_addr,
+        crate::fleet::QUERY_NAME,
+        &tag,
+        ask.timeout,
+    )?;
+    let rows = crate::fleet::compare(&expected, &answers.responses, &answers.acks);
+    if rows.is_empty() {
+        bail!("fleet: no alive Serf member has role `{role}`, and none answered (--balancer-role)");
+    }
+    let text = if ask.json {
+        serde_json::to_string_pretty(&rows)? + "\n"
+    } else {
+        crate::fleet::table(&rows)
+    };
+    print_stdout(&text)?;
+    let marked = rows.iter().filter(|r| !r.marks.is_empty()).count();
+    Ok(match marked {
+        0 => Outcome::Done,
+        n => Outcome::Disagree(format!(
+            "fleet: {n} of {} balancer(s) differ, drifted or did not answer (see their rows)",
+            rows.len()
+        )),
+    })
 }
 
 /// `--on-failed verify`, and the failed members that stayed before: asks

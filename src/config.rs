@@ -69,13 +69,16 @@ pub enum Command {
     Settle {
         worker: bool,
     },
-    /// `event`: SERF_EVENT; `self_name`: SERF_SELF_NAME (both "" if unset).
+    /// `event`: SERF_EVENT; `self_name`: SERF_SELF_NAME; `query`:
+    /// SERF_QUERY_NAME ("" if unset).
     Serf {
         roles: Vec<String>,
         on_failed: OnFailed,
         event: String,
         self_name: String,
+        query: String,
     },
+    Fleet(crate::fleet::Ask),
     Sync {
         roles: Vec<String>,
         on_failed: OnFailed,
@@ -111,7 +114,10 @@ impl Config {
             apply,
         } = cli.global;
         let verbosity = verbosity_from(quiet, verbose)?;
-        let never_reloads = matches!(cli.command, CommandArgs::Completions(_) | CommandArgs::Man);
+        let never_reloads = matches!(
+            cli.command,
+            CommandArgs::Completions(_) | CommandArgs::Man | CommandArgs::Fleet(_)
+        );
         let wants_reload =
             (apply.reload || matches!(cli.command, CommandArgs::Reload)) && !never_reloads;
         let command = command_from(cli.command, default_port)?;
@@ -302,7 +308,18 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             on_failed: on_failed_from(a.on_failed.on_failed),
             event: a.event.unwrap_or_default(),
             self_name: a.self_name.unwrap_or_default(),
+            query: a.query_name.unwrap_or_default(),
         },
+        CommandArgs::Fleet(a) => {
+            crate::fleet::validate_role(&a.balancer_role).map_err(|e| usage(&e.to_string()))?;
+            Command::Fleet(crate::fleet::Ask {
+                json: a.json,
+                rpc_addr: a.rpc_addr,
+                serf_bin: a.serf_bin,
+                role: a.balancer_role,
+                timeout: a.query_timeout,
+            })
+        }
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
             on_failed: on_failed_from(a.on_failed.on_failed),

@@ -24,6 +24,8 @@ pub enum Code {
     NeedsReload = 7,
     /// `hacfg status`: the live servers differ from the nodes folder.
     Drift = 8,
+    /// `hacfg fleet`: balancers disagree, or one did not answer.
+    Disagree = 9,
 }
 
 impl From<Code> for std::process::ExitCode {
@@ -41,6 +43,8 @@ pub enum Outcome {
     Skipped(String),
     /// `status` found the live servers differ from the files (exit 8).
     Drift(String),
+    /// `fleet` found balancers that differ or did not answer (exit 9).
+    Disagree(String),
     /// `render --diff --exit-code`: the output would change (exit 1, git's
     /// convention, and no message: the diff says it).
     Differs,
@@ -52,6 +56,7 @@ impl Outcome {
             Outcome::Done => Code::Ok,
             Outcome::Skipped(_) => Code::Skipped,
             Outcome::Drift(_) => Code::Drift,
+            Outcome::Disagree(_) => Code::Disagree,
             Outcome::Differs => Code::Error,
         }
     }
@@ -129,5 +134,6 @@ mod tests {
         assert_eq!(code_of(&anyhow::anyhow!("plain")), Code::Error);
         assert_eq!(Code::ReloadFailed as i32, 4);
         assert_eq!(Outcome::Skipped("x".into()).code() as i32, 6);
+        assert_eq!(Outcome::Disagree("x".into()).code() as i32, 9);
     }
 }

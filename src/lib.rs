@@ -13,8 +13,9 @@
 //!   the quarantine of refused nodes, the reload path, the deferred worker.
 //! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
 //!   answers, runtime operations, reload strategies, the socket.
-//! - Around them: `serf` (events and members), `status`, `log`, `exit`,
-//!   `process`, `quote`, `docs`.
+//! - Around them: `serf` (events, members, queries), `status`, `fleet`
+//!   (balancers compared through a Serf query), `log`, `exit`, `process`,
+//!   `quote`, `docs`.
 
 mod atomic;
 mod cli;
@@ -23,6 +24,7 @@ mod config;
 mod docs;
 mod exit;
 mod file;
+mod fleet;
 mod haproxy;
 mod index;
 mod log;
@@ -55,7 +57,9 @@ pub fn execute() -> ExitCode {
         Ok(outcome) => {
             let code = outcome.code();
             match &outcome {
-                exit::Outcome::Skipped(message) | exit::Outcome::Drift(message) => {
+                exit::Outcome::Skipped(message)
+                | exit::Outcome::Drift(message)
+                | exit::Outcome::Disagree(message) => {
                     log::print_warning(message);
                     log::log_exit(log_file, &format!("warning: {message}"), code as u8);
                 }

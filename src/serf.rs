@@ -405,6 +405,49 @@ fn parse_members_json(text: &str) -> Result<MemberList> {
     Ok(MemberList { alive, failed })
 }
 
+/// Largest `serf query` answer read: Serf caps each response at 1 KiB.
+const QUERY_CAP: usize = 64 << 20;
+
+/// What a query brought back: who received it, and each member's answer.
+#[derive(Debug, Default, Deserialize)]
+pub struct Answers {
+    #[serde(rename = "Acks", default, deserialize_with = "null_is_empty")]
+    pub acks: Vec<String>,
+    #[serde(rename = "Responses", default)]
+    pub responses: BTreeMap<String, String>,
+}
+
+/// Serf writes an empty list of acks as `null`.
+fn null_is_empty<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(de)?.unwrap_or_default())
+}
+
+/// `serf query NAME` through the local agent, to the members whose tags
+/// match `tag` (`key=regexp`), waiting `timeout` for their answers (Serf
+/// returns at the timeout, answered or not).
+pub fn query(
+    serf_bin: &Path,
+    rpc_addr: Option<&str>,
+    name: &str,
+    tag: &str,
+    timeout: Duration,
+) -> Result<Answers> {
+    let mut cmd = Command::new(serf_bin);
+    cmd.args(["query", "-format=json", "-tag", tag]);
+    cmd.arg(format!("-timeout={}ms", timeout.as_millis().max(1)));
+    if let Some(addr) = rpc_addr {
+        cmd.arg(format!("-rpc-addr={addr}"));
+    }
+    cmd.arg(name);
+    let what = format!("`{} query {name}`", serf_bin.display());
+    let done = Run::new(&mut cmd, &what)
+        .cap(QUERY_CAP)
+        .run(timeout + Duration::from_secs(10))?
+        .succeeded(&what)?;
+    let text = String::from_utf8_lossy(&done.stdout);
+    serde_json::from_str(&text).with_context(|| format!("unable to read the answers of {what}"))
+}
+
 /// Plans an event's member lines: a join or update with the batch policy
 /// (`batch`); a leave needs only a valid name.
 pub fn plan_event(
@@ -592,6 +635,15 @@ mod tests {
             (members[0].address.as_str(), members[0].role.as_str()),
             ("127.0.0.1", "backend")
         );
+    }
+
+    #[test]
+    fn query_answers() {
+        let text = r#"{"Acks": null, "Responses": {"a": "x\n"}}"#;
+        let answers: Answers = serde_json::from_str(text).unwrap();
+        assert!(answers.acks.is_empty());
+        assert_eq!(answers.responses["a"], "x\n");
+        assert!(serde_json::from_str::<Answers>(r#"{"Responses": {"a": 1}}"#).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod live;
 mod apply;
 mod availability;
 mod core;
+mod fleet;
 mod hardening;
 mod reliability;
 mod runtime;

@@ -18,10 +18,10 @@ use crate::live::Pool;
 const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab");
 
 /// A `serf agent` process group; dropping it kills it.
-struct Agent {
+pub(crate) struct Agent {
     child: Option<Child>,
-    name: String,
-    rpc: String,
+    pub(crate) name: String,
+    pub(crate) rpc: String,
     /// The agent's stdout and stderr (its handlers' too), shown when a test
     /// fails.
     log: File,
@@ -80,7 +80,7 @@ impl Agent {
         )
     }
 
-    fn members(&self) -> Option<String> {
+    pub(crate) fn members(&self) -> Option<String> {
         let out = Command::new("serf")
             .args(["members", "-rpc-addr", &self.rpc])
             .output()
@@ -88,6 +88,14 @@ impl Agent {
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Stops the agent's process group (SIGSTOP): it answers nothing, and
+    /// Serf takes seconds to call it failed. Dropping it still kills it.
+    pub(crate) fn pause(&self) {
+        if let Some(child) = &self.child {
+            let _ = kill_process_group(Pid::from_child(child), Signal::STOP);
+        }
     }
 
     /// `serf leave`: a graceful leave, then the agent exits.
@@ -128,7 +136,11 @@ fn balancer(env: &TestEnv, name: &str) -> (Agent, String) {
 
 /// The balancer, with more `HACFG_*` settings for its handler.
 #[track_caller]
-fn balancer_with(env: &TestEnv, name: &str, extra: &[(&str, String)]) -> (Agent, String) {
+pub(crate) fn balancer_with(
+    env: &TestEnv,
+    name: &str,
+    extra: &[(&str, String)],
+) -> (Agent, String) {
     let bind = format!("127.0.0.1:{}", free_port());
     let mut envs = vec![
         ("SERF_BIND", bind.clone()),

@@ -1,0 +1,250 @@
+//! `hacfg fleet`: three real balancers (Serf agents with `hacfg serf` as
+//! their handler, each with its own folder and output), compared through a
+//! real Serf query; one of them runs a real HAProxy with its runtime API.
+
+use serde_json::Value;
+
+use crate::harness::{TestEnv, tool, wait_until};
+use crate::live::Pool;
+use crate::serf::{Agent, balancer_with};
+
+/// `hacfg serf` as Serf runs it for a query: the name in the environment,
+/// the payload on stdin.
+fn query<'e>(env: &'e TestEnv, name: &str, extra: &[&str]) -> crate::harness::Call<'e> {
+    env.call(&[&["--no-check"][..], extra, &["serf"]].concat())
+        .env("SERF_EVENT", "query")
+        .env("SERF_QUERY_NAME", name)
+        .env("SERF_SELF_NAME", "bal")
+        .stdin("some payload\n")
+}
+
+/// Serf sends a query handler's stdout and stderr back as its answer: the
+/// digest query gets one line on stdout and nothing else; any other query
+/// gets nothing at all (before, `hacfg: query: ignored` on stderr was sent
+/// back as an answer), and the folder is left as it is.
+#[test]
+fn the_handler_answers_only_its_query_and_only_on_stdout() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "w1", "10.0.0.1:80"]);
+    let done = query(&env, "hacfg-digest", &["-v"]).unchanged().code(0);
+    assert_eq!(done.stderr, "");
+    let line = done.stdout.as_str();
+    assert!(line.starts_with("hacfg-digest/1 rendered="), "{line}");
+    assert!(
+        line.contains(" live=unknown nodes=1 held=0 pending=0 hacfg="),
+        "{line}"
+    );
+    assert!(line.ends_with('\n') && line.lines().count() == 1, "{line}");
+    assert!(line.len() < 512, "{line}");
+    for name in ["other", "", "hacfg-digest2"] {
+        let done = query(&env, name, &[]).unchanged().code(0);
+        assert_eq!((done.stdout.as_str(), done.stderr.as_str()), ("", ""));
+    }
+}
+
+/// The rows of `hacfg fleet --json`, by name: (marks, digest).
+fn rows(stdout: &str) -> Vec<(String, Vec<String>, Value)> {
+    let list: Vec<Value> = serde_json::from_str(stdout).expect("a JSON array");
+    list.into_iter()
+        .map(|row| {
+            let marks = row["marks"].as_array().expect("marks").iter();
+            let marks = marks.map(|m| m.as_str().expect("a mark").to_string());
+            let name = row["name"].as_str().expect("a name").to_string();
+            (name, marks.collect(), row["digest"].clone())
+        })
+        .collect()
+}
+
+fn marks(rows: &[(String, Vec<String>, Value)]) -> Vec<(&str, String)> {
+    rows.iter()
+        .map(|(name, marks, _)| (name.as_str(), marks.join(", ")))
+        .collect()
+}
+
+/// Three balancers in one cluster with the same two nodes; bal-b runs a
+/// real HAProxy (its runtime API through the master socket), the other two
+/// only render. Fields drop in order: agents, then HAProxy, then folders.
+struct Three {
+    a: Agent,
+    _b: Agent,
+    c: Agent,
+    pool: Pool,
+    /// The nodes' names and endpoints.
+    nodes: [(&'static str, String); 2],
+    envs: [TestEnv; 3],
+}
+
+impl Three {
+    #[track_caller]
+    fn start() -> Option<Three> {
+        let envs = [TestEnv::new(), TestEnv::new(), TestEnv::new()];
+        let pool = Pool::backends(&envs[1], &["s1", "s2"])
+            .nodes(&["s1", "s2"])
+            .start()?;
+        let nodes = [("s1", pool["s1"].endpoint()), ("s2", pool["s2"].endpoint())];
+        for env in [&envs[0], &envs[2]] {
+            for (name, endpoint) in &nodes {
+                env.ok(&["--no-check", "add", name, endpoint]);
+            }
+        }
+        let (a, join) = balancer_with(&envs[0], "bal-a", &[]);
+        let vars: Vec<&str> = pool.vars.iter().map(String::as_str).collect();
+        let vars: Vec<&str> = vars.into_iter().filter(|v| *v != "--var").collect();
+        let extra = [
+            ("SERF_JOIN", join.clone()),
+            (
+                "HACFG_MASTER_SOCKET",
+                pool.master_socket.display().to_string(),
+            ),
+            ("HACFG_VARS", vars.join(",")),
+        ];
+        let (b, _) = balancer_with(&envs[1], "bal-b", &extra);
+        let (c, _) = balancer_with(&envs[2], "bal-c", &[("SERF_JOIN", join)]);
+        let alive = || {
+            let members = a.members().unwrap_or_default();
+            members.lines().filter(|l| l.contains(" alive ")).count()
+        };
+        assert!(wait_until(15.0, || alive() == 3), "{:?}", a.members());
+        Some(Three {
+            a,
+            _b: b,
+            c,
+            pool,
+            nodes,
+            envs,
+        })
+    }
+
+    /// `hacfg fleet` through bal-a's agent, exiting `code`; its rows.
+    #[track_caller]
+    fn fleet(&self, code: i32) -> Vec<(String, Vec<String>, Value)> {
+        let args = [
+            "fleet",
+            "--json",
+            "--rpc-addr",
+            &self.a.rpc,
+            "--query-timeout",
+            "1",
+        ];
+        rows(&self.envs[0].call(&args).code(code).stdout)
+    }
+
+    /// Waits (a few queries at most) until every balancer answers: an agent
+    /// runs its handlers one at a time, so a query waits behind the join
+    /// events the balancers' own start caused.
+    fn settle(&self) {
+        let args = ["fleet", "--rpc-addr", &self.a.rpc, "--query-timeout", "1"];
+        let answered = || self.envs[0].call(&args).run().code == Some(0);
+        let _ = (0..5).any(|_| answered());
+    }
+}
+
+#[test]
+fn fleet_marks_the_balancer_that_differs_drifted_or_did_not_answer() {
+    let (Some(_), Some(_)) = (tool("serf"), tool("haproxy")) else {
+        return;
+    };
+    let Some(three) = Three::start() else {
+        return;
+    };
+    let (envs, pool, nodes) = (&three.envs, &three.pool, &three.nodes);
+    let fleet = |code: i32| three.fleet(code);
+    let bal_a = &three.a;
+
+    // (1) All equal: three rows, none marked; bal-b's HAProxy runs its file.
+    three.settle();
+    let all = fleet(0);
+    let ok = |name: &'static str| (name, String::new());
+    assert_eq!(marks(&all), [ok("bal-a"), ok("bal-b"), ok("bal-c")]);
+    let (a, b) = (&all[0].2, &all[1].2);
+    assert_eq!(
+        (a["live"].as_str(), a["nodes"].as_u64()),
+        (Some("unknown"), Some(2))
+    );
+    assert_eq!(b["live"], b["rendered"]);
+    assert_eq!(a["rendered"], b["rendered"]);
+    assert_eq!(
+        b["haproxy"].as_str().map(|v| v.starts_with("2.")),
+        Some(true)
+    );
+    let table = envs[0].call(&["fleet", "--rpc-addr", &bal_a.rpc, "--query-timeout", "1"]);
+    let table = table.code(0).stdout;
+    assert!(table.starts_with("BALANCER  RENDERED  "), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.ends_with("  ok")).count(),
+        3,
+        "{table}"
+    );
+    // Any other query gets no answer from any of them.
+    let other = std::process::Command::new("serf")
+        .args([
+            "query",
+            "-format=json",
+            "-timeout=1s",
+            "-rpc-addr",
+            &bal_a.rpc,
+            "other",
+        ])
+        .output()
+        .expect("serf query");
+    let other: Value = serde_json::from_slice(&other.stdout).expect("serf's JSON");
+    assert_eq!(other["Responses"], serde_json::json!({}), "{other}");
+
+    // (2) One balancer with a node missing.
+    envs[2].ok(&["--no-check", "remove", "s2"]);
+    let missing = fleet(9);
+    assert_eq!(
+        marks(&missing),
+        [ok("bal-a"), ok("bal-b"), ("bal-c", "differs".into())]
+    );
+    assert_eq!(missing[2].2["nodes"].as_u64(), Some(1));
+    envs[2].ok(&["--no-check", "add", "s2", &nodes[1].1]);
+
+    // (3) bal-b's HAProxy changed behind hacfg's back: live ≠ rendered.
+    let backend = pool.servers()[0].backend.clone();
+    pool.command(&format!("set server {backend}/s1 addr 127.0.0.99 port 1"));
+    let drifted = fleet(9);
+    assert_eq!(
+        marks(&drifted),
+        [ok("bal-a"), ("bal-b", "drift".into()), ok("bal-c")]
+    );
+    let b = &drifted[1].2;
+    assert_ne!(b["live"], b["rendered"]);
+    assert_eq!(b["rendered"], drifted[0].2["rendered"]);
+
+    // (4) bal-c's agent stopped: still an alive member, but no answer.
+    three.c.pause();
+    let silent = fleet(9);
+    let expected = [
+        ok("bal-a"),
+        ("bal-b", "drift".into()),
+        ("bal-c", "no answer".into()),
+    ];
+    assert_eq!(marks(&silent), expected);
+    assert!(silent[2].2.is_null());
+}
+
+/// A role no alive member has is an error, not an empty agreement.
+#[test]
+fn fleet_without_balancers_is_an_error() {
+    if tool("serf").is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let (bal, _) = balancer_with(&env, "bal-x", &[]);
+    env.call(&[
+        "fleet",
+        "--rpc-addr",
+        &bal.rpc,
+        "--balancer-role",
+        "edge",
+        "--query-timeout",
+        "0.3",
+    ])
+    .code(1)
+    .stderr_has("fleet: no alive Serf member has role `edge`, and none answered");
+    env.call(&["fleet", "--balancer-role", "a|b"])
+        .code(2)
+        .stderr_has("invalid balancer role \"a|b\"");
+    drop::<Agent>(bal);
+}
