@@ -105,6 +105,7 @@ impl Config {
             quiet,
             verbose,
             log_file,
+            metrics_file,
             apply,
         } = cli.global;
         let verbosity = verbosity_from(quiet, verbose)?;
@@ -124,7 +125,8 @@ impl Config {
             vars: vars_from(&vars)?,
         };
         let reload = wants_reload.then(|| reload_from(&apply)).transpose()?;
-        let worker = worker_from(&nodes_dir, &output, log_file.as_deref(), &apply);
+        let files = [log_file.as_deref(), metrics_file.as_deref()];
+        let worker = worker_from(&nodes_dir, &output, files, &apply);
         let pipeline = Settings {
             renderer,
             min_nodes,
@@ -167,6 +169,26 @@ fn verbosity_from(quiet: bool, verbose: bool) -> Result<Verbosity> {
     }
 }
 
+/// Where this run's metrics go, and the command they count it under: only
+/// runs that may change something count (not `list`, `status`, `man`,
+/// `completions`, `render --stdout`/`--diff`, `sync --dry-run`).
+pub fn metrics_from(cli: &Cli) -> Option<crate::metrics::Target> {
+    let path = cli.global.metrics_file.clone()?;
+    let command = match &cli.command {
+        CommandArgs::Init => "init",
+        CommandArgs::Add(_) => "add",
+        CommandArgs::Remove(_) => "remove",
+        CommandArgs::Render(a) if !a.stdout && !a.diff => "render",
+        CommandArgs::Reload => "reload",
+        CommandArgs::Serf(_) => "serf",
+        CommandArgs::Sync(a) if !a.dry_run => "sync",
+        CommandArgs::Settle(a) if a.worker => "worker",
+        CommandArgs::Settle(_) => "settle",
+        _ => return None,
+    };
+    (!path.as_os_str().is_empty()).then_some(crate::metrics::Target { path, command })
+}
+
 fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
     let mode = match arg {
         ApplyArg::Auto => ApplyMode::Auto,
@@ -182,12 +204,12 @@ fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
 }
 
 /// The worker's command line: this binary, the folder, the output, the
-/// socket, the waits and the log; nothing else (it gets no `HACFG_*`, and
-/// it is quiet: its stderr goes nowhere).
+/// socket, the waits, the log and the metrics file (`files`); nothing else
+/// (it gets no `HACFG_*`, and it is quiet: its stderr goes nowhere).
 fn worker_from(
     nodes_dir: &Path,
     output: &Path,
-    log_file: Option<&Path>,
+    files: [Option<&Path>; 2],
     apply: &ApplyArgs,
 ) -> Worker {
     let mut args: Vec<OsString> = vec!["--nodes-dir".into(), nodes_dir.into()];
@@ -204,8 +226,10 @@ fn worker_from(
     ] {
         args.extend([flag.into(), format!("{}", value.as_secs_f64()).into()]);
     }
-    if let Some(path) = log_file {
-        args.extend(["--log-file".into(), path.into()]);
+    for (flag, path) in ["--log-file", "--metrics-file"].into_iter().zip(files) {
+        if let Some(path) = path {
+            args.extend([flag.into(), path.into()]);
+        }
     }
     args.extend(["settle".into(), "--worker".into()]);
     Worker {
