@@ -173,6 +173,16 @@ fn counters_grow_across_runs_and_a_real_parser_reads_them() {
     // The usage error rendered nothing: the nodes of the last render stay.
     assert_eq!(last.get("hacfg_nodes"), 3);
     assert_eq!(last.get("hacfg_reloads_total{result=\"ok\"}"), 0);
+    // A Serf event with a member skipped: a partial success, exit 6.
+    env.call(&["--no-check", "serf"])
+        .env("SERF_EVENT", "member-join")
+        .env("HACFG_METRICS_FILE", &prom)
+        .stdin("n4\t127.0.0.5\tbackend\t\nbad!\t127.0.0.6\tbackend\t\n")
+        .code(6);
+    let serf = Metrics::read(&python, &prom);
+    assert_eq!((serf.runs("serf"), serf.errors(6)), (1, 1));
+    assert_eq!(serf.get("hacfg_nodes"), 4);
+    assert_eq!(serf.get("hacfg_last_run_exit_code"), 6);
 }
 
 #[test]
