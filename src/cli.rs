@@ -76,6 +76,10 @@ pub struct GlobalArgs {
     /// Append one line per action to this file
     #[arg(long, global = true, env = "HACFG_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+    /// After each run that may change something, write Prometheus metrics
+    /// to this file (for node_exporter's textfile collector: name it `*.prom`)
+    #[arg(long, global = true, env = "HACFG_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub apply: ApplyArgs,
 }

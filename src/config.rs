@@ -111,6 +111,7 @@ impl Config {
             quiet,
             verbose,
             log_file,
+            metrics_file,
             apply,
         } = cli.global;
         let verbosity = verbosity_from(quiet, verbose)?;
@@ -131,8 +132,9 @@ impl Config {
             vars: vars_from(&vars)?,
         };
         let reload = wants_reload.then(|| reload_from(&apply)).transpose()?;
-        let folders = (nodes_dir.as_path(), output.as_path(), log_file.as_deref());
-        let worker = worker_from(folders, &renderer, min_nodes, &apply);
+        let folders = (nodes_dir.as_path(), output.as_path());
+        let files = [log_file.as_deref(), metrics_file.as_deref()];
+        let worker = worker_from(folders, files, &renderer, min_nodes, &apply);
         let pipeline = Settings {
             renderer,
             min_nodes,
@@ -175,6 +177,26 @@ fn verbosity_from(quiet: bool, verbose: bool) -> Result<Verbosity> {
     }
 }
 
+/// Where this run's metrics go, and the command they count it under: only
+/// runs that may change something count (not `list`, `status`, `man`,
+/// `completions`, `render --stdout`/`--diff`, `sync --dry-run`).
+pub fn metrics_from(cli: &Cli) -> Option<crate::metrics::Target> {
+    let path = cli.global.metrics_file.clone()?;
+    let command = match &cli.command {
+        CommandArgs::Init => "init",
+        CommandArgs::Add(_) => "add",
+        CommandArgs::Remove(_) => "remove",
+        CommandArgs::Render(a) if !a.stdout && !a.diff => "render",
+        CommandArgs::Reload => "reload",
+        CommandArgs::Serf(_) => "serf",
+        CommandArgs::Sync(a) if !a.dry_run => "sync",
+        CommandArgs::Settle(a) if a.worker => "worker",
+        CommandArgs::Settle(_) => "settle",
+        _ => return None,
+    };
+    (!path.as_os_str().is_empty()).then_some(crate::metrics::Target { path, command })
+}
+
 fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
     let mode = match arg {
         ApplyArg::Auto => ApplyMode::Auto,
@@ -191,11 +213,13 @@ fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
 
 /// The worker's command line: this binary and everything a run of the
 /// pipeline needs (the folder, the output, the template and its variables,
-/// the check, the reload, the socket, the waits, the log), as flags: it gets
-/// no `HACFG_*`, and it is quiet (its stderr goes nowhere). It renders and
-/// applies when a failed member that stayed (`--on-failed verify`) goes.
+/// the check, the reload, the socket, the waits, the log and the metrics
+/// file), as flags: it gets no `HACFG_*`, and it is quiet (its stderr goes
+/// nowhere). It renders and applies when a failed member that stayed
+/// (`--on-failed verify`) goes.
 fn worker_from(
-    (nodes_dir, output, log_file): (&Path, &Path, Option<&Path>),
+    (nodes_dir, output): (&Path, &Path),
+    files: [Option<&Path>; 2],
     renderer: &Renderer,
     min_nodes: usize,
     apply: &ApplyArgs,
@@ -245,8 +269,10 @@ fn worker_from(
             args.push(flag.into());
         }
     }
-    if let Some(path) = log_file {
-        args.extend(["--log-file".into(), path.into()]);
+    for (flag, path) in ["--log-file", "--metrics-file"].into_iter().zip(files) {
+        if let Some(path) = path {
+            args.extend([flag.into(), path.into()]);
+        }
     }
     args.extend(["settle".into(), "--worker".into()]);
     Worker {

@@ -14,8 +14,9 @@
 //! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
 //!   answers, runtime operations, reload strategies, the socket.
 //! - Around them: `serf` (events, members, queries), `status`, `fleet`
-//!   (balancers compared through a Serf query), `log`, `exit`, `process`,
-//!   `quote`, `docs`.
+//!   (balancers compared through a Serf query), `metrics` (the
+//!   `--metrics-file` for monitoring), `log`, `exit`, `process`, `quote`,
+//!   `docs`.
 
 mod atomic;
 mod cli;
@@ -28,6 +29,7 @@ mod fleet;
 mod haproxy;
 mod index;
 mod log;
+mod metrics;
 mod node;
 mod output;
 mod pipeline;
@@ -44,15 +46,39 @@ use clap::Parser;
 
 /// The whole program: parse, resolve, run, and say how it ended. Every
 /// error and every other non-zero exit is also one line in the log file,
-/// with its exit code: Serf throws a handler's stderr away.
+/// with its exit code: Serf throws a handler's stderr away. A run that
+/// counts then adds itself to the metrics file, whatever its exit code.
 pub fn execute() -> ExitCode {
+    let clock = metrics::Clock::start();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(usage) => log::usage_exit(&usage, log::log_file_of_args().as_deref()),
     };
-    let verbose = cli.global.verbose;
+    let metrics = config::metrics_from(&cli);
     let log_file = cli.global.log_file.clone();
     let log_file = log_file.as_deref();
+    let ended = run(cli, log_file);
+    if let Some(metrics) = metrics {
+        let code = match &ended {
+            Ended::Code(code) => *code as u8,
+            Ended::Usage(usage) => u8::try_from(usage.exit_code()).unwrap_or(2),
+        };
+        metrics.record(code, &clock, log_file);
+    }
+    match ended {
+        Ended::Code(code) => code.into(),
+        Ended::Usage(usage) => log::usage_exit(&usage, log_file),
+    }
+}
+
+/// How a parsed run ended: with a code, or with a usage error clap prints.
+enum Ended {
+    Code(exit::Code),
+    Usage(clap::Error),
+}
+
+fn run(cli: cli::Cli, log_file: Option<&std::path::Path>) -> Ended {
+    let verbose = cli.global.verbose;
     match config::Config::from_cli(cli).and_then(|cfg| commands::run(&cfg)) {
         Ok(outcome) => {
             let code = outcome.code();
@@ -69,16 +95,16 @@ pub fn execute() -> ExitCode {
                 }
                 exit::Outcome::Done => {}
             }
-            code.into()
+            Ended::Code(code)
         }
         Err(err) => match err.downcast::<clap::Error>() {
             // A usage problem found after parsing: clap's format, exit 2.
-            Ok(usage) => log::usage_exit(&usage, log_file),
+            Ok(usage) => Ended::Usage(usage),
             Err(err) => {
                 log::print_error(&err, verbose);
                 let code = exit::code_of(&err);
                 log::log_exit(log_file, &log::error_text(&err), code as u8);
-                code.into()
+                Ended::Code(code)
             }
         },
     }

@@ -88,6 +88,7 @@ pub fn finish_pending(s: &Settings, store: &Store, rendered: &str, log: &mut Log
     let desired = config::servers(rendered);
     let passed = api
         .live()
+        .inspect(|live| crate::metrics::servers_live(live.len()))
         .and_then(|live| settle::pass(api, store.dir(), &desired, &live, None, s.waits, log));
     match passed {
         Ok(left) => left.is_waiting(),
@@ -204,6 +205,7 @@ impl Context<'_> {
             log_done(done, log);
             as_now(live, done, desired);
         }
+        crate::metrics::servers_live(live.len());
         let dir = self.store.dir();
         // HAProxy has been told: whatever the pass meets, the file must
         // follow, and the worker (or the next run) makes the pass again.
@@ -501,7 +503,9 @@ impl Context<'_> {
         log.debug(&format!("runtime API: {} operation(s): {ops:?}", ops.len()));
         let safe = safe_add(input, ops, log);
         settle::intend(self.store.dir(), ops, live, safe, self.s.waits)?;
-        Ok(Some(execute::execute(api, ops, live, safe)?))
+        let executed = execute::execute(api, ops, live, safe)?;
+        crate::metrics::ran(ops);
+        Ok(Some(executed))
     }
 }
 

@@ -102,6 +102,7 @@ pub fn update(
     output.remove_leftovers(lock);
     let mut q = Quarantine::load(store, lock, retry(s))?;
     log.debug(&loaded_text(&q, store));
+    crate::metrics::nodes(q.nodes().len(), q.held());
     loop {
         let rendered = render_guarded(s, &q, output)?;
         let unchanged = output.compare(rendered.as_bytes())? == Current::Same && !s.force;

@@ -133,7 +133,9 @@ pub fn reload_or_restore(
     replaced: Option<Replaced>,
     log: &mut Log,
 ) -> Result<()> {
-    let err = match reload::reload(settings) {
+    let reloaded = reload::reload(settings);
+    crate::metrics::reloaded(reloaded.is_ok());
+    let err = match reloaded {
         Ok(message) => {
             log.info(&message);
             return Ok(());

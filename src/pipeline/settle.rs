@@ -83,6 +83,7 @@ pub fn pass(
         finish_due(api, &mut pending, log)?;
     }
     pending.save(dir, &before)?;
+    crate::metrics::pending(&pending);
     Ok(pending)
 }
 
@@ -151,6 +152,7 @@ fn undo_drains(api: &RuntimeApi, again: &[Target], log: &mut Log) -> Result<()> 
         return Ok(());
     }
     execute::set_ready(api, again)?;
+    crate::metrics::undrained(again.len());
     for t in again {
         log.info(&format!(
             "settle: `{t}` is in the nodes folder again: hacfg's drain is undone, it serves"
@@ -168,6 +170,7 @@ fn finish_due(api: &RuntimeApi, pending: &mut Pending, log: &mut Log) -> Result<
         &pending.targets(Why::FirstCheck),
         &pending.targets(Why::Removal),
     )?;
+    crate::metrics::finished(&done);
     for (t, stat) in &done.ready {
         pending.remove(t);
         let check = &stat.check;

@@ -177,6 +177,7 @@ fn pass_from_file(
     let text = output.read()?.unwrap_or_default();
     let desired = config::servers(&String::from_utf8_lossy(&text));
     let live = api.live()?;
+    crate::metrics::servers_live(live.len());
     settle::pass(api, store.dir(), &desired, &live, None, waits, log)
 }
 
