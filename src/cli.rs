@@ -36,7 +36,10 @@ pub struct Cli {
     pub command: CommandArgs,
 }
 
+/// Global options come after a command's own in its `--help`, under their
+/// own headings.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Folder with one file per node
     #[arg(long, global = true, env = "HACFG_NODES_DIR", default_value = "/nodes")]
@@ -81,6 +84,7 @@ pub struct GlobalArgs {
 
 /// How a changed config is checked, written and loaded.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options (check, reload, runtime API)")]
 #[allow(clippy::struct_excessive_bools)] // each is a command-line flag
 pub struct ApplyArgs {
     /// HAProxy binary used for `haproxy -c` [default: `haproxy` from PATH, if any]
