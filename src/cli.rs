@@ -24,7 +24,9 @@ Exit codes:
   2  usage error        3  HAProxy rejected the config, or a node (held back)
   4  reload failed      5  a guard refused to shrink the pool
   6  partial success    7  --apply runtime: the change needs a reload
-  8  status: live servers differ from the folder";
+  8  status: live servers differ from the folder
+
+The built-in template's variables (--var KEY=VALUE): see `hacfg render --help`.";
 
 /// Keep an HAProxy configuration in step with a changing set of backend nodes.
 #[derive(Debug, Parser)]
@@ -192,6 +194,7 @@ pub enum CommandArgs {
     /// Show the nodes, sorted by name
     List(ListArgs),
     /// Render the config from the current nodes
+    #[command(after_help = crate::vars::help())]
     Render(RenderArgs),
     /// Reload HAProxy with the current config
     Reload,

@@ -14,7 +14,8 @@
 //! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
 //!   answers, runtime operations, reload strategies, the socket.
 //! - Around them: `serf` (events and members), `status`, `log`, `exit`,
-//!   `process`, `quote`, `docs`.
+//!   `process`, `quote`, `docs`, `vars` (the built-in
+//!   template's variables).
 
 mod atomic;
 mod cli;
@@ -35,6 +36,7 @@ mod render;
 mod serf;
 mod status;
 mod store;
+mod vars;
 
 use std::process::ExitCode;
 
