@@ -11,6 +11,7 @@ mod apply;
 mod availability;
 mod core;
 mod hardening;
+mod messages;
 mod reliability;
 mod runtime;
 mod serf;
