@@ -519,6 +519,23 @@ mod tests {
         assert_eq!(seconds_arg("0.5"), Ok(Duration::from_millis(500)));
     }
 
+    /// An option added to `GlobalArgs` after the flattened `ApplyArgs`
+    /// would take on ApplyArgs' heading (clap does not reset it).
+    #[test]
+    fn each_global_option_is_under_its_structs_heading() {
+        let global = GlobalArgs::augment_args(clap::Command::new("g"));
+        let apply = ApplyArgs::augment_args(clap::Command::new("a"));
+        let applies = |id: &clap::Id| apply.get_arguments().any(|a| a.get_id() == id);
+        for arg in global.get_arguments() {
+            let expected = if applies(arg.get_id()) {
+                "Global options (check, reload, runtime API)"
+            } else {
+                "Global options"
+            };
+            assert_eq!(arg.get_help_heading(), Some(expected), "{}", arg.get_id());
+        }
+    }
+
     #[test]
     fn global_options_go_before_or_after_the_command() {
         let a = Cli::try_parse_from(["hacfg", "--nodes-dir", "n", "list"]).unwrap();
