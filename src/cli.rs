@@ -24,9 +24,7 @@ Exit codes:
   2  usage error        3  HAProxy rejected the config, or a node (held back)
   4  reload failed      5  a guard refused to shrink the pool
   6  partial success    7  --apply runtime: the change needs a reload
-  8  status: live servers differ from the folder
-
-The built-in template's variables (--var KEY=VALUE): see `hacfg render --help`.";
+  8  status: live servers differ from the folder";
 
 /// Keep an HAProxy configuration in step with a changing set of backend nodes.
 #[derive(Debug, Parser)]
@@ -63,7 +61,8 @@ pub struct GlobalArgs {
     pub default_port: u16,
     /// Template variable, `vars.KEY` in the template (repeatable; the value
     /// is taken whole, commas too). Adds to HACFG_VARS (comma-separated,
-    /// `\,` for a comma in a value); a flag wins over the variable per key
+    /// `\,` for a comma in a value); a flag wins over the variable per key.
+    /// The built-in template's variables: see `hacfg render --help`
     #[arg(long = "var", global = true, value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
     /// Refuse to write a config with fewer nodes than this

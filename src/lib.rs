@@ -8,14 +8,14 @@
 //! - The nodes folder: `node` (the model and its defaults), `store` (the
 //!   folder and its lock), `index` (the cache of its files), `file`
 //!   (opening what others may have put there), `atomic` and `output` (the
-//!   rendered file, replaced atomically), `render` (the template).
+//!   rendered file, replaced atomically), `render` (the template), `vars`
+//!   (the built-in template's variables, for `--help` and the man page).
 //! - `pipeline/` decides: render → plan → execute → settle, the check and
 //!   the quarantine of refused nodes, the reload path, the deferred worker.
 //! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
 //!   answers, runtime operations, reload strategies, the socket.
 //! - Around them: `serf` (events and members), `status`, `log`, `exit`,
-//!   `process`, `quote`, `docs`, `vars` (the built-in
-//!   template's variables).
+//!   `process`, `quote`, `docs`.
 
 mod atomic;
 mod cli;
