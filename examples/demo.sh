@@ -3,6 +3,8 @@
 # Needs only the Rust toolchain; no root, nothing outside ./target/demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A first release build takes a minute or more and prints nothing itself.
+echo "demo: building hacfg (cargo build --release) ..." >&2
 cargo build --quiet --release
 hacfg=target/release/hacfg
 demo=target/demo

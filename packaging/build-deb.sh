@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the Debian package: the release binary, its man page and its
-# completions (generated from the binary itself), then `cargo deb`.
+# Builds the Debian package: the release binary, its man page (one page,
+# with a section per command) and its completions (generated from the
+# binary itself), then `cargo deb`.
 #
-#   bash packaging/build-deb.sh          # target/debian/hacfg_<version>_<arch>.deb
+#   bash packaging/build-deb.sh    # target/debian/hacfg_<version>-1_<arch>.deb (cargo-deb adds
+#                                  # the Debian revision -1), e.g. hacfg_0.1.0-1_amd64.deb
 #
 # Needs cargo-deb (`cargo install cargo-deb`).
 set -euo pipefail

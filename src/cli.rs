@@ -37,7 +37,10 @@ pub struct Cli {
     pub command: CommandArgs,
 }
 
+/// Global options come after a command's own in its `--help`, under their
+/// own headings.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Folder with one file per node
     #[arg(long, global = true, env = "HACFG_NODES_DIR", default_value = "/nodes")]
@@ -59,7 +62,8 @@ pub struct GlobalArgs {
     pub default_port: u16,
     /// Template variable, `vars.KEY` in the template (repeatable; the value
     /// is taken whole, commas too). Adds to HACFG_VARS (comma-separated,
-    /// `\,` for a comma in a value); a flag wins over the variable per key
+    /// `\,` for a comma in a value); a flag wins over the variable per key.
+    /// The built-in template's variables: see `hacfg render --help`
     #[arg(long = "var", global = true, value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
     /// Refuse to write a config with fewer nodes than this
@@ -86,6 +90,7 @@ pub struct GlobalArgs {
 
 /// How a changed config is checked, written and loaded.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options (check, reload, runtime API)")]
 #[allow(clippy::struct_excessive_bools)] // each is a command-line flag
 pub struct ApplyArgs {
     /// HAProxy binary used for `haproxy -c` [default: `haproxy` from PATH, if any]
@@ -194,6 +199,7 @@ pub enum CommandArgs {
     /// Show the nodes, sorted by name
     List(ListArgs),
     /// Render the config from the current nodes
+    #[command(after_help = crate::vars::help())]
     Render(RenderArgs),
     /// Reload HAProxy with the current config
     Reload,
@@ -237,9 +243,11 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct AddArgs {
     /// Node name (also its file name)
+    #[arg(value_parser = name_arg)]
     pub name: String,
     /// IP address or host name, optionally with `:PORT` (`[IPV6]:PORT`)
-    pub address: String,
+    #[arg(value_parser = address_arg)]
+    pub address: AddressArg,
     /// Port [default: from ADDRESS, else --default-port]
     #[arg(long, value_parser = port_arg)]
     pub port: Option<u16>,
@@ -247,7 +255,7 @@ pub struct AddArgs {
     #[arg(long, value_parser = weight_arg)]
     pub weight: Option<u16>,
     /// Tag, available to templates as `tags.KEY` (repeatable)
-    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag_arg)]
     pub tags: Vec<String>,
     /// Only change the nodes folder
     #[arg(long)]
@@ -257,6 +265,7 @@ pub struct AddArgs {
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
     /// Node name
+    #[arg(value_parser = name_arg)]
     pub name: String,
     /// Fail when the node does not exist
     #[arg(long)]
@@ -378,6 +387,119 @@ pub struct SyncArgs {
     pub allow_empty: bool,
 }
 
+/// A refused value told hacfg's way, or `None` when clap's own words are
+/// right: the value escaped and cut (it may come off the network, and
+/// clap prints it raw), and the variable named when the value came from
+/// one (clap names the flag, which nobody typed).
+pub fn retold(err: &clap::Error) -> Option<clap::Error> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let kind = err.kind();
+    if !matches!(kind, ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return None;
+    }
+    let (Some(ContextValue::String(shown)), Some(ContextValue::String(value))) = (
+        err.get(ContextKind::InvalidArg),
+        err.get(ContextKind::InvalidValue),
+    ) else {
+        return None;
+    };
+    let cmd = Cli::command();
+    let env = env_source(&cmd, shown);
+    let escaped = crate::quote::quote(value).to_string();
+    let plain = escaped == format!("\"{value}\"");
+    if plain && env.is_none() {
+        return None;
+    }
+    let value = if plain { format!("'{value}'") } else { escaped };
+    let mut message = format!("invalid value {value} for '{}'", env.unwrap_or(shown));
+    if let Some(source) = std::error::Error::source(err) {
+        message = format!("{message}: {source}");
+    }
+    if let Some(ContextValue::Strings(valid)) = err.get(ContextKind::ValidValue) {
+        message = format!("{message}\n  [possible values: {}]", valid.join(", "));
+    }
+    Some(cmd.clone().error(kind, message))
+}
+
+/// The variable a refused value came from: the option clap names
+/// (`--default-port <DEFAULT_PORT>`) has one, it is set, and the flag is
+/// not on the command line.
+fn env_source<'a>(cmd: &'a clap::Command, shown: &str) -> Option<&'a str> {
+    let arg = std::iter::once(cmd)
+        .chain(cmd.get_subcommands())
+        .flat_map(clap::Command::get_arguments)
+        .find(|a| a.get_long().is_some_and(|l| names_flag(shown, l)))?;
+    let env = arg.get_env()?.to_str()?;
+    (std::env::var_os(env).is_some() && !flag_given(arg.get_long()?)).then_some(env)
+}
+
+/// Whether clap's `--long <VALUE>` (or `--long`) is the flag `long`.
+fn names_flag(shown: &str, long: &str) -> bool {
+    shown
+        .strip_prefix("--")
+        .and_then(|s| s.strip_prefix(long))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+}
+
+/// Whether `--long` is on the command line (`--long V` or `--long=V`).
+fn flag_given(long: &str) -> bool {
+    let flag = format!("--{long}");
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        })
+}
+
+/// How a message names an option's value: the variable it came from when
+/// the flag is not on the command line.
+pub fn given_as<'a>(long: &'a str, env: &'a str) -> &'a str {
+    if !flag_given(long.trim_start_matches('-')) && std::env::var_os(env).is_some() {
+        env
+    } else {
+        long
+    }
+}
+
+/// `ADDRESS` as given, and what it says: the host and the port, if any.
+#[derive(Debug, Clone)]
+pub struct AddressArg {
+    pub text: String,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+/// Values on the command line follow the node files' rules, and a value
+/// they refuse is a usage error (exit 2) whatever its kind.
+fn name_arg(text: &str) -> Result<String, String> {
+    crate::node::validate_name(text).map_err(|e| format!("{e:#}"))?;
+    Ok(text.to_string())
+}
+
+fn address_arg(text: &str) -> Result<AddressArg, String> {
+    let (host, port) = crate::node::parse_endpoint(text).map_err(|e| format!("{e:#}"))?;
+    Ok(AddressArg {
+        text: text.to_string(),
+        host,
+        port,
+    })
+}
+
+/// One `KEY=VALUE` tag; a key given twice is found once all are parsed.
+fn tag_arg(text: &str) -> Result<String, String> {
+    let pairs = crate::node::parse_pairs([text]).map_err(|e| format!("{e:#}"))?;
+    for (key, value) in &pairs {
+        crate::node::validate_tag(key, value).map_err(|e| format!("{e:#}"))?;
+        if key == "backend" {
+            crate::node::validate_name(value).map_err(|e| format!("invalid backend tag: {e:#}"))?;
+        }
+    }
+    Ok(text.to_string())
+}
+
 /// Numbers on the command line follow the node files' rules: plain digits.
 fn port_arg(text: &str) -> Result<u16, String> {
     crate::node::parse_port(text).map_err(|e| e.to_string())
@@ -442,6 +564,23 @@ mod tests {
             assert!(seconds_arg(bad).is_err(), "{bad:?}");
         }
         assert_eq!(seconds_arg("0.5"), Ok(Duration::from_millis(500)));
+    }
+
+    /// An option added to `GlobalArgs` after the flattened `ApplyArgs`
+    /// would take on ApplyArgs' heading (clap does not reset it).
+    #[test]
+    fn each_global_option_is_under_its_structs_heading() {
+        let global = GlobalArgs::augment_args(clap::Command::new("g"));
+        let apply = ApplyArgs::augment_args(clap::Command::new("a"));
+        let applies = |id: &clap::Id| apply.get_arguments().any(|a| a.get_id() == id);
+        for arg in global.get_arguments() {
+            let expected = if applies(arg.get_id()) {
+                "Global options (check, reload, runtime API)"
+            } else {
+                "Global options"
+            };
+            assert_eq!(arg.get_help_heading(), Some(expected), "{}", arg.get_id());
+        }
     }
 
     #[test]

@@ -284,35 +284,34 @@ fn worker_from(
 fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
     Ok(match args {
         CommandArgs::Add(a) => {
-            let (address, port_in_address) = node::parse_endpoint(&a.address)?;
+            let port_in_address = a.address.port;
             if a.port.is_some() && port_in_address.is_some() && a.port != port_in_address {
                 return Err(usage(&format!(
                     "the port is given twice, in {} and as --port {}",
-                    quote(&a.address),
+                    quote(&a.address.text),
                     a.port.unwrap_or_default()
                 )));
             }
             let node = Node {
                 name: a.name,
-                address,
+                address: a.address.host,
                 port: Some(a.port.or(port_in_address).unwrap_or(default_port)),
                 weight: Some(a.weight.unwrap_or(node::DEFAULT_WEIGHT)),
                 tags: parse_pairs(&a.tags, "--tag")?,
             };
-            node.validate()?;
+            // clap checked each value; what is left (too many tags) is
+            // as much a usage error.
+            node.validate().map_err(|e| usage(&format!("{e:#}")))?;
             Command::Add {
                 node,
                 render: !a.no_render,
             }
         }
-        CommandArgs::Remove(a) => {
-            node::validate_name(&a.name)?;
-            Command::Remove {
-                name: a.name,
-                strict: a.strict,
-                render: !a.no_render,
-            }
-        }
+        CommandArgs::Remove(a) => Command::Remove {
+            name: a.name,
+            strict: a.strict,
+            render: !a.no_render,
+        },
         CommandArgs::Init => Command::Init,
         CommandArgs::Completions(a) => Command::Completions(a.shell),
         CommandArgs::Man => Command::Man,
@@ -404,9 +403,12 @@ fn clap_error(kind: clap::error::ErrorKind, message: &str) -> anyhow::Error {
 /// `vars`: HACFG_VARS, then the `--var` flags, which win per key.
 fn vars_from(flags: &[String]) -> Result<BTreeMap<String, String>> {
     let env = std::env::var("HACFG_VARS").unwrap_or_default();
-    let mut vars = parse_pairs(&split_env_list(&env), "HACFG_VARS")?;
-    vars.extend(parse_pairs(flags, "--var")?);
-    validate_vars(vars)
+    let mut vars = validate_vars(
+        parse_pairs(&split_env_list(&env), "HACFG_VARS")?,
+        "HACFG_VARS",
+    )?;
+    vars.extend(validate_vars(parse_pairs(flags, "--var")?, "--var")?);
+    Ok(vars)
 }
 
 /// Splits a comma-separated variable; `\,` is a comma inside an item.
@@ -434,17 +436,18 @@ fn parse_pairs(items: &[String], flag: &str) -> Result<BTreeMap<String, String>>
         .map_err(|e| usage(&format!("invalid {flag}: {e}")))
 }
 
-fn validate_vars(vars: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+/// `source` names where the variables came from: `--var` or HACFG_VARS.
+fn validate_vars(vars: BTreeMap<String, String>, source: &str) -> Result<BTreeMap<String, String>> {
     for (k, v) in &vars {
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(usage(&format!(
-                "invalid --var name {}: use letters, digits and '_'",
+                "invalid {source} name {}: use letters, digits and '_'",
                 quote(k)
             )));
         }
         if v.chars().any(char::is_control) {
             return Err(usage(&format!(
-                "invalid --var {k}: the value {} has control characters",
+                "invalid {source} {k}: the value {} has control characters",
                 quote(v)
             )));
         }
@@ -472,7 +475,8 @@ fn chosen_check(apply: &ApplyArgs) -> Result<Check> {
     if let Some(cmd) = &apply.check_cmd {
         if !cmd.contains("{}") {
             return Err(usage(&format!(
-                "--check-cmd {} has no `{{}}` for the config path",
+                "{} {} has no `{{}}` for the config path",
+                crate::cli::given_as("--check-cmd", "HACFG_CHECK_CMD"),
                 quote(cmd)
             )));
         }
@@ -482,8 +486,9 @@ fn chosen_check(apply: &ApplyArgs) -> Result<Check> {
         Some(bin) => {
             let found = find_executable(bin).with_context(|| {
                 format!(
-                    "haproxy binary `{}` not found (--haproxy-bin)",
-                    bin.display()
+                    "haproxy binary `{}` not found ({})",
+                    bin.display(),
+                    crate::cli::given_as("--haproxy-bin", "HACFG_HAPROXY_BIN")
                 )
             })?;
             Ok(Check::Haproxy(found))

@@ -8,7 +8,8 @@
 //! - The nodes folder: `node` (the model and its defaults), `store` (the
 //!   folder and its lock), `index` (the cache of its files), `file`
 //!   (opening what others may have put there), `atomic` and `output` (the
-//!   rendered file, replaced atomically), `render` (the template).
+//!   rendered file, replaced atomically), `render` (the template), `vars`
+//!   (the built-in template's variables, for `--help` and the man page).
 //! - `pipeline/` decides: render → plan → execute → settle, the check and
 //!   the quarantine of refused nodes, the reload path, the deferred worker.
 //! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
@@ -39,6 +40,7 @@ mod render;
 mod serf;
 mod status;
 mod store;
+mod vars;
 
 use std::process::ExitCode;
 

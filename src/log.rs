@@ -126,8 +126,11 @@ pub fn error_text(err: &anyhow::Error) -> String {
 }
 
 /// Exits as clap does (`--help` and `--version` too); a usage error is
-/// logged first, as its first line (`error: …`).
+/// logged first, as its first line (`error: …`). A refused value is
+/// shown escaped, and named by its variable if it came from one.
 pub fn usage_exit(usage: &clap::Error, log_file: Option<&std::path::Path>) -> ! {
+    let retold = crate::cli::retold(usage);
+    let usage = retold.as_ref().unwrap_or(usage);
     if usage.use_stderr() {
         let text = usage.render().to_string();
         let first = text.lines().next().unwrap_or("error: usage error");

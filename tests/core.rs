@@ -261,13 +261,16 @@ fn hostile_input_is_rejected_and_changes_nothing() {
         assert!(stderr.contains("error"), "{args:?}: {stderr}");
         assert_eq!(before, env.snapshot(), "{args:?} changed files");
     }
-    // Errors show the value escaped, on one line.
-    let stderr = env.fails(&["add", "s1\nserver evil 6.6.6.6:80", "10.0.0.2"], 1);
+    // Errors show the value escaped: no line of them is the attacker's.
+    let stderr = env.fails(&["add", "s1\nserver evil 6.6.6.6:80", "10.0.0.2"], 2);
     assert!(
         stderr.contains(r#""s1\nserver evil 6.6.6.6:80""#),
         "{stderr}"
     );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("server evil")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -765,7 +768,7 @@ fn editor_probes_and_swap_files_are_ignored() {
     assert_eq!(env.servers(), ["s1 10.0.0.1:3000"]);
     env.call(&["add", "4913", "10.0.0.2"])
         .unchanged()
-        .code(1)
+        .code(2)
         .stderr_has("files named like this are ignored");
     env.write("nodes/s2", "");
     env.call(&["render"])

@@ -428,7 +428,7 @@ fn numbers_are_plain_digits_and_keys_unique_everywhere() {
     }
     env.call(&["add", "s2", "10.0.0.2:0080"])
         .unchanged()
-        .code(1);
+        .code(2);
     env.call(&["add", "s2", "10.0.0.2", "--tag", "a=1", "--tag", "a=2"])
         .unchanged()
         .code(2)

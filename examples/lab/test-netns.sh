@@ -45,13 +45,21 @@ kill_all() {
   ip netns pids "$tag-$1" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
 }
 
+# A run that failed keeps its logs (each host's s6.log, the balancer's
+# init.log and serf.log) and says where they are; a good run removes all.
 cleanup() {
+  local status=$?
   for h in "${hosts[@]}"; do
     kill_all "$h"
     ip netns del "$tag-$h" 2>/dev/null
   done
   ip netns del "$tag-br" 2>/dev/null
-  rm -rf "$work"
+  if [ "$status" = 0 ] && [ "$failed" = 0 ]; then
+    rm -rf "$work"
+  else
+    echo "test-netns.sh: failed; the logs are kept:" >&2
+    find "$work" -name '*.log' -type f >&2
+  fi
 }
 trap cleanup EXIT
 

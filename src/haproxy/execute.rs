@@ -38,6 +38,27 @@ pub enum Op {
     },
 }
 
+/// What `-v` shows of an operation: `add \`nodes/s1\` at [fd00::5]:80`.
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Add(s) => write!(
+                f,
+                "add `{}/{}` at {} weight {}",
+                s.backend,
+                s.name,
+                endpoint(&s.addr, s.port),
+                s.weight
+            ),
+            Op::Delete(target) => write!(f, "delete `{target}`"),
+            Op::SetAddr {
+                target, addr, port, ..
+            } => write!(f, "move `{target}` to {}", endpoint(addr, *port)),
+            Op::SetWeight { target, weight } => write!(f, "set `{target}` weight {weight}"),
+        }
+    }
+}
+
 /// What [`execute`] did, and what it left to [`finish`].
 #[derive(Debug, Default)]
 pub struct Executed {

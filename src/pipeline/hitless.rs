@@ -500,7 +500,12 @@ impl Context<'_> {
             log.debug("runtime API: HAProxy already runs the desired servers");
             return Ok(None);
         }
-        log.debug(&format!("runtime API: {} operation(s): {ops:?}", ops.len()));
+        let shown: Vec<String> = ops.iter().map(ToString::to_string).collect();
+        log.debug(&format!(
+            "runtime API: {} operation(s): {}",
+            ops.len(),
+            shown.join(", ")
+        ));
         let safe = safe_add(input, ops, log);
         settle::intend(self.store.dir(), ops, live, safe, self.s.waits)?;
         let executed = execute::execute(api, ops, live, safe)?;
