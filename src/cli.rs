@@ -303,7 +303,8 @@ pub struct RolesArgs {
         long = "role",
         env = "HACFG_SERF_ROLE",
         value_delimiter = ',',
-        default_value = "backend"
+        default_value = "backend",
+        value_parser = role_arg
     )]
     pub roles: Vec<String>,
 }
@@ -474,6 +475,15 @@ pub struct AddressArg {
 
 /// Values on the command line follow the node files' rules, and a value
 /// they refuse is a usage error (exit 2) whatever its kind.
+/// A role is a tag value: what a member's `role` tag must equal.
+fn role_arg(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("a role cannot be empty".into());
+    }
+    crate::node::validate_tag("role", text).map_err(|e| format!("{e:#}"))?;
+    Ok(text.to_string())
+}
+
 fn name_arg(text: &str) -> Result<String, String> {
     crate::node::validate_name(text).map_err(|e| format!("{e:#}"))?;
     Ok(text.to_string())

@@ -309,7 +309,8 @@ impl Event<'_> {
         let port = cfg.pipeline.renderer.default_port;
         let mut changes = serf::plan_event(lines, action, self.roles, self.self_name, port);
         let mut skipped = warn_planned(&changes, self.name, log);
-        let staying = second_opinion(cfg, store, &output, action, &mut changes, log)?;
+        let modes = (action, self.on_failed);
+        let staying = second_opinion(cfg, store, &output, modes, &mut changes, log)?;
         {
             let lock = store.lock::<Shared>()?;
             skipped += apply_changes(store, &lock, &changes, self.name, port, log)?;
@@ -385,15 +386,16 @@ fn fleet(ask: &crate::fleet::Ask) -> Result<Outcome> {
     })
 }
 
-/// `--on-failed verify`, and the failed members that stayed before: asks
-/// HAProxy (when a member is reported failed now, or one stays from
-/// before) and keeps the removals it agrees with. An event's upserts and
-/// removals end their members' stays. Returns whether some member stays.
+/// `--on-failed verify`: asks HAProxy, when a member is reported failed
+/// now or one stays from before, and keeps the removals it agrees with.
+/// An event's upserts and removals end their members' stays (in every
+/// mode: a stale stay must never judge a member Serf sees alive). Returns
+/// whether some member stays.
 fn second_opinion(
     cfg: &Config,
     store: &Store,
     output: &OutputFile,
-    action: Action,
+    (action, on_failed): (Action, OnFailed),
     changes: &mut Changes,
     log: &mut Log,
 ) -> Result<bool> {
@@ -412,9 +414,13 @@ fn second_opinion(
     let mut ended: Vec<String> = changes.upserts.iter().map(|n| n.name.clone()).collect();
     ended.extend(changes.removals.iter().cloned());
     let lock = store.lock::<Exclusive>()?;
-    let reviewed = verify::review(&cfg.pipeline, store, &lock, output, (&failed, &ended), log)?;
-    changes.removals.extend(reviewed.remove);
-    Ok(reviewed.staying)
+    if on_failed != OnFailed::Verify {
+        return verify::end(store.dir(), &ended, log).map(|()| false);
+    }
+    let reviewed = verify::review(&cfg.pipeline, store, &lock, output, (&failed, &ended), log);
+    reviewed.record(store.dir())?;
+    changes.removals.extend(reviewed.remove.iter().cloned());
+    Ok(reviewed.staying())
 }
 
 /// `hacfg sync`: the folder made equal to the alive members of `roles`.
@@ -449,7 +455,8 @@ impl Sync<'_> {
         let mut skipped = warn_planned(&wanted, "sync", log);
         if self.dry_run {
             let current = store.load_all(&store.lock::<Shared>()?)?;
-            let changes = serf::plan_sync(&current, wanted);
+            let mut changes = serf::plan_sync(&current, wanted);
+            let asked = self.failed_removals(&mut changes);
             let mut text = String::new();
             for node in &changes.upserts {
                 let _ = writeln!(text, "+ {}", describe(node, port));
@@ -457,7 +464,15 @@ impl Sync<'_> {
             for name in &changes.removals {
                 let _ = writeln!(text, "- `{name}`");
             }
+            for name in &asked {
+                let _ = writeln!(
+                    text,
+                    "? `{name}` (failed: goes if HAProxy's checks see it DOWN)"
+                );
+            }
             print_stdout(&text)?;
+            // The worst case: every failed member goes.
+            changes.removals.extend(asked);
             self.guard(current.len(), &changes)?;
             return Ok(partial("sync", skipped, Outcome::Done));
         }
@@ -467,48 +482,49 @@ impl Sync<'_> {
         let lock = store.lock::<Exclusive>()?;
         let current = store.load_all(&lock)?;
         let mut changes = serf::plan_sync(&current, wanted);
-        let staying = self.second_opinion(cfg, store, &lock, &output, &mut changes, log)?;
+        let failed = self.failed_removals(&mut changes);
+        let reviewed = (self.on_failed == OnFailed::Verify).then(|| {
+            let mut ended: Vec<String> = changes.upserts.iter().map(|n| n.name.clone()).collect();
+            ended.extend(changes.removals.iter().cloned());
+            verify::review(&cfg.pipeline, store, &lock, &output, (&failed, &ended), log)
+        });
+        if let Some(reviewed) = &reviewed {
+            changes.removals.extend(reviewed.remove.iter().cloned());
+            changes.removals.sort();
+            changes.removals.dedup();
+        }
+        // A refused plan changes nothing, the record of stays included.
         self.guard(current.len(), &changes)?;
+        if let Some(reviewed) = &reviewed {
+            reviewed.record(store.dir())?;
+        }
         skipped += apply_changes(store, &lock, &changes, "sync", port, log)?;
         let outcome = update_under(cfg, store, lock, &output, log, None)?;
-        if staying {
+        if reviewed.is_some_and(|r| r.staying()) {
             pipeline::worker::spawn(&cfg.pipeline.worker, log);
         }
         Ok(partial("sync", skipped, outcome))
     }
 
-    /// The removals of failed members, as `--on-failed` says: kept with
-    /// `keep`; with `verify`, removed only once HAProxy's checks agree. A
-    /// member that left or was reaped goes, and so does a stay whose
-    /// server HAProxy now sees DOWN. Returns whether some failed member stays.
-    fn second_opinion(
-        &self,
-        cfg: &Config,
-        store: &Store,
-        lock: &Lock<Exclusive>,
-        output: &OutputFile,
-        changes: &mut Changes,
-        log: &mut Log,
-    ) -> Result<bool> {
+    /// The removals of failed members, as `--on-failed` says: `remove`
+    /// leaves them; `keep` drops them; `verify` takes them out of
+    /// `changes` and returns them, for HAProxy to judge.
+    fn failed_removals(&self, changes: &mut Changes) -> Vec<String> {
         let is_failed = |name: &String| self.failed.contains(name);
-        if self.on_failed == OnFailed::Keep {
-            changes.removals.retain(|name| !is_failed(name));
+        match self.on_failed {
+            OnFailed::Remove => Vec::new(),
+            OnFailed::Keep => {
+                changes.removals.retain(|name| !is_failed(name));
+                Vec::new()
+            }
+            OnFailed::Verify => {
+                let (failed, gone) = std::mem::take(&mut changes.removals)
+                    .into_iter()
+                    .partition(is_failed);
+                changes.removals = gone;
+                failed
+            }
         }
-        if cfg.pipeline.runtime.is_none() {
-            return Ok(false);
-        }
-        let verify = self.on_failed == OnFailed::Verify;
-        let (failed, gone): (Vec<String>, Vec<String>) = std::mem::take(&mut changes.removals)
-            .into_iter()
-            .partition(|n| verify && is_failed(n));
-        changes.removals = gone;
-        let mut ended: Vec<String> = changes.upserts.iter().map(|n| n.name.clone()).collect();
-        ended.extend(changes.removals.iter().cloned());
-        let reviewed = verify::review(&cfg.pipeline, store, lock, output, (&failed, &ended), log)?;
-        changes.removals.extend(reviewed.remove);
-        changes.removals.sort();
-        changes.removals.dedup();
-        Ok(reviewed.staying)
     }
 
     /// A partitioned agent that still sees a few members is thin evidence

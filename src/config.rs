@@ -188,6 +188,8 @@ pub fn metrics_from(cli: &Cli) -> Option<crate::metrics::Target> {
         CommandArgs::Remove(_) => "remove",
         CommandArgs::Render(a) if !a.stdout && !a.diff => "render",
         CommandArgs::Reload => "reload",
+        // A query changes nothing: `fleet`'s probes must not hide the last event.
+        CommandArgs::Serf(a) if a.event.as_deref() == Some("query") => return None,
         CommandArgs::Serf(_) => "serf",
         CommandArgs::Sync(a) if !a.dry_run => "sync",
         CommandArgs::Settle(a) if a.worker => "worker",
@@ -214,9 +216,11 @@ fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
 /// The worker's command line: this binary and everything a run of the
 /// pipeline needs (the folder, the output, the template and its variables,
 /// the check, the reload, the socket, the waits, the log and the metrics
-/// file), as flags: it gets no `HACFG_*`, and it is quiet (its stderr goes
-/// nowhere). It renders and applies when a failed member that stayed
-/// (`--on-failed verify`) goes.
+/// file): it gets no `HACFG_*` of its caller's, and it is quiet (its stderr
+/// goes nowhere). It renders and applies when a failed member that stayed
+/// (`--on-failed verify`) goes. What may hold a secret (the variables, the
+/// check and reload commands) goes in its environment, which only its user
+/// can read, not on its command line, which anyone can.
 fn worker_from(
     (nodes_dir, output): (&Path, &Path),
     files: [Option<&Path>; 2],
@@ -226,59 +230,89 @@ fn worker_from(
 ) -> Worker {
     let mut args: Vec<OsString> = vec!["--nodes-dir".into(), nodes_dir.into()];
     args.extend(["--output".into(), output.into()]);
-    let mut path_flag = |flag: &str, path: Option<&PathBuf>| {
-        if let Some(path) = path {
-            args.extend([flag.into(), path.into()]);
-        }
-    };
-    path_flag("--template", renderer.template.as_ref());
-    path_flag("--haproxy-bin", apply.haproxy_bin.as_ref());
-    path_flag("--pid-file", apply.pid_file.as_ref());
-    match (&apply.master_socket, &apply.stats_socket) {
-        (Some(path), _) => path_flag("--master-socket", Some(path)),
-        (None, path) => path_flag("--stats-socket", path.as_ref()),
-    }
-    for (key, value) in &renderer.vars {
-        args.extend(["--var".into(), format!("{key}={value}").into()]);
-    }
-    let mut text_flag = |flag: &str, value: Option<String>| {
+    let mut flag = |flag: &str, value: Option<OsString>| {
         if let Some(value) = value {
-            args.extend([flag.into(), value.into()]);
+            args.extend([flag.into(), value]);
         }
     };
-    text_flag("--default-port", Some(renderer.default_port.to_string()));
-    text_flag("--min-nodes", Some(min_nodes.to_string()));
-    text_flag("--check-cmd", apply.check_cmd.clone());
-    text_flag("--reload-cmd", apply.reload_cmd.clone());
+    let path = |p: Option<&PathBuf>| p.map(OsString::from);
+    flag("--template", path(renderer.template.as_ref()));
+    flag("--haproxy-bin", path(apply.haproxy_bin.as_ref()));
+    flag("--pid-file", path(apply.pid_file.as_ref()));
+    match (&apply.master_socket, &apply.stats_socket) {
+        (Some(socket), _) => flag("--master-socket", Some(socket.into())),
+        (None, socket) => flag("--stats-socket", path(socket.as_ref())),
+    }
+    for (name, file) in ["--log-file", "--metrics-file"].into_iter().zip(files) {
+        flag(name, file.map(OsString::from));
+    }
+    flag(
+        "--default-port",
+        Some(renderer.default_port.to_string().into()),
+    );
+    flag("--min-nodes", Some(min_nodes.to_string().into()));
     let apply_mode = apply.apply_mode.to_possible_value();
-    text_flag("--apply", apply_mode.map(|v| v.get_name().to_string()));
-    for (flag, value) in [
+    flag("--apply", apply_mode.map(|v| v.get_name().into()));
+    for (name, wait) in [
         ("--socket-timeout", apply.socket_timeout),
         ("--check-timeout", apply.check_timeout),
         ("--drain-timeout", apply.drain_timeout),
         ("--reload-timeout", apply.reload_timeout),
     ] {
-        args.extend([flag.into(), format!("{}", value.as_secs_f64()).into()]);
+        flag(name, Some(exact_seconds(wait).into()));
     }
-    for (flag, set) in [
+    for (name, set) in [
         ("--no-check", apply.no_check),
         ("--reload", apply.reload),
         ("--in-place", write_mode_from(apply) == WriteMode::InPlace),
     ] {
         if set {
-            args.push(flag.into());
+            args.push(name.into());
         }
     }
-    for (flag, path) in ["--log-file", "--metrics-file"].into_iter().zip(files) {
-        if let Some(path) = path {
-            args.extend([flag.into(), path.into()]);
-        }
+    let (env, vars) = worker_env(renderer, apply);
+    for var in vars {
+        args.extend(["--var".into(), var.into()]);
     }
     args.extend(["settle".into(), "--worker".into()]);
     Worker {
         exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hacfg")),
         args,
+        env,
     }
+}
+
+/// The worker's secrets as `HACFG_*` variables: HACFG_VARS (`\,` for a
+/// comma in a value), HACFG_CHECK_CMD, HACFG_RELOAD_CMD. A value that ends
+/// in `\` cannot be written in HACFG_VARS: it comes back as a `--var`.
+fn worker_env(renderer: &Renderer, apply: &ApplyArgs) -> (Vec<(OsString, OsString)>, Vec<String>) {
+    let (mut listed, mut flags) = (Vec::new(), Vec::new());
+    for (key, value) in &renderer.vars {
+        if value.ends_with('\\') {
+            flags.push(format!("{key}={value}"));
+        } else {
+            listed.push(format!("{key}={}", value.replace(',', "\\,")));
+        }
+    }
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    if !listed.is_empty() {
+        env.push(("HACFG_VARS".into(), listed.join(",").into()));
+    }
+    for (name, value) in [
+        ("HACFG_CHECK_CMD", &apply.check_cmd),
+        ("HACFG_RELOAD_CMD", &apply.reload_cmd),
+    ] {
+        if let Some(value) = value {
+            env.push((name.into(), value.into()));
+        }
+    }
+    (env, flags)
+}
+
+/// A duration as the seconds `seconds_arg` reads back exactly: `1.14` as
+/// `1.140000000`, never as f64's `1.1400000000000001` (refused).
+fn exact_seconds(wait: std::time::Duration) -> String {
+    format!("{}.{:09}", wait.as_secs(), wait.subsec_nanos())
 }
 
 fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
@@ -605,39 +639,71 @@ mod tests {
             template.to_str().unwrap(),
             "--var",
             "a=b,c",
+            "--var",
+            r"back=slash\\",
+            "--var",
+            "secret=s3cret",
             "--default-port",
             "81",
             "--min-nodes",
             "2",
-            "--no-check",
+            "--check-cmd",
+            "check {} --password s3cret",
             "--reload",
             "--master-socket",
             "m.sock",
             "--reload-timeout",
-            "3",
+            "1.14",
+            "--check-timeout",
+            "0.29",
             "--apply",
             "runtime",
             "--in-place",
             "serf",
         ]))
         .unwrap();
-        let args = &parent.pipeline.worker.args;
-        let command_line = std::iter::once(OsString::from("hacfg")).chain(args.iter().cloned());
-        let worker =
-            Config::from_cli(<Cli as clap::Parser>::try_parse_from(command_line).unwrap()).unwrap();
-        let (w, p) = (&worker.pipeline, &parent.pipeline);
-        assert_eq!(format!("{:?}", w.renderer), format!("{:?}", p.renderer));
-        assert_eq!(w.renderer.vars.get("a").map(String::as_str), Some("b,c"));
-        assert_eq!(
-            (w.min_nodes, w.apply, w.check.clone()),
-            (2, ApplyMode::Runtime, Check::Skip)
-        );
+        let worker = &parent.pipeline.worker;
+        // Secrets stay off the command line (anyone can read /proc/PID/cmdline).
+        let line = worker.args.join(std::ffi::OsStr::new(" "));
+        assert!(!line.to_string_lossy().contains("s3cret"), "{line:?}");
+        let env: BTreeMap<String, String> = worker
+            .env
+            .iter()
+            .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
+            .collect();
+        assert_eq!(env["HACFG_CHECK_CMD"], "check {} --password s3cret");
+        let listed = parse_pairs(&split_env_list(&env["HACFG_VARS"]), "HACFG_VARS").unwrap();
+        assert_eq!(listed["a"], "b,c");
+        assert_eq!(listed["secret"], "s3cret");
+        // A value ending in `\` cannot be listed: it is a flag.
+        assert!(line.to_string_lossy().contains(r"--var back=slash\\"));
+        // The arguments read back as the same settings, waits to the nanosecond.
+        let command_line = std::iter::once(OsString::from("hacfg")).chain(worker.args.clone());
+        let read = <Cli as clap::Parser>::try_parse_from(command_line).unwrap();
+        assert_eq!(read.global.apply.reload_timeout, parent_cli_wait("1.14"));
+        assert_eq!(read.global.apply.check_timeout, parent_cli_wait("0.29"));
+        let child = Config::from_cli(read).unwrap();
+        let (w, p) = (&child.pipeline, &parent.pipeline);
+        assert_eq!(w.renderer.template, p.renderer.template);
+        assert_eq!(w.renderer.default_port, 81);
+        assert_eq!((w.min_nodes, w.apply), (2, ApplyMode::Runtime));
         assert_eq!(format!("{:?}", w.reload), format!("{:?}", p.reload));
         assert!(w.reload.is_some());
-        assert_eq!(worker.write_mode, WriteMode::InPlace);
-        // The worker's own worker is itself: nothing is lost on the way.
-        assert_eq!(&w.worker.args, args);
-        assert!(matches!(worker.command, Command::Settle { worker: true }));
+        assert_eq!(child.write_mode, WriteMode::InPlace);
+        assert_eq!(&w.worker.args, &worker.args);
+        assert!(matches!(child.command, Command::Settle { worker: true }));
+        for text in ["1.14", "0.29", "3599.999", "0.001", "10"] {
+            let wait = parent_cli_wait(text);
+            assert_eq!(parent_cli_wait(&exact_seconds(wait)), wait, "{text}");
+        }
+    }
+
+    /// A duration as `--reload-timeout` reads it.
+    fn parent_cli_wait(text: &str) -> std::time::Duration {
+        cli(&["--reload-timeout", text, "list"])
+            .global
+            .apply
+            .reload_timeout
     }
 
     #[test]

@@ -52,6 +52,9 @@ use clap::Parser;
 /// counts then adds itself to the metrics file, whatever its exit code.
 pub fn execute() -> ExitCode {
     let clock = metrics::Clock::start();
+    if log::answers_a_query() {
+        log::silence_stderr();
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(usage) => log::usage_exit(&usage, log::log_file_of_args().as_deref()),

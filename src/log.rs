@@ -186,6 +186,22 @@ pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String 
     out
 }
 
+/// Whether this run is `hacfg serf` handling a Serf query: Serf sends a
+/// query handler's stdout *and stderr* back as its answer.
+pub fn answers_a_query() -> bool {
+    std::env::var_os("SERF_EVENT").is_some_and(|e| e == "query")
+        && std::env::args_os().skip(1).any(|a| a == "serf")
+}
+
+/// Sends stderr to /dev/null, so that no warning or error (a log file that
+/// cannot be opened, a bad setting) becomes part of a query's answer; the
+/// log file still gets them.
+pub fn silence_stderr() {
+    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
+}
+
 /// Prints `hacfg: warning: …` on stderr.
 pub fn print_warning(message: &str) {
     eprintln!("hacfg: warning: {message}");

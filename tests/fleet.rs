@@ -42,6 +42,37 @@ fn the_handler_answers_only_its_query_and_only_on_stdout() {
     }
 }
 
+/// Nothing hacfg has to say about its own settings reaches a query's
+/// answer: a log or metrics file that cannot be written, a bad variable.
+/// The log file gets what it can, and a query counts as no run.
+#[test]
+fn a_query_answer_holds_the_digest_alone_whatever_goes_wrong() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "w1", "10.0.0.1:80"]);
+    let bad = [
+        "--log-file",
+        "/nonexistent/log",
+        "--metrics-file",
+        "/nonexistent/m.prom",
+    ];
+    let done = query(&env, "hacfg-digest", &bad).unchanged().code(0);
+    assert_eq!(done.stderr, "");
+    assert!(
+        done.stdout.starts_with("hacfg-digest/1 "),
+        "{}",
+        done.stdout
+    );
+    let metrics = env.path("m.prom");
+    let metrics = metrics.to_str().unwrap();
+    query(&env, "hacfg-digest", &["--metrics-file", metrics]).code(0);
+    assert!(!env.path("m.prom").exists(), "a query counted as a run");
+    let done = query(&env, "other", &[])
+        .env("HACFG_DEFAULT_PORT", "abc")
+        .unchanged()
+        .code(2);
+    assert_eq!((done.stdout.as_str(), done.stderr.as_str()), ("", ""));
+}
+
 /// The rows of `hacfg fleet --json`, by name: (marks, digest).
 fn rows(stdout: &str) -> Vec<(String, Vec<String>, Value)> {
     let list: Vec<Value> = serde_json::from_str(stdout).expect("a JSON array");

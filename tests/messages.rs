@@ -32,6 +32,8 @@ const FLAG_CASES: &[(&[&str], &str)] = &[
         "'--reload-timeout <SECS>'",
     ),
     (&["--apply", "bogus", "list"], "'--apply <APPLY_MODE>'"),
+    (&["sync", "--role", "a b"], "'--role <ROLES>'"),
+    (&["serf", "--role", ""], "'--role <ROLES>'"),
 ];
 
 const ENV_CASES: &[(&str, &str, &[&str])] = &[
@@ -45,6 +47,8 @@ const ENV_CASES: &[(&str, &str, &[&str])] = &[
     ("HACFG_VARS", "bad-key=1", &["render"]),
     ("HACFG_CHECK_CMD", "true", &["render"]),
     ("HACFG_ON_FAILED", "bogus", &["serf"]),
+    ("HACFG_SERF_ROLE", "x;rm", &["sync"]),
+    ("HACFG_SERF_ROLE", "", &["serf"]),
 ];
 
 #[track_caller]

@@ -769,6 +769,18 @@ fn a_failed_member_whose_server_serves_stays_through_events_and_sync() {
         env.nodes.join("v1").exists(),
         "sync removed a member HAProxy sees UP"
     );
+    // Its dry run says so, whatever the mode: gone, kept, or HAProxy's call.
+    for (mode, line) in [("remove", "- `v1`"), ("verify", "? `v1` (failed: goes if")] {
+        let plan = env.call(&["sync", "--rpc-addr", &bal.rpc, "--allow-empty", "--dry-run"]);
+        let plan = plan
+            .args(pool.runtime_args(&["--on-failed", mode]))
+            .code(0)
+            .stdout;
+        assert!(plan.contains(line), "{mode}: {plan}");
+    }
+    let plan = env.call(&["sync", "--rpc-addr", &bal.rpc, "--allow-empty", "--dry-run"]);
+    let plan = plan.args(["--on-failed", "keep"]).code(0).stdout;
+    assert!(!plan.contains("v1"), "keep: {plan}");
 
     // Its server stops: the handler's worker removes the node.
     pool.stop("v1");

@@ -1,6 +1,6 @@
 //! Making HAProxy load the new config, and checking that it did.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -68,17 +68,21 @@ fn signal_master(pid_file: &Path, deadline: Instant, timeout: Duration) -> Resul
         )
     })?;
     wait_until_ready(pid, deadline, timeout)?;
-    let before: BTreeMap<i32, u32> = children(pid)
-        .into_iter()
-        .filter_map(|c| Some((c, worker_state(c)?.1)))
-        .collect();
+    let before = children(pid);
+    // The current worker is the youngest: older ones are still draining
+    // from earlier reloads, and may exit whenever their clients leave.
+    let current = before
+        .iter()
+        .filter_map(|c| Some((start_time(*c)?, *c)))
+        .max()
+        .and_then(|(_, c)| Some((c, worker_state(c)?.1)));
     pidfd_send_signal(&pidfd, Signal::USR2).with_context(|| {
         format!(
             "unable to signal HAProxy master {pid} (from `{}`)",
             pid_file.display()
         )
     })?;
-    wait_for_new_worker(pid, &before, deadline, timeout)
+    wait_for_new_worker(pid, (&before, current), deadline, timeout)
 }
 
 /// The pid in a pid file: one decimal number on its first line.
@@ -126,7 +130,7 @@ fn wait_until_ready(pid: i32, deadline: Instant, timeout: Duration) -> Result<()
 /// while) and handles it again without a new worker refused the config.
 fn wait_for_new_worker(
     pid: i32,
-    before: &BTreeMap<i32, u32>,
+    (before, current): (&BTreeSet<i32>, Option<(i32, u32)>),
     deadline: Instant,
     timeout: Duration,
 ) -> Result<String> {
@@ -140,8 +144,8 @@ fn wait_for_new_worker(
         // Read before the children: a master that handles the signal again
         // has forked its new worker already.
         let ready = handles_usr2(pid);
-        if let Some(child) = children(pid).into_iter().find(|c| !before.contains_key(c)) {
-            return confirm_loaded(pid, child, before, deadline);
+        if let Some(child) = children(pid).into_iter().find(|c| !before.contains(c)) {
+            return confirm_loaded(pid, child, current, deadline);
         }
         ensure!(
             !(reexecuted && ready),
@@ -169,16 +173,16 @@ const QUIET_WORKER_GRACE: Duration = Duration::from_secs(2);
 
 /// A new worker proves nothing yet from HAProxy 3.1 on: the master forks
 /// it *before* it reads the config. It has loaded once it starts its
-/// threads, or once the master soft-stops an old worker (which loses
-/// threads or exits); it refused the config when it exits first. A
-/// single-threaded worker beside old workers busy with connections gives
+/// threads, or once the master soft-stops the `current` worker (which
+/// loses threads or exits); it refused the config when it exits first. A
+/// single-threaded worker beside a current one busy with connections gives
 /// no sign: alive after [`QUIET_WORKER_GRACE`], it counts as loaded. (Up to
 /// 3.0 the master reads the config first, and the new worker shows its
 /// threads at once.)
 fn confirm_loaded(
     master: i32,
     child: i32,
-    before: &BTreeMap<i32, u32>,
+    current: Option<(i32, u32)>,
     deadline: Instant,
 ) -> Result<String> {
     let appeared = Instant::now();
@@ -192,10 +196,10 @@ fn confirm_loaded(
                  {child} exited, and the old workers keep serving (see its log)"
             ),
         }
-        let soft_stopped = |(old, threads): (&i32, &u32)| {
-            worker_state(*old).is_none_or(|(running, now)| !running || now < *threads)
+        let soft_stopped = |(old, threads): (i32, u32)| {
+            worker_state(old).is_none_or(|(running, now)| !running || now < threads)
         };
-        if before.iter().any(soft_stopped) {
+        if current.is_some_and(soft_stopped) {
             return Ok(loaded());
         }
         if appeared.elapsed() >= QUIET_WORKER_GRACE || Instant::now() >= deadline {
@@ -207,6 +211,15 @@ fn confirm_loaded(
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// When process `pid` started (clock ticks since boot, `/proc/PID/stat`'s
+/// 22nd field).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state …": comm may hold anything, so count after it.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Whether a process runs (is no zombie) and how many threads it has, from

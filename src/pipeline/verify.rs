@@ -102,21 +102,26 @@ impl Stays {
 /// What HAProxy's checks say of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// A checked server of it is UP (and not in maintenance): it stays.
+    /// A checked server of it is UP or starting (and not in maintenance): it stays.
     Up(Target),
     /// Nothing of it is seen UP by a check: it goes, for this reason.
     Down(String),
 }
 
 /// HAProxy's opinion of `node`: its servers are the `desired` ones (the
-/// config hacfg wrote) named after it or at its endpoint, as `live` runs
-/// them. A server counts only if its line has `check`.
+/// config hacfg wrote) named after it (or, when none is, at its endpoint),
+/// as `live` runs them. A server counts only if its line has `check`.
 pub fn verdict(node: &Node, default_port: u16, desired: &[Server], live: &[Live]) -> Verdict {
     let port = node.port_or(default_port);
-    let mine: Vec<&Server> = desired
-        .iter()
-        .filter(|s| s.name == node.name || (s.port == port && same_addr(&s.addr, &node.address)))
-        .collect();
+    let named: Vec<&Server> = desired.iter().filter(|s| s.name == node.name).collect();
+    // By endpoint only when no server carries its name: another node at
+    // the same address (a reused IP) must not vouch for this one.
+    let mine = if named.is_empty() {
+        let at_endpoint = |s: &&Server| s.port == port && same_addr(&s.addr, &node.address);
+        desired.iter().filter(at_endpoint).collect()
+    } else {
+        named
+    };
     if mine.is_empty() {
         return Verdict::Down("the config has no server for it".into());
     }
@@ -128,7 +133,10 @@ pub fn verdict(node: &Node, default_port: u16, desired: &[Server], live: &[Live]
     for server in checked {
         let target = Target::new(&server.backend, &server.name);
         match live.iter().find(|l| l.target() == target) {
-            Some(l) if l.op_state == 2 && l.admin() != Admin::Maint => return Verdict::Up(target),
+            // UP, or STARTING (its slowstart ramp after a passed check).
+            Some(l) if matches!(l.op_state, 1 | 2) && l.admin() != Admin::Maint => {
+                return Verdict::Up(target);
+            }
             Some(l) => seen.push(format!("`{target}` {}", describe(l))),
             None => seen.push(format!("`{target}` not running")),
         }
@@ -143,40 +151,69 @@ fn describe(live: &Live) -> String {
     }
 }
 
-/// Which nodes a run removes after asking HAProxy.
+/// Which nodes a run removes after asking HAProxy, and the stays it
+/// leaves: [`Reviewed::record`] writes them, once the run goes ahead.
 #[derive(Debug, Default)]
 pub struct Reviewed {
     /// Remove these node files now.
     pub remove: Vec<String>,
-    /// Some failed member stays: the worker watches for it to go DOWN.
-    pub staying: bool,
+    stays: Stays,
+    before: Stays,
 }
 
-/// The members Serf reports `failed` now, and the ones it reports alive
-/// again (their stays end), reviewed with every earlier stay against one
-/// read of HAProxy's servers. Without an answer from HAProxy, the failed
-/// ones go as with `--on-failed remove` (said in a warning); earlier stays
-/// wait for the next review. Runs under the exclusive lock.
+impl Reviewed {
+    /// Some failed member stays: the worker watches for it to go DOWN.
+    pub fn staying(&self) -> bool {
+        !self.stays.entries.is_empty()
+    }
+
+    /// Keeps `name`'s earlier stay after all (its node file could not be
+    /// removed): a later review judges it again.
+    pub fn keep(&mut self, name: &str) {
+        if let Some(stay) = self.before.entries.iter().find(|st| st.name == name) {
+            self.stays.entries.push(stay.clone());
+            self.stays.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+    }
+
+    /// Writes `.hacfg.failed` (under the exclusive lock) if it changed.
+    pub fn record(&self, dir: &Path) -> Result<()> {
+        self.stays.save(dir, &self.before)
+    }
+}
+
+/// The members Serf reports `failed` now, and the ones whose stays end
+/// (`ended`: they joined again, left or were reaped), reviewed with every
+/// earlier stay against one read of HAProxy's servers. Without an answer
+/// from HAProxy, the failed ones go as with `--on-failed remove` (said in a
+/// warning); earlier stays wait for the next review. Writes nothing: the
+/// caller records the result. Runs under the exclusive lock.
 pub fn review(
     s: &Settings,
     store: &Store,
     _lock: &Lock<Exclusive>,
     output: &OutputFile,
-    (failed, alive): (&[String], &[String]),
+    (failed, ended): (&[String], &[String]),
     log: &mut Log,
-) -> Result<Reviewed> {
+) -> Reviewed {
     let before = Stays::load(store.dir(), log);
     let mut stays = before.clone();
-    for name in alive {
+    for name in ended {
         stays.forget(name);
     }
     if failed.is_empty() && stays.entries.is_empty() {
-        stays.save(store.dir(), &before)?;
-        return Ok(Reviewed::default());
+        return Reviewed {
+            remove: Vec::new(),
+            stays,
+            before,
+        };
     }
-    let asked = ask(s, output);
-    let (desired, live) = match asked {
-        Ok(seen) => seen,
+    let remove = match ask(s, output) {
+        Ok((desired, live)) => {
+            let seen = (desired.as_slice(), live.as_slice());
+            let port = s.renderer.default_port;
+            judge_all(store, port, seen, (failed, ended), &mut stays, log)
+        }
         Err(e) => {
             if !failed.is_empty() {
                 log.warn(&format!(
@@ -185,28 +222,27 @@ pub fn review(
                 ));
             }
             stays.entries.retain(|st| !failed.contains(&st.name));
-            stays.save(store.dir(), &before)?;
-            return Ok(Reviewed {
-                remove: failed.to_vec(),
-                staying: !stays.entries.is_empty(),
-            });
+            failed.to_vec()
         }
     };
-    let port = s.renderer.default_port;
-    let remove = judge_all(
-        store,
-        port,
-        (&desired, &live),
-        (failed, alive),
-        &mut stays,
-        log,
-    );
     stays.entries.sort_by(|a, b| a.name.cmp(&b.name));
-    stays.save(store.dir(), &before)?;
-    Ok(Reviewed {
+    Reviewed {
         remove,
-        staying: !stays.entries.is_empty(),
-    })
+        stays,
+        before,
+    }
+}
+
+/// Ends the stays of `names` (they joined again, left or were reaped),
+/// without asking HAProxy: what a run that does not verify still owes the
+/// record. Runs under the exclusive lock.
+pub fn end(dir: &Path, names: &[String], log: &mut Log) -> Result<()> {
+    let before = Stays::load(dir, log);
+    let mut stays = before.clone();
+    for name in names {
+        stays.forget(name);
+    }
+    stays.save(dir, &before)
 }
 
 /// Judges the `failed` members and the earlier stays (less the `alive`
@@ -334,6 +370,22 @@ mod tests {
         assert!(
             matches!(verdict(&s1, 3000, &desired, &live), Verdict::Down(w) if w.contains("maintenance"))
         );
+        // Another server at the same endpoint vouches for no one named.
+        let shared = "backend web\n    server a1 127.0.0.2:3000 check\n    server a2 \
+                      127.0.0.2:3000 check\n";
+        let mut both = all_up(shared);
+        both[1].admin_state = 0x01;
+        let a2 = Node::named("a2").at("127.0.0.2").port(3000);
+        assert!(matches!(
+            verdict(&a2, 3000, &config::servers(shared), &both),
+            Verdict::Down(_)
+        ));
+        both[1].admin_state = 0;
+        both[1].op_state = 1;
+        assert!(matches!(
+            verdict(&a2, 3000, &config::servers(shared), &both),
+            Verdict::Up(_)
+        ));
         let unknown = Node::named("s9").at("127.0.0.9");
         assert!(
             matches!(verdict(&unknown, 3000, &desired, &[]), Verdict::Down(w) if w.contains("no server"))

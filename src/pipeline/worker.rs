@@ -39,6 +39,8 @@ const WATCH_POLL: Duration = Duration::from_millis(250);
 pub struct Worker {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
+    /// `HACFG_*` settings that may hold secrets: never on a command line.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 /// Waits for the folder's pending work and finishes it; returns when
@@ -99,20 +101,21 @@ pub fn work(
 /// node file removed, the change applied) or `--check-timeout` has passed
 /// since they stayed (later events and `sync` review them then).
 pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<()> {
-    let Some(_watch_lock) = WorkerLock::try_take_named(store.dir(), WATCH_FILE)? else {
+    let Some(watch_lock) = WorkerLock::try_take_named(store.dir(), WATCH_FILE)? else {
         return Ok(());
     };
-    let watch_ms = u64::try_from(s.waits.first_check.as_millis()).unwrap_or(u64::MAX);
     let mut failing: Option<Instant> = None;
     loop {
-        let stays = Stays::load(store.dir(), log);
-        let now = pending::now_ms();
-        if !stays
-            .entries
-            .iter()
-            .any(|st| now < st.since_ms.saturating_add(watch_ms))
-        {
-            return Ok(());
+        if !watching(s, store, log) {
+            // Read again under the folder lock, and let go of the watch lock
+            // first: a run that records a stay after this starts a worker
+            // that can take it.
+            let lock = store.lock::<Exclusive>()?;
+            if !watching(s, store, log) {
+                drop(watch_lock);
+                drop(lock);
+                return Ok(());
+            }
         }
         match verify::any_down(s, store, output, log) {
             Ok(down) => {
@@ -136,22 +139,44 @@ pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) ->
     }
 }
 
+/// Whether a stay is young enough to watch: within `--check-timeout` of
+/// its start.
+fn watching(s: &Settings, store: &Store, log: &mut Log) -> bool {
+    let watch_ms = u64::try_from(s.waits.first_check.as_millis()).unwrap_or(u64::MAX);
+    let now = pending::now_ms();
+    Stays::load(store.dir(), log)
+        .entries
+        .iter()
+        .any(|st| now < st.since_ms.saturating_add(watch_ms))
+}
+
 /// Removes the failed members that stayed and HAProxy now sees DOWN, and
-/// applies the change, as their own event would have.
+/// applies the change, as their own event would have. A node file that
+/// cannot be removed keeps its stay, for a later review.
 fn remove_down(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<()> {
     let lock = store.lock::<Exclusive>()?;
-    let reviewed = verify::review(s, store, &lock, output, (&[], &[]), log)?;
+    let mut reviewed = verify::review(s, store, &lock, output, (&[], &[]), log);
     let removed = store.remove_all(&lock, &reviewed.remove)?;
-    for (name, result) in reviewed.remove.iter().zip(removed) {
+    for (name, result) in reviewed.remove.clone().iter().zip(removed) {
         match result {
             Ok(true) => log.info(&format!("watch: removed node `{name}`")),
             Ok(false) => {}
-            Err(e) => log.warn(&format!("watch: skipped `{name}`: {e:#}")),
+            Err(e) => {
+                log.warn(&format!("watch: skipped `{name}`: {e:#}"));
+                reviewed.keep(name);
+            }
         }
     }
-    let applied = super::update(s, store, &lock, output, log)?;
-    drop(lock);
-    super::after(s, &applied, log);
+    reviewed.record(store.dir())?;
+    // The change is the folder's now: a render that fails is said, and the
+    // next run applies it.
+    match super::update(s, store, &lock, output, log) {
+        Ok(applied) => {
+            drop(lock);
+            super::after(s, &applied, log);
+        }
+        Err(e) => log.warn(&format!("watch: {e:#}")),
+    }
     Ok(())
 }
 
@@ -199,8 +224,8 @@ fn due(api: &RuntimeApi, waiting: &[&Entry]) -> bool {
 
 /// Starts the worker, detached, if work is waiting. It gets no standard
 /// streams (a handler's stdout and stderr are Serf's pipes, which must close
-/// when the handler exits) and none of hacfg's variables (its arguments say
-/// everything); it starts a session of its own.
+/// when the handler exits) and none of its caller's `HACFG_*` variables (its
+/// arguments and `worker.env` say everything); it starts a session of its own.
 pub fn spawn(worker: &Worker, log: &mut Log) {
     let mut cmd = Command::new(&worker.exe);
     cmd.args(&worker.args)
@@ -212,6 +237,7 @@ pub fn spawn(worker: &Worker, log: &mut Log) {
             cmd.env_remove(key);
         }
     }
+    cmd.envs(worker.env.iter().map(|(k, v)| (k, v)));
     match cmd.spawn() {
         Ok(child) => log.debug(&format!("settle: started worker {}", child.id())),
         Err(e) => log.warn(&format!(
