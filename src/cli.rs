@@ -359,7 +359,8 @@ pub struct FleetArgs {
     #[arg(long, env = "HACFG_SERF_BIN", default_value = "serf")]
     pub serf_bin: PathBuf,
     /// The Serf role of the balancers (the `role` tag)
-    #[arg(long, env = "HACFG_BALANCER_ROLE", default_value = "balancer")]
+    #[arg(long, env = "HACFG_BALANCER_ROLE", default_value = "balancer",
+          value_parser = balancer_role_arg)]
     pub balancer_role: String,
     /// Seconds to wait for the balancers' answers (up to 3600)
     #[arg(long, env = "HACFG_QUERY_TIMEOUT", default_value = "3", value_name = "SECS",
@@ -475,6 +476,11 @@ pub struct AddressArg {
 
 /// Values on the command line follow the node files' rules, and a value
 /// they refuse is a usage error (exit 2) whatever its kind.
+fn balancer_role_arg(text: &str) -> Result<String, String> {
+    crate::fleet::validate_role(text).map_err(|e| format!("{e:#}"))?;
+    Ok(text.to_string())
+}
+
 /// A role is a tag value: what a member's `role` tag must equal.
 fn role_arg(text: &str) -> Result<String, String> {
     if text.is_empty() {

@@ -152,11 +152,13 @@ fn output_is_deterministic() {
     for (i, name) in names.iter().enumerate().rev() {
         b.write(&format!("nodes/{name}"), &format!("10.0.0.{i}"));
     }
-    a.ok(&["render"]);
-    b.ok(&["render"]);
+    // One state-file path for both (each env's own would differ).
+    let state = ["--var", "state_file=/srv/hacfg-state"];
+    a.ok(&[&state[..], &["render"]].concat());
+    b.ok(&[&state[..], &["render"]].concat());
     let first = a.output_text();
     assert_eq!(first, b.output_text());
-    assert_eq!(first, a.ok(&["render", "--stdout"]));
+    assert_eq!(first, a.ok(&[&state[..], &["render", "--stdout"]].concat()));
     let mut sorted = a.servers();
     sorted.sort();
     assert_eq!(a.servers(), sorted);

@@ -37,7 +37,8 @@ impl TestEnv {
     }
 
     /// `state_file=…` in the temp dir: `init` creates the state file its
-    /// config names, which must not be the machine's own.
+    /// config names, and a reload without a socket empties it, which must
+    /// not be the machine's own.
     pub fn state_var(&self) -> String {
         format!("state_file={}", self.path("server-state").display())
     }
@@ -62,9 +63,14 @@ impl TestEnv {
     /// A run of `program` (hacfg, or a script or tool that calls it): the
     /// one way the tests run anything that runs hacfg.
     pub fn program(&self, program: impl AsRef<OsStr>) -> Call<'_> {
+        let mut cmd = clean_command(program);
+        // The built-in template's server-state file, which `init` creates
+        // and reloads empty, is the temp dir's, never the machine's own
+        // (`--var` and a test's own HACFG_VARS win over it).
+        cmd.env("HACFG_VARS", self.state_var());
         Call {
             env: self,
-            cmd: clean_command(program),
+            cmd,
             stdin: Vec::new(),
             deadline: Duration::from_secs(60),
             unchanged: false,

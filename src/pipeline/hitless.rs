@@ -205,7 +205,16 @@ impl Context<'_> {
             log_done(done, log);
             as_now(live, done, desired);
         }
-        crate::metrics::servers_live(live.len());
+        // HAProxy runs the desired servers now, and the removed ones that
+        // still drain (an idle one was deleted, a new one is there, with
+        // init-state too).
+        let leaving = live.iter().filter(|l| {
+            l.admin_state & FORCED_DRAIN != 0
+                && !desired
+                    .iter()
+                    .any(|s| s.backend == l.backend && s.name == l.name)
+        });
+        crate::metrics::servers_live(desired.len() + leaving.count());
         let dir = self.store.dir();
         // HAProxy has been told: whatever the pass meets, the file must
         // follow, and the worker (or the next run) makes the pass again.

@@ -123,17 +123,7 @@ pub fn update(
             return Ok(applied(&q, waiting));
         }
         if unchanged {
-            q.save()?;
-            partial::forget(store.dir())?;
-            let shown = output.path().display();
-            log.info(&format!(
-                "`{shown}` unchanged ({})",
-                nodes_text(q.nodes().len())
-            ));
-            return Ok(applied(
-                &q,
-                hitless::finish_pending(s, store, &rendered, log),
-            ));
+            return keep_unchanged(s, store, &mut q, output, &rendered, log);
         }
         if let Checked::Accepted(staged) = check::candidate(s, output, &rendered, &mut q, log)? {
             q.save()?;
@@ -145,6 +135,27 @@ pub fn update(
             ));
         }
     }
+}
+
+/// A render equal to the file: nothing is written or reloaded; what hacfg
+/// left pending is still finished.
+fn keep_unchanged(
+    s: &Settings,
+    store: &Store,
+    q: &mut Quarantine,
+    output: &OutputFile,
+    rendered: &str,
+    log: &mut Log,
+) -> Result<Applied> {
+    q.save()?;
+    partial::forget(store.dir())?;
+    let shown = output.path().display();
+    log.info(&format!(
+        "`{shown}` unchanged ({})",
+        nodes_text(q.nodes().len())
+    ));
+    let waiting = hitless::finish_pending(s, store, rendered, log);
+    Ok(applied(q, waiting))
 }
 
 /// What a run loaded, for `-v`.
