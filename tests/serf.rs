@@ -148,6 +148,8 @@ pub(crate) fn balancer_with(
         ("HACFG_NODES_DIR", env.nodes.display().to_string()),
         ("HACFG_OUTPUT", env.output.display().to_string()),
         ("HACFG_LOG_FILE", env.path("serf.log").display().to_string()),
+        // As every run of the harness: the temp dir's state file.
+        ("HACFG_VARS", env.state_var()),
     ];
     envs.extend(extra.iter().cloned());
     let agent = Agent::start("ha/services/serf/run", name, &envs);
@@ -227,7 +229,8 @@ fn sync_restores_an_emptied_folder_and_two_balancers_agree() {
     };
     let (env_a, env_b) = (TestEnv::new(), TestEnv::new());
     let (bal_a, join) = balancer(&env_a, "bal-a");
-    let (bal_b, _) = balancer(&env_b, "bal-b");
+    // One state-file path for both, so that their configs can be equal.
+    let (bal_b, _) = balancer_with(&env_b, "bal-b", &[("HACFG_VARS", env_a.state_var())]);
     let (_w1, _w2, _w3) = (
         Agent::backend("w1", "127.0.0.5", 3001, &join),
         Agent::backend("w2", "127.0.0.6", 3002, &join),
