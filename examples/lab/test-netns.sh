@@ -156,14 +156,21 @@ echo "   $total requests during the leave, $bad failed"
 check "no failed request during the leave" [ "$bad" = 0 ]
 check "w1 gets no more requests" not_answering w1
 
-# kill -9 of w2's agent: removed after Serf's failure detection. (s6 would
-# restart the agent at once, and it would rejoin before it is declared
-# failed: `-O` lets the service run this once more only.)
+# kill -9 of w2's agent: Serf declares it failed, but its web app still
+# answers, and the balancer runs with HACFG_ON_FAILED=verify: HAProxy's
+# checks see it UP, so it stays and serves. (s6 would restart the agent at
+# once, and it would rejoin before it is declared failed: `-O` lets the
+# service run this once more only.)
 ip netns exec "$tag-w2" s6-svc -O "$work/w2/s6/serf"
 for p in $(ip netns pids "$tag-w2"); do
   if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = serf ]; then kill -KILL "$p"; break; fi
 done
-check "a failed agent is removed" wait_for 60 out_of_pool w2
+stayed() { grep -q "node \`w2\` stays" "$work/ha/serf.log" 2>/dev/null; }
+check "a failed agent whose app serves stays (--on-failed verify)" wait_for 60 stayed
+check "... and still serves" answering w2
+# Then w2's host goes down: once HAProxy's checks see it DOWN, it goes.
+kill_all w2
+check "... and goes once HAProxy sees its app down" wait_for 60 out_of_pool w2
 
 # A new webapp joins and serves.
 start_webapp w4 14
