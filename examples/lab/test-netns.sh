@@ -181,6 +181,10 @@ kill_all ha
 sleep 1
 rm -f "$work/ha/nodes"/* "$work/ha/master.sock"
 start_services ha ha "${ha_env[@]}"
+# init will not shrink the last config to the emptied folder: HAProxy
+# starts on that config at once instead of waiting for sync.
+last_config() { grep -q "starting on the last config" "$work/ha/s6.log" 2>/dev/null; }
+check "after a restart, HAProxy starts on the last config" wait_for 30 last_config
 restored() { [ -e "$work/ha/nodes/w3" ] && [ -e "$work/ha/nodes/w4" ]; }
 check "after a restart, sync restores the pool" wait_for 90 restored
 check "the restored pool serves" wait_for 60 answering w3 w4
