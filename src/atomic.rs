@@ -162,6 +162,19 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     Staged::new(target, bytes)?.commit()
 }
 
+/// Writes a record of hacfg's (`.hacfg.pending`, `.hacfg.held`,
+/// `.hacfg.failed`) as a JSON list, atomically; an empty one is removed, so
+/// that a folder with nothing to record holds no such file.
+pub fn write_record<T: serde::Serialize>(target: &Path, entries: &[T]) -> Result<()> {
+    if entries.is_empty() {
+        return match fs::remove_file(target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        };
+    }
+    write_atomic(target, &serde_json::to_vec_pretty(entries)?)
+}
+
 /// Makes `target` another name of `source`'s current inode (a hard link,
 /// renamed into place): no bytes are copied or synced, and `source` may be
 /// renamed over afterwards without changing `target`. The folder is synced

@@ -399,11 +399,7 @@ fn second_opinion(
     changes: &mut Changes,
     log: &mut Log,
 ) -> Result<bool> {
-    let recorded = store
-        .dir()
-        .join(verify::FAILED_FILE)
-        .symlink_metadata()
-        .is_ok();
+    let recorded = verify::Stays::recorded(store.dir());
     if cfg.pipeline.runtime.is_none() || (action != Action::Verify && !recorded) {
         return Ok(false);
     }
@@ -411,8 +407,7 @@ fn second_opinion(
         Action::Verify => std::mem::take(&mut changes.removals),
         _ => Vec::new(),
     };
-    let mut ended: Vec<String> = changes.upserts.iter().map(|n| n.name.clone()).collect();
-    ended.extend(changes.removals.iter().cloned());
+    let ended = changes.names();
     let lock = store.lock::<Exclusive>()?;
     if on_failed != OnFailed::Verify {
         return verify::end(store.dir(), &ended, log).map(|()| false);
@@ -484,8 +479,7 @@ impl Sync<'_> {
         let mut changes = serf::plan_sync(&current, wanted);
         let failed = self.failed_removals(&mut changes);
         let reviewed = (self.on_failed == OnFailed::Verify).then(|| {
-            let mut ended: Vec<String> = changes.upserts.iter().map(|n| n.name.clone()).collect();
-            ended.extend(changes.removals.iter().cloned());
+            let ended = changes.names();
             verify::review(&cfg.pipeline, store, &lock, &output, (&failed, &ended), log)
         });
         if let Some(reviewed) = &reviewed {

@@ -70,6 +70,25 @@ pub fn open_with(path: &Path, links: Links) -> Result<Option<(File, Metadata)>> 
     Ok(Some((file, meta)))
 }
 
+/// Opens (or creates, with `mode`) a lock file: a link or anything but a
+/// regular file at `path` is refused, as everywhere here. `what` names it
+/// in errors (`the worker lock`).
+pub fn open_lock(path: &Path, mode: u32, what: &str) -> Result<File> {
+    let context = || format!("unable to open {what} `{}`", path.display());
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(context)?;
+    if !file.metadata().with_context(context)?.is_file() {
+        bail!("{what} `{}` is not a regular file", path.display());
+    }
+    Ok(file)
+}
+
 /// Reads `path` whole, refusing a link at `path` and more than `cap`
 /// bytes; `None` if it does not exist.
 pub fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::haproxy::config::{self, Server};
 use crate::haproxy::state::{self, Live};
 use crate::haproxy::{RuntimeApi, endpoint, same_addr};
+use crate::index;
 use crate::pipeline::pending::{Pending, Why};
 use crate::pipeline::quarantine::HeldSet;
 use crate::process::Run;
@@ -209,12 +210,9 @@ fn line_of(s: &Server) -> String {
 fn hash_lines(lines: impl Iterator<Item = String>) -> u64 {
     let mut lines: Vec<String> = lines.collect();
     lines.sort_unstable();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in lines.iter().flat_map(|l| l.bytes().chain([b'\n'])) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+    lines.iter().fold(index::FNV_START, |hash, line| {
+        index::fnv(index::fnv(hash, line.as_bytes()), b"\n")
+    })
 }
 
 /// How many files in the folder could be nodes (by name; none is read, and

@@ -184,13 +184,14 @@ impl Snapshot {
     }
 }
 
-/// FNV-1a (64 bit), to detect a torn or edited index.
-fn fnv(hash: u64, bytes: &[u8]) -> u64 {
+/// FNV-1a (64 bit), to detect a torn or edited index (and, in `fleet`,
+/// to compare server sets across balancers).
+pub fn fnv(hash: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(hash, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Longest index line read: a node's entry is under 25 KiB even with 64
 /// tags of the longest kind.

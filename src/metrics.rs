@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -464,20 +463,7 @@ fn lock_path(path: &Path) -> PathBuf {
 /// lock file is never removed: a new one would not exclude the old one's
 /// holders.
 fn lock(path: &Path, wait: Duration) -> Result<File> {
-    let context = || format!("unable to open metrics lock `{}`", path.display());
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .with_context(context)?;
-    anyhow::ensure!(
-        file.metadata().with_context(context)?.is_file(),
-        "metrics lock `{}` is not a regular file",
-        path.display()
-    );
+    let file = crate::file::open_lock(path, 0o644, "metrics lock")?;
     let deadline = Instant::now() + wait;
     loop {
         match file.try_lock() {

@@ -260,6 +260,15 @@ pub struct Changes {
     pub notes: Vec<String>,
 }
 
+impl Changes {
+    /// The names this plan writes or removes: members Serf says joined
+    /// again, left or were reaped (their stays under `--on-failed verify` end).
+    pub fn names(&self) -> Vec<String> {
+        let upserts = self.upserts.iter().map(|n| n.name.clone());
+        upserts.chain(self.removals.iter().cloned()).collect()
+    }
+}
+
 /// The members of `roles` (but not the agent itself, `self_name`) as
 /// nodes to write: the one batch policy of `hacfg serf` and `hacfg sync`.
 /// A member given more than once is planned once, from its last line; a

@@ -119,15 +119,13 @@ impl Three {
             }
         }
         let (a, join) = balancer_with(&envs[0], "bal-a", &[]);
-        let vars: Vec<&str> = pool.vars.iter().map(String::as_str).collect();
-        let vars: Vec<&str> = vars.into_iter().filter(|v| *v != "--var").collect();
         let extra = [
             ("SERF_JOIN", join.clone()),
             (
                 "HACFG_MASTER_SOCKET",
                 pool.master_socket.display().to_string(),
             ),
-            ("HACFG_VARS", vars.join(",")),
+            ("HACFG_VARS", pool.vars_env()),
         ];
         let (b, _) = balancer_with(&envs[1], "bal-b", &extra);
         let (c, _) = balancer_with(&envs[2], "bal-c", &[("SERF_JOIN", join)]);

@@ -498,6 +498,18 @@ impl Haproxy {
             .unwrap_or_default()
     }
 
+    /// The vars as HACFG_VARS (`KEY=VALUE,…`), as the lab passes them.
+    pub fn vars_env(&self) -> String {
+        let vars: Vec<&str> = self
+            .vars
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(String::as_str)
+            .collect();
+        vars.join(",")
+    }
+
     /// hacfg arguments: the vars, then `extra`.
     pub fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
         let mut args: Vec<&str> = self.vars.iter().map(String::as_str).collect();

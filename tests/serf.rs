@@ -502,12 +502,6 @@ fn a_burst_of_joins_and_leaves_never_slows_the_agent() {
     let Some(pool) = Pool::backends(&env, &[]).checks_every("1500ms").start() else {
         return;
     };
-    let vars: Vec<&str> = pool
-        .vars
-        .iter()
-        .filter(|v| *v != "--var")
-        .map(String::as_str)
-        .collect();
     let (bal, join) = balancer_with(
         &env,
         "bal",
@@ -517,7 +511,7 @@ fn a_burst_of_joins_and_leaves_never_slows_the_agent() {
                 "HACFG_MASTER_SOCKET",
                 pool.master_socket.display().to_string(),
             ),
-            ("HACFG_VARS", vars.join(",")),
+            ("HACFG_VARS", pool.vars_env()),
         ],
     );
     let agents: Vec<Agent> = (2..6)
@@ -726,13 +720,6 @@ fn a_failed_member_whose_server_serves_stays_through_events_and_sync() {
     let Some(mut pool) = Pool::backends(&env, &["v1"]).start() else {
         return;
     };
-    // The pool's template variables, as the lab passes them: HACFG_VARS.
-    let vars: Vec<&str> = pool
-        .vars
-        .iter()
-        .filter(|v| *v != "--var")
-        .map(String::as_str)
-        .collect();
     let settings = [
         ("HACFG_ON_FAILED", "verify".to_string()),
         ("HACFG_RELOAD", "1".into()),
@@ -740,7 +727,7 @@ fn a_failed_member_whose_server_serves_stays_through_events_and_sync() {
             "HACFG_MASTER_SOCKET",
             pool.master_socket.display().to_string(),
         ),
-        ("HACFG_VARS", vars.join(",")),
+        ("HACFG_VARS", pool.vars_env()),
     ];
     let (bal, join) = balancer_with(&env, "bal-v", &settings);
     let port = pool["v1"].port;

@@ -5,17 +5,17 @@ use crate::harness::{Call, TestEnv, wait_until};
 use crate::live::Pool;
 
 /// `hacfg serf --on-failed verify` through the pool's master socket, as
-/// Serf runs it: the event in the environment, the member on stdin.
-fn failed<'e>(
+/// Serf runs it: the event in the environment, the member (its name, and
+/// its port as a tag) on stdin.
+fn event<'e>(
     env: &'e TestEnv,
     pool: &'e Pool,
     event: &str,
-    name: &str,
+    (name, port): (&str, u16),
     extra: &[&str],
 ) -> Call<'e> {
     let mut args = pool.runtime_args(extra);
     args.extend(["serf", "--on-failed", "verify"]);
-    let port = pool[name].port;
     env.call(&args)
         .env("SERF_EVENT", event)
         .env("SERF_SELF_NAME", "bal")
@@ -45,7 +45,7 @@ fn a_failed_member_haproxy_sees_up_stays_and_serves_until_its_server_goes_down()
         return;
     };
     assert!(wait_until(10.0, || seen(&pool, "s1", 2) && seen(&pool, "s2", 2)));
-    failed(&env, &pool, "member-failed", "s1", &[]).code(0);
+    event(&env, &pool, "member-failed", ("s1", pool["s1"].port), &[]).code(0);
     assert!(env.nodes.join("s1").exists(), "the node stays");
     assert!(pool.logged("node `s1` stays: HAProxy's health checks see `nodes/s1` UP"));
     assert!(env.nodes.join(".hacfg.failed").exists());
@@ -79,17 +79,10 @@ fn a_failed_member_whose_server_is_down_goes_at_once() {
     else {
         return;
     };
-    let port = pool["s1"].port.to_string();
+    let s1 = ("s1", pool["s1"].port);
     pool.stop("s1");
     assert!(wait_until(10.0, || seen(&pool, "s1", 0)));
-    let mut args = pool.runtime_args(&[]);
-    args.extend(["serf", "--on-failed", "verify"]);
-    env.call(&args)
-        .env("SERF_EVENT", "member-failed")
-        .stdin(format!(
-            "s1\t127.0.0.1\tbackend\trole=backend,port={port}\n"
-        ))
-        .code(0);
+    event(&env, &pool, "member-failed", s1, &[]).code(0);
     assert!(!env.nodes.join("s1").exists());
     assert!(pool.logged("failed member `s1` goes: HAProxy sees `nodes/s1` DOWN"));
     assert!(!env.output_text().contains("server s1 "));
@@ -109,13 +102,20 @@ fn a_later_event_removes_a_stay_once_haproxy_sees_it_down() {
     // A watch this short ends before the server goes down: the worker
     // leaves the stay to later events.
     let short = ["--check-timeout", "0.1"];
-    failed(&env, &pool, "member-failed", "s1", &short).code(0);
+    event(
+        &env,
+        &pool,
+        "member-failed",
+        ("s1", pool["s1"].port),
+        &short,
+    )
+    .code(0);
     assert!(env.nodes.join("s1").exists());
     pool.stop("s1");
     assert!(wait_until(10.0, || seen(&pool, "s1", 0)));
     assert!(env.nodes.join("s1").exists(), "the worker watched too long");
     // Any later member event reviews the stay: s3 joins, s1 goes.
-    failed(&env, &pool, "member-join", "s3", &short).code(0);
+    event(&env, &pool, "member-join", ("s3", pool["s3"].port), &short).code(0);
     assert!(env.nodes.join("s3").exists());
     assert!(!env.nodes.join("s1").exists());
     assert!(pool.logged("failed member `s1` goes: HAProxy sees `nodes/s1` DOWN"));
@@ -133,9 +133,16 @@ fn a_member_that_joins_again_ends_its_stay() {
     };
     assert!(wait_until(10.0, || seen(&pool, "s1", 2)));
     let short = ["--check-timeout", "0.1"];
-    failed(&env, &pool, "member-failed", "s1", &short).code(0);
+    event(
+        &env,
+        &pool,
+        "member-failed",
+        ("s1", pool["s1"].port),
+        &short,
+    )
+    .code(0);
     assert!(env.nodes.join(".hacfg.failed").exists());
-    failed(&env, &pool, "member-join", "s1", &short).code(0);
+    event(&env, &pool, "member-join", ("s1", pool["s1"].port), &short).code(0);
     assert!(env.nodes.join("s1").exists());
     assert!(!env.nodes.join(".hacfg.failed").exists());
 }

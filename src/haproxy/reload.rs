@@ -216,10 +216,20 @@ fn confirm_loaded(
 /// When process `pid` started (clock ticks since boot, `/proc/PID/stat`'s
 /// 22nd field).
 fn start_time(pid: i32) -> Option<u64> {
+    stat_field(pid, START_TIME)
+}
+
+/// `/proc/PID/stat`'s fields `ppid` (4th) and `starttime` (22nd), counted
+/// from the state (3rd), the first after `(comm)`.
+const PPID: usize = 1;
+const START_TIME: usize = 19;
+
+/// One field of `/proc/PID/stat`: "pid (comm) state ppid …", where comm may
+/// hold anything, so fields are counted after its last `)`.
+fn stat_field<T: std::str::FromStr>(pid: i32, after_comm: usize) -> Option<T> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state …": comm may hold anything, so count after it.
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    rest.split_whitespace().nth(after_comm)?.parse().ok()
 }
 
 /// Whether a process runs (is no zombie) and how many threads it has, from
@@ -267,12 +277,7 @@ fn ensure_haproxy_master(pid: i32) -> Result<()> {
         is_haproxy(pid),
         "process {pid} is not an haproxy executable"
     );
-    // `/proc/PID/stat`: "pid (comm) state ppid …"; comm may hold anything.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let parent = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-        .and_then(|p| p.parse::<i32>().ok())
+    let parent: i32 = stat_field(pid, PPID)
         .with_context(|| format!("unable to read the parent of process {pid}"))?;
     if parent > 1 && is_haproxy(parent) {
         bail!("process {pid} is an HAProxy worker, not the master (its master is {parent})");

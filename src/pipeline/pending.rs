@@ -127,14 +127,7 @@ impl Pending {
                 path.display()
             )
         };
-        if self.entries.is_empty() {
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(context),
-                _ => Ok(()),
-            };
-        }
-        let bytes = serde_json::to_vec_pretty(&self.entries)?;
-        atomic::write_atomic(&path, &bytes).with_context(context)
+        atomic::write_record(&path, &self.entries).with_context(context)
     }
 
     pub fn get(&self, target: &Target) -> Option<&Entry> {

@@ -85,15 +85,8 @@ impl HeldSet {
     /// Writes `.hacfg.held` (or removes it when nothing is held). The
     /// caller holds the exclusive lock.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(HELD_FILE);
-        if self.entries.is_empty() {
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            };
-        }
         let list: Vec<&Held> = self.entries.values().collect();
-        atomic::write_atomic(&path, &serde_json::to_vec_pretty(&list)?)
+        atomic::write_record(&dir.join(HELD_FILE), &list)
     }
 
     /// The entry for `node`, if it is held back as its file is now.

@@ -80,14 +80,13 @@ impl Stays {
         }
         let path = dir.join(FAILED_FILE);
         let context = || format!("unable to record failed members in `{}`", path.display());
-        if self.entries.is_empty() {
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(context),
-                _ => Ok(()),
-            };
-        }
-        let bytes = serde_json::to_vec_pretty(&self.entries)?;
-        atomic::write_atomic(&path, &bytes).with_context(context)
+        atomic::write_record(&path, &self.entries).with_context(context)
+    }
+
+    /// Whether the folder has a record at all: one `lstat`, so that an
+    /// event with no stay to review costs no read (and no lock).
+    pub fn recorded(dir: &Path) -> bool {
+        dir.join(FAILED_FILE).symlink_metadata().is_ok()
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -316,10 +315,9 @@ fn judge(
     Ok(verdict(&node, default_port, desired, live))
 }
 
-/// Whether the stays' servers changed verdict since: read without the
-/// folder lock, for the worker's polling.
-pub fn any_down(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<bool> {
-    let stays = Stays::load(store.dir(), log);
+/// Whether some of `stays` is no longer seen UP: read without the folder
+/// lock, for the worker's polling.
+pub fn any_down(s: &Settings, store: &Store, output: &OutputFile, stays: &Stays) -> Result<bool> {
     if stays.entries.is_empty() {
         return Ok(false);
     }

@@ -4,8 +4,7 @@
 //! and takes it only for a [`settle::pass`], and exits once nothing waits.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -106,18 +105,20 @@ pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) ->
     };
     let mut failing: Option<Instant> = None;
     loop {
-        if !watching(s, store, log) {
+        let mut stays = Stays::load(store.dir(), log);
+        if !watching(s, &stays) {
             // Read again under the folder lock, and let go of the watch lock
             // first: a run that records a stay after this starts a worker
             // that can take it.
             let lock = store.lock::<Exclusive>()?;
-            if !watching(s, store, log) {
+            stays = Stays::load(store.dir(), log);
+            if !watching(s, &stays) {
                 drop(watch_lock);
                 drop(lock);
                 return Ok(());
             }
         }
-        match verify::any_down(s, store, output, log) {
+        match verify::any_down(s, store, output, &stays) {
             Ok(down) => {
                 failing = None;
                 if down {
@@ -141,10 +142,10 @@ pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) ->
 
 /// Whether a stay is young enough to watch: within `--check-timeout` of
 /// its start.
-fn watching(s: &Settings, store: &Store, log: &mut Log) -> bool {
+fn watching(s: &Settings, stays: &Stays) -> bool {
     let watch_ms = u64::try_from(s.waits.first_check.as_millis()).unwrap_or(u64::MAX);
     let now = pending::now_ms();
-    Stays::load(store.dir(), log)
+    stays
         .entries
         .iter()
         .any(|st| now < st.since_ms.saturating_add(watch_ms))
@@ -260,24 +261,13 @@ impl WorkerLock {
 
     fn try_take_named(dir: &Path, name: &str) -> Result<Option<WorkerLock>> {
         let path = dir.join(name);
-        let context = || format!("unable to open the worker lock `{}`", path.display());
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .with_context(context)?;
-        anyhow::ensure!(
-            file.metadata().with_context(context)?.is_file(),
-            "the worker lock `{}` is not a regular file",
-            path.display()
-        );
+        let file = crate::file::open_lock(&path, 0o600, "the worker lock")?;
         match file.try_lock() {
             Ok(()) => Ok(Some(WorkerLock { _file: file })),
             Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e).with_context(context),
+            Err(TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("unable to lock `{}`", path.display()))
+            }
         }
     }
 }
