@@ -56,11 +56,13 @@ fn a_failed_member_haproxy_sees_up_stays_and_serves_until_its_server_goes_down()
         "{answering:?}"
     );
 
-    // Its server dies: the worker the handler started removes it.
+    // Its server dies: the worker the handler started removes it (the
+    // file is written once HAProxy has taken the change).
     pool.stop("s1");
     assert!(
         wait_until(20.0, || !env.nodes.join("s1").exists()
-            && !runs(&pool, "s1")),
+            && !runs(&pool, "s1")
+            && !env.output_text().contains("server s1 ")),
         "the stay did not end:\n{}",
         std::fs::read_to_string(&pool.hacfg_log).unwrap_or_default()
     );
