@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{Command, Config, RenderMode};
+use crate::cli::{Command, Config, RenderMode};
 use crate::exit::{Failure, Outcome};
 use crate::log::{Log, Verbosity, print_stdout};
 use crate::node::Node;
@@ -32,8 +32,8 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let log = &mut log;
     match &cfg.command {
         Command::Init => init(cfg, &store, log),
-        Command::Completions(shell) => print_bytes(&crate::docs::completions(*shell)),
-        Command::Man => print_bytes(&crate::docs::man_page()?),
+        Command::Completions(shell) => print_bytes(&crate::cli::completions(*shell)),
+        Command::Man => print_bytes(&crate::cli::man_page()?),
         Command::Status { json } => status(cfg, &store, *json),
         Command::Settle { worker } => settle(cfg, &store, log, *worker),
         Command::Add { node, render } => add(cfg, &store, log, node, *render),

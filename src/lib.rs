@@ -22,8 +22,6 @@
 mod atomic;
 mod cli;
 mod commands;
-mod config;
-mod docs;
 mod exit;
 mod file;
 mod fleet;
@@ -40,7 +38,6 @@ mod render;
 mod serf;
 mod status;
 mod store;
-mod vars;
 
 use std::process::ExitCode;
 
@@ -59,7 +56,7 @@ pub fn execute() -> ExitCode {
         Ok(cli) => cli,
         Err(usage) => log::usage_exit(&usage, log::log_file_of_args().as_deref()),
     };
-    let metrics = config::metrics_from(&cli);
+    let metrics = cli::metrics_from(&cli);
     let log_file = cli.global.log_file.clone();
     let log_file = log_file.as_deref();
     let ended = run(cli, log_file);
@@ -84,7 +81,7 @@ enum Ended {
 
 fn run(cli: cli::Cli, log_file: Option<&std::path::Path>) -> Ended {
     let verbose = cli.global.verbose;
-    match config::Config::from_cli(cli).and_then(|cfg| commands::run(&cfg)) {
+    match cli::Config::from_cli(cli).and_then(|cfg| commands::run(&cfg)) {
         Ok(outcome) => {
             let code = outcome.code();
             match &outcome {

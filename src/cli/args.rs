@@ -199,7 +199,7 @@ pub enum CommandArgs {
     /// Show the nodes, sorted by name
     List(ListArgs),
     /// Render the config from the current nodes
-    #[command(after_help = crate::vars::help())]
+    #[command(after_help = super::vars::help())]
     Render(RenderArgs),
     /// Reload HAProxy with the current config
     Reload,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
-use crate::cli::{ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg, WriteModeArg};
+use super::args::{ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg, WriteModeArg};
 use crate::haproxy::reload::{Reload, Strategy};
 use crate::haproxy::{RuntimeApi, Socket};
 use crate::log::Verbosity;
@@ -510,7 +510,7 @@ fn chosen_check(apply: &ApplyArgs) -> Result<Check> {
         if !cmd.contains("{}") {
             return Err(usage(&format!(
                 "{} {} has no `{{}}` for the config path",
-                crate::cli::given_as("--check-cmd", "HACFG_CHECK_CMD"),
+                super::args::given_as("--check-cmd", "HACFG_CHECK_CMD"),
                 quote(cmd)
             )));
         }
@@ -522,7 +522,7 @@ fn chosen_check(apply: &ApplyArgs) -> Result<Check> {
                 format!(
                     "haproxy binary `{}` not found ({})",
                     bin.display(),
-                    crate::cli::given_as("--haproxy-bin", "HACFG_HAPROXY_BIN")
+                    super::args::given_as("--haproxy-bin", "HACFG_HAPROXY_BIN")
                 )
             })?;
             Ok(Check::Haproxy(found))
