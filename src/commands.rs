@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cli::{Command, Config, RenderMode};
 use crate::exit::{Failure, Outcome};
-use crate::log::{Log, Verbosity, print_stdout};
+use crate::log::{Log, Verbosity};
 use crate::node::Node;
 use crate::output::OutputFile;
 use crate::pipeline::quarantine::HeldSet;
@@ -17,6 +17,7 @@ use crate::pipeline::verify;
 use crate::pipeline::{self, Applied};
 use crate::render;
 use crate::serf::{self, Action, Changes, OnFailed};
+use crate::stdout::print_stdout;
 use crate::store::{Exclusive, Lock, Mode, Shared, Store};
 
 pub fn run(cfg: &Config) -> Result<Outcome> {
@@ -715,5 +716,5 @@ fn list_text(nodes: &[Node], held: &HeldSet, default_port: u16, json: bool) -> R
         })
         .collect();
     let header = ["NAME", "ADDRESS", "PORT", "WEIGHT", "TAGS", "STATUS"];
-    Ok(crate::log::table(header, &rows))
+    Ok(crate::stdout::table(header, &rows))
 }

@@ -452,7 +452,7 @@ pub fn table(rows: &[Row]) -> String {
     let header = [
         "BALANCER", "RENDERED", "LIVE", "NODES", "HELD", "PENDING", "HACFG", "HAPROXY", "STATE",
     ];
-    crate::log::table(header, &cells)
+    crate::stdout::table(header, &cells)
 }
 
 /// A member's name as the table shows it: as is when plain, else escaped

@@ -3,21 +3,24 @@
 //! A library so that the binary stays thin and the end-to-end tests reuse
 //! the parsers instead of copying them. The map, top-down:
 //!
-//! - `cli` (clap) → `config` (checked settings; the pipeline's `Settings`
-//!   are built here once) → `commands` (one function per command).
+//! - `cli/` reads the command line: clap's definition, the checked
+//!   settings it resolves to (`Config`; the pipeline's `Settings` are built
+//!   there once, and the detached worker's are serialized there), the man
+//!   page and completions, the built-in template's variables, and what a
+//!   refused line becomes. Then `commands` (one function per command).
 //! - The nodes folder: `node` (the model and its defaults), `store` (the
 //!   folder and its lock), `index` (the cache of its files), `file`
 //!   (opening what others may have put there), `atomic` and `output` (the
-//!   rendered file, replaced atomically), `render` (the template), `vars`
-//!   (the built-in template's variables, for `--help` and the man page).
+//!   rendered file, replaced atomically), `render` (the template).
 //! - `pipeline/` decides: render → plan → execute → settle, the check and
 //!   the quarantine of refused nodes, the reload path, the deferred worker.
 //! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
 //!   answers, runtime operations, reload strategies, the socket.
 //! - Around them: `serf` (events, members, queries), `status`, `fleet`
 //!   (balancers compared through a Serf query), `metrics` (the
-//!   `--metrics-file` for monitoring), `log`, `exit`, `process`, `quote`,
-//!   `docs`.
+//!   `--metrics-file` for monitoring), `log` (stderr and the log file),
+//!   `stdout` (what commands print, tables too), `exit`, `process`,
+//!   `quote`.
 
 mod atomic;
 mod cli;
@@ -37,11 +40,10 @@ mod quote;
 mod render;
 mod serf;
 mod status;
+mod stdout;
 mod store;
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 /// The whole program: parse, resolve, run, and say how it ended. Every
 /// error and every other non-zero exit is also one line in the log file,
@@ -49,13 +51,7 @@ use clap::Parser;
 /// counts then adds itself to the metrics file, whatever its exit code.
 pub fn execute() -> ExitCode {
     let clock = metrics::Clock::start();
-    if log::answers_a_query() {
-        log::silence_stderr();
-    }
-    let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(usage) => log::usage_exit(&usage, log::log_file_of_args().as_deref()),
-    };
+    let cli = cli::parse();
     let metrics = cli::metrics_from(&cli);
     let log_file = cli.global.log_file.clone();
     let log_file = log_file.as_deref();
@@ -69,7 +65,7 @@ pub fn execute() -> ExitCode {
     }
     match ended {
         Ended::Code(code) => code.into(),
-        Ended::Usage(usage) => log::usage_exit(&usage, log_file),
+        Ended::Usage(usage) => cli::usage_exit(&usage, log_file),
     }
 }
 

@@ -125,99 +125,9 @@ pub fn error_text(err: &anyhow::Error) -> String {
     format!("error: {err:#}")
 }
 
-/// Exits as clap does (`--help` and `--version` too); a usage error is
-/// logged first, as its first line (`error: …`). A refused value is
-/// shown escaped, and named by its variable if it came from one.
-pub fn usage_exit(usage: &clap::Error, log_file: Option<&std::path::Path>) -> ! {
-    let retold = crate::cli::retold(usage);
-    let usage = retold.as_ref().unwrap_or(usage);
-    if usage.use_stderr() {
-        let text = usage.render().to_string();
-        let first = text.lines().next().unwrap_or("error: usage error");
-        let code = u8::try_from(usage.exit_code()).unwrap_or(2);
-        log_exit(log_file, first, code);
-    }
-    usage.exit()
-}
-
-/// The log file named on a command line clap refused: `--log-file PATH`,
-/// `--log-file=PATH`, or `HACFG_LOG_FILE`, as clap would have read them.
-pub fn log_file_of_args() -> Option<std::path::PathBuf> {
-    let mut args = std::env::args_os().skip(1);
-    let mut found = None;
-    while let Some(arg) = args.next() {
-        if arg == "--" {
-            break;
-        }
-        if arg == "--log-file" {
-            found = args.next().map(Into::into);
-        } else if let Some(path) = arg.as_encoded_bytes().strip_prefix(b"--log-file=") {
-            use std::os::unix::ffi::OsStrExt;
-            found = Some(std::ffi::OsStr::from_bytes(path).into());
-        }
-    }
-    found.or_else(|| {
-        std::env::var_os("HACFG_LOG_FILE")
-            .filter(|p| !p.is_empty())
-            .map(Into::into)
-    })
-}
-
-/// An aligned text table (`list`, `status`): columns two spaces apart,
-/// no trailing blanks.
-pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-    use std::fmt::Write as _;
-    let header = header.map(String::from);
-    let mut widths = [0; N];
-    for row in std::iter::once(&header).chain(rows) {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
-    out
-}
-
-/// Whether this run is `hacfg serf` handling a Serf query: Serf sends a
-/// query handler's stdout *and stderr* back as its answer.
-pub fn answers_a_query() -> bool {
-    std::env::var_os("SERF_EVENT").is_some_and(|e| e == "query")
-        && std::env::args_os().skip(1).any(|a| a == "serf")
-}
-
-/// Sends stderr to /dev/null, so that no warning or error (a log file that
-/// cannot be opened, a bad setting) becomes part of a query's answer; the
-/// log file still gets them.
-pub fn silence_stderr() {
-    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
-        let _ = rustix::stdio::dup2_stderr(&null);
-    }
-}
-
 /// Prints `hacfg: warning: …` on stderr.
 pub fn print_warning(message: &str) {
     eprintln!("hacfg: warning: {message}");
-}
-
-/// Writes `text` to stdout. A closed pipe (`hacfg list | head -1`) ends
-/// the output quietly: the reader has all it wanted.
-pub fn print_stdout(text: &str) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("unable to write to stdout")
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Prints `hacfg: error: …`, then one `caused by: …` line per cause. For a

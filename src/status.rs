@@ -179,7 +179,7 @@ pub fn table(rows: &[Row]) -> String {
     let header = [
         "SERVER", "DESIRED", "LIVE", "WEIGHT", "ADMIN", "STATE", "CHECK", "STATUS",
     ];
-    crate::log::table(header, &cells)
+    crate::stdout::table(header, &cells)
 }
 
 #[cfg(test)]

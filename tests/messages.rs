@@ -48,7 +48,8 @@ const ENV_CASES: &[(&str, &str, &[&str])] = &[
     ("HACFG_CHECK_CMD", "true", &["render"]),
     ("HACFG_ON_FAILED", "bogus", &["serf"]),
     ("HACFG_SERF_ROLE", "x;rm", &["sync"]),
-    ("HACFG_SERF_ROLE", "", &["serf"]),
+    // Empty items: an empty variable is unset, but an empty role is not.
+    ("HACFG_SERF_ROLE", ",", &["serf"]),
 ];
 
 #[track_caller]

@@ -510,7 +510,7 @@ fn chosen_check(apply: &ApplyArgs) -> Result<Check> {
         if !cmd.contains("{}") {
             return Err(usage(&format!(
                 "{} {} has no `{{}}` for the config path",
-                super::args::given_as("--check-cmd", "HACFG_CHECK_CMD"),
+                super::usage::given_as("--check-cmd", "HACFG_CHECK_CMD"),
                 quote(cmd)
             )));
         }
@@ -522,7 +522,7 @@ fn chosen_check(apply: &ApplyArgs) -> Result<Check> {
                 format!(
                     "haproxy binary `{}` not found ({})",
                     bin.display(),
-                    super::args::given_as("--haproxy-bin", "HACFG_HAPROXY_BIN")
+                    super::usage::given_as("--haproxy-bin", "HACFG_HAPROXY_BIN")
                 )
             })?;
             Ok(Check::Haproxy(found))
