@@ -208,17 +208,28 @@ fn an_operators_maintenance_on_a_settling_server_is_kept() {
     assert_eq!(pool["s2"].hits.load(Ordering::SeqCst), 0);
 }
 
-/// The worker of this test's folder, if one runs (`/proc/*/cmdline`).
+/// The worker of this test's folder, if one runs: `settle --worker` in
+/// its `/proc/*/cmdline`, the folder in its settings (`/proc/*/environ`).
 fn worker_of(env: &TestEnv) -> Option<i32> {
     let folder = env.nodes.to_string_lossy().into_owned();
+    let words = |path: std::path::PathBuf| -> Option<Vec<String>> {
+        let bytes = fs::read(path).ok()?;
+        Some(
+            bytes
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+        )
+    };
     fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
         let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let ours = args.contains(&folder) && args.iter().any(|a| a == "--worker");
+        let args = words(entry.path().join("cmdline"))?;
+        let environ = words(entry.path().join("environ"))?;
+        let settings = format!("\"nodes_dir\":\"{folder}\"");
+        let ours = args.iter().any(|a| a == "--worker")
+            && environ
+                .iter()
+                .any(|v| v.starts_with("HACFG_WORKER_SETTINGS=") && v.contains(&settings));
         ours.then_some(pid)
     })
 }

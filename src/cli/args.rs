@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 /// Examples and exit codes, shown after `--help` and in the man page.
 const AFTER_HELP: &str = "\
@@ -38,15 +39,17 @@ pub struct Cli {
 }
 
 /// Global options come after a command's own in its `--help`, under their
-/// own headings.
-#[derive(Debug, Args)]
+/// own headings. The detached worker gets them serialized (see `worker`).
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Folder with one file per node
     #[arg(long, global = true, env = "HACFG_NODES_DIR", default_value = "/nodes")]
+    #[serde(with = "os_path")]
     pub nodes_dir: PathBuf,
     /// Jinja template to render [default: the built-in templates/haproxy.cfg.j2]
     #[arg(long, global = true, env = "HACFG_TEMPLATE")]
+    #[serde(with = "os_path::option")]
     pub template: Option<PathBuf>,
     /// The HAProxy configuration file to write
     #[arg(
@@ -55,6 +58,7 @@ pub struct GlobalArgs {
         env = "HACFG_OUTPUT",
         default_value = "/usr/local/etc/haproxy/haproxy.cfg"
     )]
+    #[serde(with = "os_path")]
     pub output: PathBuf,
     /// Port of nodes whose file gives none
     #[arg(long, global = true, env = "HACFG_DEFAULT_PORT", default_value = "3000",
@@ -79,22 +83,25 @@ pub struct GlobalArgs {
     pub verbose: bool,
     /// Append one line per action to this file
     #[arg(long, global = true, env = "HACFG_LOG_FILE")]
+    #[serde(with = "os_path::option")]
     pub log_file: Option<PathBuf>,
     /// After each run that may change something, write Prometheus metrics
     /// to this file (for node_exporter's textfile collector: name it `*.prom`)
     #[arg(long, global = true, env = "HACFG_METRICS_FILE", value_name = "PATH")]
+    #[serde(with = "os_path::option")]
     pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub apply: ApplyArgs,
 }
 
 /// How a changed config is checked, written and loaded.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[command(next_help_heading = "Global options (check, reload, runtime API)")]
 #[allow(clippy::struct_excessive_bools)] // each is a command-line flag
 pub struct ApplyArgs {
     /// HAProxy binary used for `haproxy -c` [default: `haproxy` from PATH, if any]
     #[arg(long, global = true, env = "HACFG_HAPROXY_BIN")]
+    #[serde(with = "os_path::option")]
     pub haproxy_bin: Option<PathBuf>,
     /// Command that checks a candidate config; `{}` is its path
     #[arg(
@@ -118,9 +125,11 @@ pub struct ApplyArgs {
     pub reload_cmd: Option<String>,
     /// Reload by sending SIGUSR2 to the master process whose pid is in this file
     #[arg(long, global = true, env = "HACFG_PID_FILE")]
+    #[serde(with = "os_path::option")]
     pub pid_file: Option<PathBuf>,
     /// Reload through HAProxy's master CLI socket (`haproxy -W -S PATH`) and verify it
     #[arg(long, global = true, env = "HACFG_MASTER_SOCKET")]
+    #[serde(with = "os_path::option")]
     pub master_socket: Option<PathBuf>,
     /// Seconds a reload may take, its verification included, before it counts as failed (up to 3600)
     #[arg(
@@ -142,6 +151,7 @@ pub struct ApplyArgs {
     pub apply_mode: ApplyArg,
     /// An admin-level stats socket for runtime changes (or use --master-socket)
     #[arg(long, global = true, env = "HACFG_STATS_SOCKET")]
+    #[serde(with = "os_path::option")]
     pub stats_socket: Option<PathBuf>,
     /// Seconds a removed server may take to finish its requests before it
     /// is left drained (up to 3600); the wait happens outside the handler
@@ -166,7 +176,7 @@ pub struct ApplyArgs {
 }
 
 /// `--apply`: how HAProxy takes a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum ApplyArg {
     Auto,
     Runtime,
@@ -174,7 +184,7 @@ pub enum ApplyArg {
 }
 
 /// `HACFG_WRITE_MODE` (`--write-mode`): how the output is replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum WriteModeArg {
     Rename,
     InPlace,
@@ -468,6 +478,62 @@ fn seconds_arg(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Paths in the worker's settings: text when they are UTF-8, else their
+/// bytes, so that no path a flag took is refused on the way.
+mod os_path {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    impl From<&Path> for Repr {
+        fn from(path: &Path) -> Repr {
+            match path.to_str() {
+                Some(text) => Repr::Text(text.to_string()),
+                None => Repr::Bytes(path.as_os_str().as_bytes().to_vec()),
+            }
+        }
+    }
+
+    impl From<Repr> for PathBuf {
+        fn from(repr: Repr) -> PathBuf {
+            match repr {
+                Repr::Text(text) => text.into(),
+                Repr::Bytes(bytes) => OsString::from_vec(bytes).into(),
+            }
+        }
+    }
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        Repr::from(path).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Repr::deserialize(d).map(PathBuf::from)
+    }
+
+    pub mod option {
+        use super::{Deserialize, Deserializer, PathBuf, Repr, Serialize, Serializer};
+
+        #[allow(clippy::ref_option)] // serde's `with` passes the field by reference
+        pub fn serialize<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+            path.as_deref().map(Repr::from).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+            Option::<Repr>::deserialize(d).map(|repr| repr.map(PathBuf::from))
+        }
+    }
 }
 
 #[cfg(test)]

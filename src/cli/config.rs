@@ -2,13 +2,14 @@
 //! default) is clap's; here values are checked and turned into plain types.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::ValueEnum;
 
-use super::args::{ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg, WriteModeArg};
+use super::args::{
+    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, FleetArgs, GlobalArgs, OnFailedArg,
+    WriteModeArg,
+};
 use crate::haproxy::reload::{Reload, Strategy};
 use crate::haproxy::{RuntimeApi, Socket};
 use crate::log::Verbosity;
@@ -101,64 +102,84 @@ pub enum RenderMode {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config> {
-        let GlobalArgs {
-            nodes_dir,
-            template,
-            output,
-            default_port,
-            vars,
-            min_nodes,
-            quiet,
-            verbose,
-            log_file,
-            metrics_file,
-            apply,
-        } = cli.global;
-        let verbosity = verbosity_from(quiet, verbose)?;
-        let never_reloads = matches!(
-            cli.command,
-            CommandArgs::Completions(_) | CommandArgs::Man | CommandArgs::Fleet(_)
-        );
-        let wants_reload =
-            (apply.reload || matches!(cli.command, CommandArgs::Reload)) && !never_reloads;
-        let command = command_from(cli.command, default_port)?;
-        let runtime = runtime_from(&apply);
-        verify_needs_runtime(&command, runtime.is_some())?;
-        let apply_mode = apply_mode_from(apply.apply_mode, runtime.is_some())?;
-        let check = check_from(&apply, wants_reload)?;
+        let global = cli.global;
+        let verbosity = verbosity_from(global.quiet, global.verbose)?;
+        let command = command_from(cli.command, global.default_port)?;
         let renderer = Renderer {
-            template,
-            default_port,
-            vars: vars_from(&vars)?,
+            template: global.template.clone(),
+            default_port: global.default_port,
+            vars: vars_from(&global.vars)?,
         };
-        let reload = wants_reload.then(|| reload_from(&apply)).transpose()?;
-        let folders = (nodes_dir.as_path(), output.as_path());
-        let files = [log_file.as_deref(), metrics_file.as_deref()];
-        let worker = worker_from(folders, files, &renderer, min_nodes, &apply);
-        let pipeline = Settings {
-            renderer,
-            min_nodes,
-            check,
-            reload,
-            force: apply.force,
-            apply: apply_mode,
-            runtime,
-            waits: Waits {
-                drain: apply.drain_timeout,
-                first_check: apply.check_timeout,
-            },
-            worker,
-        };
+        let worker = super::worker::worker(&global, &renderer.vars)?;
+        let pipeline = settings_from(&global, &command, renderer, worker)?;
         Ok(Config {
-            nodes_dir,
-            output,
-            write_mode: write_mode_from(&apply),
+            write_mode: write_mode_from(&global.apply),
+            nodes_dir: global.nodes_dir,
+            output: global.output,
             verbosity,
-            log_file,
+            log_file: global.log_file,
             pipeline,
             command,
         })
     }
+}
+
+impl Command {
+    /// Whether the command changes nothing (`list`, `status`, `render
+    /// --stdout`/`--diff`, `man`, `completions`, `fleet`, `sync
+    /// --dry-run`): it checks, reloads and applies nothing, so the settings
+    /// for those never refuse it (an operator's shell may hold a handler's
+    /// `HACFG_RELOAD=true` without its reload method).
+    fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Command::List { .. }
+                | Command::Status { .. }
+                | Command::Render {
+                    mode: RenderMode::Stdout | RenderMode::Diff { .. }
+                }
+                | Command::Man
+                | Command::Completions(_)
+                | Command::Fleet(_)
+                | Command::Sync { dry_run: true, .. }
+        )
+    }
+}
+
+/// What the pipeline needs, checked. A read-only command gets no check
+/// and no reload, and its apply mode is not checked against the socket.
+fn settings_from(
+    global: &GlobalArgs,
+    command: &Command,
+    renderer: Renderer,
+    worker: Worker,
+) -> Result<Settings> {
+    let apply = &global.apply;
+    let runtime = runtime_from(apply);
+    verify_needs_runtime(command, runtime.is_some())?;
+    let read_only = command.is_read_only();
+    let wants_reload = (apply.reload || matches!(command, Command::Reload)) && !read_only;
+    let (check, apply_mode) = if read_only {
+        (Check::Skip, ApplyMode::Auto)
+    } else {
+        let mode = apply_mode_from(apply.apply_mode, runtime.is_some())?;
+        (check_from(apply, wants_reload)?, mode)
+    };
+    let reload = wants_reload.then(|| reload_from(apply)).transpose()?;
+    Ok(Settings {
+        renderer,
+        min_nodes: global.min_nodes,
+        check,
+        reload,
+        force: apply.force,
+        apply: apply_mode,
+        runtime,
+        waits: Waits {
+            drain: apply.drain_timeout,
+            first_check: apply.check_timeout,
+        },
+        worker,
+    })
 }
 
 /// `-q` and `-v` (or HACFG_QUIET and HACFG_VERBOSE) contradict each other.
@@ -213,134 +234,9 @@ fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
     Ok(mode)
 }
 
-/// The worker's command line: this binary and everything a run of the
-/// pipeline needs (the folder, the output, the template and its variables,
-/// the check, the reload, the socket, the waits, the log and the metrics
-/// file): it gets no `HACFG_*` of its caller's, and it is quiet (its stderr
-/// goes nowhere). It renders and applies when a failed member that stayed
-/// (`--on-failed verify`) goes. What may hold a secret (the variables, the
-/// check and reload commands) goes in its environment, which only its user
-/// can read, not on its command line, which anyone can.
-fn worker_from(
-    (nodes_dir, output): (&Path, &Path),
-    files: [Option<&Path>; 2],
-    renderer: &Renderer,
-    min_nodes: usize,
-    apply: &ApplyArgs,
-) -> Worker {
-    let mut args: Vec<OsString> = vec!["--nodes-dir".into(), nodes_dir.into()];
-    args.extend(["--output".into(), output.into()]);
-    let mut flag = |flag: &str, value: Option<OsString>| {
-        if let Some(value) = value {
-            args.extend([flag.into(), value]);
-        }
-    };
-    let path = |p: Option<&PathBuf>| p.map(OsString::from);
-    flag("--template", path(renderer.template.as_ref()));
-    flag("--haproxy-bin", path(apply.haproxy_bin.as_ref()));
-    flag("--pid-file", path(apply.pid_file.as_ref()));
-    match (&apply.master_socket, &apply.stats_socket) {
-        (Some(socket), _) => flag("--master-socket", Some(socket.into())),
-        (None, socket) => flag("--stats-socket", path(socket.as_ref())),
-    }
-    for (name, file) in ["--log-file", "--metrics-file"].into_iter().zip(files) {
-        flag(name, file.map(OsString::from));
-    }
-    flag(
-        "--default-port",
-        Some(renderer.default_port.to_string().into()),
-    );
-    flag("--min-nodes", Some(min_nodes.to_string().into()));
-    let apply_mode = apply.apply_mode.to_possible_value();
-    flag("--apply", apply_mode.map(|v| v.get_name().into()));
-    for (name, wait) in [
-        ("--socket-timeout", apply.socket_timeout),
-        ("--check-timeout", apply.check_timeout),
-        ("--drain-timeout", apply.drain_timeout),
-        ("--reload-timeout", apply.reload_timeout),
-    ] {
-        flag(name, Some(exact_seconds(wait).into()));
-    }
-    for (name, set) in [
-        ("--no-check", apply.no_check),
-        ("--reload", apply.reload),
-        ("--in-place", write_mode_from(apply) == WriteMode::InPlace),
-    ] {
-        if set {
-            args.push(name.into());
-        }
-    }
-    let (env, vars) = worker_env(renderer, apply);
-    for var in vars {
-        args.extend(["--var".into(), var.into()]);
-    }
-    args.extend(["settle".into(), "--worker".into()]);
-    Worker {
-        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hacfg")),
-        args,
-        env,
-    }
-}
-
-/// The worker's secrets as `HACFG_*` variables: HACFG_VARS (`\,` for a
-/// comma in a value), HACFG_CHECK_CMD, HACFG_RELOAD_CMD. A value that ends
-/// in `\` cannot be written in HACFG_VARS: it comes back as a `--var`.
-fn worker_env(renderer: &Renderer, apply: &ApplyArgs) -> (Vec<(OsString, OsString)>, Vec<String>) {
-    let (mut listed, mut flags) = (Vec::new(), Vec::new());
-    for (key, value) in &renderer.vars {
-        if value.ends_with('\\') {
-            flags.push(format!("{key}={value}"));
-        } else {
-            listed.push(format!("{key}={}", value.replace(',', "\\,")));
-        }
-    }
-    let mut env: Vec<(OsString, OsString)> = Vec::new();
-    if !listed.is_empty() {
-        env.push(("HACFG_VARS".into(), listed.join(",").into()));
-    }
-    for (name, value) in [
-        ("HACFG_CHECK_CMD", &apply.check_cmd),
-        ("HACFG_RELOAD_CMD", &apply.reload_cmd),
-    ] {
-        if let Some(value) = value {
-            env.push((name.into(), value.into()));
-        }
-    }
-    (env, flags)
-}
-
-/// A duration as the seconds `seconds_arg` reads back exactly: `1.14` as
-/// `1.140000000`, never as f64's `1.1400000000000001` (refused).
-fn exact_seconds(wait: std::time::Duration) -> String {
-    format!("{}.{:09}", wait.as_secs(), wait.subsec_nanos())
-}
-
 fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
     Ok(match args {
-        CommandArgs::Add(a) => {
-            let port_in_address = a.address.port;
-            if a.port.is_some() && port_in_address.is_some() && a.port != port_in_address {
-                return Err(usage(&format!(
-                    "the port is given twice, in {} and as --port {}",
-                    quote(&a.address.text),
-                    a.port.unwrap_or_default()
-                )));
-            }
-            let node = Node {
-                name: a.name,
-                address: a.address.host,
-                port: Some(a.port.or(port_in_address).unwrap_or(default_port)),
-                weight: Some(a.weight.unwrap_or(node::DEFAULT_WEIGHT)),
-                tags: parse_pairs(&a.tags, "--tag")?,
-            };
-            // clap checked each value; what is left (too many tags) is
-            // as much a usage error.
-            node.validate().map_err(|e| usage(&format!("{e:#}")))?;
-            Command::Add {
-                node,
-                render: !a.no_render,
-            }
-        }
+        CommandArgs::Add(a) => add_from(a, default_port)?,
         CommandArgs::Remove(a) => Command::Remove {
             name: a.name,
             strict: a.strict,
@@ -369,16 +265,7 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             self_name: a.self_name.unwrap_or_default(),
             query: a.query_name.unwrap_or_default(),
         },
-        CommandArgs::Fleet(a) => {
-            crate::fleet::validate_role(&a.balancer_role).map_err(|e| usage(&e.to_string()))?;
-            Command::Fleet(crate::fleet::Ask {
-                json: a.json,
-                rpc_addr: a.rpc_addr,
-                serf_bin: a.serf_bin,
-                role: a.balancer_role,
-                timeout: a.query_timeout,
-            })
-        }
+        CommandArgs::Fleet(a) => fleet_from(a)?,
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
             on_failed: on_failed_from(a.on_failed.on_failed),
@@ -388,6 +275,42 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             allow_empty: a.allow_empty,
         },
     })
+}
+
+fn add_from(a: AddArgs, default_port: u16) -> Result<Command> {
+    let port_in_address = a.address.port;
+    if a.port.is_some() && port_in_address.is_some() && a.port != port_in_address {
+        return Err(usage(&format!(
+            "the port is given twice, in {} and as --port {}",
+            quote(&a.address.text),
+            a.port.unwrap_or_default()
+        )));
+    }
+    let node = Node {
+        name: a.name,
+        address: a.address.host,
+        port: Some(a.port.or(port_in_address).unwrap_or(default_port)),
+        weight: Some(a.weight.unwrap_or(node::DEFAULT_WEIGHT)),
+        tags: parse_pairs(&a.tags, "--tag")?,
+    };
+    // clap checked each value; what is left (too many tags) is as much a
+    // usage error.
+    node.validate().map_err(|e| usage(&format!("{e:#}")))?;
+    Ok(Command::Add {
+        node,
+        render: !a.no_render,
+    })
+}
+
+fn fleet_from(a: FleetArgs) -> Result<Command> {
+    crate::fleet::validate_role(&a.balancer_role).map_err(|e| usage(&e.to_string()))?;
+    Ok(Command::Fleet(crate::fleet::Ask {
+        json: a.json,
+        rpc_addr: a.rpc_addr,
+        serf_bin: a.serf_bin,
+        role: a.balancer_role,
+        timeout: a.query_timeout,
+    }))
 }
 
 fn on_failed_from(arg: OnFailedArg) -> OnFailed {
@@ -610,6 +533,7 @@ const SBIN_DIRS: [&str; 2] = ["/usr/local/sbin", "/usr/sbin"];
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn pairs() {
@@ -631,79 +555,114 @@ mod tests {
         Cli::try_parse_from([&["hacfg"], args].concat()).unwrap()
     }
 
+    /// A run that starts the worker, with a setting of every kind.
+    const PARENT: &[&str] = &[
+        "--var",
+        "a=b,c",
+        "--var",
+        r"back=slash\\",
+        "--var",
+        "secret=s3cret",
+        "--default-port",
+        "81",
+        "--min-nodes",
+        "2",
+        "--check-cmd",
+        "check {} --password s3cret",
+        "--reload",
+        "--master-socket",
+        "m.sock",
+        "--reload-timeout",
+        "1.14",
+        "--check-timeout",
+        "0.29",
+        "--apply",
+        "runtime",
+        "--in-place",
+        "--log-file",
+        "l.log",
+        "--metrics-file",
+        "m.prom",
+        "-v",
+        "serf",
+    ];
+
+    /// The worker started by a run resolves the same settings as the run:
+    /// everything but the command, which is `settle --worker`.
     #[test]
-    fn the_worker_gets_every_setting_a_render_needs() {
+    fn the_worker_resolves_the_settings_of_the_run_that_starts_it() {
         let template = std::env::temp_dir();
-        let parent = Config::from_cli(cli(&[
-            "--template",
-            template.to_str().unwrap(),
-            "--var",
-            "a=b,c",
-            "--var",
-            r"back=slash\\",
-            "--var",
-            "secret=s3cret",
-            "--default-port",
-            "81",
-            "--min-nodes",
-            "2",
-            "--check-cmd",
-            "check {} --password s3cret",
-            "--reload",
-            "--master-socket",
-            "m.sock",
-            "--reload-timeout",
-            "1.14",
-            "--check-timeout",
-            "0.29",
-            "--apply",
-            "runtime",
-            "--in-place",
-            "serf",
-        ]))
-        .unwrap();
+        let template = ["--template", template.to_str().unwrap()];
+        let parent = Config::from_cli(cli(&[&template[..], PARENT].concat())).unwrap();
         let worker = &parent.pipeline.worker;
         // Secrets stay off the command line (anyone can read /proc/PID/cmdline).
-        let line = worker.args.join(std::ffi::OsStr::new(" "));
-        assert!(!line.to_string_lossy().contains("s3cret"), "{line:?}");
-        let env: BTreeMap<String, String> = worker
-            .env
-            .iter()
-            .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
-            .collect();
-        assert_eq!(env["HACFG_CHECK_CMD"], "check {} --password s3cret");
-        let listed = parse_pairs(&split_env_list(&env["HACFG_VARS"]), "HACFG_VARS").unwrap();
-        assert_eq!(listed["a"], "b,c");
-        assert_eq!(listed["secret"], "s3cret");
-        // A value ending in `\` cannot be listed: it is a flag.
-        assert!(line.to_string_lossy().contains(r"--var back=slash\\"));
-        // The arguments read back as the same settings, waits to the nanosecond.
-        let command_line = std::iter::once(OsString::from("hacfg")).chain(worker.args.clone());
-        let read = <Cli as clap::Parser>::try_parse_from(command_line).unwrap();
-        assert_eq!(read.global.apply.reload_timeout, parent_cli_wait("1.14"));
-        assert_eq!(read.global.apply.check_timeout, parent_cli_wait("0.29"));
-        let child = Config::from_cli(read).unwrap();
-        let (w, p) = (&child.pipeline, &parent.pipeline);
-        assert_eq!(w.renderer.template, p.renderer.template);
-        assert_eq!(w.renderer.default_port, 81);
-        assert_eq!((w.min_nodes, w.apply), (2, ApplyMode::Runtime));
-        assert_eq!(format!("{:?}", w.reload), format!("{:?}", p.reload));
-        assert!(w.reload.is_some());
-        assert_eq!(child.write_mode, WriteMode::InPlace);
-        assert_eq!(&w.worker.args, &worker.args);
+        assert_eq!(worker.args, ["settle", "--worker"]);
+        let [(name, json)] = &worker.env[..] else {
+            panic!("{:?}", worker.env);
+        };
+        assert_eq!(name, "HACFG_WORKER_SETTINGS");
+        let global = super::super::worker::settings_from(json.to_str().unwrap()).unwrap();
+        let child = Config::from_cli(Cli {
+            global,
+            command: CommandArgs::Settle(super::super::args::SettleArgs { worker: true }),
+        })
+        .unwrap();
         assert!(matches!(child.command, Command::Settle { worker: true }));
-        for text in ["1.14", "0.29", "3599.999", "0.001", "10"] {
-            let wait = parent_cli_wait(text);
-            assert_eq!(parent_cli_wait(&exact_seconds(wait)), wait, "{text}");
-        }
+        let (w, p) = (&child.pipeline, &parent.pipeline);
+        assert_eq!(format!("{w:?}"), format!("{p:?}"));
+        assert_eq!(w.renderer.vars["back"], r"slash\\");
+        assert_eq!(w.waits.first_check, Duration::from_millis(290));
+        assert!(w.reload.is_some());
+        let settings = |c: &Config| {
+            let Config {
+                nodes_dir,
+                output,
+                write_mode,
+                verbosity,
+                log_file,
+                pipeline: _,
+                command: _,
+            } = c;
+            format!("{nodes_dir:?} {output:?} {write_mode:?} {verbosity:?} {log_file:?}")
+        };
+        assert_eq!(settings(&child), settings(&parent));
+        assert_eq!(child.write_mode, WriteMode::InPlace);
     }
 
-    /// A duration as `--reload-timeout` reads it.
-    fn parent_cli_wait(text: &str) -> std::time::Duration {
-        cli(&["--reload-timeout", text, "list"])
-            .global
-            .apply
-            .reload_timeout
+    #[test]
+    fn the_worker_never_forces_a_write() {
+        let parent = Config::from_cli(cli(&["--force", "render"])).unwrap();
+        assert!(parent.pipeline.force);
+        let (_, json) = &parent.pipeline.worker.env[0];
+        let global = super::super::worker::settings_from(json.to_str().unwrap()).unwrap();
+        assert!(!global.apply.force);
+    }
+
+    /// Read-only commands never fail on apply settings.
+    #[test]
+    fn read_only_commands_ignore_the_apply_settings() {
+        let bad = ["--reload", "--apply", "runtime", "--check-cmd", "no-braces"];
+        for command in [
+            &["list"][..],
+            &["status"],
+            &["render", "--stdout"],
+            &["render", "--diff"],
+            &["man"],
+            &["completions", "bash"],
+            &["fleet"],
+            &["sync", "--dry-run"],
+        ] {
+            let cfg = Config::from_cli(cli(&[&bad[..], command].concat()));
+            let cfg = cfg.unwrap_or_else(|e| panic!("{command:?}: {e:#}"));
+            assert!(cfg.pipeline.reload.is_none(), "{command:?}");
+        }
+        for command in [&["render"][..], &["add", "s1", "10.0.0.1"], &["reload"]] {
+            let err = Config::from_cli(cli(&[&bad[..], command].concat())).unwrap_err();
+            assert!(
+                err.downcast_ref::<clap::Error>().is_some(),
+                "{command:?}: {err:#}"
+            );
+        }
     }
 
     #[test]

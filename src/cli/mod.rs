@@ -1,8 +1,9 @@
 //! The command line: clap's definition (`args`), the settings it resolves
 //! to (`config`, the only reader of `args`), the man page and completions
 //! generated from it (`docs`), the built-in template's variables shown in
-//! `--help` (`vars`), and what a refused line becomes (`usage`, with
-//! `argv`, clap's second reading of it). Clap types stop here: the rest of
+//! `--help` (`vars`), the detached worker's settings (`worker`), and what
+//! a refused line becomes (`usage`, with `argv`, clap's second reading of
+//! it). Clap types stop here: the rest of
 //! hacfg sees a `Config`.
 
 mod args;
@@ -11,6 +12,7 @@ mod config;
 mod docs;
 mod usage;
 mod vars;
+mod worker;
 
 use std::fs::OpenOptions;
 
@@ -35,9 +37,17 @@ pub fn parse() -> Cli {
     }
 }
 
+/// The detached worker (`settle --worker`) takes its settings from its
+/// environment, not from its command line.
 fn try_parse() -> Result<Cli, clap::Error> {
     let mut matches = command().try_get_matches()?;
-    Cli::from_arg_matches_mut(&mut matches)
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+    if let args::CommandArgs::Settle(args::SettleArgs { worker: true }) = cli.command
+        && let Some(settings) = worker::settings()?
+    {
+        cli.global = settings;
+    }
+    Ok(cli)
 }
 
 /// Clap's definition, with a variable set empty taken as unset: clap
