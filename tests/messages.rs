@@ -112,6 +112,132 @@ fn a_hostile_value_is_shown_escaped() {
     first_line(&done.stderr);
 }
 
+/// A handler's settings, as an operator's shell may hold them: a reload
+/// with no way to reload, a check that cannot work, a mode with no socket.
+const HANDLER_SETTINGS: &[&[(&str, &str)]] = &[
+    &[
+        ("HACFG_RELOAD", "true"),
+        ("HACFG_APPLY", "runtime"),
+        ("HACFG_CHECK_CMD", "check-without-a-path"),
+    ],
+    &[
+        ("HACFG_RELOAD", "on"),
+        ("HACFG_HAPROXY_BIN", "/nonexistent/haproxy"),
+    ],
+];
+
+/// Read-only commands never fail on apply settings; a run that changes
+/// something still refuses them, and changes nothing.
+#[test]
+fn read_only_commands_never_fail_on_apply_settings() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
+    for settings in HANDLER_SETTINGS {
+        let call = |args: &[&str]| {
+            let call = env.call(args).unchanged();
+            settings.iter().fold(call, |call, (k, v)| call.env(k, v))
+        };
+        let listed = call(&["list"]).code(0).stdout;
+        assert!(listed.contains("s1"), "{settings:?}: {listed}");
+        call(&["render", "--stdout"])
+            .code(0)
+            .stdout_has("server s1 10.0.0.1:3000");
+        call(&["render", "--diff", "--exit-code"]).code(0);
+        call(&["man"]).code(0);
+        call(&["completions", "bash"]).code(0);
+        let refused = call(&["render", "--force"]).run();
+        assert!(
+            matches!(refused.code, Some(1 | 2)),
+            "{settings:?}: {}",
+            refused.stderr
+        );
+    }
+    // `status` too, with HAProxy's stats socket and no reload method.
+    let Some(pool) = Pool::backends(&env, &["s1"]).nodes(&["s1"]).start() else {
+        return;
+    };
+    let socket = env.path("admin.sock");
+    let status = pool.args(&["--stats-socket", socket.to_str().unwrap(), "status"]);
+    for settings in HANDLER_SETTINGS {
+        let call = env.call(&status);
+        let call = settings.iter().fold(call, |call, (k, v)| call.env(k, v));
+        call.code(0).stdout_has("s1");
+    }
+}
+
+/// An empty variable is unset: its default holds (`HACFG_RELOAD=` was a
+/// usage error).
+#[test]
+fn an_empty_variable_is_unset() {
+    let env = TestEnv::new();
+    env.write("nodes/s1", "10.0.0.1");
+    let mut call = env.call(&["--no-check", "render"]);
+    for var in [
+        "HACFG_RELOAD",
+        "HACFG_QUIET",
+        "HACFG_VERBOSE",
+        "HACFG_NO_CHECK",
+        "HACFG_DEFAULT_PORT",
+        "HACFG_MIN_NODES",
+        "HACFG_TEMPLATE",
+        "HACFG_LOG_FILE",
+        "HACFG_METRICS_FILE",
+        "HACFG_HAPROXY_BIN",
+        "HACFG_CHECK_CMD",
+        "HACFG_RELOAD_CMD",
+        "HACFG_PID_FILE",
+        "HACFG_MASTER_SOCKET",
+        "HACFG_STATS_SOCKET",
+        "HACFG_RELOAD_TIMEOUT",
+        "HACFG_DRAIN_TIMEOUT",
+        "HACFG_CHECK_TIMEOUT",
+        "HACFG_SOCKET_TIMEOUT",
+        "HACFG_APPLY",
+        "HACFG_WRITE_MODE",
+        "HACFG_NODES_DIR",
+        "HACFG_OUTPUT",
+    ] {
+        call = call.env(var, "");
+    }
+    call.code(0);
+    assert!(env.output_text().contains("server s1 10.0.0.1:3000"));
+    env.call(&["sync", "--dry-run", "--serf-bin", "/nonexistent/serf"])
+        .env("HACFG_SERF_ROLE", "")
+        .env("HACFG_ON_FAILED", "")
+        .env("HACFG_SERF_BIN", "")
+        .run()
+        .stderr_has("/nonexistent/serf");
+}
+
+/// Booleans read as people write them, in any case.
+#[test]
+fn boolean_variables_take_yes_no_on_off_1_0() {
+    let env = TestEnv::new();
+    let said = |value: &str, name: &str| {
+        let done = env
+            .call(&["--no-check", "add", name, "10.0.0.1"])
+            .env("HACFG_QUIET", value)
+            .code(0);
+        !done.stderr.is_empty()
+    };
+    for (i, yes) in ["true", "1", "yes", "on", "YES", "On"].iter().enumerate() {
+        assert!(!said(yes, &format!("q{i}")), "HACFG_QUIET={yes}");
+    }
+    for (i, no) in ["false", "0", "no", "off", "NO", "Off"].iter().enumerate() {
+        assert!(said(no, &format!("n{i}")), "HACFG_QUIET={no}");
+    }
+    // A reload that runs only when HACFG_RELOAD says so.
+    let marker = env.path("reloaded");
+    let reload_cmd = format!("touch {}", marker.display());
+    for (value, reloads) in [("off", false), ("0", false), ("on", true)] {
+        env.call(&["--reload-cmd", &reload_cmd, "--force", "render"])
+            .env("HACFG_RELOAD", value)
+            .env("HACFG_NO_CHECK", "yes")
+            .code(0);
+        assert_eq!(marker.exists(), reloads, "HACFG_RELOAD={value}");
+    }
+}
+
 #[test]
 fn a_commands_help_shows_its_own_options_before_the_global_ones() {
     let env = TestEnv::new();
