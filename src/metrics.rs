@@ -26,7 +26,7 @@ const FILE_CAP: u64 = 1024 * 1024;
 /// Longest wait for another run's hold on the lock: a handler must return.
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
-/// The `command` label: every command that counts (see `config::metrics_from`).
+/// The `command` label: every command that counts (see `cli::metrics_from`).
 pub const COMMANDS: [&str; 9] = [
     "init", "add", "remove", "render", "reload", "serf", "sync", "settle", "worker",
 ];

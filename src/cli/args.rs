@@ -1,4 +1,5 @@
-//! The command line (clap). Nothing outside `config` sees these types.
+//! The command line (clap). Nothing outside `cli/` sees these types: `config`
+//! resolves them, `worker` serializes the global ones for the worker.
 
 use std::path::PathBuf;
 use std::time::Duration;

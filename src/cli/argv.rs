@@ -1,6 +1,6 @@
 //! The command line read again by clap, when its first reading cannot say:
 //! the log file of a line it refused, whether a flag is on the line or its
-//! value came from a variable.
+//! value came from a variable; and whether the line answers a Serf query.
 //!
 //! The second reading knows one option and takes every other word as it
 //! comes, one word per positional argument. That is exact for hacfg's
@@ -107,6 +107,21 @@ mod tests {
         assert_eq!(log(&["render", "--", "--log-file", "L"]), None);
         assert_eq!(log(&["render", "--log-file="]), None);
         assert_eq!(log(&["render", "--log-file"]), None);
+    }
+
+    /// What makes the second reading exact: no option of hacfg's takes a
+    /// value that starts with `-`.
+    #[test]
+    fn no_option_takes_a_hyphen_value() {
+        use clap::CommandFactory;
+        let cmd = super::super::Cli::command();
+        for sub in std::iter::once(&cmd).chain(cmd.get_subcommands()) {
+            for arg in sub.get_arguments() {
+                let hyphen =
+                    arg.is_allow_hyphen_values_set() || arg.is_allow_negative_numbers_set();
+                assert!(!hyphen, "{} {}", sub.get_name(), arg.get_id());
+            }
+        }
     }
 
     #[test]

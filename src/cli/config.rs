@@ -1,5 +1,5 @@
-//! Resolved settings: the only reader of `cli`. Precedence (flag > env >
-//! default) is clap's; here values are checked and turned into plain types.
+//! Resolved settings: what `args` says, checked and turned into plain
+//! types. Precedence (flag > env > default) is clap's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,9 @@
 //! The command line: clap's definition (`args`), the settings it resolves
-//! to (`config`, the only reader of `args`), the man page and completions
-//! generated from it (`docs`), the built-in template's variables shown in
-//! `--help` (`vars`), the detached worker's settings (`worker`), and what
-//! a refused line becomes (`usage`, with `argv`, clap's second reading of
-//! it). Clap types stop here: the rest of
-//! hacfg sees a `Config`.
+//! to (`config`), the man page and completions generated from it (`docs`),
+//! the built-in template's variables shown in `--help` (`vars`), the
+//! detached worker's settings (`worker`), and what a refused line becomes
+//! (`usage`, with `argv`, clap's second reading of it). Clap types stop
+//! here: the rest of hacfg sees a `Config`.
 
 mod args;
 mod argv;
