@@ -631,7 +631,16 @@ mod tests {
 
     #[test]
     fn the_worker_never_forces_a_write() {
-        let parent = Config::from_cli(cli(&["--force", "render"])).unwrap();
+        // A reload of its own: another test sets HACFG_RELOAD for a moment.
+        let args = [
+            "--force",
+            "--no-check",
+            "--reload",
+            "--reload-cmd",
+            "true",
+            "render",
+        ];
+        let parent = Config::from_cli(cli(&args)).unwrap();
         assert!(parent.pipeline.force);
         let (_, json) = &parent.pipeline.worker.env[0];
         let global = super::super::worker::settings_from(json.to_str().unwrap()).unwrap();
