@@ -226,6 +226,15 @@ fn boolean_variables_take_yes_no_on_off_1_0() {
     for (i, no) in ["false", "0", "no", "off", "NO", "Off"].iter().enumerate() {
         assert!(said(no, &format!("n{i}")), "HACFG_QUIET={no}");
     }
+    // Anything else is refused, saying what is taken.
+    env.call(&["list"])
+        .env("HACFG_RELOAD", "maybe")
+        .unchanged()
+        .code(2)
+        .stderr_has(
+            "invalid value 'maybe' for 'HACFG_RELOAD': use true or false, 1 or 0, yes or no, on \
+             or off",
+        );
     // A reload that runs only when HACFG_RELOAD says so.
     let marker = env.path("reloaded");
     let reload_cmd = format!("touch {}", marker.display());

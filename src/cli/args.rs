@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
@@ -76,11 +75,11 @@ pub struct GlobalArgs {
           value_parser = count_arg)]
     pub min_nodes: usize,
     /// Print only errors (not with --verbose)
-    #[arg(short, long, global = true, env = "HACFG_QUIET", value_parser = BoolishValueParser::new())]
+    #[arg(short, long, global = true, env = "HACFG_QUIET", value_parser = bool_arg)]
     pub quiet: bool,
     /// Print debug lines too (which path a change takes, what runs), and
     /// a template error's variables (not with --quiet)
-    #[arg(short, long, global = true, env = "HACFG_VERBOSE", value_parser = BoolishValueParser::new())]
+    #[arg(short, long, global = true, env = "HACFG_VERBOSE", value_parser = bool_arg)]
     pub verbose: bool,
     /// Append one line per action to this file
     #[arg(long, global = true, env = "HACFG_LOG_FILE")]
@@ -113,10 +112,10 @@ pub struct ApplyArgs {
     )]
     pub check_cmd: Option<String>,
     /// Do not check the candidate config before writing it
-    #[arg(long, global = true, env = "HACFG_NO_CHECK", value_parser = BoolishValueParser::new())]
+    #[arg(long, global = true, env = "HACFG_NO_CHECK", value_parser = bool_arg)]
     pub no_check: bool,
     /// Reload HAProxy after the config changed
-    #[arg(long, global = true, env = "HACFG_RELOAD", value_parser = BoolishValueParser::new())]
+    #[arg(long, global = true, env = "HACFG_RELOAD", value_parser = bool_arg)]
     pub reload: bool,
     /// Write and reload even when the rendered config is unchanged
     #[arg(long, global = true)]
@@ -450,6 +449,16 @@ fn tag_arg(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// A flag's variable (`HACFG_RELOAD=yes`): what people write for yes and
+/// no, in any case (clap's `y`, `n`, `t` and `f` too).
+fn bool_arg(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "y" | "t" => Ok(true),
+        "false" | "0" | "no" | "off" | "n" | "f" => Ok(false),
+        _ => Err("use true or false, 1 or 0, yes or no, on or off".into()),
+    }
+}
+
 /// Numbers on the command line follow the node files' rules: plain digits.
 fn port_arg(text: &str) -> Result<u16, String> {
     crate::node::parse_port(text).map_err(|e| e.to_string())
@@ -556,6 +565,19 @@ mod tests {
             assert_eq!(cli.global.apply.reload, expected, "{value}");
         }
         unsafe { std::env::remove_var("HACFG_RELOAD") };
+    }
+
+    #[test]
+    fn booleans_are_what_people_write() {
+        for yes in ["true", "1", "yes", "on", "ON", "Yes", "y", "T"] {
+            assert_eq!(bool_arg(yes), Ok(true), "{yes}");
+        }
+        for no in ["false", "0", "no", "off", "OFF", "No", "n", "F"] {
+            assert_eq!(bool_arg(no), Ok(false), "{no}");
+        }
+        for bad in ["", "maybe", "2", "yes-please", " on"] {
+            assert!(bool_arg(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
