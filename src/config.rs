@@ -14,10 +14,7 @@ use crate::haproxy::{RuntimeApi, Socket};
 use crate::log::Verbosity;
 use crate::node::{self, Node};
 use crate::output::WriteMode;
-use crate::pipeline::check::Check;
-use crate::pipeline::settle::Waits;
-use crate::pipeline::worker::Worker;
-use crate::pipeline::{ApplyMode, Settings};
+use crate::pipeline::{ApplyMode, Check, Settings, Waits, Worker};
 use crate::quote::quote;
 use crate::render::Renderer;
 use crate::serf::OnFailed;
@@ -78,7 +75,7 @@ pub enum Command {
         self_name: String,
         query: String,
     },
-    Fleet(crate::fleet::Ask),
+    Fleet(crate::serf::Ask),
     Sync {
         roles: Vec<String>,
         on_failed: OnFailed,
@@ -369,16 +366,13 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             self_name: a.self_name.unwrap_or_default(),
             query: a.query_name.unwrap_or_default(),
         },
-        CommandArgs::Fleet(a) => {
-            crate::fleet::validate_role(&a.balancer_role).map_err(|e| usage(&e.to_string()))?;
-            Command::Fleet(crate::fleet::Ask {
-                json: a.json,
-                rpc_addr: a.rpc_addr,
-                serf_bin: a.serf_bin,
-                role: a.balancer_role,
-                timeout: a.query_timeout,
-            })
-        }
+        CommandArgs::Fleet(a) => Command::Fleet(crate::serf::Ask {
+            json: a.json,
+            rpc_addr: a.rpc_addr,
+            serf_bin: a.serf_bin,
+            role: a.balancer_role,
+            timeout: a.query_timeout,
+        }),
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
             on_failed: on_failed_from(a.on_failed.on_failed),

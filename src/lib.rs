@@ -14,8 +14,8 @@
 //!   the quarantine of refused nodes, the reload path, the deferred worker.
 //! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
 //!   answers, runtime operations, reload strategies, the socket.
-//! - Around them: `serf` (events, members, queries), `status`, `fleet`
-//!   (balancers compared through a Serf query), `metrics` (the
+//! - Around them: `serf/` (events, members, sync, and `fleet`: balancers
+//!   compared through a Serf query), `status`, `metrics` (the
 //!   `--metrics-file` for monitoring), `log`, `exit`, `process`, `quote`,
 //!   `docs`.
 
@@ -26,7 +26,6 @@ mod config;
 mod docs;
 mod exit;
 mod file;
-mod fleet;
 mod haproxy;
 mod index;
 mod log;
