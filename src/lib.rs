@@ -4,14 +4,17 @@
 //! the parsers instead of copying them. The map, top-down:
 //!
 //! - `cli` (clap) → `config` (checked settings; the pipeline's `Settings`
-//!   are built here once) → `commands` (one function per command).
+//!   are built here once) → `commands` (dispatch to the pipeline's one
+//!   door, `Balancer`, and to `serf/`).
 //! - The nodes folder: `node` (the model and its defaults), `store` (the
 //!   folder and its lock), `index` (the cache of its files), `file`
 //!   (opening what others may have put there), `atomic` and `output` (the
 //!   rendered file, replaced atomically), `render` (the template), `vars`
 //!   (the built-in template's variables, for `--help` and the man page).
-//! - `pipeline/` decides: render → plan → execute → settle, the check and
-//!   the quarantine of refused nodes, the reload path, the deferred worker.
+//! - `pipeline/` decides, behind one door (`Balancer`, which alone takes
+//!   the folder's lock and opens the output): render → plan → execute →
+//!   settle, the check and the quarantine of refused nodes, the reload
+//!   path, the deferred worker.
 //! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
 //!   answers, runtime operations, reload strategies, the socket.
 //! - Around them: `serf/` (events, members, sync, and `fleet`: balancers

@@ -204,8 +204,23 @@ impl<'a> Balancer<'a> {
         self.place.output().map(drop)
     }
 
-    /// Runs `f` on the folder under its lock (`M`); renders nothing.
-    pub fn under_lock<M: Mode, T>(
+    /// Runs `f` on the folder under the shared lock; renders nothing.
+    pub fn with_shared<T>(
+        &mut self,
+        f: impl FnOnce(&Folder<Shared>, &mut Log) -> Result<T>,
+    ) -> Result<T> {
+        self.under_lock(f)
+    }
+
+    /// Runs `f` on the folder under the exclusive lock; renders nothing.
+    pub fn with_exclusive<T>(
+        &mut self,
+        f: impl FnOnce(&Folder<Exclusive>, &mut Log) -> Result<T>,
+    ) -> Result<T> {
+        self.under_lock(f)
+    }
+
+    fn under_lock<M: Mode, T>(
         &mut self,
         f: impl FnOnce(&Folder<M>, &mut Log) -> Result<T>,
     ) -> Result<T> {
@@ -264,7 +279,7 @@ impl<'a> Balancer<'a> {
 
     /// The nodes and those held back (`hacfg list`).
     pub fn list(&mut self) -> Result<(Vec<Node>, HeldSet)> {
-        let nodes = self.under_lock::<Shared, _>(|folder, _| folder.load_all())?;
+        let nodes = self.with_shared(|folder, _| folder.load_all())?;
         Ok((nodes, HeldSet::load(self.place.store.dir())))
     }
 
@@ -452,5 +467,82 @@ fn warn_held_before(applied: &Applied, own: Option<&str>, log: &mut Log) {
             earlier.len(),
             earlier.join(", ")
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use crate::config::Config;
+
+    /// A balancer's settings over `dir`: `nodes/` (created), the output
+    /// at `output` (relative to `dir`), no check and no reload.
+    fn config(dir: &Path, output: &str) -> Config {
+        let nodes = dir.join("nodes");
+        std::fs::create_dir_all(&nodes).unwrap();
+        let (nodes, output) = (nodes.to_str().unwrap(), dir.join(output));
+        let args = ["hacfg", "--nodes-dir", nodes, "--output"];
+        let args = [
+            &args[..],
+            &[output.to_str().unwrap(), "--no-check", "render"],
+        ]
+        .concat();
+        Config::from_cli(<Cli as clap::Parser>::try_parse_from(args).unwrap()).unwrap()
+    }
+
+    fn door(cfg: &Config) -> Balancer<'_> {
+        let log = Log::new(crate::log::Verbosity::Quiet, None);
+        let output = (cfg.output.as_path(), cfg.write_mode);
+        Balancer::new(&cfg.pipeline, &cfg.nodes_dir, output, log)
+    }
+
+    fn node(name: &str) -> Node {
+        Node::named(name).at("10.0.0.1").port(80).weight(1)
+    }
+
+    fn names(b: &mut Balancer) -> Vec<String> {
+        let nodes = b.list().unwrap().0;
+        nodes.into_iter().map(|n| n.name).collect()
+    }
+
+    #[test]
+    fn a_change_that_renders_checks_the_output_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "missing/haproxy.cfg");
+        let b = &mut door(&cfg);
+        let render = Then::Render { own: None };
+        let err = b.change(render, |folder, _| folder.write(&node("a")));
+        let err = format!("{:#}", err.unwrap_err());
+        assert!(err.contains("output folder"), "{err}");
+        assert!(names(b).is_empty());
+        // Without a render the output is not needed.
+        let (written, outcome) = b.change(Then::Stop, |f, _| f.write(&node("a"))).unwrap();
+        assert!(written && outcome == Outcome::Done);
+        assert_eq!(names(b), ["a"]);
+    }
+
+    #[test]
+    fn a_change_renders_the_folder_and_a_failed_edit_renders_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "haproxy.cfg");
+        let b = &mut door(&cfg);
+        let failed = b.change_whole(|folder, _| -> Result<()> {
+            folder.write(&node("a"))?;
+            anyhow::bail!("refused")
+        });
+        assert!(failed.is_err());
+        assert!(!cfg.output.exists(), "a refused plan renders nothing");
+        let render = Then::Render { own: None };
+        let ((), outcome) = b.change(render, |_, _| Ok(())).unwrap();
+        assert_eq!(outcome, Outcome::Done);
+        let text = std::fs::read_to_string(&cfg.output).unwrap();
+        assert!(text.contains("10.0.0.1:80"), "{text}");
+        let ((), _) = b
+            .change_whole(|folder, _| folder.remove("a").map(drop))
+            .unwrap();
+        let text = std::fs::read_to_string(&cfg.output).unwrap();
+        assert!(!text.contains("10.0.0.1:80"), "{text}");
+        assert_eq!(b.preview().unwrap().current, text);
     }
 }

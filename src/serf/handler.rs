@@ -11,7 +11,7 @@ use super::plan::{Changes, plan_event};
 use crate::exit::Outcome;
 use crate::log::{Log, Verbosity, print_stdout};
 use crate::pipeline::{Balancer, Folder, Then};
-use crate::store::{Exclusive, Mode};
+use crate::store::Mode;
 
 /// One event, as Serf hands it to its handler. Skipped members make a
 /// partial success (exit 6).
@@ -93,7 +93,7 @@ fn second_opinion(
         _ => Vec::new(),
     };
     let ended = changes.names();
-    b.under_lock::<Exclusive, _>(|folder, log| {
+    b.with_exclusive(|folder, log| {
         if on_failed != OnFailed::Verify {
             return folder.end_stays(&ended, log).map(|()| false);
         }

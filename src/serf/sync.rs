@@ -14,7 +14,7 @@ use super::plan::{Changes, batch, plan_sync, shrinks_too_much};
 use crate::exit::{Failure, Outcome};
 use crate::log::{Log, print_stdout};
 use crate::pipeline::{Balancer, Folder};
-use crate::store::{Exclusive, Shared};
+use crate::store::Exclusive;
 
 /// What `sync` was asked (its command line, checked).
 pub struct Sync<'a> {
@@ -97,7 +97,7 @@ impl Sync<'_> {
     /// `--dry-run`: the plan on stdout, nothing changed; refused as the
     /// run would be, counting every failed member as gone (the worst case).
     fn show(&self, b: &mut Balancer, wanted: Changes, failed: &BTreeSet<String>) -> Result<()> {
-        let current = b.under_lock::<Shared, _>(|folder, _| folder.load_all())?;
+        let current = b.with_shared(|folder, _| folder.load_all())?;
         let mut changes = plan_sync(&current, wanted);
         let asked = self.failed_removals(&mut changes, failed);
         let mut text = String::new();
