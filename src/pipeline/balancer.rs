@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::quarantine::HeldSet;
 use super::verify::{self, Reviewed};
-use super::{Applied, Settings, check, reload, worker};
+use super::{Applied, Pending, Settings, check, reload, worker};
 use crate::exit::{Failure, Outcome};
 use crate::haproxy::RuntimeApi;
 use crate::haproxy::config::Server;
@@ -132,7 +132,7 @@ pub struct Observed {
     pub desired: Vec<Server>,
     pub live: Vec<Live>,
     pub stats: BTreeMap<Target, Stat>,
-    pub pending: super::Pending,
+    pub pending: Pending,
 }
 
 /// What `render --stdout` and `--diff` show: the render, and the output
@@ -192,6 +192,16 @@ impl<'a> Balancer<'a> {
             check::Check::Haproxy(bin) => Some(bin),
             _ => None,
         }
+    }
+
+    /// The nodes HAProxy refused, held back (read without the lock).
+    pub fn held(&self) -> HeldSet {
+        HeldSet::load(self.place.store.dir())
+    }
+
+    /// The runtime work waiting for HAProxy (read without the lock).
+    pub fn pending(&self) -> Result<Pending> {
+        Pending::load(self.place.store.dir())
     }
 
     /// Whether `--on-failed verify` left stays to review.
@@ -280,7 +290,7 @@ impl<'a> Balancer<'a> {
     /// The nodes and those held back (`hacfg list`).
     pub fn list(&mut self) -> Result<(Vec<Node>, HeldSet)> {
         let nodes = self.with_shared(|folder, _| folder.load_all())?;
-        Ok((nodes, HeldSet::load(self.place.store.dir())))
+        Ok((nodes, self.held()))
     }
 
     /// `render --stdout` and `--diff`: the render, written nowhere.
@@ -300,7 +310,7 @@ impl<'a> Balancer<'a> {
         let output = self.place.output()?;
         let rendered = self.place.desired(&output)?;
         let desired = crate::haproxy::config::servers(&rendered);
-        let pending = super::Pending::load(self.place.store.dir())?;
+        let pending = self.pending()?;
         let (live, stats) = (api.live()?, api.stats()?);
         Ok(Observed {
             desired,

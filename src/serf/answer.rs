@@ -16,7 +16,7 @@ use crate::haproxy::config::{self, Server};
 use crate::haproxy::state::{self, Live};
 use crate::haproxy::{RuntimeApi, endpoint, same_addr};
 use crate::index;
-use crate::pipeline::{Balancer, HeldSet, Pending, Why};
+use crate::pipeline::{Balancer, Pending, Why};
 use crate::process::Run;
 use crate::quote::quote;
 
@@ -84,38 +84,18 @@ pub struct Digest {
     pub haproxy: String,
 }
 
-/// What the handler reads its digest from.
-pub struct Local<'a> {
-    pub nodes_dir: &'a Path,
-    pub output: &'a Path,
-    pub api: Option<&'a RuntimeApi>,
-    /// `haproxy` for `-v` when there is no runtime API.
-    pub haproxy_bin: Option<&'a Path>,
-}
-
-impl<'a> Local<'a> {
-    /// What `b`'s handler reads: no lock is taken and the output is only
-    /// read (the handler must not wait for a running apply).
-    pub fn of(b: &'a Balancer) -> Local<'a> {
-        Local {
-            nodes_dir: b.nodes_dir(),
-            output: b.output_path(),
-            api: b.runtime(),
-            haproxy_bin: b.haproxy_bin(),
-        }
-    }
-}
-
 /// The digest of this balancer, never an error: what cannot be read is
 /// said in the digest. One socket exchange (bounded by `SOCKET_WAIT`) or
 /// one `haproxy -v`, and a few small files.
-pub fn digest(local: &Local) -> Digest {
-    let rendered = crate::file::read_capped(local.output, OUTPUT_CAP)
-        .map(|b| b.map(|b| config::servers(&String::from_utf8_lossy(&b))));
-    let pending = Pending::load(local.nodes_dir).ok();
-    let (live, haproxy) = match local.api {
+pub fn digest(b: &Balancer) -> Digest {
+    // The output is only read and no lock is taken: the handler must not
+    // wait for a running apply.
+    let rendered = crate::file::read_capped(b.output_path(), OUTPUT_CAP)
+        .map(|read| read.map(|bytes| config::servers(&String::from_utf8_lossy(&bytes))));
+    let pending = b.pending().ok();
+    let (live, haproxy) = match b.runtime() {
         Some(api) => live_and_version(api, rendered.as_ref().ok(), pending.as_ref()),
-        None => (Sum::Unknown, local.haproxy_bin.map(haproxy_v)),
+        None => (Sum::Unknown, b.haproxy_bin().map(haproxy_v)),
     };
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     Digest {
@@ -125,8 +105,8 @@ pub fn digest(local: &Local) -> Digest {
             Err(_) => Sum::Error,
         },
         live,
-        nodes: count_nodes(local.nodes_dir).map(count),
-        held: Some(count(HeldSet::load(local.nodes_dir).names().len())),
+        nodes: count_nodes(b.nodes_dir()).map(count),
+        held: Some(count(b.held().names().len())),
         pending: pending.map(|p| count(p.entries.len())),
         hacfg: version_text(env!("CARGO_PKG_VERSION")),
         haproxy: version_text(haproxy.as_deref().unwrap_or("unknown")),

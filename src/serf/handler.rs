@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::answer::{Local, QUERY_NAME, digest};
+use super::answer::{QUERY_NAME, digest};
 use super::event::{Action, OnFailed, action_of, read_lines};
 use super::plan::{Changes, plan_event};
 use crate::exit::Outcome;
@@ -62,7 +62,7 @@ impl Event<'_> {
     /// to stderr here (the log file still gets its line).
     fn answer(&self, b: &Balancer) -> Outcome {
         if self.query == QUERY_NAME {
-            let _ = print_stdout(&digest(&Local::of(b)).to_line());
+            let _ = print_stdout(&digest(b).to_line());
         } else {
             let mut quiet = Log::new(Verbosity::Quiet, self.log_file);
             quiet.info(&format!(
