@@ -7,17 +7,20 @@
 //!   settings it resolves to (`Config`; the pipeline's `Settings` are built
 //!   there once, and the detached worker's are serialized there), the man
 //!   page and completions, the built-in template's variables, and what a
-//!   refused line becomes. Then `commands` (one function per command).
+//!   refused line becomes. Then `commands` dispatches to the pipeline's one
+//!   door, `Balancer`, and to `serf/`.
 //! - The nodes folder: `node` (the model and its defaults), `store` (the
 //!   folder and its lock), `index` (the cache of its files), `file`
 //!   (opening what others may have put there), `atomic` and `output` (the
 //!   rendered file, replaced atomically), `render` (the template).
-//! - `pipeline/` decides: render → plan → execute → settle, the check and
-//!   the quarantine of refused nodes, the reload path, the deferred worker.
+//! - `pipeline/` decides, behind one door (`Balancer`, which alone takes
+//!   the folder's lock and opens the output): render → plan → execute →
+//!   settle, the check and the quarantine of refused nodes, the reload
+//!   path, the deferred worker.
 //! - `haproxy/` speaks HAProxy: the config text, the runtime API and its
 //!   answers, runtime operations, reload strategies, the socket.
-//! - Around them: `serf` (events, members, queries), `status`, `fleet`
-//!   (balancers compared through a Serf query), `metrics` (the
+//! - Around them: `serf/` (events, members, sync, and `fleet`: balancers
+//!   compared through a Serf query), `status`, `metrics` (the
 //!   `--metrics-file` for monitoring), `log` (stderr and the log file),
 //!   `stdout` (what commands print, tables too), `exit`, `process`,
 //!   `quote`.
@@ -27,7 +30,6 @@ mod cli;
 mod commands;
 mod exit;
 mod file;
-mod fleet;
 mod haproxy;
 mod index;
 mod log;

@@ -4,13 +4,16 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Result;
 use serde::Serialize;
 
+use crate::exit::Outcome;
 use crate::haproxy::config::Server;
 use crate::haproxy::stat::Stat;
 use crate::haproxy::state::Live;
 use crate::haproxy::{Target, endpoint, same_addr};
-use crate::pipeline::pending::{self, Pending, Why};
+use crate::stdout::print_stdout;
+use crate::pipeline::{Balancer, Pending, Why, now_ms};
 
 /// One server, desired or live or both.
 #[derive(Debug, Serialize)]
@@ -46,6 +49,28 @@ pub struct Row {
     live_at: Option<(String, u16)>,
 }
 
+/// `hacfg status`: the table (or JSON) on stdout; exit 8 on drift.
+pub fn run(b: &Balancer, json: bool) -> Result<Outcome> {
+    let seen = b.status()?;
+    let rows = compare(&seen.desired, &seen.live, &seen.stats, &seen.pending);
+    let text = if json {
+        serde_json::to_string_pretty(&rows)? + "\n"
+    } else {
+        table(&rows)
+    };
+    print_stdout(&text)?;
+    let drifted = rows.iter().filter(|r| !r.drift.is_empty()).count();
+    Ok(match drifted {
+        0 => Outcome::Done,
+        n => Outcome::Drift(format!(
+            "{n} server(s) differ from the nodes folder; a run with --reload repairs them"
+        )),
+    })
+}
+
+/// The rows by backend and server name.
+type Rows = BTreeMap<(String, String), Row>;
+
 /// Compares desired servers with live ones (sorted by backend, server).
 pub fn compare(
     desired: &[Server],
@@ -53,37 +78,16 @@ pub fn compare(
     stats: &BTreeMap<Target, Stat>,
     pending: &Pending,
 ) -> Vec<Row> {
-    let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
-    let row = |backend: &str, server: &str| Row {
-        backend: backend.to_string(),
-        server: server.to_string(),
-        desired: false,
-        live: false,
-        address: None,
-        live_address: None,
-        weight: None,
-        live_weight: None,
-        admin: None,
-        operational: None,
-        check: None,
-        pending: None,
-        drift: Vec::new(),
-        wanted_at: None,
-        live_at: None,
-    };
+    let mut rows = Rows::new();
     for s in desired {
-        let r = rows
-            .entry((s.backend.clone(), s.name.clone()))
-            .or_insert_with(|| row(&s.backend, &s.name));
+        let r = row(&mut rows, &s.backend, &s.name);
         r.desired = true;
         r.address = Some(endpoint(&s.addr, s.port));
         r.wanted_at = Some((s.addr.clone(), s.port));
         r.weight = Some(s.weight);
     }
     for l in live {
-        let r = rows
-            .entry((l.backend.clone(), l.name.clone()))
-            .or_insert_with(|| row(&l.backend, &l.name));
+        let r = row(&mut rows, &l.backend, &l.name);
         r.live = true;
         r.live_address = Some(endpoint(&l.addr, l.port));
         r.live_at = Some((l.addr.clone(), l.port));
@@ -102,9 +106,31 @@ pub fn compare(
     rows.into_values().collect()
 }
 
+/// The row of `backend/server`, new and empty the first time.
+fn row<'a>(rows: &'a mut Rows, backend: &str, server: &str) -> &'a mut Row {
+    let key = (backend.to_string(), server.to_string());
+    rows.entry(key).or_insert_with(|| Row {
+        backend: backend.to_string(),
+        server: server.to_string(),
+        desired: false,
+        live: false,
+        address: None,
+        live_address: None,
+        weight: None,
+        live_weight: None,
+        admin: None,
+        operational: None,
+        check: None,
+        pending: None,
+        drift: Vec::new(),
+        wanted_at: None,
+        live_at: None,
+    })
+}
+
 /// Marks the live servers hacfg is settling; one past its deadline drifts.
-fn mark_pending(rows: &mut BTreeMap<(String, String), Row>, pending: &Pending) {
-    let now = pending::now_ms();
+fn mark_pending(rows: &mut Rows, pending: &Pending) {
+    let now = now_ms();
     for entry in &pending.entries {
         let key = (entry.target.backend.clone(), entry.target.name.clone());
         if let Some(r) = rows.get_mut(&key).filter(|r| r.live) {

@@ -410,7 +410,7 @@ pub struct AddressArg {
 /// Values on the command line follow the node files' rules, and a value
 /// they refuse is a usage error (exit 2) whatever its kind.
 fn balancer_role_arg(text: &str) -> Result<String, String> {
-    crate::fleet::validate_role(text).map_err(|e| format!("{e:#}"))?;
+    crate::serf::validate_role(text).map_err(|e| format!("{e:#}"))?;
     Ok(text.to_string())
 }
 

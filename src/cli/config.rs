@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::args::{
-    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, FleetArgs, GlobalArgs, OnFailedArg,
+    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg,
     WriteModeArg,
 };
 use crate::haproxy::reload::{Reload, Strategy};
@@ -15,10 +15,7 @@ use crate::haproxy::{RuntimeApi, Socket};
 use crate::log::Verbosity;
 use crate::node::{self, Node};
 use crate::output::WriteMode;
-use crate::pipeline::check::Check;
-use crate::pipeline::settle::Waits;
-use crate::pipeline::worker::Worker;
-use crate::pipeline::{ApplyMode, Settings};
+use crate::pipeline::{ApplyMode, Check, Settings, Waits, Worker};
 use crate::quote::quote;
 use crate::render::Renderer;
 use crate::serf::OnFailed;
@@ -79,7 +76,7 @@ pub enum Command {
         self_name: String,
         query: String,
     },
-    Fleet(crate::fleet::Ask),
+    Fleet(crate::serf::Ask),
     Sync {
         roles: Vec<String>,
         on_failed: OnFailed,
@@ -265,7 +262,13 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             self_name: a.self_name.unwrap_or_default(),
             query: a.query_name.unwrap_or_default(),
         },
-        CommandArgs::Fleet(a) => fleet_from(a)?,
+        CommandArgs::Fleet(a) => Command::Fleet(crate::serf::Ask {
+            json: a.json,
+            rpc_addr: a.rpc_addr,
+            serf_bin: a.serf_bin,
+            role: a.balancer_role,
+            timeout: a.query_timeout,
+        }),
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
             on_failed: on_failed_from(a.on_failed.on_failed),
@@ -300,17 +303,6 @@ fn add_from(a: AddArgs, default_port: u16) -> Result<Command> {
         node,
         render: !a.no_render,
     })
-}
-
-fn fleet_from(a: FleetArgs) -> Result<Command> {
-    crate::fleet::validate_role(&a.balancer_role).map_err(|e| usage(&e.to_string()))?;
-    Ok(Command::Fleet(crate::fleet::Ask {
-        json: a.json,
-        rpc_addr: a.rpc_addr,
-        serf_bin: a.serf_bin,
-        role: a.balancer_role,
-        timeout: a.query_timeout,
-    }))
 }
 
 fn on_failed_from(arg: OnFailedArg) -> OnFailed {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::args::{ApplyArgs, GlobalArgs};
-use crate::pipeline::worker::Worker;
+use crate::pipeline::Worker;
 
 /// The variable that holds the worker's settings.
 const SETTINGS: &str = "HACFG_WORKER_SETTINGS";

@@ -168,6 +168,15 @@ impl RuntimeApi {
         }
     }
 
+    /// The same API, each exchange's deadline at most `max` (a Serf
+    /// query's answer is due within its own timeout).
+    pub fn within(&self, max: Duration) -> RuntimeApi {
+        RuntimeApi {
+            socket: self.socket.clone(),
+            timeout: self.timeout.min(max),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         match &self.socket {
             Socket::Master(p) | Socket::Stats(p) => p,
@@ -198,10 +207,7 @@ impl RuntimeApi {
     /// The running HAProxy's version, `(major, minor)`, from `show info`.
     pub fn version(&self) -> Result<(u32, u32)> {
         let text = self.command("show info")?;
-        let version = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Version: "))
-            .unwrap_or_default();
+        let version = info_version(&text).unwrap_or_default();
         let mut parts = version.split(['.', '-']).map(str::parse::<u32>);
         match (parts.next(), parts.next()) {
             (Some(Ok(major)), Some(Ok(minor))) => Ok((major, minor)),
@@ -250,6 +256,11 @@ impl RuntimeApi {
             )
         })
     }
+}
+
+/// The version in a `show info` answer (its `Version: ` line).
+pub fn info_version(info: &str) -> Option<&str> {
+    info.lines().find_map(|l| l.strip_prefix("Version: "))
 }
 
 /// A command line in a message: hacfg's own, but a batch may be KiBs long.

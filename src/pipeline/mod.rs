@@ -12,16 +12,26 @@
 //! for HAProxy is left to the detached `worker`, started by [`after`] once
 //! the lock is released.
 
-pub mod check;
-pub mod hitless;
-pub mod partial;
+mod balancer;
+mod check;
+mod hitless;
+mod partial;
+/// Public for `metrics` alone, which the pipeline itself reaches: through
+/// the `pub use` below, that would be an import circle.
 pub mod pending;
-pub mod plan;
-pub mod quarantine;
-pub mod reload;
-pub mod settle;
-pub mod verify;
-pub mod worker;
+mod plan;
+mod quarantine;
+mod reload;
+mod settle;
+mod verify;
+mod worker;
+
+pub use balancer::{Balancer, Folder, Then};
+pub use check::Check;
+pub use pending::{Pending, Why, now_ms};
+pub use quarantine::HeldSet;
+pub use settle::Waits;
+pub use worker::Worker;
 
 use std::sync::Arc;
 
@@ -34,7 +44,7 @@ use crate::log::Log;
 use crate::output::{Current, OutputFile};
 use crate::render::Renderer;
 use crate::store::{Exclusive, Lock, Shared, Store};
-use check::{Check, Checked};
+use check::Checked;
 use hitless::{Hitless, Taken};
 use quarantine::{Quarantine, Retry};
 

@@ -1,25 +1,24 @@
-//! `hacfg fleet`: balancers compared through Serf itself. Each balancer's
-//! handler answers the `hacfg-digest` query with a one-line digest of its
-//! pool ([`Digest`]); `fleet` asks them all ([`crate::serf::query`]) and
-//! marks the ones that differ from the majority or did not answer.
+//! The answer to `fleet`'s Serf query (`hacfg-digest`): each balancer's
+//! handler describes its pool in one line ([`Digest`]), read without the
+//! folder's lock and within the query's timeout.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use serde::Serialize;
 
+use crate::haproxy::api::info_version;
 use crate::haproxy::config::{self, Server};
 use crate::haproxy::state::{self, Live};
 use crate::haproxy::{RuntimeApi, endpoint, same_addr};
 use crate::index;
-use crate::pipeline::pending::{Pending, Why};
-use crate::pipeline::quarantine::HeldSet;
+use crate::pipeline::{Balancer, Pending, Why};
 use crate::process::Run;
-use crate::quote::{cut, quote};
+use crate::quote::quote;
 
 /// The Serf query `fleet` sends and `hacfg serf` answers; any other query
 /// gets no answer.
@@ -37,20 +36,6 @@ const VERSION_CAP: usize = 32;
 const SOCKET_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait for `haproxy -v` when no runtime API is set.
 const VERSION_WAIT: Duration = Duration::from_secs(1);
-
-/// What `fleet` asks, and of whom (its command line, checked).
-#[derive(Debug)]
-pub struct Ask {
-    /// Print a JSON array instead of the table.
-    pub json: bool,
-    /// The local agent's RPC address (`serf`'s own default if `None`).
-    pub rpc_addr: Option<String>,
-    pub serf_bin: PathBuf,
-    /// The balancers' `role` tag.
-    pub role: String,
-    /// How long the query waits for answers.
-    pub timeout: Duration,
-}
 
 /// A hash of a server set, or why there is none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -99,25 +84,18 @@ pub struct Digest {
     pub haproxy: String,
 }
 
-/// What the handler reads its digest from.
-pub struct Local<'a> {
-    pub nodes_dir: &'a Path,
-    pub output: &'a Path,
-    pub api: Option<&'a RuntimeApi>,
-    /// `haproxy` for `-v` when there is no runtime API.
-    pub haproxy_bin: Option<&'a Path>,
-}
-
 /// The digest of this balancer, never an error: what cannot be read is
 /// said in the digest. One socket exchange (bounded by `SOCKET_WAIT`) or
 /// one `haproxy -v`, and a few small files.
-pub fn digest(local: &Local) -> Digest {
-    let rendered = crate::file::read_capped(local.output, OUTPUT_CAP)
-        .map(|b| b.map(|b| config::servers(&String::from_utf8_lossy(&b))));
-    let pending = Pending::load(local.nodes_dir).ok();
-    let (live, haproxy) = match local.api {
+pub fn digest(b: &Balancer) -> Digest {
+    // The output is only read and no lock is taken: the handler must not
+    // wait for a running apply.
+    let rendered = crate::file::read_capped(b.output_path(), OUTPUT_CAP)
+        .map(|read| read.map(|bytes| config::servers(&String::from_utf8_lossy(&bytes))));
+    let pending = b.pending().ok();
+    let (live, haproxy) = match b.runtime() {
         Some(api) => live_and_version(api, rendered.as_ref().ok(), pending.as_ref()),
-        None => (Sum::Unknown, local.haproxy_bin.map(haproxy_v)),
+        None => (Sum::Unknown, b.haproxy_bin().map(haproxy_v)),
     };
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     Digest {
@@ -127,8 +105,8 @@ pub fn digest(local: &Local) -> Digest {
             Err(_) => Sum::Error,
         },
         live,
-        nodes: count_nodes(local.nodes_dir).map(count),
-        held: Some(count(HeldSet::load(local.nodes_dir).names().len())),
+        nodes: count_nodes(b.nodes_dir()).map(count),
+        held: Some(count(b.held().names().len())),
         pending: pending.map(|p| count(p.entries.len())),
         hacfg: version_text(env!("CARGO_PKG_VERSION")),
         haproxy: version_text(haproxy.as_deref().unwrap_or("unknown")),
@@ -144,18 +122,12 @@ fn live_and_version(
     rendered: Option<&Option<Vec<Server>>>,
     pending: Option<&Pending>,
 ) -> (Sum, Option<String>) {
-    let api = RuntimeApi {
-        socket: api.socket.clone(),
-        timeout: api.timeout.min(SOCKET_WAIT),
-    };
+    let api = api.within(SOCKET_WAIT);
     let commands = ["show servers state".to_string(), "show info".to_string()];
     let Some(Ok([servers, info])) = api.batch(&commands).ok().map(<[String; 2]>::try_from) else {
         return (Sum::Error, None);
     };
-    let version = info
-        .lines()
-        .find_map(|l| l.strip_prefix("Version: "))
-        .map(str::to_string);
+    let version = info_version(&info).map(str::to_string);
     let Ok(live) = state::parse(servers.trim()) else {
         return (Sum::Error, version);
     };
@@ -361,143 +333,11 @@ fn parse_version(text: &str) -> Result<String> {
     Ok(text.to_string())
 }
 
-/// One balancer in `fleet`'s answer.
-#[derive(Debug, Serialize)]
-pub struct Row {
-    pub name: String,
-    /// Its digest, if it answered with a valid one.
-    pub digest: Option<Digest>,
-    /// What is wrong, empty when it agrees: `no answer`, `malformed: …`,
-    /// `differs` (from the majority), `drift` (live ≠ rendered), `not
-    /// expected` (answered, but not an alive member of the role).
-    pub marks: Vec<String>,
-}
-
-/// The rows, by name: every expected balancer and every one that answered.
-/// What the majority is compared on: the rendered server set and the node
-/// and held counts (pending work and versions change in passing, and
-/// differ during an upgrade: shown, not compared). With no strict majority
-/// (a tie for the largest group) every answering balancer is marked.
-pub fn compare(
-    expected: &[String],
-    answers: &BTreeMap<String, String>,
-    acks: &[String],
-) -> Vec<Row> {
-    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
-    for name in expected.iter().chain(answers.keys()) {
-        rows.entry(name).or_insert_with(|| Row {
-            name: name.clone(),
-            digest: None,
-            marks: Vec::new(),
-        });
-    }
-    for row in rows.values_mut() {
-        match answers.get(&row.name).map(|a| Digest::parse(a)) {
-            Some(Ok(digest)) => row.digest = Some(digest),
-            Some(Err(e)) => row.marks.push(format!("malformed: {e:#}")),
-            None if acks.contains(&row.name) => row.marks.push("no answer (query received)".into()),
-            None => row.marks.push("no answer".into()),
-        }
-        if !expected.contains(&row.name) {
-            row.marks.push("not expected".into());
-        }
-    }
-    let key = |d: &Digest| (d.rendered, d.nodes, d.held);
-    let mut groups: BTreeMap<_, usize> = BTreeMap::new();
-    for d in rows.values().filter_map(|r| r.digest.as_ref()) {
-        *groups.entry(key(d)).or_default() += 1;
-    }
-    let top = groups.values().copied().max().unwrap_or(0);
-    let majority = match groups.iter().filter(|(_, n)| **n == top).count() {
-        1 => groups.iter().find(|(_, n)| **n == top).map(|(k, _)| *k),
-        _ => None,
-    };
-    for row in rows.values_mut() {
-        let Some(d) = &row.digest else { continue };
-        if majority != Some(key(d)) {
-            row.marks.push("differs".into());
-        }
-        if matches!(d.live, Sum::Of(_) | Sum::Error) && d.live != d.rendered {
-            row.marks.push("drift".into());
-        }
-    }
-    rows.into_values().collect()
-}
-
-/// An aligned table, one balancer per line.
-pub fn table(rows: &[Row]) -> String {
-    let dash = || "-".to_string();
-    let count = |n: Option<u32>| n.map_or("error".into(), |n| n.to_string());
-    let cells: Vec<[String; 9]> = rows
-        .iter()
-        .map(|r| {
-            let d = r.digest.as_ref();
-            [
-                shown_name(&r.name),
-                d.map_or_else(dash, |d| d.rendered.to_string()),
-                d.map_or_else(dash, |d| d.live.to_string()),
-                d.map_or_else(dash, |d| count(d.nodes)),
-                d.map_or_else(dash, |d| count(d.held)),
-                d.map_or_else(dash, |d| count(d.pending)),
-                d.map_or_else(dash, |d| d.hacfg.clone()),
-                d.map_or_else(dash, |d| d.haproxy.clone()),
-                if r.marks.is_empty() {
-                    "ok".into()
-                } else {
-                    r.marks.join(", ")
-                },
-            ]
-        })
-        .collect();
-    let header = [
-        "BALANCER", "RENDERED", "LIVE", "NODES", "HELD", "PENDING", "HACFG", "HAPROXY", "STATE",
-    ];
-    crate::stdout::table(header, &cells)
-}
-
-/// A member's name as the table shows it: as is when plain, else escaped
-/// and cut (names come from the network).
-fn shown_name(name: &str) -> String {
-    let plain = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic());
-    if plain {
-        name.to_string()
-    } else {
-        quote(cut(name, 64).unwrap_or(name)).to_string()
-    }
-}
-
-/// The Serf `-tag` filter for the members of `role`: Serf matches tags as
-/// regular expressions, so the role is anchored and its punctuation escaped.
-pub fn role_filter(role: &str) -> String {
-    let mut pattern = String::from("role=^");
-    for c in role.chars() {
-        if !c.is_ascii_alphanumeric() {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('$');
-    pattern
-}
-
-/// A role given on the command line: what a Serf tag value of hacfg's
-/// roles is made of.
-pub fn validate_role(role: &str) -> Result<()> {
-    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
-    if role.is_empty() || role.len() > 64 || !role.bytes().all(ok) {
-        bail!(
-            "invalid balancer role {}: use 1 to 64 letters, digits, '-', '_' or '.'",
-            quote(role)
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn digest(rendered: u64, nodes: u32) -> Digest {
+    pub fn digest(rendered: u64, nodes: u32) -> Digest {
         Digest {
             rendered: Sum::Of(rendered),
             live: Sum::Unknown,
@@ -570,49 +410,6 @@ mod tests {
     }
 
     #[test]
-    fn the_odd_one_out_is_marked() {
-        let names = |n: &[&str]| n.iter().map(ToString::to_string).collect::<Vec<_>>();
-        let expected = names(&["a", "b", "c", "d"]);
-        let mut answers = BTreeMap::new();
-        answers.insert("a".to_string(), digest(1, 2).to_line());
-        answers.insert("b".to_string(), digest(1, 2).to_line());
-        answers.insert("c".to_string(), digest(2, 1).to_line());
-        answers.insert("x".to_string(), "garbage".to_string());
-        let rows = compare(&expected, &answers, &names(&["d"]));
-        let marks: Vec<(&str, String)> = rows
-            .iter()
-            .map(|r| (r.name.as_str(), r.marks.join(", ")))
-            .collect();
-        assert_eq!(
-            marks,
-            [
-                ("a", String::new()),
-                ("b", String::new()),
-                ("c", "differs".into()),
-                ("d", "no answer (query received)".into()),
-                (
-                    "x",
-                    "malformed: answer \"garbage\" is not a hacfg-digest/1 digest, not expected"
-                        .into()
-                ),
-            ]
-        );
-        // A tie has no majority: both sides are marked.
-        answers.remove("c");
-        answers.insert("c".to_string(), digest(2, 1).to_line());
-        answers.insert("d".to_string(), digest(2, 1).to_line());
-        let rows = compare(&expected, &answers, &[]);
-        assert!(rows[..4].iter().all(|r| r.marks == ["differs"]), "{rows:?}");
-        let table = table(&rows);
-        assert!(table.starts_with("BALANCER  RENDERED"), "{table}");
-        // A name from the network never breaks the table's lines.
-        answers.insert("evil\nname".repeat(20), digest(2, 1).to_line());
-        let table = super::table(&compare(&expected, &answers, &[]));
-        assert_eq!(table.lines().count(), 7, "{table}");
-        assert!(table.contains(r#""evil\nnameevil\nname"#), "{table}");
-    }
-
-    #[test]
     fn live_equals_rendered_when_haproxy_runs_the_file() {
         let cfg = "backend nodes\n  server a 10.0.0.1:80 weight 2\n  server b [::1]:81
 ";
@@ -632,15 +429,5 @@ mod tests {
         assert_eq!(live_sum(&running, &desired, None), rendered);
         let moved = [live("a", "10.0.0.9", 80), live("b", "::1", 81)];
         assert_ne!(live_sum(&moved, &desired, None), rendered);
-    }
-
-    #[test]
-    fn roles_are_anchored_literals() {
-        assert_eq!(role_filter("balancer"), "role=^balancer$");
-        assert_eq!(role_filter("lb.v2"), r"role=^lb\.v2$");
-        assert!(validate_role("lb-1").is_ok());
-        for bad in ["", "a b", "a|b", "x$", &"a".repeat(65)] {
-            assert!(validate_role(bad).is_err(), "{bad:?}");
-        }
     }
 }

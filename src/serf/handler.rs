@@ -1,0 +1,162 @@
+//! `hacfg serf`, the Serf event handler: one event's members applied to
+//! the nodes folder as one batch, then one render; a query answered.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::answer::{QUERY_NAME, digest};
+use super::event::{Action, OnFailed, action_of, read_lines};
+use super::plan::{Changes, plan_event};
+use crate::exit::Outcome;
+use crate::log::{Log, Verbosity};
+use crate::stdout::print_stdout;
+use crate::pipeline::{Balancer, Folder, Then};
+use crate::store::Mode;
+
+/// One event, as Serf hands it to its handler. Skipped members make a
+/// partial success (exit 6).
+pub struct Event<'a> {
+    /// SERF_EVENT (`member-join`, ...).
+    pub name: &'a str,
+    /// SERF_SELF_NAME: the agent's own member, left alone.
+    pub self_name: &'a str,
+    /// SERF_QUERY_NAME, for a `query` event.
+    pub query: &'a str,
+    pub roles: &'a [String],
+    /// `--on-failed`.
+    pub on_failed: OnFailed,
+    /// `--log-file`, which still gets a query's line.
+    pub log_file: Option<&'a Path>,
+}
+
+impl Event<'_> {
+    pub fn run(&self, b: &mut Balancer) -> Result<Outcome> {
+        // Always read stdin to its end first: Serf waits for its handler to.
+        let lines = read_lines(std::io::stdin().lock())?;
+        if self.name == "query" {
+            return Ok(self.answer(b));
+        }
+        let action = action_of(self.name, self.on_failed)?;
+        if action == Action::Ignore {
+            b.log().info(&format!("{}: ignored", self.name));
+            return Ok(Outcome::Done);
+        }
+        b.check_output()?;
+        let port = b.default_port();
+        let mut changes = plan_event(lines, action, self.roles, self.self_name, port);
+        let skipped = warn_planned(&changes, self.name, b.log());
+        let modes = (action, self.on_failed);
+        let staying = second_opinion(b, modes, &mut changes)?;
+        let render = Then::Render { own: None };
+        let (more, outcome) = b.change(render, |folder, log| {
+            apply_changes(folder, &changes, self.name, log)
+        })?;
+        if staying {
+            b.start_worker();
+        }
+        Ok(partial(self.name, skipped + more, outcome))
+    }
+
+    /// A query: the digest for `fleet`'s, nothing for any other. Serf sends
+    /// the handler's stdout and stderr back as the answer, so nothing goes
+    /// to stderr here (the log file still gets its line).
+    fn answer(&self, b: &Balancer) -> Outcome {
+        if self.query == QUERY_NAME {
+            let _ = print_stdout(&digest(b).to_line());
+        } else {
+            let mut quiet = Log::new(Verbosity::Quiet, self.log_file);
+            quiet.info(&format!(
+                "query {}: ignored",
+                crate::quote::quote(self.query)
+            ));
+        }
+        Outcome::Done
+    }
+}
+
+/// `--on-failed verify`: asks HAProxy, when a member is reported failed
+/// now or one stays from before, and keeps the removals it agrees with.
+/// An event's upserts and removals end their members' stays (in every
+/// mode: a stale stay must never judge a member Serf sees alive). Returns
+/// whether some member stays.
+fn second_opinion(
+    b: &mut Balancer,
+    (action, on_failed): (Action, OnFailed),
+    changes: &mut Changes,
+) -> Result<bool> {
+    let recorded = b.stays_recorded();
+    if b.runtime().is_none() || (action != Action::Verify && !recorded) {
+        return Ok(false);
+    }
+    let failed = match action {
+        Action::Verify => std::mem::take(&mut changes.removals),
+        _ => Vec::new(),
+    };
+    let ended = changes.names();
+    b.with_exclusive(|folder, log| {
+        if on_failed != OnFailed::Verify {
+            return folder.end_stays(&ended, log).map(|()| false);
+        }
+        let reviewed = folder.review(&failed, &ended, log)?;
+        folder.record(&reviewed)?;
+        changes.removals.extend(reviewed.remove.iter().cloned());
+        Ok(reviewed.staying())
+    })
+}
+
+/// Warns of the tags `changes` dropped and the members it skipped (`who`:
+/// the event, or `sync`); returns how many were skipped.
+pub(super) fn warn_planned(changes: &Changes, who: &str, log: &mut Log) -> usize {
+    for note in &changes.notes {
+        log.warn(&format!("{who}: {note}"));
+    }
+    for reason in &changes.skipped {
+        log.warn(&format!("{who}: skipped: {reason}"));
+    }
+    changes.skipped.len()
+}
+
+/// Writes and removes the node files `changes` asks for, one line each. A
+/// file that cannot be written or removed is a warning naming the node and
+/// the file, and counts as skipped: the rest is applied all the same.
+/// Returns how many were skipped; fails only when the batch as a whole
+/// could not be made durable.
+pub(super) fn apply_changes<M: Mode>(
+    folder: &Folder<M>,
+    changes: &Changes,
+    who: &str,
+    log: &mut Log,
+) -> Result<usize> {
+    let written = folder.write_all(&changes.upserts)?;
+    let written = changes.upserts.iter().zip(written).map(|(node, result)| {
+        let verbs = ["added/updated node", "already up to date:"];
+        (folder.describe(node), result, verbs)
+    });
+    let removed = folder.remove_all(&changes.removals)?;
+    let removed = changes.removals.iter().zip(removed).map(|(name, result)| {
+        let verbs = ["removed node", "was not there:"];
+        (format!("`{name}`"), result, verbs)
+    });
+    let mut skipped = 0;
+    for (label, result, [done, unchanged]) in written.chain(removed) {
+        match result {
+            Ok(true) => log.info(&format!("{who}: {done} {label}")),
+            Ok(false) => log.info(&format!("{who}: {unchanged} {label}")),
+            Err(e) => {
+                log.warn(&format!("{who}: skipped {label}: {e:#}"));
+                skipped += 1;
+            }
+        }
+    }
+    Ok(skipped)
+}
+
+/// A run that skipped members is a partial success (exit 6), however the
+/// rest of it went.
+pub(super) fn partial(who: &str, skipped: usize, outcome: Outcome) -> Outcome {
+    match skipped {
+        0 => outcome,
+        n => Outcome::Skipped(format!("{who}: {n} member(s) skipped, the rest applied")),
+    }
+}
