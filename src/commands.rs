@@ -234,7 +234,7 @@ fn status(cfg: &Config, store: &Store, json: bool) -> Result<Outcome> {
     let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
     let rendered = desired(cfg, store, &output)?;
     let desired = crate::haproxy::config::servers(&rendered);
-    let pending = pipeline::pending::Pending::load(store.dir())?;
+    let pending = pipeline::records::read::<pipeline::pending::Pending>(store.dir())?;
     let rows = crate::status::compare(&desired, &api.live()?, &api.stats()?, &pending);
     let text = if json {
         serde_json::to_string_pretty(&rows)? + "\n"
@@ -410,7 +410,7 @@ fn second_opinion(
     let ended = changes.names();
     let lock = store.lock::<Exclusive>()?;
     if on_failed != OnFailed::Verify {
-        return verify::end(store.dir(), &ended, log).map(|()| false);
+        return verify::end(store.dir(), &ended).map(|()| false);
     }
     let reviewed = verify::review(&cfg.pipeline, store, &lock, output, (&failed, &ended), log);
     reviewed.record(store.dir())?;

@@ -114,7 +114,7 @@ pub struct Local<'a> {
 pub fn digest(local: &Local) -> Digest {
     let rendered = crate::file::read_capped(local.output, OUTPUT_CAP)
         .map(|b| b.map(|b| config::servers(&String::from_utf8_lossy(&b))));
-    let pending = Pending::load(local.nodes_dir).ok();
+    let pending = crate::pipeline::records::read::<Pending>(local.nodes_dir).ok();
     let (live, haproxy) = match local.api {
         Some(api) => live_and_version(api, rendered.as_ref().ok(), pending.as_ref()),
         None => (Sum::Unknown, local.haproxy_bin.map(haproxy_v)),

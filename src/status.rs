@@ -10,7 +10,8 @@ use crate::haproxy::config::Server;
 use crate::haproxy::stat::Stat;
 use crate::haproxy::state::Live;
 use crate::haproxy::{Target, endpoint, same_addr};
-use crate::pipeline::pending::{self, Pending, Why};
+use crate::pipeline::pending::{Pending, Why};
+use crate::pipeline::records::now_ms;
 
 /// One server, desired or live or both.
 #[derive(Debug, Serialize)]
@@ -104,7 +105,7 @@ pub fn compare(
 
 /// Marks the live servers hacfg is settling; one past its deadline drifts.
 fn mark_pending(rows: &mut BTreeMap<(String, String), Row>, pending: &Pending) {
-    let now = pending::now_ms();
+    let now = now_ms();
     for entry in &pending.entries {
         let key = (entry.target.backend.clone(), entry.target.name.clone());
         if let Some(r) = rows.get_mut(&key).filter(|r| r.live) {

@@ -18,6 +18,7 @@ pub mod partial;
 pub mod pending;
 pub mod plan;
 pub mod quarantine;
+pub mod records;
 pub mod reload;
 pub mod settle;
 pub mod verify;
@@ -100,6 +101,7 @@ pub fn update(
     // HAProxy's live servers are read while the folder is read and rendered.
     let mut prefetched = hitless::prefetch(s);
     output.remove_leftovers(lock);
+    records::sweep(store.dir(), lock, log);
     let mut q = Quarantine::load(store, lock, retry(s))?;
     log.debug(&loaded_text(&q, store));
     crate::metrics::nodes(q.nodes().len(), q.held());
