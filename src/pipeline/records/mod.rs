@@ -409,4 +409,24 @@ mod tests {
         assert!(lines[0].contains("unknown variant"), "{}", lines[0]);
         assert!(lines[0].len() < 1_000, "{} bytes", lines[0].len());
     }
+
+    #[test]
+    fn times_from_a_clock_stepped_back_are_past_in_every_record() {
+        let f = Folder::new();
+        let ahead = now_ms() + 24 * clock::MAX_WAIT_MS;
+        let held = format!(
+            r#"[{{"node":{{"name":"bad","address":"10.0.0.1"}},"reason":"x","refused_ms":{ahead}}}]"#
+        );
+        f.write(HELD, held.as_bytes());
+        let held = HeldSet::load(f.dir());
+        assert_eq!(held.get(&Node::named("bad")).unwrap().refused_ms, 0);
+        let stays = format!(r#"[{{"name":"s1","since_ms":{ahead}}},{{"name":"s2","since_ms":5}}]"#);
+        f.write(FAILED, stays.as_bytes());
+        let since: Vec<u64> = Stays::load(f.dir())
+            .entries
+            .iter()
+            .map(|s| s.since_ms)
+            .collect();
+        assert_eq!(since, [0, 5]);
+    }
 }
