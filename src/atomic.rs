@@ -162,17 +162,21 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     Staged::new(target, bytes)?.commit()
 }
 
-/// Writes a record of hacfg's (`.hacfg.pending`, `.hacfg.held`,
-/// `.hacfg.failed`) as a JSON list, atomically; an empty one is removed, so
-/// that a folder with nothing to record holds no such file.
+/// Writes a record of hacfg's (see `pipeline::records`) as a JSON list,
+/// atomically; an empty one is removed, so that a folder with nothing to
+/// record holds no such file. A missing one is found with one `lstat`: no
+/// write, so a nodes folder on a read-only mount stays usable.
 pub fn write_record<T: serde::Serialize>(target: &Path, entries: &[T]) -> Result<()> {
-    if entries.is_empty() {
-        return match fs::remove_file(target) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        };
+    if !entries.is_empty() {
+        return write_atomic(target, &serde_json::to_vec_pretty(entries)?);
     }
-    write_atomic(target, &serde_json::to_vec_pretty(entries)?)
+    if fs::symlink_metadata(target).is_err() {
+        return Ok(());
+    }
+    match fs::remove_file(target) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Makes `target` another name of `source`'s current inode (a hard link,

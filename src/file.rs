@@ -71,9 +71,12 @@ pub fn open_with(path: &Path, links: Links) -> Result<Option<(File, Metadata)>> 
 }
 
 /// Opens (or creates, with `mode`) a lock file: a link or anything but a
-/// regular file at `path` is refused, as everywhere here. `what` names it
-/// in errors (`the worker lock`).
+/// regular file at `path` is refused, as everywhere here. One of ours
+/// with a wider mode (an older hacfg's) is narrowed to `mode`, so that no
+/// other user can open it to hold the lock. `what` names it in errors
+/// (`the worker lock`).
 pub fn open_lock(path: &Path, mode: u32, what: &str) -> Result<File> {
+    use std::os::unix::fs::PermissionsExt;
     let context = || format!("unable to open {what} `{}`", path.display());
     let file = OpenOptions::new()
         .write(true)
@@ -83,8 +86,13 @@ pub fn open_lock(path: &Path, mode: u32, what: &str) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .with_context(context)?;
-    if !file.metadata().with_context(context)?.is_file() {
+    let meta = file.metadata().with_context(context)?;
+    if !meta.is_file() {
         bail!("{what} `{}` is not a regular file", path.display());
+    }
+    if meta.permissions().mode() & 0o7777 != mode {
+        // Another user's file keeps its mode: only its owner may change it.
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
     }
     Ok(file)
 }
@@ -100,6 +108,10 @@ pub fn read_capped_with(path: &Path, links: Links, cap: u64) -> Result<Option<Ve
     let Some((file, meta)) = open_with(path, links)? else {
         return Ok(None);
     };
+    // Refused before a byte is read; the read is capped too (it may grow).
+    if meta.len() > cap {
+        return Err(too_large(path, cap));
+    }
     let mut buf = Vec::with_capacity(usize::try_from(meta.len().min(cap)).unwrap_or(0));
     read_into(file, path, cap, &mut buf)?;
     Ok(Some(buf))
@@ -112,13 +124,17 @@ pub fn read_into(file: File, path: &Path, cap: u64, buf: &mut Vec<u8>) -> Result
         .read_to_end(buf)
         .with_context(|| format!("unable to read `{}`", path.display()))?;
     if buf.len() as u64 > cap {
-        bail!(
-            "`{}` is larger than {} KiB, hacfg's limit for this file",
-            path.display(),
-            cap / 1024
-        );
+        return Err(too_large(path, cap));
     }
     Ok(())
+}
+
+fn too_large(path: &Path, cap: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`{}` is larger than {} KiB, hacfg's limit for this file",
+        path.display(),
+        cap / 1024
+    )
 }
 
 /// What a non-regular file is, for messages.
@@ -171,5 +187,22 @@ mod tests {
         let text = read_capped_with(&d.join("link"), Links::Follow, 5).unwrap();
         assert_eq!(text.unwrap(), b"hello");
         assert!(read_capped_with(&d.join("zero"), Links::Follow, 4).is_err());
+    }
+
+    #[test]
+    fn a_lock_file_is_ours_alone_and_never_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        open_lock(&path, 0o600, "the lock").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        // An older hacfg's, open to everyone, is narrowed.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        open_lock(&path, 0o600, "the lock").unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let link = dir.path().join("link.lock");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(open_lock(&link, 0o600, "the lock").is_err());
     }
 }

@@ -8,7 +8,9 @@
 //! rename, `touch` or `cp -p` changes the ctime, which no tool can set back,
 //! so a changed file never matches; a file changed within the same clock tick
 //! as that scan is "racy" and always read again. The index is only a cache:
-//! a missing, unreadable or malformed index is ignored and rewritten.
+//! a missing, unreadable or malformed index is ignored and rewritten (the
+//! one exception to `pipeline::records`' damage policy: the node files hold
+//! everything it says, so nothing is set aside).
 
 use std::collections::BTreeMap;
 use std::fs::{self, Metadata};
@@ -20,10 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::atomic;
 use crate::file;
 use crate::node::Node;
+use crate::pipeline::records::INDEX;
 use anyhow::{Context, Result, ensure};
 
-/// Name of the index file inside the nodes folder (hidden, so never a node).
-pub const INDEX_FILE: &str = ".hacfg.index";
 const MAGIC: &str = "hacfg-index-v1";
 /// Generous against coarse file-system clocks (a tick is 1-10 ms on Linux).
 const RACY_SLACK_NS: i64 = 2_000_000_000;
@@ -75,7 +76,7 @@ impl Snapshot {
     /// Loads the folder's index; any problem gives an empty snapshot.
     /// Like every file in the folder, it may be a link, a FIFO or a device.
     pub fn load(dir: &Path) -> Snapshot {
-        let (nodes, stamps) = file::open(&dir.join(INDEX_FILE))
+        let (nodes, stamps) = file::open(&dir.join(INDEX))
             .ok()
             .flatten()
             .map(|(f, _)| parse(BufReader::with_capacity(64 * 1024, f)))
@@ -312,7 +313,7 @@ pub fn save(dir: &Path, scan_start: i64, nodes: &[Node], stamps: &[Stamp]) -> Re
     writeln!(w, "end {} {hash:016x}", nodes.len())?;
     w.flush()?;
     drop(w);
-    tmp.persist(dir.join(INDEX_FILE)).map_err(|e| e.error)?;
+    tmp.persist(dir.join(INDEX)).map_err(|e| e.error)?;
     Ok(())
 }
 
@@ -391,7 +392,7 @@ mod tests {
     fn damaged_index_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         save(dir.path(), now_ns(), &[node("a"), node("b")], &[OLD, OLD]).unwrap();
-        let path = dir.path().join(INDEX_FILE);
+        let path = dir.path().join(INDEX);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(Snapshot::load(dir.path()).find("a").is_some());
         for bad in [

@@ -461,9 +461,10 @@ fn lock_path(path: &Path) -> PathBuf {
 
 /// Takes an flock on `path`, waiting at most `wait` for another holder. A
 /// lock file is never removed: a new one would not exclude the old one's
-/// holders.
+/// holders. It is 0600 and never a link: beside a shared metrics file, no
+/// other user may open it to hold it.
 fn lock(path: &Path, wait: Duration) -> Result<File> {
-    let file = crate::file::open_lock(path, 0o644, "metrics lock")?;
+    let file = crate::file::open_lock(path, 0o600, "metrics lock")?;
     let deadline = Instant::now() + wait;
     loop {
         match file.try_lock() {

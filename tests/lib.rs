@@ -14,6 +14,7 @@ mod fleet;
 mod hardening;
 mod messages;
 mod metrics;
+mod records;
 mod reliability;
 mod runtime;
 mod serf;

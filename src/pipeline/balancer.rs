@@ -112,8 +112,8 @@ impl Folder<'_, Exclusive> {
     }
 
     /// Ends the stays of `names` without asking HAProxy.
-    pub fn end_stays(&self, names: &[String], log: &mut Log) -> Result<()> {
-        verify::end(self.dir(), names, log)
+    pub fn end_stays(&self, names: &[String]) -> Result<()> {
+        verify::end(self.dir(), names)
     }
 }
 
@@ -200,8 +200,10 @@ impl<'a> Balancer<'a> {
     }
 
     /// The runtime work waiting for HAProxy (read without the lock).
+    /// A damaged record is an error naming it: `status` must not call a
+    /// folder settled when it cannot read what hacfg left pending.
     pub fn pending(&self) -> Result<Pending> {
-        Pending::load(self.place.store.dir())
+        Ok(super::records::read::<Pending>(self.place.store.dir())?)
     }
 
     /// Whether `--on-failed verify` left stays to review.

@@ -77,14 +77,10 @@ pub fn finish_pending(s: &Settings, store: &Store, rendered: &str, log: &mut Log
     let Some(api) = &s.runtime else {
         return false;
     };
-    let pending = match Pending::load(store.dir()) {
-        Ok(p) if p.is_empty() => return false,
-        Ok(p) => p,
-        Err(e) => {
-            log.warn(&format!("settle: {e:#}"));
-            return false;
-        }
-    };
+    let pending = Pending::load(store.dir());
+    if pending.is_empty() {
+        return false;
+    }
     let desired = config::servers(rendered);
     let passed = api
         .live()
@@ -161,8 +157,7 @@ impl Context<'_> {
             }
             Err(e) => return Err(e),
         };
-        // A damaged record stops the run before HAProxy is changed.
-        let pending = Pending::load(self.store.dir())?;
+        let pending = Pending::load(self.store.dir());
         let old = self
             .output
             .read()?

@@ -21,6 +21,7 @@ mod partial;
 pub mod pending;
 mod plan;
 mod quarantine;
+pub mod records;
 mod reload;
 mod settle;
 mod verify;
@@ -28,7 +29,8 @@ mod worker;
 
 pub use balancer::{Balancer, Folder, Then};
 pub use check::Check;
-pub use pending::{Pending, Why, now_ms};
+pub use pending::{Pending, Why};
+pub use records::now_ms;
 pub use quarantine::HeldSet;
 pub use settle::Waits;
 pub use worker::Worker;
@@ -110,6 +112,7 @@ pub fn update(
     // HAProxy's live servers are read while the folder is read and rendered.
     let mut prefetched = hitless::prefetch(s);
     output.remove_leftovers(lock);
+    records::sweep(store.dir(), lock, log);
     let mut q = Quarantine::load(store, lock, retry(s))?;
     log.debug(&loaded_text(&q, store));
     crate::metrics::nodes(q.nodes().len(), q.held());

@@ -20,22 +20,15 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::pending::now_ms;
 use super::plan::{self, Plan};
 use super::quarantine::RETRY_AFTER;
-use crate::atomic;
-use crate::file;
+use super::records::{self, Kind, clock, now_ms};
 use crate::haproxy::config::{self, Line};
 use crate::haproxy::state::Live;
 use crate::haproxy::{Dialect, Target};
-
-/// Name of the record inside the nodes folder (hidden, so never a node).
-pub const WAITING_FILE: &str = ".hacfg.waiting";
-/// Largest record read (one short line per waiting part).
-const WAITING_CAP: u64 = 64 << 20;
 
 /// One server line that differs between the file HAProxy took and the
 /// render.
@@ -113,16 +106,32 @@ pub struct Record {
     pub entries: Vec<Waiting>,
 }
 
+impl Kind for Record {
+    const NAME: &'static str = records::WAITING;
+    /// One short line per waiting part.
+    const CAP: u64 = 64 << 20;
+    const WHAT: &'static str = "the record of parts waiting for a reload";
+    const WITHOUT: &'static str = "each part is judged again: a run that meets one that \
+        needs a reload changes nothing (exit 7) and records it anew";
+
+    fn parse(bytes: &[u8], now_ms: u64) -> Result<Record> {
+        let mut entries: Vec<Waiting> = serde_json::from_slice(bytes)?;
+        for w in &mut entries {
+            // The keys `Change::key` and `rest_part` write, and no other.
+            if !(w.key.starts_with("server ") || w.key.starts_with("rest ")) {
+                anyhow::bail!("{} is no part of a config", crate::quote::quote(&w.key));
+            }
+            w.refused_ms = w.refused_ms.map(|t| clock::trusted_moment(t, now_ms));
+        }
+        Ok(Record { entries })
+    }
+}
+
 impl Record {
     /// Loads `.hacfg.waiting`; a missing or damaged record knows nothing
     /// (each part is then judged again).
     pub fn load(dir: &Path) -> Record {
-        let bytes = file::read_capped(&dir.join(WAITING_FILE), WAITING_CAP)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let entries = serde_json::from_slice(&bytes).unwrap_or_default();
-        Record { entries }
+        records::load(dir)
     }
 
     /// Whether `part` was already waiting.
@@ -140,13 +149,7 @@ impl Record {
         if entries == self.entries.as_slice() {
             return Ok(());
         }
-        let path = dir.join(WAITING_FILE);
-        let saved = if entries.is_empty() {
-            forget(dir)
-        } else {
-            atomic::write_atomic(&path, &serde_json::to_vec_pretty(entries)?)
-        };
-        saved.with_context(|| format!("unable to record the waiting parts in `{}`", path.display()))
+        records::save::<Record, _>(dir, entries)
     }
 }
 
@@ -154,14 +157,7 @@ impl Record {
 /// runs have none, and find that with one `lstat` (no write, so a nodes
 /// folder on a read-only mount stays usable).
 pub fn forget(dir: &Path) -> Result<()> {
-    let path = dir.join(WAITING_FILE);
-    if std::fs::symlink_metadata(&path).is_err() {
-        return Ok(());
-    }
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
+    records::forget::<Record>(dir)
 }
 
 /// The part of a render the runtime API takes now.

@@ -4,21 +4,14 @@
 //! removed one once idle) and never undoes one it did not set.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic;
-use crate::file;
+use super::records::clock::{self, MAX_WAIT_MS};
+use super::records::{self, Kind, deadline, now_ms};
 use crate::haproxy::Target;
-
-/// Name of the record inside the nodes folder (hidden, so never a node).
-pub const PENDING_FILE: &str = ".hacfg.pending";
-/// The longest wait the options allow (3600 s), in ms.
-const MAX_WAIT_MS: u64 = 3_600_000;
-/// Largest record read: a few hundred bytes per server.
-const PENDING_CAP: u64 = 64 << 20;
 
 /// Why hacfg drained a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,19 +54,6 @@ pub struct Pending {
     pub entries: Vec<Entry>,
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A deadline `wait` from now.
-pub fn deadline(wait: Duration) -> u64 {
-    now_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Whether a target's backend and server are plain HAProxy names.
 fn plain(target: &Target) -> bool {
     let ok = |s: &str| {
@@ -84,34 +64,41 @@ fn plain(target: &Target) -> bool {
     ok(&target.backend) && ok(&target.name)
 }
 
-impl Pending {
-    /// Loads the record. A missing one holds nothing; a damaged one is an
-    /// error that names it (hacfg would lose track of its own drains).
-    pub fn load(dir: &Path) -> Result<Pending> {
-        let path = dir.join(PENDING_FILE);
-        let context = || format!("unable to read hacfg's pending work `{}`", path.display());
-        let Some(bytes) = file::read_capped(&path, PENDING_CAP).with_context(context)? else {
-            return Ok(Pending::default());
-        };
-        let mut entries: Vec<Entry> = serde_json::from_slice(&bytes).with_context(context)?;
+impl Kind for Pending {
+    const NAME: &'static str = records::PENDING;
+    /// A few hundred bytes per server.
+    const CAP: u64 = 64 << 20;
+    const WHAT: &'static str = "hacfg's pending work";
+    const WITHOUT: &'static str = "the run goes on from HAProxy's live state: servers it \
+        listed stay as HAProxy has them (a drain hacfg cannot show is its own is an \
+        operator's, never undone), see `hacfg status`";
+
+    fn parse(bytes: &[u8], now_ms: u64) -> Result<Pending> {
+        let mut entries: Vec<Entry> = serde_json::from_slice(bytes)?;
         // Names go into runtime commands: only what HAProxy's names are made of.
         if let Some(bad) = entries.iter().find(|e| !plain(&e.target)) {
-            return Err(anyhow::anyhow!(
+            anyhow::bail!(
                 "server {} is no HAProxy name",
                 crate::quote::quote(&bad.target.to_string())
-            ))
-            .with_context(context);
+            );
         }
         // Whatever the file or the clock says, no wait outlasts the longest
         // the options allow.
-        let now = now_ms();
         for e in &mut entries {
-            e.since_ms = e.since_ms.min(now);
-            e.deadline_ms = e.deadline_ms.min(e.since_ms.saturating_add(MAX_WAIT_MS));
+            e.since_ms = clock::trusted_moment(e.since_ms, now_ms);
+            let cap = e.since_ms.saturating_add(MAX_WAIT_MS);
+            e.deadline_ms = clock::trusted_deadline(e.deadline_ms, now_ms).min(cap);
         }
         entries.sort_by(|a, b| a.target.cmp(&b.target));
         entries.dedup_by(|a, b| a.target == b.target);
         Ok(Pending { entries })
+    }
+}
+
+impl Pending {
+    /// Loads the record; a damaged one holds nothing (see `records`).
+    pub fn load(dir: &Path) -> Pending {
+        records::load(dir)
     }
 
     /// Writes the record (removes it when empty) if it differs from `before`.
@@ -120,14 +107,7 @@ impl Pending {
         if self == before {
             return Ok(());
         }
-        let path = dir.join(PENDING_FILE);
-        let context = || {
-            format!(
-                "unable to record hacfg's pending work in `{}`",
-                path.display()
-            )
-        };
-        atomic::write_record(&path, &self.entries).with_context(context)
+        records::save::<Pending, _>(dir, &self.entries)
     }
 
     pub fn get(&self, target: &Target) -> Option<&Entry> {
@@ -205,6 +185,12 @@ impl Pending {
 mod tests {
     use super::*;
 
+    fn entry(name: &str, since_ms: u64, deadline_ms: u64) -> String {
+        format!(
+            r#"{{"target":{{"backend":"nodes","name":"{name}"}},"why":"removal","since_ms":{since_ms},"deadline_ms":{deadline_ms}}}"#
+        )
+    }
+
     #[test]
     fn entries_round_trip_and_keep_their_deadline() {
         let dir = tempfile::tempdir().unwrap();
@@ -219,29 +205,48 @@ mod tests {
         assert_eq!(p.get(&a).unwrap().why, Why::Removal);
         assert_eq!(p.entries.len(), 1);
         p.save(dir.path(), &Pending::default()).unwrap();
-        assert_eq!(Pending::load(dir.path()).unwrap(), p);
+        assert_eq!(Pending::load(dir.path()), p);
         assert_eq!(p.waiting(now_ms()).count(), 1);
         assert_eq!(p.waiting(u64::MAX).count(), 0);
         let before = p.clone();
         p.remove(&a);
         p.save(dir.path(), &before).unwrap();
-        assert!(!dir.path().join(PENDING_FILE).exists());
-        std::fs::write(dir.path().join(PENDING_FILE), "garbage").unwrap();
-        let err = Pending::load(dir.path()).unwrap_err();
-        assert!(format!("{err:#}").contains(".hacfg.pending"), "{err:#}");
-        // A deadline past what the options allow is cut to it.
-        let far = format!(
-            r#"[{{"target":{{"backend":"nodes","name":"a"}},"why":"removal","since_ms":{},"deadline_ms":{}}}]"#,
-            now_ms(),
-            u64::MAX
+        assert!(!dir.path().join(records::PENDING).exists());
+    }
+
+    #[test]
+    fn names_that_are_no_haproxy_names_are_damage() {
+        let evil = format!("[{}]", entry("a; shutdown sessions server nodes/b", 0, 0));
+        let err = Pending::parse(evil.as_bytes(), now_ms()).unwrap_err();
+        assert!(format!("{err:#}").contains("is no HAProxy name"), "{err:#}");
+        let shape = Pending::parse(br#"{"entries":[]}"#, now_ms()).unwrap_err();
+        assert!(
+            format!("{shape:#}").contains("expected a sequence"),
+            "{shape:#}"
         );
-        std::fs::write(dir.path().join(PENDING_FILE), far).unwrap();
-        let loaded = Pending::load(dir.path()).unwrap();
-        assert!(loaded.entries[0].deadline_ms <= now_ms() + MAX_WAIT_MS);
-        let evil = r#"[{"target":{"backend":"nodes; shutdown sessions server nodes/a","name":"a"},
-            "why":"removal","since_ms":0,"deadline_ms":0}]"#;
-        std::fs::write(dir.path().join(PENDING_FILE), evil).unwrap();
-        let err = format!("{:#}", Pending::load(dir.path()).unwrap_err());
-        assert!(err.contains("is no HAProxy name"), "{err}");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_ends_the_wait_and_the_cap_never_slides() {
+        let now = 100 * MAX_WAIT_MS;
+        let day = 24 * MAX_WAIT_MS;
+        // Written a day "later" than now (the clock was stepped back): due.
+        let ahead = format!("[{}]", entry("a", now + day, now + day + 5_000));
+        let p = Pending::parse(ahead.as_bytes(), now).unwrap();
+        assert!(p.entries[0].overdue(now));
+        // Read again after a save, an hour later: still due, nothing moved.
+        let saved = serde_json::to_vec(&p.entries).unwrap();
+        let again = Pending::parse(&saved, now + MAX_WAIT_MS).unwrap();
+        assert_eq!(again, p);
+        // A small step back keeps the deadline as written, at every load.
+        let near = format!("[{}]", entry("b", now + 60_000, now + 65_000));
+        let p = Pending::parse(near.as_bytes(), now).unwrap();
+        assert_eq!(p.entries[0].deadline_ms, now + 65_000);
+        let later = serde_json::to_vec(&p.entries).unwrap();
+        assert_eq!(Pending::parse(&later, now + 1_000).unwrap(), p);
+        // A deadline past what the options allow after its start is cut to it.
+        let far = format!("[{}]", entry("c", now - 10_000, now + MAX_WAIT_MS - 5));
+        let p = Pending::parse(far.as_bytes(), now).unwrap();
+        assert_eq!(p.entries[0].deadline_ms, now + MAX_WAIT_MS - 10_000);
     }
 }

@@ -24,17 +24,11 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::check::Rejection;
-use super::pending::now_ms;
-use crate::atomic;
-use crate::file;
+use super::records::{self, Kind, clock, now_ms};
 use crate::haproxy::config::{self, Line};
 use crate::node::Node;
 use crate::store::{Exclusive, Lock, Store};
 
-/// Name of the state file inside the nodes folder (hidden, so never a node).
-pub const HELD_FILE: &str = ".hacfg.held";
-/// Largest `.hacfg.held` read (a reason is at most a few lines).
-const HELD_CAP: u64 = 64 << 20;
 /// How long a held node is left out without a check before a run that
 /// checks tries it again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -65,28 +59,40 @@ pub struct HeldSet {
     entries: BTreeMap<String, Held>,
 }
 
+impl Kind for HeldSet {
+    const NAME: &'static str = records::HELD;
+    /// A reason is at most a few lines.
+    const CAP: u64 = 64 << 20;
+    const WHAT: &'static str = "the record of held-back nodes";
+    const WITHOUT: &'static str =
+        "its nodes are tried again, and the check holds back any HAProxy still refuses";
+
+    fn parse(bytes: &[u8], now_ms: u64) -> Result<HeldSet> {
+        let mut entries = BTreeMap::new();
+        for mut held in serde_json::from_slice::<Vec<Held>>(bytes)? {
+            let name = &held.node.name;
+            held.node
+                .validate()
+                .with_context(|| format!("node {} in it", crate::quote::quote(name)))?;
+            held.refused_ms = clock::trusted_moment(held.refused_ms, now_ms);
+            entries.insert(held.node.name.clone(), held);
+        }
+        Ok(HeldSet { entries })
+    }
+}
+
 impl HeldSet {
-    /// Loads `.hacfg.held`; a missing or damaged file holds nothing back
+    /// Loads `.hacfg.held`; a missing or damaged one holds nothing back
     /// (the next check finds any bad node again).
     pub fn load(dir: &Path) -> HeldSet {
-        let bytes = file::read_capped(&dir.join(HELD_FILE), HELD_CAP)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let entries = serde_json::from_slice::<Vec<Held>>(&bytes)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|h| h.node.validate().is_ok())
-            .map(|h| (h.node.name.clone(), h))
-            .collect();
-        HeldSet { entries }
+        records::load(dir)
     }
 
     /// Writes `.hacfg.held` (or removes it when nothing is held). The
     /// caller holds the exclusive lock.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let list: Vec<&Held> = self.entries.values().collect();
-        atomic::write_record(&dir.join(HELD_FILE), &list)
+        records::save::<HeldSet, _>(dir, &list)
     }
 
     /// The entry for `node`, if it is held back as its file is now.
@@ -343,12 +349,7 @@ impl Quarantine {
         if self.held == self.before {
             return Ok(());
         }
-        self.held.save(&self.dir).with_context(|| {
-            format!(
-                "unable to record the held-back nodes in `{}`",
-                self.dir.join(HELD_FILE).display()
-            )
-        })
+        self.held.save(&self.dir)
     }
 
     /// Every node held back now, with HAProxy's words, and those this run found.
@@ -417,7 +418,7 @@ mod tests {
         // A record written before `refused_ms` existed is due at once.
         let dir = tempfile::tempdir().unwrap();
         set.save(dir.path()).unwrap();
-        let path = dir.path().join(HELD_FILE);
+        let path = dir.path().join(records::HELD);
         let text = std::fs::read_to_string(&path).unwrap();
         let old: String = text
             .lines()
@@ -447,6 +448,6 @@ mod tests {
         assert_eq!((live.len(), held.len()), (2, 0));
         assert!(set.names().is_empty());
         set.save(dir.path()).unwrap();
-        assert!(!dir.path().join(HELD_FILE).exists());
+        assert!(!dir.path().join(records::HELD).exists());
     }
 }

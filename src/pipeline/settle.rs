@@ -33,7 +33,7 @@ pub struct Waits {
 /// loses its socket half-way leaves its drains known, and the next pass
 /// finishes them (an entry whose server never came is simply dropped).
 pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits) -> Result<()> {
-    let before = Pending::load(dir)?;
+    let before = Pending::load(dir);
     let mut pending = before.clone();
     for op in ops {
         match op {
@@ -68,7 +68,7 @@ pub fn pass(
     waits: Waits,
     log: &mut Log,
 ) -> Result<Pending> {
-    let before = Pending::load(dir)?;
+    let before = Pending::load(dir);
     let mut pending = before.clone();
     if let Some(executed) = executed {
         for t in &executed.checking {

@@ -11,9 +11,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::Settings;
-use super::pending::now_ms;
-use crate::atomic;
-use crate::file;
+use super::records::{self, Kind, clock, now_ms};
 use crate::haproxy::config::{self, Server};
 use crate::haproxy::state::{Admin, Live};
 use crate::haproxy::{Target, same_addr};
@@ -21,11 +19,6 @@ use crate::log::Log;
 use crate::node::{self, Node};
 use crate::output::OutputFile;
 use crate::store::{Exclusive, Lock, Store};
-
-/// Name of the record inside the nodes folder (hidden, so never a node).
-pub const FAILED_FILE: &str = ".hacfg.failed";
-/// Largest record read: about 80 bytes per node that stays.
-const FAILED_CAP: u64 = 16 << 20;
 
 /// A failed member whose server HAProxy still saw UP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,35 +35,32 @@ pub struct Stays {
     pub entries: Vec<Stay>,
 }
 
-impl Stays {
-    /// Loads the record. A damaged one is a warning and holds nothing: its
-    /// nodes are then treated as `--on-failed remove` treats them.
-    pub fn load(dir: &Path, log: &mut Log) -> Stays {
-        let path = dir.join(FAILED_FILE);
-        let read = || -> Result<Vec<Stay>> {
-            match file::read_capped(&path, FAILED_CAP)? {
-                None => Ok(Vec::new()),
-                Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
-            }
-        };
-        let mut entries = match read() {
-            Ok(entries) => entries,
-            Err(e) => {
-                log.warn(&format!(
-                    "ignoring the record of failed members that stay `{}`: {e:#}",
-                    path.display()
-                ));
-                Vec::new()
-            }
-        };
-        let now = now_ms();
-        entries.retain(|s| node::validate_name(&s.name).is_ok());
+impl Kind for Stays {
+    const NAME: &'static str = records::FAILED;
+    /// About 80 bytes per node that stays.
+    const CAP: u64 = 16 << 20;
+    const WHAT: &'static str = "the record of failed members that stay";
+    const WITHOUT: &'static str = "the members it listed stay in the folder (HAProxy's checks \
+        keep traffic from a dead server), and `hacfg sync` or their next event judges them \
+        again";
+
+    fn parse(bytes: &[u8], now_ms: u64) -> Result<Stays> {
+        let mut entries: Vec<Stay> = serde_json::from_slice(bytes)?;
         for s in &mut entries {
-            s.since_ms = s.since_ms.min(now);
+            node::validate_name(&s.name)?;
+            s.since_ms = clock::trusted_moment(s.since_ms, now_ms);
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         entries.dedup_by(|a, b| a.name == b.name);
-        Stays { entries }
+        Ok(Stays { entries })
+    }
+}
+
+impl Stays {
+    /// Loads the record; a damaged one holds nothing (see `records`: the
+    /// run's sweep says so, and its members stay).
+    pub fn load(dir: &Path) -> Stays {
+        records::load(dir)
     }
 
     /// Writes the record (removes it when empty) if it differs from `before`.
@@ -78,15 +68,13 @@ impl Stays {
         if self == before {
             return Ok(());
         }
-        let path = dir.join(FAILED_FILE);
-        let context = || format!("unable to record failed members in `{}`", path.display());
-        atomic::write_record(&path, &self.entries).with_context(context)
+        records::save::<Stays, _>(dir, &self.entries)
     }
 
     /// Whether the folder has a record at all: one `lstat`, so that an
     /// event with no stay to review costs no read (and no lock).
     pub fn recorded(dir: &Path) -> bool {
-        dir.join(FAILED_FILE).symlink_metadata().is_ok()
+        records::present::<Stays>(dir)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -190,12 +178,13 @@ impl Reviewed {
 pub fn review(
     s: &Settings,
     store: &Store,
-    _lock: &Lock<Exclusive>,
+    lock: &Lock<Exclusive>,
     output: &OutputFile,
     (failed, ended): (&[String], &[String]),
     log: &mut Log,
 ) -> Reviewed {
-    let before = Stays::load(store.dir(), log);
+    records::sweep(store.dir(), lock, log);
+    let before = Stays::load(store.dir());
     let mut stays = before.clone();
     for name in ended {
         stays.forget(name);
@@ -235,8 +224,8 @@ pub fn review(
 /// Ends the stays of `names` (they joined again, left or were reaped),
 /// without asking HAProxy: what a run that does not verify still owes the
 /// record. Runs under the exclusive lock.
-pub fn end(dir: &Path, names: &[String], log: &mut Log) -> Result<()> {
-    let before = Stays::load(dir, log);
+pub fn end(dir: &Path, names: &[String]) -> Result<()> {
+    let before = Stays::load(dir);
     let mut stays = before.clone();
     for name in names {
         stays.forget(name);
@@ -388,22 +377,5 @@ mod tests {
         assert!(
             matches!(verdict(&unknown, 3000, &desired, &[]), Verdict::Down(w) if w.contains("no server"))
         );
-    }
-
-    #[test]
-    fn a_damaged_record_holds_nothing_and_names_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FAILED_FILE), b"\xff not json").unwrap();
-        let log_path = dir.path().join("log");
-        let mut log = Log::new(crate::log::Verbosity::Quiet, Some(&log_path));
-        assert!(Stays::load(dir.path(), &mut log).entries.is_empty());
-        let logged = std::fs::read_to_string(&log_path).unwrap();
-        assert!(logged.contains(FAILED_FILE), "{logged}");
-        // Names that are no node names are dropped, not trusted.
-        let bad = r#"[{"name":"../x","since_ms":1},{"name":"s1","since_ms":99999999999999}]"#;
-        std::fs::write(dir.path().join(FAILED_FILE), bad).unwrap();
-        let stays = Stays::load(dir.path(), &mut log);
-        assert_eq!(stays.entries.len(), 1);
-        assert!(stays.entries[0].since_ms <= now_ms());
     }
 }

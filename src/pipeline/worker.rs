@@ -4,16 +4,17 @@
 //! and takes it only for a [`settle::pass`], and exits once nothing waits.
 
 use std::ffi::OsString;
-use std::fs::{File, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::Settings;
-use super::pending::{self, Entry, Pending, Why};
+use super::pending::{Entry, Pending, Why};
+use super::records::lock::{Job, WorkerLock};
+use super::records::now_ms;
 use super::settle::{self, Waits};
 use super::verify::{self, Stays};
 use crate::haproxy::{RuntimeApi, Target, config};
@@ -26,10 +27,6 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long HAProxy may fail to answer (a reload makes the master socket
 /// refuse for a moment) before the worker leaves the rest to later runs.
 const UNANSWERED: Duration = Duration::from_secs(10);
-/// The worker's own lock file in the nodes folder: at most one at a time.
-pub const WORKER_FILE: &str = ".hacfg.settle";
-/// The lock of the one worker that watches failed members that stay.
-const WATCH_FILE: &str = ".hacfg.watch";
 /// How often the watch reads HAProxy's servers.
 const WATCH_POLL: Duration = Duration::from_millis(250);
 
@@ -51,20 +48,20 @@ pub fn work(
     waits: Waits,
     log: &mut Log,
 ) -> Result<()> {
-    let Some(worker_lock) = WorkerLock::try_take(store.dir())? else {
+    let Some(worker_lock) = WorkerLock::try_take(store, Job::Settle, log)? else {
         log.debug("settle: another worker is at work");
         return Ok(());
     };
     let mut failing: Option<Instant> = None;
     loop {
         crate::haproxy::api::forget_late(api.path());
-        let pending = Pending::load(store.dir())?;
-        let waiting: Vec<&Entry> = pending.waiting(pending::now_ms()).collect();
+        let pending = Pending::load(store.dir());
+        let waiting: Vec<&Entry> = pending.waiting(now_ms()).collect();
         if waiting.is_empty() || due(api, &waiting) {
             let lock = store.lock::<Exclusive>()?;
             // Read again under the lock: a run may have recorded work since.
             let left = if pending.is_empty() {
-                Pending::load(store.dir()).unwrap_or_default()
+                Pending::load(store.dir())
             } else {
                 match pass_from_file(api, store, output, waits, log) {
                     Ok(left) => {
@@ -82,7 +79,7 @@ pub fn work(
                     Err(e) => {
                         log.debug(&format!("settle: {e:#}; trying again"));
                         failing.get_or_insert_with(Instant::now);
-                        Pending::load(store.dir()).unwrap_or(pending)
+                        Pending::load(store.dir())
                     }
                 }
             };
@@ -100,18 +97,18 @@ pub fn work(
 /// node file removed, the change applied) or `--check-timeout` has passed
 /// since they stayed (later events and `sync` review them then).
 pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<()> {
-    let Some(watch_lock) = WorkerLock::try_take_named(store.dir(), WATCH_FILE)? else {
+    let Some(watch_lock) = WorkerLock::try_take(store, Job::Watch, log)? else {
         return Ok(());
     };
     let mut failing: Option<Instant> = None;
     loop {
-        let mut stays = Stays::load(store.dir(), log);
+        let mut stays = Stays::load(store.dir());
         if !watching(s, &stays) {
             // Read again under the folder lock, and let go of the watch lock
             // first: a run that records a stay after this starts a worker
             // that can take it.
             let lock = store.lock::<Exclusive>()?;
-            stays = Stays::load(store.dir(), log);
+            stays = Stays::load(store.dir());
             if !watching(s, &stays) {
                 drop(watch_lock);
                 drop(lock);
@@ -144,7 +141,7 @@ pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) ->
 /// its start.
 fn watching(s: &Settings, stays: &Stays) -> bool {
     let watch_ms = u64::try_from(s.waits.first_check.as_millis()).unwrap_or(u64::MAX);
-    let now = pending::now_ms();
+    let now = now_ms();
     stays
         .entries
         .iter()
@@ -245,29 +242,5 @@ pub fn spawn(worker: &Worker, log: &mut Log) {
             "unable to start `{} settle`: {e}; the next hacfg run finishes the pending work",
             worker.exe.display()
         )),
-    }
-}
-
-/// Held by the one worker of a folder: a lock on `.hacfg.settle`.
-pub struct WorkerLock {
-    _file: File,
-}
-
-impl WorkerLock {
-    /// Takes the worker lock; `None` when another worker holds it.
-    pub fn try_take(dir: &Path) -> Result<Option<WorkerLock>> {
-        WorkerLock::try_take_named(dir, WORKER_FILE)
-    }
-
-    fn try_take_named(dir: &Path, name: &str) -> Result<Option<WorkerLock>> {
-        let path = dir.join(name);
-        let file = crate::file::open_lock(&path, 0o600, "the worker lock")?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(WorkerLock { _file: file })),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("unable to lock `{}`", path.display()))
-            }
-        }
     }
 }

@@ -96,7 +96,7 @@ fn second_opinion(
     let ended = changes.names();
     b.with_exclusive(|folder, log| {
         if on_failed != OnFailed::Verify {
-            return folder.end_stays(&ended, log).map(|()| false);
+            return folder.end_stays(&ended).map(|()| false);
         }
         let reviewed = folder.review(&failed, &ended, log)?;
         folder.record(&reviewed)?;
