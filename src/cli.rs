@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
+use clap::builder::{BoolishValueParser, OsStringValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::haproxy::Address;
 
 /// Examples and exit codes, shown after `--help` and in the man page.
 const AFTER_HELP: &str = "\
@@ -119,9 +121,9 @@ pub struct ApplyArgs {
     /// Reload by sending SIGUSR2 to the master process whose pid is in this file
     #[arg(long, global = true, env = "HACFG_PID_FILE")]
     pub pid_file: Option<PathBuf>,
-    /// Reload through HAProxy's master CLI socket (`haproxy -W -S PATH`) and verify it
-    #[arg(long, global = true, env = "HACFG_MASTER_SOCKET")]
-    pub master_socket: Option<PathBuf>,
+    /// Reload through HAProxy's master CLI socket (`haproxy -W -S PATH`, or `ipv4@IP:PORT`) and verify it
+    #[arg(long, global = true, env = "HACFG_MASTER_SOCKET", value_parser = socket_arg())]
+    pub master_socket: Option<Address>,
     /// Seconds a reload may take, its verification included, before it counts as failed (up to 3600)
     #[arg(
         long,
@@ -140,9 +142,9 @@ pub struct ApplyArgs {
         default_value = "auto"
     )]
     pub apply_mode: ApplyArg,
-    /// An admin-level stats socket for runtime changes (or use --master-socket)
-    #[arg(long, global = true, env = "HACFG_STATS_SOCKET")]
-    pub stats_socket: Option<PathBuf>,
+    /// An admin-level stats socket (a path, or `ipv4@IP:PORT`) for runtime changes (or use --master-socket)
+    #[arg(long, global = true, env = "HACFG_STATS_SOCKET", value_parser = socket_arg())]
+    pub stats_socket: Option<Address>,
     /// Seconds a removed server may take to finish its requests before it
     /// is left drained (up to 3600); the wait happens outside the handler
     #[arg(long, global = true, env = "HACFG_DRAIN_TIMEOUT", default_value = "5",
@@ -529,6 +531,11 @@ fn count_arg(text: &str) -> Result<usize, String> {
     crate::node::parse_number(text)
         .map(|n| n as usize)
         .ok_or_else(|| format!("invalid count {text:?}: use plain digits"))
+}
+
+/// A socket address as HAProxy writes it (see [`Address::parse`]).
+fn socket_arg() -> impl TypedValueParser<Value = Address> {
+    OsStringValueParser::new().try_map(|text| Address::parse(&text))
 }
 
 /// Seconds as plain digits with an optional fraction (`10`, `0.5`), more

@@ -155,10 +155,13 @@ fn remove(
 
 /// `hacfg reload`: the live state saved, then a reload of the config as it is.
 fn reload(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
+    let (api, reload) = (cfg.pipeline.runtime.as_ref(), cfg.pipeline.reload.as_ref());
+    crate::haproxy::reload::probe_sockets(api, reload)
+        .map_err(|e| Failure::ReloadFailed(e.to_string()))?;
     let _lock = store.lock::<Exclusive>()?;
     if let Some(current) = OutputFile::new(&cfg.output, cfg.write_mode)?.read()? {
-        let api = cfg.pipeline.runtime.as_ref();
-        pipeline::reload::prepare_state(api, &String::from_utf8_lossy(&current), log)?;
+        let api = crate::haproxy::reload::state_api(api, reload);
+        pipeline::reload::prepare_state(api.as_ref(), &String::from_utf8_lossy(&current), log)?;
     }
     if let Some(settings) = &cfg.pipeline.reload {
         pipeline::reload::reload_or_restore(settings, None, log)?;

@@ -10,7 +10,7 @@ use clap::ValueEnum;
 
 use crate::cli::{ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg, WriteModeArg};
 use crate::haproxy::reload::{Reload, Strategy};
-use crate::haproxy::{RuntimeApi, Socket};
+use crate::haproxy::{Address, RuntimeApi, Socket};
 use crate::log::Verbosity;
 use crate::node::{self, Node};
 use crate::output::WriteMode;
@@ -240,8 +240,8 @@ fn worker_from(
     flag("--haproxy-bin", path(apply.haproxy_bin.as_ref()));
     flag("--pid-file", path(apply.pid_file.as_ref()));
     match (&apply.master_socket, &apply.stats_socket) {
-        (Some(socket), _) => flag("--master-socket", Some(socket.into())),
-        (None, socket) => flag("--stats-socket", path(socket.as_ref())),
+        (Some(socket), _) => flag("--master-socket", Some(socket.to_arg())),
+        (None, socket) => flag("--stats-socket", socket.as_ref().map(Address::to_arg)),
     }
     for (name, file) in ["--log-file", "--metrics-file"].into_iter().zip(files) {
         flag(name, file.map(OsString::from));
