@@ -18,4 +18,5 @@ mod reliability;
 mod runtime;
 mod serf;
 mod settle;
+mod sockets;
 mod verify;

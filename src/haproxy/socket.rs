@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -56,7 +57,10 @@ pub fn exchange_with(to: &Address, command: &str, deadline: Instant) -> Result<S
             given.as_secs_f64()
         ))
     };
-    let mut stream = connect(to, deadline)?;
+    let mut stream = match kept(to) {
+        Some(stream) => stream,
+        None => connect(to, deadline)?,
+    };
     stream.set_write_timeout(left(deadline).ok_or_else(late)?)?;
     match stream.write_all(format!("{command}\n").as_bytes()) {
         Ok(()) => {}
@@ -222,6 +226,31 @@ fn try_unix(path: &Path) -> Result<Option<UnixStream>> {
     }
 }
 
+/// Connections [`probe`] opened: the next exchange on the address takes
+/// its own, so that checking a socket costs it no connection of its own.
+static KEPT: Mutex<Vec<(Address, Stream, Instant)>> = Mutex::new(Vec::new());
+
+/// How long a probe's connection waits for its exchange: HAProxy closes
+/// an idle CLI connection after `stats timeout` (10 s by default).
+const KEEP: Duration = Duration::from_secs(1);
+
+fn kept_connections() -> MutexGuard<'static, Vec<(Address, Stream, Instant)>> {
+    // Connections are dropped or taken whole whatever panicked.
+    KEPT.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The connection a probe of `to` opened a moment ago, if any.
+fn kept(to: &Address) -> Option<Stream> {
+    let mut kept = kept_connections();
+    kept.retain(|(_, _, at)| at.elapsed() < KEEP);
+    let at = kept.iter().position(|(a, _, _)| a == to)?;
+    Some(kept.swap_remove(at).1)
+}
+
+fn keep(to: &Address, stream: Stream) {
+    kept_connections().push((to.clone(), stream, Instant::now()));
+}
+
 /// Why a socket cannot be talked to at all.
 #[derive(Debug)]
 pub enum Unusable {
@@ -276,7 +305,8 @@ impl std::error::Error for Unusable {}
 /// Checks that `to` takes connections, before anything is changed: one
 /// connection, closed at once. A socket that is missing or refuses is
 /// tried again until `deadline`, for HAProxy's master refuses for a moment
-/// while it re-executes itself; a full backlog counts as listening.
+/// while it re-executes itself; a full backlog counts as listening. The
+/// connection is kept for a moment, for the first exchange.
 pub fn probe(to: &Address, deadline: Instant) -> Result<(), Unusable> {
     loop {
         let tried = probe_once(to, deadline);
@@ -302,7 +332,12 @@ pub fn probe_once(to: &Address, deadline: Instant) -> Result<(), Unusable> {
             Err(e) => Err(refused(&e)),
             Ok(meta) if !meta.file_type().is_socket() => Err(Unusable::NotSocket(to.clone())),
             Ok(_) => match try_unix(path) {
-                Ok(_) => Ok(()),
+                Ok(stream) => {
+                    if let Some(stream) = stream {
+                        keep(to, Stream::Unix(stream));
+                    }
+                    Ok(())
+                }
                 Err(e) => Err(e
                     .downcast_ref::<io::Error>()
                     .map_or_else(|| other(&e), refused)),
@@ -311,7 +346,10 @@ pub fn probe_once(to: &Address, deadline: Instant) -> Result<(), Unusable> {
         Address::Tcp(addr) => {
             let wait = left(deadline).unwrap_or(Duration::from_millis(1));
             match TcpStream::connect_timeout(addr, wait) {
-                Ok(_) => Ok(()),
+                Ok(stream) => {
+                    keep(to, Stream::Tcp(stream));
+                    Ok(())
+                }
                 Err(e) if timed_out(&e) => Err(other(&"it accepted no connection in time")),
                 Err(e) => Err(refused(&e)),
             }
@@ -447,5 +485,27 @@ mod tests {
         assert!(matches!(err, Unusable::Refused(_)), "{err}");
         let open = std::net::TcpListener::bind("[::1]:0").unwrap();
         probe(&Address::Tcp(open.local_addr().unwrap()), soon()).unwrap();
+    }
+
+    #[test]
+    fn a_probe_connection_is_the_first_exchange() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = Address::Tcp(listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut conn = conn.unwrap();
+                let mut cmd = String::new();
+                conn.read_to_string(&mut cmd).unwrap();
+                conn.write_all(b"ok\n").unwrap();
+            }
+        });
+        let soon = || Instant::now() + Duration::from_secs(5);
+        probe(&to, soon()).unwrap();
+        assert_eq!(exchange_with(&to, "show info", soon()).unwrap(), "ok\n");
+        assert_eq!(exchange_with(&to, "show info", soon()).unwrap(), "ok\n");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
