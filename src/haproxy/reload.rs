@@ -35,18 +35,21 @@ pub enum Strategy {
     MasterSocket(Address),
 }
 
-/// Checks, before a run changes anything, every socket it will talk to:
-/// the runtime API's (the state saved before a reload, runtime changes)
-/// and the master socket a reload goes through.
+/// Checks, before a run that may reload changes anything, every socket it
+/// will talk to: the runtime API's (the state saved before a reload,
+/// runtime changes) and the master socket a reload goes through. A run
+/// that does not reload (`reload` is `None`) touches no socket it could
+/// break things with, and is not checked.
 pub fn probe_sockets(runtime: Option<&RuntimeApi>, reload: Option<&Reload>) -> Result<(), Probed> {
+    let Some(reload) = reload else {
+        return Ok(());
+    };
     if let Some(api) = runtime {
         api.probe()?;
     }
-    match reload.map(|r| (&r.strategy, r.timeout)) {
-        Some((Strategy::MasterSocket(socket), timeout))
-            if runtime.is_none_or(|api| api.path() != socket) =>
-        {
-            probe("--master-socket", socket, timeout)
+    match &reload.strategy {
+        Strategy::MasterSocket(socket) if runtime.is_none_or(|api| api.path() != socket) => {
+            probe("--master-socket", socket, reload.timeout)
         }
         _ => Ok(()),
     }
@@ -487,5 +490,34 @@ mod tests {
             }
         );
         assert_eq!(parse_show_proc("garbage"), None);
+    }
+
+    #[test]
+    fn a_run_that_reloads_checks_each_socket_and_names_its_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| Address::Unix(dir.path().join(name));
+        let master = |name: &str| Reload {
+            strategy: Strategy::MasterSocket(at(name)),
+            timeout: Duration::from_millis(50),
+        };
+        let stats = |name: &str| RuntimeApi {
+            socket: super::super::Socket::Stats(at(name)),
+            timeout: Duration::from_millis(50),
+        };
+        // No reload: nothing is checked.
+        assert!(probe_sockets(Some(&stats("typo")), None).is_ok());
+        let err = probe_sockets(None, Some(&master("typo"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "--master-socket `{}`: no such file (check the address, and that HAProxy \
+                 runs); the config, its server state and HAProxy were left as they are",
+                dir.path().join("typo").display()
+            )
+        );
+        let _live = std::os::unix::net::UnixListener::bind(dir.path().join("live")).unwrap();
+        let err = probe_sockets(Some(&stats("typo")), Some(&master("live"))).unwrap_err();
+        assert!(err.to_string().starts_with("--stats-socket `"), "{err}");
+        assert!(probe_sockets(Some(&stats("live")), Some(&master("live"))).is_ok());
     }
 }
