@@ -220,30 +220,8 @@ pub fn render_config(
 ) -> Result<String, Error> {
     let env = environment(name, source, nodes.len())?;
     let output_cap = OUTPUT_BASE + OUTPUT_PER_NODE * nodes.len();
-    let groups = backend_groups(&nodes);
-    let ids = assign_ids(&nodes);
     let pool_len = nodes.len();
-    let pool = Arc::new(Pool {
-        nodes,
-        ids,
-        default_port,
-    });
-    let backends: BTreeMap<String, Value> = groups
-        .into_iter()
-        .map(|(backend, members)| {
-            let list = NodeList {
-                pool: pool.clone(),
-                members: Some(members),
-            };
-            (backend, Value::from_object(list))
-        })
-        .collect();
-    let ctx = minijinja::context! {
-        nodes => Value::from_object(NodeList { pool, members: None }),
-        backends => backends,
-        default_backend => DEFAULT_BACKEND,
-        vars => vars.clone(),
-    };
+    let ctx = context(nodes, default_port, vars);
     // Rendering into a buffer sized for the output avoids the doubling
     // reallocations that would briefly hold a large config twice.
     let mut out = Capped {
@@ -274,6 +252,34 @@ pub fn render_config(
         return Err(e);
     }
     String::from_utf8(out.buf).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
+}
+
+/// What a template sees: `nodes`, `backends` (each backend's members),
+/// `default_backend` and `vars`.
+fn context(nodes: Arc<Vec<Node>>, default_port: u16, vars: &BTreeMap<String, String>) -> Value {
+    let groups = backend_groups(&nodes);
+    let ids = assign_ids(&nodes);
+    let pool = Arc::new(Pool {
+        nodes,
+        ids,
+        default_port,
+    });
+    let backends: BTreeMap<String, Value> = groups
+        .into_iter()
+        .map(|(backend, members)| {
+            let list = NodeList {
+                pool: pool.clone(),
+                members: Some(members),
+            };
+            (backend, Value::from_object(list))
+        })
+        .collect();
+    minijinja::context! {
+        nodes => Value::from_object(NodeList { pool, members: None }),
+        backends => backends,
+        default_backend => DEFAULT_BACKEND,
+        vars => vars.clone(),
+    }
 }
 
 /// The engine: strict undefined, no escaping, Jinja's block trimming, and

@@ -19,4 +19,5 @@ mod reliability;
 mod runtime;
 mod serf;
 mod settle;
+mod sockets;
 mod verify;

@@ -4,8 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
+
+use crate::haproxy::Address;
 
 /// Examples and exit codes, shown after `--help` and in the man page.
 const AFTER_HELP: &str = "\
@@ -127,10 +130,10 @@ pub struct ApplyArgs {
     #[arg(long, global = true, env = "HACFG_PID_FILE")]
     #[serde(with = "os_path::option")]
     pub pid_file: Option<PathBuf>,
-    /// Reload through HAProxy's master CLI socket (`haproxy -W -S PATH`) and verify it
-    #[arg(long, global = true, env = "HACFG_MASTER_SOCKET")]
-    #[serde(with = "os_path::option")]
-    pub master_socket: Option<PathBuf>,
+    /// Reload through HAProxy's master CLI socket (`haproxy -W -S PATH`, or `ipv4@IP:PORT`) and verify it
+    #[arg(long, global = true, env = "HACFG_MASTER_SOCKET", value_parser = socket_arg())]
+    #[serde(with = "os_address")]
+    pub master_socket: Option<Address>,
     /// Seconds a reload may take, its verification included, before it counts as failed (up to 3600)
     #[arg(
         long,
@@ -149,10 +152,10 @@ pub struct ApplyArgs {
         default_value = "auto"
     )]
     pub apply_mode: ApplyArg,
-    /// An admin-level stats socket for runtime changes (or use --master-socket)
-    #[arg(long, global = true, env = "HACFG_STATS_SOCKET")]
-    #[serde(with = "os_path::option")]
-    pub stats_socket: Option<PathBuf>,
+    /// An admin-level stats socket (a path, or `ipv4@IP:PORT`) for runtime changes (or use --master-socket)
+    #[arg(long, global = true, env = "HACFG_STATS_SOCKET", value_parser = socket_arg())]
+    #[serde(with = "os_address")]
+    pub stats_socket: Option<Address>,
     /// Seconds a removed server may take to finish its requests before it
     /// is left drained (up to 3600); the wait happens outside the handler
     #[arg(long, global = true, env = "HACFG_DRAIN_TIMEOUT", default_value = "5",
@@ -474,6 +477,11 @@ fn count_arg(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("invalid count {text:?}: use plain digits"))
 }
 
+/// A socket address as HAProxy writes it (see [`Address::parse`]).
+fn socket_arg() -> impl TypedValueParser<Value = Address> {
+    OsStringValueParser::new().try_map(|text| Address::parse(&text))
+}
+
 /// Seconds as plain digits with an optional fraction (`10`, `0.5`), more
 /// than 0 and at most an hour: `1e30` or `inf` are mistakes, not waits.
 fn seconds_arg(text: &str) -> Result<Duration, String> {
@@ -492,6 +500,31 @@ fn seconds_arg(text: &str) -> Result<Duration, String> {
 
 /// Paths in the worker's settings: text when they are UTF-8, else their
 /// bytes, so that no path a flag took is refused on the way.
+/// serde for a socket address in the worker's settings: as its argument
+/// form (`Address::to_arg`), which reads back as the same address.
+mod os_address {
+    use std::path::PathBuf;
+
+    use serde::{Deserializer, Serializer};
+
+    use crate::haproxy::Address;
+
+    #[allow(clippy::ref_option)] // serde's `with` passes the field by reference
+    pub fn serialize<S: Serializer>(address: &Option<Address>, s: S) -> Result<S::Ok, S::Error> {
+        let arg = address.as_ref().map(|a| PathBuf::from(a.to_arg()));
+        super::os_path::option::serialize(&arg, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Address>, D::Error> {
+        let Some(arg) = super::os_path::option::deserialize(d)? else {
+            return Ok(None);
+        };
+        Address::parse(arg.as_os_str())
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 mod os_path {
     use std::ffi::OsString;
     use std::os::unix::ffi::{OsStrExt, OsStringExt};

@@ -3,14 +3,14 @@
 //! reads the rest of hacfg needs (`show servers state`, `show stat`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use super::Error;
-use super::socket;
+use super::address::Address;
+use super::socket::{self, Unusable};
 use super::stat::{self, Stat};
 use super::state::{self, Live};
 use super::target::Target;
@@ -18,22 +18,22 @@ use crate::quote::{SHOWN, cut, quote};
 
 /// The sockets that let a runtime exchange of this process run into its
 /// deadline.
-static UNANSWERED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+static UNANSWERED: Mutex<BTreeSet<Address>> = Mutex::new(BTreeSet::new());
 
-fn unanswered() -> MutexGuard<'static, BTreeSet<PathBuf>> {
-    // A set of paths stays whole whatever panicked while it was held.
+fn unanswered() -> MutexGuard<'static, BTreeSet<Address>> {
+    // A set of addresses stays whole whatever panicked while it was held.
     UNANSWERED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Lets a long-lived process (the settle worker) ask `path` again after one
 /// of its exchanges ran into its deadline: each poll is a run of its own.
-pub fn forget_late(path: &Path) {
+pub fn forget_late(path: &Address) {
     unanswered().remove(path);
 }
 
 /// Whether an exchange on `path` already ran into its deadline in this run:
 /// then the socket is not asked again (one deadline per socket and run).
-pub fn answered_late(path: &Path) -> bool {
+pub fn answered_late(path: &Address) -> bool {
     unanswered().contains(path)
 }
 
@@ -41,9 +41,9 @@ pub fn answered_late(path: &Path) -> bool {
 #[derive(Debug, Clone)]
 pub enum Socket {
     /// The master CLI: commands go to the current worker with `@1`.
-    Master(PathBuf),
+    Master(Address),
     /// An admin-level stats socket of the worker.
-    Stats(PathBuf),
+    Stats(Address),
 }
 
 /// A connection setting for runtime commands. Each exchange has its own
@@ -131,11 +131,11 @@ impl RuntimeApi {
                 shown(line)
             );
         }
-        let answer = socket::exchange(path, line, Instant::now() + self.timeout);
+        let answer = socket::exchange_with(path, line, Instant::now() + self.timeout);
         if let Err(e) = &answer
             && e.is::<socket::Late>()
         {
-            unanswered().insert(path.to_path_buf());
+            unanswered().insert(path.clone());
         }
         answer
     }
@@ -168,8 +168,9 @@ impl RuntimeApi {
         }
     }
 
-    /// The same API, each exchange's deadline at most `max` (a Serf
-    /// query's answer is due within its own timeout).
+    /// The same API, each exchange's deadline at most `max`: a Serf
+    /// query's answer is due within its own timeout, and the state saved
+    /// before a reload belongs to the reload's deadline.
     pub fn within(&self, max: Duration) -> RuntimeApi {
         RuntimeApi {
             socket: self.socket.clone(),
@@ -177,10 +178,21 @@ impl RuntimeApi {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    /// Where the socket listens.
+    pub fn path(&self) -> &Address {
         match &self.socket {
             Socket::Master(p) | Socket::Stats(p) => p,
         }
+    }
+
+    /// Checks that the socket takes connections, before a run changes
+    /// anything; the error names the option and the address.
+    pub fn probe(&self) -> Result<(), Probed> {
+        let option = match self.socket {
+            Socket::Master(_) => "--master-socket",
+            Socket::Stats(_) => "--stats-socket",
+        };
+        probe(option, self.path(), self.timeout)
     }
 
     /// `show servers state`: every server of every backend.
@@ -263,6 +275,43 @@ pub fn info_version(info: &str) -> Option<&str> {
     info.lines().find_map(|l| l.strip_prefix("Version: "))
 }
 
+/// How long a socket that is missing or refuses is tried again before a
+/// run gives up on it (HAProxy's master refuses for a moment as it
+/// re-executes itself).
+const PROBE_GRACE: Duration = Duration::from_secs(1);
+
+/// A socket that a run checked before changing anything, and found
+/// unusable: the option that named it and why.
+#[derive(Debug)]
+pub struct Probed {
+    pub option: &'static str,
+    pub why: Unusable,
+}
+
+impl std::fmt::Display for Probed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hint = if self.why.absent() {
+            " (check the address, and that HAProxy runs)"
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "{} {}{hint}; the config, its server state and HAProxy were left as they are",
+            self.option, self.why
+        )
+    }
+}
+
+impl std::error::Error for Probed {}
+
+/// Checks the socket `option` names, retrying within `timeout` (at most
+/// [`PROBE_GRACE`]).
+pub fn probe(option: &'static str, to: &Address, timeout: Duration) -> Result<(), Probed> {
+    let deadline = Instant::now() + timeout.min(PROBE_GRACE);
+    socket::probe(to, deadline).map_err(|why| Probed { option, why })
+}
+
 /// A command line in a message: hacfg's own, but a batch may be KiBs long.
 fn shown(line: &str) -> String {
     cut(line, SHOWN).map_or_else(|| line.to_string(), |head| format!("{head}…"))
@@ -315,6 +364,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
+    use std::path::Path;
     use std::sync::{Arc, Mutex};
 
     #[test]
@@ -376,7 +426,7 @@ mod tests {
 
     fn api(path: &Path) -> RuntimeApi {
         RuntimeApi {
-            socket: Socket::Stats(path.to_path_buf()),
+            socket: Socket::Stats(path.into()),
             timeout: Duration::from_secs(5),
         }
     }

@@ -364,58 +364,72 @@ pub fn read_server<'a>(backend: &'a str, line: &'a str) -> ServerLine<'a> {
         keywords,
         refusal: None,
     };
-    // A keyword of a newer version never hides one no version takes.
-    let mut refuse = |why: Refusal<'a>| match server.refusal {
-        None | Some(Refusal::Since(..)) if !matches!(why, Refusal::Since(..)) => {
-            server.refusal = Some(why);
-        }
-        None => server.refusal = Some(why),
-        _ => {}
-    };
-    // IPv6 is written `[fd00::1]:80` (or `fd00::1:80`: the port follows
-    // the last colon).
-    let unbracketed = endpoint
-        .strip_prefix('[')
-        .and_then(|rest| rest.split_once("]:"));
-    match unbracketed.or_else(|| endpoint.rsplit_once(':')) {
-        Some((addr, port)) if addr.parse::<IpAddr>().is_ok() => match port.parse() {
-            Ok(port) => {
-                server.addr = addr;
-                server.port = port;
+    server.read_endpoint(endpoint);
+    server.read_keywords();
+    server
+}
+
+impl<'a> ServerLine<'a> {
+    /// Keeps the reason to refuse the line at runtime: a keyword of a newer
+    /// version never hides one no version takes.
+    fn refuse(&mut self, why: Refusal<'a>) {
+        match self.refusal {
+            None | Some(Refusal::Since(..)) if !matches!(why, Refusal::Since(..)) => {
+                self.refusal = Some(why);
             }
-            Err(_) => refuse(Refusal::NoPort(endpoint)),
-        },
-        _ => refuse(Refusal::NotIp(endpoint)),
-    }
-    let mut words = keywords.split_whitespace();
-    while let Some(word) = words.next() {
-        if FLAGS.contains(&word) {
-            server.check |= word == "check";
-            continue;
-        }
-        if word == "cookie" {
-            words.next();
-            refuse(Refusal::Since(word, COOKIE_SINCE));
-            continue;
-        }
-        if !WITH_ARG.contains(&word) {
-            refuse(Refusal::Keyword(word));
-            continue;
-        }
-        let value = words.next().unwrap_or_default();
-        match word {
-            "weight" => match value.parse() {
-                Ok(w) => server.weight = w,
-                Err(_) => refuse(Refusal::Value("weight", value)),
-            },
-            "id" => match value.parse() {
-                Ok(id) => server.id = Some(id),
-                Err(_) => refuse(Refusal::Value("id", value)),
-            },
+            None => self.refusal = Some(why),
             _ => {}
         }
     }
-    server
+
+    /// IPv6 is written `[fd00::1]:80` (or `fd00::1:80`: the port follows
+    /// the last colon).
+    fn read_endpoint(&mut self, endpoint: &'a str) {
+        let unbracketed = endpoint
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once("]:"));
+        match unbracketed.or_else(|| endpoint.rsplit_once(':')) {
+            Some((addr, port)) if addr.parse::<IpAddr>().is_ok() => match port.parse() {
+                Ok(port) => {
+                    self.addr = addr;
+                    self.port = port;
+                }
+                Err(_) => self.refuse(Refusal::NoPort(endpoint)),
+            },
+            _ => self.refuse(Refusal::NotIp(endpoint)),
+        }
+    }
+
+    fn read_keywords(&mut self) {
+        let mut words = self.keywords.split_whitespace();
+        while let Some(word) = words.next() {
+            if FLAGS.contains(&word) {
+                self.check |= word == "check";
+                continue;
+            }
+            if word == "cookie" {
+                words.next();
+                self.refuse(Refusal::Since(word, COOKIE_SINCE));
+                continue;
+            }
+            if !WITH_ARG.contains(&word) {
+                self.refuse(Refusal::Keyword(word));
+                continue;
+            }
+            let value = words.next().unwrap_or_default();
+            match word {
+                "weight" => match value.parse() {
+                    Ok(w) => self.weight = w,
+                    Err(_) => self.refuse(Refusal::Value("weight", value)),
+                },
+                "id" => match value.parse() {
+                    Ok(id) => self.id = Some(id),
+                    Err(_) => self.refuse(Refusal::Value("id", value)),
+                },
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! nodes folder; errors of HAProxy's own making are an [`Error`], and the
 //! callers above decide what they mean.
 
+pub mod address;
 pub mod api;
 pub mod config;
 pub mod dialect;
@@ -16,6 +17,7 @@ pub mod target;
 
 use std::fmt;
 
+pub use address::Address;
 pub use api::{RuntimeApi, Socket};
 pub use dialect::Dialect;
 pub use target::{Target, endpoint, same_addr};

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
+use super::address::Address;
+use super::api::{Probed, RuntimeApi, probe};
 use super::socket;
 use crate::file;
 use crate::process::Run;
@@ -30,7 +32,42 @@ pub enum Strategy {
     /// SIGUSR2 to the master process whose pid is in this file.
     Signal(PathBuf),
     /// `reload` on the master CLI socket, verified through `show proc`.
-    MasterSocket(PathBuf),
+    MasterSocket(Address),
+}
+
+/// Checks, before a run that may reload changes anything, every socket it
+/// will talk to: the runtime API's (the state saved before a reload,
+/// runtime changes) and the master socket a reload goes through. A run
+/// that does not reload (`reload` is `None`) touches no socket it could
+/// break things with, and is not checked.
+pub fn probe_sockets(runtime: Option<&RuntimeApi>, reload: Option<&Reload>) -> Result<(), Probed> {
+    let Some(reload) = reload else {
+        return Ok(());
+    };
+    if let Some(api) = runtime {
+        api.probe()?;
+    }
+    match &reload.strategy {
+        Strategy::MasterSocket(socket) if runtime.is_none_or(|api| api.path() != socket) => {
+            probe("--master-socket", socket, reload.timeout)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether a master socket takes connections now (one try).
+pub fn probe_at_once(socket: &Address) -> Result<(), socket::Unusable> {
+    socket::probe_once(socket, Instant::now() + Duration::from_secs(1))
+}
+
+/// The runtime API for the state saved before a reload: its exchange is
+/// part of the reload, and ends within `--reload-timeout` too.
+pub fn state_api(runtime: Option<&RuntimeApi>, reload: Option<&Reload>) -> Option<RuntimeApi> {
+    let api = runtime?;
+    Some(match reload {
+        Some(reload) => api.within(reload.timeout),
+        None => api.clone(),
+    })
 }
 
 /// Reloads HAProxy with the configured strategy; an error means it failed.
@@ -350,46 +387,18 @@ pub fn parse_show_proc(text: &str) -> Option<ProcState> {
 /// current worker that was not there before; a failure is a higher failed
 /// counter. (A successful reload resets the failed counter, so a lower one
 /// after an earlier failure is no failure.)
-fn master_cli_reload(socket: &Path, deadline: Instant, timeout: Duration) -> Result<String> {
-    let show = |d| -> Result<ProcState> {
-        let text = socket::exchange(socket, "show proc", d)
-            .with_context(|| format!("unable to query master socket `{}`", socket.display()))?;
-        parse_show_proc(&text).with_context(|| {
-            format!(
-                "unexpected `show proc` answer: {}",
-                quote_bytes(text.as_bytes())
-            )
-        })
-    };
+fn master_cli_reload(socket: &Address, deadline: Instant, timeout: Duration) -> Result<String> {
     if super::api::answered_late(socket) {
-        bail!(
-            "`{}` did not answer in time earlier in this run; `reload` was not sent",
-            socket.display()
-        );
+        bail!("`{socket}` did not answer in time earlier in this run; `reload` was not sent");
     }
-    let before = show(deadline)?;
-    let answer = socket::exchange(socket, "reload", deadline)
-        .with_context(|| format!("unable to send `reload` to `{}`", socket.display()))?;
-    // From 2.7 on, the master answers once the new worker is up or has
-    // failed: `Success=1` or `Success=0`, then the startup log (2.6 says
-    // nothing). A refusal is known at once, with HAProxy's own words.
-    if answer.lines().any(|l| l.trim() == "Success=0") {
-        let log: Vec<&str> = answer
-            .lines()
-            .filter(|l| l.contains("[ALERT]") || l.contains("[WARNING]"))
-            .take(SHOWN_LOG_LINES)
-            .collect();
-        bail!(
-            "HAProxy refused the new config at reload time (`reload` on `{}` answered \
-             Success=0); the old workers keep serving\n{}",
-            socket.display(),
-            log.join("\n")
-        );
-    }
+    let before = show_proc(socket, deadline)?;
+    let answer = socket::exchange_with(socket, "reload", deadline)
+        .with_context(|| format!("unable to send `reload` to `{socket}`"))?;
+    refused_at_once(socket, &answer)?;
     loop {
         thread::sleep(Duration::from_millis(10));
         // The master re-executes itself: the socket refuses us for a moment.
-        let now = show(deadline).ok();
+        let now = show_proc(socket, deadline).ok();
         if let Some(now) = now.filter(|n| n.reloads > before.reloads) {
             ensure!(
                 now.failed <= before.failed,
@@ -399,16 +408,46 @@ fn master_cli_reload(socket: &Path, deadline: Instant, timeout: Duration) -> Res
                 before.failed
             );
             if now.workers.iter().any(|w| !before.workers.contains(w)) {
-                return Ok(format!("reloaded HAProxy through `{}`", socket.display()));
+                return Ok(format!("reloaded HAProxy through `{socket}`"));
             }
         }
         ensure!(
             Instant::now() < deadline,
-            "no new HAProxy worker appeared on `{}` within {:.1}s of `reload`",
-            socket.display(),
+            "no new HAProxy worker appeared on `{socket}` within {:.1}s of `reload`",
             timeout.as_secs_f64()
         );
     }
+}
+
+/// `show proc` on the master CLI, before `deadline`.
+fn show_proc(socket: &Address, deadline: Instant) -> Result<ProcState> {
+    let text = socket::exchange_with(socket, "show proc", deadline)
+        .with_context(|| format!("unable to query master socket `{socket}`"))?;
+    parse_show_proc(&text).with_context(|| {
+        format!(
+            "unexpected `show proc` answer: {}",
+            quote_bytes(text.as_bytes())
+        )
+    })
+}
+
+/// From 2.7 on, the master answers `reload` once the new worker is up or
+/// has failed: `Success=1` or `Success=0`, then the startup log (2.6 says
+/// nothing). A refusal is known at once, with HAProxy's own words.
+fn refused_at_once(socket: &Address, answer: &str) -> Result<()> {
+    if !answer.lines().any(|l| l.trim() == "Success=0") {
+        return Ok(());
+    }
+    let log: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.contains("[ALERT]") || l.contains("[WARNING]"))
+        .take(SHOWN_LOG_LINES)
+        .collect();
+    bail!(
+        "HAProxy refused the new config at reload time (`reload` on `{socket}` answered \
+         Success=0); the old workers keep serving\n{}",
+        log.join("\n")
+    )
 }
 
 /// A pid as a pid file holds it: plain digits, no sign, no leading zero.
@@ -451,5 +490,34 @@ mod tests {
             }
         );
         assert_eq!(parse_show_proc("garbage"), None);
+    }
+
+    #[test]
+    fn a_run_that_reloads_checks_each_socket_and_names_its_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| Address::Unix(dir.path().join(name));
+        let master = |name: &str| Reload {
+            strategy: Strategy::MasterSocket(at(name)),
+            timeout: Duration::from_millis(50),
+        };
+        let stats = |name: &str| RuntimeApi {
+            socket: super::super::Socket::Stats(at(name)),
+            timeout: Duration::from_millis(50),
+        };
+        // No reload: nothing is checked.
+        assert!(probe_sockets(Some(&stats("typo")), None).is_ok());
+        let err = probe_sockets(None, Some(&master("typo"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "--master-socket `{}`: no such file (check the address, and that HAProxy \
+                 runs); the config, its server state and HAProxy were left as they are",
+                dir.path().join("typo").display()
+            )
+        );
+        let _live = std::os::unix::net::UnixListener::bind(dir.path().join("live")).unwrap();
+        let err = probe_sockets(Some(&stats("typo")), Some(&master("live"))).unwrap_err();
+        assert!(err.to_string().starts_with("--stats-socket `"), "{err}");
+        assert!(probe_sockets(Some(&stats("live")), Some(&master("live"))).is_ok());
     }
 }

@@ -13,14 +13,28 @@ pub struct Stat {
     pub sessions: u64,
     /// `UP`, `DOWN`, `DRAIN`, `MAINT`, … (`status`).
     pub status: String,
-    /// The last check's result (`check_status`), `INI` before the first.
+    /// The last check's result (`check_status` without its `* `), `INI`
+    /// before the first.
     pub check: String,
+    /// A check runs now (`check_status` starts with `* `): `* INI` is a
+    /// first check that has no result yet, `* L7OK` one after a result.
+    pub running: bool,
 }
 
 impl Stat {
-    /// Whether the first health check has run (passed or failed).
+    /// Whether a health check has a result (passed or failed): a first
+    /// check still running has none.
     pub fn checked(&self) -> bool {
         !self.check.is_empty() && !self.check.starts_with("INI")
+    }
+}
+
+/// `check_status` as HAProxy shows it: the last result, after `* ` while
+/// a check runs.
+fn check_status(field: &str) -> (String, bool) {
+    match field.strip_prefix("* ") {
+        Some(result) => (result.trim().to_string(), true),
+        None => (field.trim().to_string(), false),
     }
 }
 
@@ -56,12 +70,14 @@ pub fn parse(text: &str) -> Result<BTreeMap<Target, Stat>, Error> {
                 )));
             }
         }
+        let (check, running) = check_status(col("check_status"));
         out.insert(
             Target::new(f[0], f[1]),
             Stat {
                 sessions: col("scur").parse().unwrap_or(0),
                 status: col("status").to_string(),
-                check: col("check_status").to_string(),
+                check,
+                running,
             },
         );
     }
@@ -86,5 +102,28 @@ mod tests {
         let hostile = text.replace("nodes,a,", "nodes,a;disable,");
         let err = parse(&hostile).unwrap_err().to_string();
         assert!(err.contains("invalid server name \"a;disable\""), "{err}");
+    }
+
+    #[test]
+    fn a_first_check_still_running_is_no_result() {
+        let text = |check: &str| {
+            format!("# pxname,svname,scur,status,check_status\nnodes,a,0,DRAIN,{check}\n")
+        };
+        let read = |check: &str| parse(&text(check)).unwrap()[&Target::new("nodes", "a")].clone();
+        for (field, result, running, checked) in [
+            ("* INI", "INI", true, false),
+            ("INI", "INI", false, false),
+            ("", "", false, false),
+            ("* ", "", true, false),
+            ("* L7OK", "L7OK", true, true),
+            ("L4TOUT", "L4TOUT", false, true),
+        ] {
+            let stat = read(field);
+            assert_eq!(
+                (stat.check.as_str(), stat.running, stat.checked()),
+                (result, running, checked),
+                "{field:?}"
+            );
+        }
     }
 }

@@ -92,57 +92,66 @@ pub fn parse(text: &str) -> Result<Vec<Live>, Error> {
             quote(version)
         )));
     }
-    let mut out = Vec::new();
-    for line in lines.filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let field = |i: usize| f.get(i).copied().unwrap_or_default();
-        let num = |i: usize| field(i).parse::<u32>().ok();
-        let (Some(id), Some(op), Some(admin), Some(weight), Some(port)) = (
-            num(col::ID),
-            num(col::OP_STATE),
-            num(col::ADMIN_STATE),
-            num(col::WEIGHT),
-            num(col::PORT),
-        ) else {
+    lines
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(parse_line)
+        .collect()
+}
+
+/// One server's line of `show servers state`.
+fn parse_line(line: &str) -> Result<Live, Error> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let field = |i: usize| f.get(i).copied().unwrap_or_default();
+    let num = |i: usize| field(i).parse::<u32>().ok();
+    let (Some(id), Some(op), Some(admin), Some(weight), Some(port)) = (
+        num(col::ID),
+        num(col::OP_STATE),
+        num(col::ADMIN_STATE),
+        num(col::WEIGHT),
+        num(col::PORT),
+    ) else {
+        return Err(Error::Answer(format!(
+            "malformed `show servers state` line {}",
+            quote(line)
+        )));
+    };
+    let (backend, name, addr) = (field(col::BACKEND), field(col::NAME), field(col::ADDR));
+    plain_fields(backend, name, addr)?;
+    // A number past its range is an error, never read as another value
+    // (a weight of 99999 as 0, an op state of 300 as down).
+    let at = Target::new(backend, name);
+    Ok(Live {
+        id,
+        port: in_range("srv_port", port, u16::MAX.into(), &at)?,
+        weight: in_range("srv_uweight", weight, 256, &at)?,
+        op_state: in_range("srv_op_state", op, 3, &at)?,
+        admin_state: in_range("srv_admin_state", admin, u8::MAX.into(), &at)?,
+        backend: at.backend,
+        name: at.name,
+        addr: addr.to_string(),
+    })
+}
+
+/// These go into runtime commands (`set server BACKEND/NAME …`, `… addr
+/// ADDR`): a `;` in them would start a second command.
+fn plain_fields(backend: &str, name: &str, addr: &str) -> Result<(), Error> {
+    for (what, value) in [("backend", backend), ("server", name)] {
+        if !plain_name(value) {
             return Err(Error::Answer(format!(
-                "malformed `show servers state` line {}",
-                quote(line)
-            )));
-        };
-        let (backend, name, addr) = (field(col::BACKEND), field(col::NAME), field(col::ADDR));
-        // These go into runtime commands (`set server BACKEND/NAME …`,
-        // `… addr ADDR`): a `;` in them would start a second command.
-        for (what, value) in [("backend", backend), ("server", name)] {
-            if !plain_name(value) {
-                return Err(Error::Answer(format!(
-                    "invalid {what} name {} in `show servers state`: HAProxy names are \
-                     letters, digits, `-`, `_`, `.` and `:`",
-                    quote(value)
-                )));
-            }
-        }
-        // An IP address, or `-` for none.
-        if !plain_name(addr) {
-            return Err(Error::Answer(format!(
-                "invalid address {} of `{backend}/{name}` in `show servers state`",
-                quote(addr)
+                "invalid {what} name {} in `show servers state`: HAProxy names are \
+                 letters, digits, `-`, `_`, `.` and `:`",
+                quote(value)
             )));
         }
-        // A number past its range is an error, never read as another value
-        // (a weight of 99999 as 0, an op state of 300 as down).
-        let at = Target::new(backend, name);
-        out.push(Live {
-            id,
-            port: in_range("srv_port", port, u16::MAX.into(), &at)?,
-            weight: in_range("srv_uweight", weight, 256, &at)?,
-            op_state: in_range("srv_op_state", op, 3, &at)?,
-            admin_state: in_range("srv_admin_state", admin, u8::MAX.into(), &at)?,
-            backend: at.backend,
-            name: at.name,
-            addr: addr.to_string(),
-        });
     }
-    Ok(out)
+    // An IP address, or `-` for none.
+    if !plain_name(addr) {
+        return Err(Error::Answer(format!(
+            "invalid address {} of `{backend}/{name}` in `show servers state`",
+            quote(addr)
+        )));
+    }
+    Ok(())
 }
 
 /// `value` of `column` as a `T`, if it is at most `max` (HAProxy's range).

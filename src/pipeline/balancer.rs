@@ -325,11 +325,15 @@ impl<'a> Balancer<'a> {
     /// `hacfg reload`: the live state saved, then a reload of the config
     /// as it is, under the exclusive lock.
     pub fn reload(&mut self) -> Result<Outcome> {
-        let _lock = self.place.store.lock::<Exclusive>()?;
         let s = self.place.settings;
+        let (api, settings) = (s.runtime.as_ref(), s.reload.as_ref());
+        crate::haproxy::reload::probe_sockets(api, settings)
+            .map_err(|e| Failure::ReloadFailed(e.to_string()))?;
+        let _lock = self.place.store.lock::<Exclusive>()?;
         if let Some(current) = self.place.output()?.read()? {
             let text = String::from_utf8_lossy(&current);
-            reload::prepare_state(s.runtime.as_ref(), &text, &mut self.log)?;
+            let api = crate::haproxy::reload::state_api(api, settings);
+            reload::prepare_state(api.as_ref(), &text, &mut self.log)?;
         }
         if let Some(settings) = &s.reload {
             reload::reload_or_restore(settings, None, &mut self.log)?;

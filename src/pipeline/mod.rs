@@ -109,6 +109,8 @@ pub fn update(
     output: &OutputFile,
     log: &mut Log,
 ) -> Result<Applied> {
+    crate::haproxy::reload::probe_sockets(s.runtime.as_ref(), s.reload.as_ref())
+        .map_err(|e| Failure::ReloadFailed(e.to_string()))?;
     // HAProxy's live servers are read while the folder is read and rendered.
     let mut prefetched = hitless::prefetch(s);
     output.remove_leftovers(lock);

@@ -24,7 +24,8 @@ pub fn write_and_reload(
     log: &mut Log,
 ) -> Result<()> {
     if s.reload.is_some() {
-        prepare_state(s.runtime.as_ref(), rendered, log)?;
+        let api = reload::state_api(s.runtime.as_ref(), s.reload.as_ref());
+        prepare_state(api.as_ref(), rendered, log)?;
     }
     let replaced = output.replace(staged, rendered.as_bytes())?;
     log.info(&format!(
@@ -163,18 +164,8 @@ pub enum Presence {
 /// always taken for running: hacfg cannot tell, the command decides.
 pub fn presence(settings: &Reload) -> Presence {
     match &settings.strategy {
-        Strategy::MasterSocket(socket) => match std::os::unix::net::UnixStream::connect(socket) {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                Presence::Absent(format!(
-                    "nothing listens on the master socket `{}`: {e}",
-                    socket.display()
-                ))
-            }
+        Strategy::MasterSocket(socket) => match reload::probe_at_once(socket) {
+            Err(e) if e.absent() => Presence::Absent(format!("master socket {e}")),
             _ => Presence::Running,
         },
         Strategy::Signal(pid_file) => pid_presence(pid_file),
@@ -225,18 +216,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         assert!(matches!(
-            of(Strategy::MasterSocket(path("master.sock"))),
+            of(Strategy::MasterSocket(path("master.sock").as_path().into())),
             Presence::Absent(_)
         ));
         // A socket file left behind, that nobody listens on.
         drop(std::os::unix::net::UnixListener::bind(path("stale.sock")).unwrap());
         assert!(matches!(
-            of(Strategy::MasterSocket(path("stale.sock"))),
+            of(Strategy::MasterSocket(path("stale.sock").as_path().into())),
             Presence::Absent(_)
         ));
         let _live = std::os::unix::net::UnixListener::bind(path("live.sock")).unwrap();
         assert_eq!(
-            of(Strategy::MasterSocket(path("live.sock"))),
+            of(Strategy::MasterSocket(path("live.sock").as_path().into())),
             Presence::Running
         );
         assert!(matches!(
