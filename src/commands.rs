@@ -9,11 +9,11 @@ use anyhow::{Result, bail};
 use crate::cli::{Command, Config, RenderMode};
 use crate::exit::Outcome;
 use crate::log::{Log, Verbosity};
-use crate::stdout::print_stdout;
 use crate::node::Node;
 use crate::pipeline::{Balancer, HeldSet, Then};
 use crate::render;
 use crate::serf;
+use crate::stdout::print_stdout;
 
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let b = &mut balancer(cfg);

@@ -12,8 +12,8 @@ use crate::haproxy::config::Server;
 use crate::haproxy::stat::Stat;
 use crate::haproxy::state::Live;
 use crate::haproxy::{Target, endpoint, same_addr};
-use crate::stdout::print_stdout;
 use crate::pipeline::{Balancer, Pending, Why, now_ms};
+use crate::stdout::print_stdout;
 
 /// One server, desired or live or both.
 #[derive(Debug, Serialize)]

@@ -63,6 +63,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::args::{ApplyArg, ApplyArgs, GlobalArgs, WriteModeArg};
+    use crate::haproxy::Address;
 
     /// Every field, none at its default: a field added to the settings
     /// does not compile here until it is given a value and tested.
@@ -87,10 +88,10 @@ mod tests {
                 force: true,
                 reload_cmd: Some("kill -USR2 1".into()),
                 pid_file: Some(path("/run/haproxy.pid")),
-                master_socket: Some(path("/run/master.sock")),
+                master_socket: Some(path("/run/master.sock").as_path().into()),
                 reload_timeout: Duration::new(1, 140_000_000),
                 apply_mode: ApplyArg::Runtime,
-                stats_socket: Some(path("/run/stats.sock")),
+                stats_socket: Some(Address::parse("ipv6@[::1]:9999".as_ref()).unwrap()),
                 drain_timeout: Duration::from_nanos(1),
                 check_timeout: Duration::new(3599, 999_999_999),
                 socket_timeout: Duration::from_millis(290),

@@ -30,8 +30,8 @@ mod worker;
 pub use balancer::{Balancer, Folder, Then};
 pub use check::Check;
 pub use pending::{Pending, Why};
-pub use records::now_ms;
 pub use quarantine::HeldSet;
+pub use records::now_ms;
 pub use settle::Waits;
 pub use worker::Worker;
 

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::answer::{Digest, QUERY_NAME, Sum};
 use super::members::{member_list, query};
 use crate::exit::Outcome;
-use crate::stdout::print_stdout;
 use crate::quote::{cut, quote};
+use crate::stdout::print_stdout;
 
 /// What `fleet` asks, and of whom (its command line, checked).
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use super::event::{Action, OnFailed, action_of, read_lines};
 use super::plan::{Changes, plan_event};
 use crate::exit::Outcome;
 use crate::log::{Log, Verbosity};
-use crate::stdout::print_stdout;
 use crate::pipeline::{Balancer, Folder, Then};
+use crate::stdout::print_stdout;
 use crate::store::Mode;
 
 /// One event, as Serf hands it to its handler. Skipped members make a

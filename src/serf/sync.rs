@@ -13,8 +13,8 @@ use super::members::member_list;
 use super::plan::{Changes, batch, plan_sync, shrinks_too_much};
 use crate::exit::{Failure, Outcome};
 use crate::log::Log;
-use crate::stdout::print_stdout;
 use crate::pipeline::{Balancer, Folder};
+use crate::stdout::print_stdout;
 use crate::store::Exclusive;
 
 /// What `sync` was asked (its command line, checked).
