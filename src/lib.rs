@@ -29,6 +29,7 @@ mod file;
 mod fleet;
 mod haproxy;
 mod index;
+mod lock;
 mod log;
 mod metrics;
 mod node;
