@@ -76,7 +76,7 @@ impl fmt::Display for Holder {
 /// `1.5` or `30`, never `30.0` or `1.5000001`.
 fn seconds(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         (ms / 1000).to_string()
     } else {
         format!("{:.3}", d.as_secs_f64())
