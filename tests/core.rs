@@ -370,7 +370,10 @@ fn output_write_keeps_mode_and_leaves_no_temp_files() {
         .collect();
     let mut files = files;
     files.sort();
-    assert_eq!(files, ["haproxy.cfg", "haproxy.cfg.prev"]);
+    assert_eq!(
+        files,
+        ["haproxy.cfg", "haproxy.cfg.prev", "haproxy.cfg.sum"]
+    );
 }
 
 #[test]
