@@ -26,6 +26,9 @@ pub enum Code {
     Drift = 8,
     /// `hacfg fleet`: balancers disagree, or one did not answer.
     Disagree = 9,
+    /// A lock (the nodes folder's) was still held at `--lock-timeout`;
+    /// nothing was changed.
+    LockTimeout = 10,
 }
 
 impl From<Code> for std::process::ExitCode {
@@ -109,6 +112,9 @@ pub fn code_of(err: &anyhow::Error) -> Code {
         .find_map(|e| {
             if let Some(failure) = e.downcast_ref::<Failure>() {
                 return Some(failure.code());
+            }
+            if e.is::<crate::lock::TimedOut>() {
+                return Some(Code::LockTimeout);
             }
             match e.downcast_ref::<crate::haproxy::Error>()? {
                 crate::haproxy::Error::Refused(_) | crate::haproxy::Error::RefusedChange { .. } => {

@@ -32,6 +32,7 @@ mod exit;
 mod file;
 mod haproxy;
 mod index;
+mod lock;
 mod log;
 mod metrics;
 mod node;

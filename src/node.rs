@@ -25,16 +25,11 @@ const MAX_TAG_VALUE_LEN: usize = 256;
 /// File-name endings of editor backups and package-manager leftovers. Such
 /// files in the nodes folder are ignored, and no node may be named like them.
 const IGNORED_SUFFIXES: &[&[u8]] = &[
-    b".bak",
-    b".orig",
-    b".rej",
-    b".swp",
-    b".swo",
-    b".swx",
-    b".tmp",
-    b".rpmnew",
-    b".rpmsave",
+    b".bak", b".orig", b".rej", b".swp", b".swo", b".swx", b".tmp", b".lock",
 ];
+/// rpm's leftovers: the last extension starts with `rpm` (`*.rpmnew`,
+/// `*.rpmsave`, `*.rpmorig`, `*.rpm`).
+const IGNORED_EXTENSION_START: &[u8] = b"rpm";
 /// dpkg's leftovers: `*.dpkg-old`, `*.dpkg-new`, `*.dpkg-tmp`, `*.dpkg-dist`, …
 const IGNORED_INFIX: &[u8] = b".dpkg-";
 /// Whole names that are no node: vim's probe, the empty file it creates
@@ -121,13 +116,18 @@ impl Node {
 
 /// Whether a file in the nodes folder is not a node: hidden files (hacfg's
 /// own index and temp files among them), editor backups, swap files and
-/// vim's write probe `4913`, and package leftovers. Raw bytes: the rules apply before any other check of the name.
+/// vim's write probe `4913`, lock files, and package leftovers. Raw bytes:
+/// the rules apply before any other check of the name.
 pub fn is_ignored_file_name(name: &[u8]) -> bool {
     IGNORED_NAMES.contains(&name)
         || name.starts_with(b".")
         || name.starts_with(b"#")
         || name.ends_with(b"~")
         || IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
+        || name
+            .rsplit(|b| *b == b'.')
+            .next()
+            .is_some_and(|ext| ext.len() < name.len() && ext.starts_with(IGNORED_EXTENSION_START))
         || name
             .windows(IGNORED_INFIX.len())
             .any(|w| w == IGNORED_INFIX)

@@ -54,6 +54,32 @@ pub struct Replaced<'a> {
     output: &'a OutputFile,
     /// There was a config before this run's.
     had_previous: bool,
+    /// The output held a hand edit, kept as `<output>.edited`.
+    edited: Option<HandEdit>,
+}
+
+/// An output someone changed since hacfg last wrote it, kept aside before
+/// it was replaced (the edit would otherwise live only in `.prev`, until
+/// the next write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandEdit {
+    pub output: PathBuf,
+    pub kept: PathBuf,
+    /// Lines that differ between the edited file and what replaced it.
+    pub lines: usize,
+}
+
+impl std::fmt::Display for HandEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` was changed by hand since hacfg last wrote it: the edited file is kept as `{}` \
+             ({} line(s) differ from the new config; put lasting changes in the template)",
+            self.output.display(),
+            self.kept.display(),
+            self.lines
+        )
+    }
 }
 
 impl OutputFile {
@@ -99,8 +125,13 @@ impl OutputFile {
 
     /// `<output>.prev`: the config that was live before the current one.
     pub fn prev_path(&self) -> PathBuf {
+        self.beside(".prev")
+    }
+
+    /// `<output><suffix>`, in the output's folder.
+    fn beside(&self, suffix: &str) -> PathBuf {
         let mut name = self.path.as_os_str().to_owned();
-        name.push(".prev");
+        name.push(suffix);
         PathBuf::from(name)
     }
 
@@ -156,6 +187,7 @@ impl OutputFile {
     /// current one becomes `.prev` first (a hard link, or a copy when
     /// writing in place).
     pub fn replace(&self, staged: Option<Staged>, bytes: &[u8]) -> Result<Replaced<'_>> {
+        let edited = self.keep_hand_edit(bytes)?;
         let prev = self.prev_path();
         let had_previous = match self.mode {
             WriteMode::Rename => {
@@ -180,10 +212,57 @@ impl OutputFile {
                 old.is_some()
             }
         };
+        self.remember(bytes);
         Ok(Replaced {
             output: self,
             had_previous,
+            edited,
         })
+    }
+
+    /// `<output>.sum`: the FNV-1a hash of the bytes hacfg last wrote, which
+    /// tells a hand edit from hacfg's own file.
+    fn sum_path(&self) -> PathBuf {
+        self.beside(".sum")
+    }
+
+    /// Notes that the output now holds `bytes` (best effort: without the
+    /// note, the next write just cannot tell a hand edit).
+    fn remember(&self, bytes: &[u8]) {
+        let sum = format!(
+            "{:016x}\n",
+            crate::index::fnv(crate::index::FNV_START, bytes)
+        );
+        let _ = atomic::write_atomic(&self.sum_path(), sum.as_bytes());
+    }
+
+    /// Before `new` replaces the output: when the output is not what hacfg
+    /// last wrote (by its `.sum`), keeps it as `<output>.edited`.
+    fn keep_hand_edit(&self, new: &[u8]) -> Result<Option<HandEdit>> {
+        let Ok(Some(sum)) = file::read_capped(&self.sum_path(), 64) else {
+            return Ok(None); // no note (first write, or an older hacfg)
+        };
+        let Some(old) = self.read()? else {
+            return Ok(None);
+        };
+        let written = String::from_utf8_lossy(&sum);
+        let now = format!("{:016x}", crate::index::fnv(crate::index::FNV_START, &old));
+        if written.trim() == now || old == new {
+            return Ok(None);
+        }
+        let kept = self.beside(".edited");
+        atomic::write_atomic(&kept, &old)
+            .with_context(|| format!("unable to keep the hand-edited `{}`", self.path.display()))?;
+        let (old, new) = (String::from_utf8_lossy(&old), String::from_utf8_lossy(new));
+        let lines = similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
+            .iter_all_changes()
+            .filter(|c| c.tag() == similar::ChangeTag::Delete)
+            .count();
+        Ok(Some(HandEdit {
+            output: self.path.clone(),
+            kept,
+            lines,
+        }))
     }
 
     fn copy_to_prev(&self) -> Result<()> {
@@ -193,6 +272,11 @@ impl OutputFile {
 }
 
 impl Replaced<'_> {
+    /// The hand edit this write replaced (kept as `<output>.edited`), if any.
+    pub fn hand_edit(&self) -> Option<&HandEdit> {
+        self.edited.as_ref()
+    }
+
     /// Puts `.prev` back over the output; says what it did.
     pub fn restore(self) -> Result<String> {
         let output = self.output;
@@ -209,6 +293,7 @@ impl Replaced<'_> {
             WriteMode::Rename => atomic::write_atomic(&output.path, &bytes)?,
             WriteMode::InPlace => write_in_place(&output.path, &bytes, None)?,
         }
+        output.remember(&bytes);
         Ok(format!(
             "restored `{}` from `{}`",
             output.path.display(),
@@ -313,5 +398,30 @@ mod tests {
             .unwrap();
         assert!(OutputFile::new(&dir.path().join("dangling"), WriteMode::Rename).is_err());
         assert!(OutputFile::new(dir.path(), WriteMode::Rename).is_err());
+    }
+
+    #[test]
+    fn a_hand_edit_is_kept_as_edited_before_it_is_replaced() {
+        for mode in [WriteMode::Rename, WriteMode::InPlace] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("haproxy.cfg");
+            let out = OutputFile::new(&path, mode).unwrap();
+            let first = out.replace(None, b"a\nb\nc\n").unwrap();
+            assert_eq!(first.hand_edit(), None);
+            let second = out.replace(None, b"a\nb\nc\nd\n").unwrap();
+            assert_eq!(second.hand_edit(), None, "hacfg's own file is no edit");
+            assert!(!dir.path().join("haproxy.cfg.edited").exists());
+            fs::write(&path, b"a\nB\nc\nd\n# mine\n").unwrap();
+            let third = out.replace(None, b"a\nb\nc\nd\ne\n").unwrap();
+            let edit = third.hand_edit().expect("the edit is seen");
+            assert_eq!(edit.lines, 2, "{mode:?}");
+            let kept = dir.path().join("haproxy.cfg.edited");
+            assert_eq!(edit.kept, kept);
+            assert_eq!(fs::read(&kept).unwrap(), b"a\nB\nc\nd\n# mine\n");
+            assert_eq!(fs::read(&path).unwrap(), b"a\nb\nc\nd\ne\n");
+            assert!(edit.to_string().contains("2 line(s) differ"), "{edit}");
+            // Once replaced, the file is hacfg's again.
+            assert_eq!(out.replace(None, b"x\n").unwrap().hand_edit(), None);
+        }
     }
 }

@@ -1,24 +1,35 @@
 //! The nodes folder: one file per node, named after it, guarded by a lock on
 //! the folder itself.
 
-use std::fs::{self, File, TryLockError};
+use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::marker::PhantomData;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::atomic;
 use crate::file;
 use crate::index::{self, Stamp};
+use crate::lock;
 use crate::node::{self, Node};
 use crate::quote::quote_bytes;
+
+/// How long a run waits for the folder's lock by default (`--lock-timeout`):
+/// longer than the slowest legitimate holder (a render checked by HAProxy,
+/// then a reload verified for up to `--reload-timeout`, 10 s), short enough
+/// that a stuck or hostile holder does not keep Serf's queue of handlers
+/// waiting for ever.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// The nodes folder.
 pub struct Store {
     dir: PathBuf,
+    /// How long [`Store::lock`] waits for another holder.
+    lock_wait: Duration,
 }
 
 /// How a [`Lock`] holds the folder.
@@ -52,7 +63,14 @@ impl Store {
     pub fn new(dir: &Path) -> Store {
         Store {
             dir: dir.to_path_buf(),
+            lock_wait: DEFAULT_LOCK_WAIT,
         }
+    }
+
+    /// The same folder, its lock waited for at most `wait`.
+    pub fn with_lock_wait(mut self, wait: Duration) -> Store {
+        self.lock_wait = wait;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -65,7 +83,8 @@ impl Store {
             .with_context(|| format!("unable to create nodes folder `{}`", self.dir.display()))
     }
 
-    /// Takes the folder's lock in mode `M`, waiting for other hacfg processes.
+    /// Takes the folder's lock in mode `M`, waiting for other holders at most
+    /// the lock wait (then a [`lock::TimedOut`] error, exit 10).
     pub fn lock<M: Mode>(&self) -> Result<Lock<M>> {
         let dir = fs::OpenOptions::new()
             .read(true)
@@ -84,22 +103,12 @@ impl Store {
                 });
             }
         };
-        let locked = if M::EXCLUSIVE {
-            dir.try_lock()
+        let kind = if M::EXCLUSIVE {
+            lock::Kind::Exclusive
         } else {
-            dir.try_lock_shared()
+            lock::Kind::Shared
         };
-        let context = || format!("unable to lock nodes folder `{}`", self.dir.display());
-        match locked {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => if M::EXCLUSIVE {
-                dir.lock()
-            } else {
-                dir.lock_shared()
-            }
-            .with_context(context)?,
-            Err(TryLockError::Error(e)) => return Err(e).with_context(context),
-        }
+        lock::take(&dir, kind, self.lock_wait, ("nodes folder", &self.dir))?;
         Ok(Lock {
             _dir: dir,
             _mode: PhantomData,
@@ -198,30 +207,39 @@ impl Store {
         Ok(results)
     }
 
-    /// Every node in the folder, sorted by name. Any file that is not a valid
-    /// node makes this fail, naming the file: a half-read pool is never rendered.
+    /// Every node in the folder, sorted by name, and the files that are no
+    /// node hacfg can read (held back: one bad file never blinds the pool).
     /// Files the index (`.hacfg.index`) proves unchanged are not read again.
     /// Under the exclusive lock a stale index is rewritten and temp files of
     /// killed runs are removed; under the shared one nothing is written.
-    pub fn load_all<M: Mode>(&self, _lock: &Lock<M>) -> Result<Vec<Node>> {
+    pub fn load<M: Mode>(&self, _lock: &Lock<M>) -> Result<Loaded> {
         let scan_start = index::now_ns();
         let mut snapshot = index::Snapshot::load(&self.dir);
         let mut buf = Vec::with_capacity(256);
         // The index's files are checked on other threads while this one
         // lists the folder and reads the files the index does not know.
-        let (unchanged, seen, mut fresh) = std::thread::scope(|scope| {
+        let (unchanged, listing) = std::thread::scope(|scope| {
             let verifier = scope.spawn(|| snapshot.verify(&self.dir));
             let listed = self.list(&snapshot, &mut buf, M::EXCLUSIVE);
             let unchanged = verifier.join().unwrap_or_default();
-            listed.map(|l| (unchanged, l.seen, l.fresh))
+            listed.map(|l| (unchanged, l))
         })?;
+        let Listing {
+            seen,
+            mut fresh,
+            mut unreadable,
+            stray,
+        } = listing;
         for (at, seen) in seen.into_iter().enumerate() {
             match (seen, unchanged.get(at)) {
                 (false, _) => {} // gone from the folder
                 (true, Some(true)) => snapshot.keep(at),
                 (true, _) => {
                     let name = snapshot.name(at).to_string();
-                    fresh.push(read_node_file(&self.dir.join(&name), &name, &mut buf)?);
+                    match read_node_file(&self.dir.join(&name), &name, &mut buf) {
+                        Ok(read) => fresh.push(read),
+                        Err(e) => unreadable.push(Unreadable::new(&self.dir.join(&name), &e)),
+                    }
                 }
             }
         }
@@ -230,17 +248,35 @@ impl Store {
             // A cache: a folder we may read but not write still renders.
             let _ = index::save(&self.dir, scan_start, &nodes, &stamps);
         }
-        Ok(nodes)
+        unreadable.sort_by(|a, b| a.file.cmp(&b.file));
+        Ok(Loaded {
+            nodes,
+            unreadable,
+            stray,
+        })
     }
 
-    /// Lists the folder: which index entries have a file (`seen`), and the
-    /// nodes of the files the index does not know, read and validated.
+    /// Every node in the folder (see [`Store::load`]); a file that is no
+    /// node makes this fail, naming it (for callers that must see it all).
+    pub fn load_all<M: Mode>(&self, lock: &Lock<M>) -> Result<Vec<Node>> {
+        let loaded = self.load(lock)?;
+        if let Some(bad) = loaded.unreadable.first() {
+            bail!("{bad}");
+        }
+        Ok(loaded.nodes)
+    }
+
+    /// Lists the folder: which index entries have a file (`seen`), the
+    /// nodes of the files the index does not know (read and validated), the
+    /// files that are no readable node, and the stray ones skipped by name.
     /// `clean` removes temp files left by killed runs (exclusive lock only:
     /// then no other hacfg is writing one).
     fn list(&self, snapshot: &index::Snapshot, buf: &mut Vec<u8>, clean: bool) -> Result<Listing> {
         let folder = || format!("unable to read nodes folder `{}`", self.dir.display());
-        let mut seen = vec![false; snapshot.entries()];
-        let mut fresh = Vec::new();
+        let mut listing = Listing {
+            seen: vec![false; snapshot.entries()],
+            ..Listing::default()
+        };
         for entry in fs::read_dir(&self.dir).with_context(folder)? {
             let entry = entry.with_context(folder)?;
             let file_name = entry.file_name();
@@ -249,59 +285,134 @@ impl Store {
             if node::is_ignored_file_name(bytes) {
                 if clean && atomic::is_leftover(bytes) {
                     let _ = fs::remove_file(entry.path());
+                } else if !is_own_file(bytes) {
+                    listing.stray.push(quote_bytes(bytes));
                 }
                 continue;
             }
-            let path = entry.path();
-            let Some(name) = file_name.to_str() else {
-                bail!(
-                    "invalid node file {} in `{}`: the name is not UTF-8",
-                    quote_bytes(bytes),
-                    self.dir.display()
-                );
-            };
-            let kind = entry
-                .file_type()
-                .with_context(|| format!("unable to stat `{}`", path.display()))?;
-            if !kind.is_file() {
-                bail!(
-                    "invalid node file `{}`: not a regular file (links, folders, FIFOs, \
-                     sockets and devices are refused)",
-                    path.display()
-                );
+            match self.entry(&entry, snapshot, buf) {
+                Ok(Listed::Indexed(at)) => listing.seen[at] = true,
+                Ok(Listed::Read(read)) => listing.fresh.push(*read),
+                Err(e) => listing.unreadable.push(Unreadable::new(&entry.path(), &e)),
             }
-            // A name the index holds was validated when it was indexed.
-            if let Some(at) = snapshot.find(name) {
-                seen[at] = true;
-                continue;
-            }
-            node::validate_name(name)
-                .with_context(|| format!("invalid node file `{}`", path.display()))?;
-            fresh.push(read_node_file(&path, name, buf)?);
         }
-        Ok(Listing { seen, fresh })
+        listing.stray.sort();
+        Ok(listing)
+    }
+
+    /// One folder entry that is not ignored by name: a name the index
+    /// holds (validated when it was indexed), or a node file read now.
+    fn entry(
+        &self,
+        entry: &fs::DirEntry,
+        snapshot: &index::Snapshot,
+        buf: &mut Vec<u8>,
+    ) -> Result<Listed> {
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            bail!("the name is not UTF-8");
+        };
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("unable to stat `{}`", path.display()))?;
+        if !kind.is_file() {
+            bail!("not a regular file (links, folders, FIFOs, sockets and devices are refused)");
+        }
+        if let Some(at) = snapshot.find(&name) {
+            return Ok(Listed::Indexed(at));
+        }
+        node::validate_name(&name)?;
+        Ok(Listed::Read(Box::new(read_node_file(&path, &name, buf)?)))
     }
 }
 
+/// hacfg's own files in the folder (its index, records and temp files):
+/// skipped without a word.
+fn is_own_file(name: &[u8]) -> bool {
+    name.starts_with(b".hacfg")
+}
+
+/// What one folder entry is (see `Store::entry`).
+enum Listed {
+    Indexed(usize),
+    Read(Box<(Node, Stamp)>),
+}
+
 /// What listing the folder found (see `Store::list`).
+#[derive(Default)]
 struct Listing {
     /// Per index entry: a file of that name is in the folder.
     seen: Vec<bool>,
     /// Files the index does not know, read.
     fresh: Vec<(Node, Stamp)>,
+    unreadable: Vec<Unreadable>,
+    stray: Vec<String>,
+}
+
+/// The folder as a run found it.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The nodes, sorted by name.
+    pub nodes: Vec<Node>,
+    /// Files that are no node hacfg can read: left out, and said.
+    pub unreadable: Vec<Unreadable>,
+    /// Names skipped as editor, package-manager or lock leftovers (not
+    /// hacfg's own files), shown escaped.
+    pub stray: Vec<String>,
+}
+
+/// A file in the nodes folder that hacfg cannot read as a node: it is held
+/// back (left out of the render, exit 6) while the rest goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The file's name, escaped (and cut) for a message.
+    pub file: String,
+    /// Why, on one line and cut to a readable length.
+    pub reason: String,
+}
+
+impl Unreadable {
+    fn new(path: &Path, err: &anyhow::Error) -> Unreadable {
+        let reason = format!("{err:#}").replace('\n', " ");
+        let reason = match crate::quote::cut(&reason, REASON_MAX) {
+            Some(cut) => format!("{cut}…"),
+            None => reason,
+        };
+        Unreadable {
+            file: shown_name(path.as_os_str().as_bytes()),
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid node file {}: {}", self.file, self.reason)
+    }
+}
+
+/// The longest reason shown for an unreadable file.
+const REASON_MAX: usize = 200;
+
+/// A file name for a message: in backticks when it is plain UTF-8 without
+/// control characters, else escaped in quotes.
+fn shown_name(name: &[u8]) -> String {
+    match std::str::from_utf8(name) {
+        Ok(text) if !text.chars().any(char::is_control) && text.len() <= REASON_MAX => {
+            format!("`{text}`")
+        }
+        _ => quote_bytes(name),
+    }
 }
 
 /// Reads one node file; the stamp is taken from the open file before its
 /// bytes, so a later change always shows in the stamp. Links, FIFOs and the
 /// like are refused even if one replaced the file since the folder was listed.
 fn read_node_file(path: &Path, name: &str, buf: &mut Vec<u8>) -> Result<(Node, Stamp)> {
-    let context = || format!("invalid node file `{}`", path.display());
-    let (file, meta) = file::open(path)
-        .with_context(context)?
-        .with_context(|| format!("node file `{}` vanished while being read", path.display()))?;
+    let (file, meta) = file::open(path)?.context("it vanished while being read")?;
     let stamp = Stamp::of(&meta);
-    file::read_into(file, path, file::NODE_FILE_CAP, buf).with_context(context)?;
-    let node = node::parse_node_file(name, buf).with_context(context)?;
+    file::read_into(file, path, file::NODE_FILE_CAP, buf)?;
+    let node = node::parse_node_file(name, buf)?;
     Ok((node, stamp))
 }
 
@@ -378,6 +489,83 @@ mod tests {
         assert!(leftover.exists());
         store.load_all(&store.lock::<Exclusive>().unwrap()).unwrap();
         assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn a_bad_file_is_held_back_and_the_rest_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        fs::write(dir.path().join("good"), "10.0.0.1").unwrap();
+        fs::write(
+            dir.path().join("typo"),
+            r#"{"name":"typo","address":"10.0.0.2","wieght":3}"#,
+        )
+        .unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        let lock = store.lock::<Exclusive>().unwrap();
+        let loaded = store.load(&lock).unwrap();
+        let names: Vec<&str> = loaded.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["good"]);
+        let files: Vec<String> = loaded.unreadable.iter().map(|u| u.file.clone()).collect();
+        let shown = |name: &str| format!("`{}`", dir.path().join(name).display());
+        assert_eq!(files, [shown("link"), shown("sub"), shown("typo")]);
+        let typo = &loaded.unreadable[2];
+        assert!(typo.reason.contains("unknown field `wieght`"), "{typo}");
+        assert!(!typo.reason.contains('\n'), "{typo}");
+        assert!(loaded.unreadable[0].reason.contains("not a regular file"));
+        // Fixed, it comes in at the next load.
+        fs::write(dir.path().join("typo"), "10.0.0.2").unwrap();
+        assert_eq!(store.load(&lock).unwrap().nodes.len(), 2);
+    }
+
+    #[test]
+    fn stray_files_are_named_and_hacfgs_own_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        for name in [
+            "s1~",
+            "s1.swp",
+            "s1.bak",
+            "stale.lock",
+            "s1.rpmnew",
+            "s1.dpkg-old",
+            "#s1#",
+            ".hidden",
+            ".hacfg.index",
+            ".hacfg.pending.damaged",
+        ] {
+            fs::write(dir.path().join(name), "10.0.0.9").unwrap();
+        }
+        let loaded = store.load(&store.lock::<Shared>().unwrap()).unwrap();
+        assert!(loaded.nodes.is_empty(), "{:?}", loaded.nodes);
+        assert!(loaded.unreadable.is_empty(), "{:?}", loaded.unreadable);
+        let expected = [
+            "\"#s1#\"",
+            "\".hidden\"",
+            "\"s1.bak\"",
+            "\"s1.dpkg-old\"",
+            "\"s1.rpmnew\"",
+            "\"s1.swp\"",
+            "\"s1~\"",
+            "\"stale.lock\"",
+        ];
+        assert_eq!(loaded.stray, expected);
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_until_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path()).with_lock_wait(Duration::from_millis(50));
+        let held = store.lock::<Shared>().unwrap();
+        // Shared beside shared is no wait; exclusive times out, exit 10.
+        let _also = store.lock::<Shared>().unwrap();
+        let err = store.lock::<Exclusive>().err().unwrap();
+        assert_eq!(crate::exit::code_of(&err), crate::exit::Code::LockTimeout);
+        let text = format!("{err:#}");
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        drop((held, _also));
+        store.lock::<Exclusive>().unwrap();
     }
 
     #[test]

@@ -370,7 +370,10 @@ fn output_write_keeps_mode_and_leaves_no_temp_files() {
         .collect();
     let mut files = files;
     files.sort();
-    assert_eq!(files, ["haproxy.cfg", "haproxy.cfg.prev"]);
+    assert_eq!(
+        files,
+        ["haproxy.cfg", "haproxy.cfg.prev", "haproxy.cfg.sum"]
+    );
 }
 
 #[test]
@@ -777,4 +780,26 @@ fn editor_probes_and_swap_files_are_ignored() {
         .code(1)
         .stderr_has("invalid node file `$TMP/nodes/s2`")
         .stderr_has("the file is empty");
+}
+
+#[test]
+fn a_hand_edit_to_the_output_is_kept_and_said() {
+    let env = TestEnv::new();
+    env.ok(&["add", "s1", "10.0.0.1"]);
+    let edited = env
+        .output_text()
+        .replace("balance", "# an operator's note\n    balance");
+    fs::write(&env.output, &edited).unwrap();
+    env.call(&["add", "s2", "10.0.0.2"])
+        .code(0)
+        .stderr_has("was changed by hand since hacfg last wrote it: the edited file is kept as")
+        .stderr_has("1 line(s) differ from the new config");
+    let kept = env.output.with_file_name("haproxy.cfg.edited");
+    assert_eq!(fs::read_to_string(&kept).unwrap(), edited);
+    assert!(env.output_text().contains("server s2 "));
+    assert!(!env.output_text().contains("an operator's note"));
+    // hacfg's own writes are no edit: the next run keeps nothing new.
+    fs::remove_file(&kept).unwrap();
+    env.call(&["add", "s3", "10.0.0.3"]).code(0);
+    assert!(!kept.exists());
 }

@@ -93,8 +93,8 @@ fn a_huge_node_file_is_refused_after_64_kib() {
         .unwrap();
     let done = env.call(&["render"]).within(20.0).code(1);
     done.stderr_is(
-        "hacfg: error: invalid node file `$TMP/nodes/big`\n\
-         caused by: `$TMP/nodes/big` is larger than 64 KiB, hacfg's limit for this file\n",
+        "hacfg: error: invalid node file `$TMP/nodes/big`: `$TMP/nodes/big` is larger than 64 \
+         KiB, hacfg's limit for this file\n",
     );
     assert_eq!(env.output_text(), live);
 }

@@ -165,3 +165,73 @@ fn verify_needs_the_runtime_api() {
     env.call(&["--no-check", "sync", "--on-failed", "verify"])
         .code(2);
 }
+
+/// A socket in front of `upstream` that answers each connection only after
+/// `delay`: an HAProxy too busy to answer within `--socket-timeout`.
+fn slow_socket(env: &TestEnv, upstream: &std::path::Path, delay: f64) -> std::path::PathBuf {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let path = env.path("slow.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let upstream = upstream.to_path_buf();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { return };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs_f64(delay));
+                let Ok(mut server) = UnixStream::connect(&upstream) else {
+                    return;
+                };
+                let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                    return;
+                };
+                std::thread::spawn(move || std::io::copy(&mut c2, &mut s2));
+                let _ = std::io::copy(&mut server, &mut client);
+            });
+        }
+    });
+    path
+}
+
+#[test]
+fn no_answer_from_haproxy_keeps_every_failed_member() {
+    let env = TestEnv::new();
+    let names = ["s1", "s2", "s3"];
+    let Some(pool) = Pool::backends(&env, &names).nodes(&names).start() else {
+        return;
+    };
+    assert!(wait_until(10.0, || names.iter().all(|n| seen(&pool, n, 2))));
+    // HAProxy sees every member UP, but answers in 2 s, past the 1 s
+    // --socket-timeout: no second opinion, so no member goes.
+    let slow = slow_socket(&env, &pool.master_socket, 2.0);
+    let log = pool.hacfg_log.display().to_string();
+    let mut args = pool.args(&[]);
+    let slow = slow.display().to_string();
+    args.extend(["--reload", "--master-socket", &slow, "--log-file", &log]);
+    args.extend(["--socket-timeout", "1", "--check-timeout", "0.1"]);
+    args.extend(["serf", "--on-failed", "verify"]);
+    let lines: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "{n}\t127.0.0.1\tbackend\trole=backend,port={}\n",
+                pool[*n].port
+            )
+        })
+        .collect();
+    env.call(&args)
+        .env("SERF_EVENT", "member-failed")
+        .env("SERF_SELF_NAME", "bal")
+        .stdin(lines)
+        .code(0)
+        .stderr_has("3 failed member(s) stay until HAProxy answers");
+    for name in names {
+        assert!(env.nodes.join(name).exists(), "{name} was removed");
+        assert!(env.output_text().contains(&format!("server {name} ")));
+        assert!(runs(&pool, name), "HAProxy lost {name}");
+    }
+    assert!(pool.logged("3 failed member(s) stay until HAProxy answers"));
+    let record = std::fs::read_to_string(env.nodes.join(".hacfg.failed")).unwrap();
+    assert!(names.iter().all(|n| record.contains(n)), "{record}");
+    assert_eq!(pool.answering(20).len(), 3);
+}

@@ -222,7 +222,9 @@ impl Written<'_> {
 
 /// Writes a config HAProxy already runs (the hitless path applied it).
 fn write_applied(output: &OutputFile, config: &str, what: &str, log: &mut Log) -> Result<()> {
-    let _ = output.replace(None, config.as_bytes())?;
+    if let Some(edit) = output.replace(None, config.as_bytes())?.hand_edit() {
+        log.warn(&edit.to_string());
+    }
     log.info(&format!(
         "wrote `{}` ({what}), applied through the runtime API without a reload",
         output.path().display()

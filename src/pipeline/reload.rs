@@ -28,6 +28,9 @@ pub fn write_and_reload(
         prepare_state(api.as_ref(), rendered, log)?;
     }
     let replaced = output.replace(staged, rendered.as_bytes())?;
+    if let Some(edit) = replaced.hand_edit() {
+        log.warn(&edit.to_string());
+    }
     log.info(&format!(
         "wrote `{}` ({})",
         output.path().display(),

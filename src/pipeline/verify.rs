@@ -172,9 +172,11 @@ impl Reviewed {
 /// The members Serf reports `failed` now, and the ones whose stays end
 /// (`ended`: they joined again, left or were reaped), reviewed with every
 /// earlier stay against one read of HAProxy's servers. Without an answer
-/// from HAProxy, the failed ones go as with `--on-failed remove` (said in a
-/// warning); earlier stays wait for the next review. Writes nothing: the
-/// caller records the result. Runs under the exclusive lock.
+/// from HAProxy nothing goes: no answer is no second opinion, and HAProxy's
+/// own checks already keep traffic from a dead server; the failed members
+/// stay (said in a warning) and the next event, the watch or `sync` judges
+/// them again. Writes nothing: the caller records the result. Runs under
+/// the exclusive lock.
 pub fn review(
     s: &Settings,
     store: &Store,
@@ -203,14 +205,8 @@ pub fn review(
             judge_all(store, port, seen, (failed, ended), &mut stays, log)
         }
         Err(e) => {
-            if !failed.is_empty() {
-                log.warn(&format!(
-                    "--on-failed verify: unable to ask HAProxy ({e:#}); removing the failed \
-                     member(s) as --on-failed remove would"
-                ));
-            }
-            stays.entries.retain(|st| !failed.contains(&st.name));
-            failed.to_vec()
+            keep_unjudged(failed, &mut stays, &e, log);
+            Vec::new()
         }
     };
     stays.entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -218,6 +214,26 @@ pub fn review(
         remove,
         stays,
         before,
+    }
+}
+
+/// HAProxy did not answer: every `failed` member stays, to be judged again.
+fn keep_unjudged(failed: &[String], stays: &mut Stays, err: &anyhow::Error, log: &mut Log) {
+    let fresh: Vec<&String> = failed.iter().filter(|n| !stays.contains(n)).collect();
+    if failed.is_empty() {
+        return;
+    }
+    log.warn(&format!(
+        "--on-failed verify: unable to ask HAProxy ({err:#}); {} failed member(s) stay until \
+         HAProxy answers (its own health checks keep traffic from a dead server): the next \
+         event, the watch or `hacfg sync` judges them again",
+        failed.len()
+    ));
+    for name in fresh {
+        stays.entries.push(Stay {
+            name: name.clone(),
+            since_ms: now_ms(),
+        });
     }
 }
 
