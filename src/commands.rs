@@ -14,6 +14,7 @@ use crate::pipeline::{Balancer, HeldSet, Then};
 use crate::render;
 use crate::serf;
 use crate::stdout::print_stdout;
+use crate::store::Store;
 
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let b = &mut balancer(cfg);
@@ -51,7 +52,8 @@ fn balancer(cfg: &Config) -> Balancer<'_> {
     };
     let log = Log::new(verbosity, cfg.log_file.as_deref());
     let output = (cfg.output.as_path(), cfg.write_mode);
-    Balancer::new(&cfg.pipeline, &cfg.nodes_dir, output, log)
+    let store = Store::new(&cfg.nodes_dir).with_lock_wait(cfg.lock_wait);
+    Balancer::new(&cfg.pipeline, store, output, log)
 }
 
 /// `hacfg serf` and `hacfg sync`, handed to `serf/`.

@@ -121,7 +121,7 @@ pub fn take(
             }
             .into());
         }
-        std::thread::sleep(pause.min(wait - waited));
+        std::thread::sleep(pause.min(wait.saturating_sub(waited)));
         pause = (pause * 2).min(MAX_PAUSE);
     }
 }

@@ -290,7 +290,7 @@ impl Store {
                 }
                 continue;
             }
-            match self.entry(&entry, snapshot, buf) {
+            match Self::entry(&entry, snapshot, buf) {
                 Ok(Listed::Indexed(at)) => listing.seen[at] = true,
                 Ok(Listed::Read(read)) => listing.fresh.push(*read),
                 Err(e) => listing.unreadable.push(Unreadable::new(&entry.path(), &e)),
@@ -303,7 +303,6 @@ impl Store {
     /// One folder entry that is not ignored by name: a name the index
     /// holds (validated when it was indexed), or a node file read now.
     fn entry(
-        &self,
         entry: &fs::DirEntry,
         snapshot: &index::Snapshot,
         buf: &mut Vec<u8>,
@@ -559,12 +558,12 @@ mod tests {
         let store = Store::new(dir.path()).with_lock_wait(Duration::from_millis(50));
         let held = store.lock::<Shared>().unwrap();
         // Shared beside shared is no wait; exclusive times out, exit 10.
-        let _also = store.lock::<Shared>().unwrap();
+        let also = store.lock::<Shared>().unwrap();
         let err = store.lock::<Exclusive>().err().unwrap();
         assert_eq!(crate::exit::code_of(&err), crate::exit::Code::LockTimeout);
         let text = format!("{err:#}");
         assert!(text.contains(&dir.path().display().to_string()), "{text}");
-        drop((held, _also));
+        drop((held, also));
         store.lock::<Exclusive>().unwrap();
     }
 

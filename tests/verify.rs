@@ -210,15 +210,16 @@ fn no_answer_from_haproxy_keeps_every_failed_member() {
     args.extend(["--reload", "--master-socket", &slow, "--log-file", &log]);
     args.extend(["--socket-timeout", "1", "--check-timeout", "0.1"]);
     args.extend(["serf", "--on-failed", "verify"]);
-    let lines: String = names
+    let lines: Vec<String> = names
         .iter()
         .map(|n| {
             format!(
-                "{n}\t127.0.0.1\tbackend\trole=backend,port={}\n",
+                "{n}\t127.0.0.1\tbackend\trole=backend,port={}",
                 pool[*n].port
             )
         })
         .collect();
+    let lines = lines.join("\n") + "\n";
     env.call(&args)
         .env("SERF_EVENT", "member-failed")
         .env("SERF_SELF_NAME", "bal")

@@ -93,6 +93,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "HACFG_METRICS_FILE", value_name = "PATH")]
     #[serde(with = "os_path::option")]
     pub metrics_file: Option<PathBuf>,
+    /// Seconds to wait for the nodes folder's lock before giving up with
+    /// exit 10 (up to 3600); the message names the holder
+    #[arg(long, global = true, env = "HACFG_LOCK_TIMEOUT", default_value = "30",
+          value_name = "SECS", value_parser = seconds_arg)]
+    pub lock_timeout: Duration,
     #[command(flatten)]
     pub apply: ApplyArgs,
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub verbosity: Verbosity,
     /// File that gets one line per action.
     pub log_file: Option<PathBuf>,
+    /// How long a run waits for the nodes folder's lock (`--lock-timeout`).
+    pub lock_wait: std::time::Duration,
     /// What the pipeline needs.
     pub pipeline: Settings,
     pub command: Command,
@@ -114,6 +116,7 @@ impl Config {
             output: global.output,
             verbosity,
             log_file: global.log_file,
+            lock_wait: global.lock_timeout,
             pipeline,
             command,
         })
@@ -611,10 +614,13 @@ mod tests {
                 write_mode,
                 verbosity,
                 log_file,
+                lock_wait,
                 pipeline: _,
                 command: _,
             } = c;
-            format!("{nodes_dir:?} {output:?} {write_mode:?} {verbosity:?} {log_file:?}")
+            format!(
+                "{nodes_dir:?} {output:?} {write_mode:?} {verbosity:?} {log_file:?} {lock_wait:?}"
+            )
         };
         assert_eq!(settings(&child), settings(&parent));
         assert_eq!(child.write_mode, WriteMode::InPlace);

@@ -80,6 +80,7 @@ mod tests {
             verbose: true,
             log_file: Some(path("/l.log")),
             metrics_file: Some(path("/m.prom")),
+            lock_timeout: Duration::from_millis(2500),
             apply: ApplyArgs {
                 haproxy_bin: Some(path("/usr/sbin/haproxy")),
                 check_cmd: Some("check {} --password s3cret".into()),

@@ -145,11 +145,10 @@ pub struct Preview {
 impl<'a> Balancer<'a> {
     pub fn new(
         settings: &'a Settings,
-        nodes_dir: &Path,
+        store: Store,
         (output, write_mode): (&'a Path, WriteMode),
         log: Log,
     ) -> Balancer<'a> {
-        let store = Store::new(nodes_dir);
         let place = Place {
             settings,
             store,
@@ -510,7 +509,7 @@ mod tests {
     fn door(cfg: &Config) -> Balancer<'_> {
         let log = Log::new(crate::log::Verbosity::Quiet, None);
         let output = (cfg.output.as_path(), cfg.write_mode);
-        Balancer::new(&cfg.pipeline, &cfg.nodes_dir, output, log)
+        Balancer::new(&cfg.pipeline, Store::new(&cfg.nodes_dir), output, log)
     }
 
     fn node(name: &str) -> Node {
