@@ -46,7 +46,7 @@ impl fmt::Display for TimedOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the lock on {} `{}` is still held after {}s: nothing was changed",
+            "the lock on {} `{}` is still held after {}s: this run went no further",
             self.what,
             self.path.display(),
             seconds(self.waited)
@@ -219,7 +219,10 @@ mod tests {
         assert!(timed_out.holders.iter().any(|h| h.pid == me), "{timed_out}");
         let text = timed_out.to_string();
         assert!(text.contains(&format!("PID {me}")), "{text}");
-        assert!(text.contains("after 0.05s: nothing was changed"), "{text}");
+        assert!(
+            text.contains("after 0.05s: this run went no further"),
+            "{text}"
+        );
         drop(holder);
         take(&waiter, Kind::Exclusive, wait, ("test lock", &path)).unwrap();
     }

@@ -25,6 +25,9 @@ use crate::quote::quote_bytes;
 /// waiting for ever.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30);
 
+/// The mode `hacfg init` gives a nodes folder it creates (less the umask).
+pub const NODES_DIR_MODE: u32 = 0o750;
+
 /// The nodes folder.
 pub struct Store {
     dir: PathBuf,
@@ -78,8 +81,14 @@ impl Store {
     }
 
     /// Creates the folder if it is missing (commands that change nodes).
+    /// The folder is made without access for other users (0750): one who
+    /// could open it could hold its lock, and node names are the pool's map.
     pub fn create(&self) -> Result<()> {
-        fs::create_dir_all(&self.dir)
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(NODES_DIR_MODE)
+            .create(&self.dir)
             .with_context(|| format!("unable to create nodes folder `{}`", self.dir.display()))
     }
 

@@ -12,6 +12,7 @@ mod availability;
 mod core;
 mod fleet;
 mod hardening;
+mod locking;
 mod messages;
 mod metrics;
 mod records;
