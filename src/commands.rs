@@ -157,10 +157,10 @@ fn remove(
 fn reload(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
     let _lock = store.lock::<Exclusive>()?;
     if let Some(current) = OutputFile::new(&cfg.output, cfg.write_mode)?.read()? {
-        let api = cfg.pipeline.runtime.as_ref();
+        let api = cfg.pipeline.apply.runtime();
         pipeline::reload::prepare_state(api, &String::from_utf8_lossy(&current), log)?;
     }
-    if let Some(settings) = &cfg.pipeline.reload {
+    if let Some(settings) = cfg.pipeline.apply.reload() {
         pipeline::reload::reload_or_restore(settings, None, log)?;
     }
     Ok(Outcome::Done)
@@ -212,7 +212,7 @@ fn desired(cfg: &Config, store: &Store, output: &OutputFile) -> Result<String> {
 /// it. As the worker, it first leaves the handler's session, so that
 /// nothing the handler's caller does to its own session reaches it.
 fn settle(cfg: &Config, store: &Store, log: &mut Log, worker: bool) -> Result<Outcome> {
-    let Some(api) = &cfg.pipeline.runtime else {
+    let Some(api) = cfg.pipeline.apply.runtime() else {
         bail!("settle talks to HAProxy's runtime API: set --master-socket or --stats-socket");
     };
     if worker {
@@ -228,7 +228,7 @@ fn settle(cfg: &Config, store: &Store, log: &mut Log, worker: bool) -> Result<Ou
 
 /// `hacfg status`: desired servers against live ones; exit 8 on drift.
 fn status(cfg: &Config, store: &Store, json: bool) -> Result<Outcome> {
-    let Some(api) = &cfg.pipeline.runtime else {
+    let Some(api) = cfg.pipeline.apply.runtime() else {
         bail!("status reads HAProxy's runtime API: set --master-socket or --stats-socket");
     };
     let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
@@ -330,7 +330,7 @@ impl Event<'_> {
             let local = crate::fleet::Local {
                 nodes_dir: &cfg.nodes_dir,
                 output: &cfg.output,
-                api: cfg.pipeline.runtime.as_ref(),
+                api: cfg.pipeline.apply.runtime(),
                 haproxy_bin: match &cfg.pipeline.check {
                     pipeline::check::Check::Haproxy(bin) => Some(bin),
                     _ => None,
@@ -400,7 +400,7 @@ fn second_opinion(
     log: &mut Log,
 ) -> Result<bool> {
     let recorded = verify::Stays::recorded(store.dir());
-    if cfg.pipeline.runtime.is_none() || (action != Action::Verify && !recorded) {
+    if cfg.pipeline.apply.runtime().is_none() || (action != Action::Verify && !recorded) {
         return Ok(false);
     }
     let failed = match action {
@@ -437,11 +437,9 @@ impl Sync<'_> {
         // A freshly started, lonely or partitioned agent sees only itself:
         // that is no evidence that the pool is empty.
         if self.members.len() <= 1 && !self.allow_empty {
-            return Err(Failure::Alone(format!(
-                "sync: the Serf agent sees {} alive member(s), so no other member: nothing \
-                 changed (it may be starting or cut off; --allow-empty applies the list anyway)",
-                self.members.len()
-            ))
+            return Err(Failure::Alone {
+                members: self.members.len(),
+            }
             .into());
         }
         let port = cfg.pipeline.renderer.default_port;
@@ -529,12 +527,7 @@ impl Sync<'_> {
         if self.allow_empty || !serf::shrinks_too_much(current, removals) {
             return Ok(());
         }
-        Err(Failure::Alone(format!(
-            "sync would remove {removals} of the {current} nodes (more than half): nothing \
-             changed (an agent cut off from part of the cluster sees only part of it; \
-             --allow-empty applies the list anyway)"
-        ))
-        .into())
+        Err(Failure::Shrinks { removals, current }.into())
     }
 }
 
@@ -640,11 +633,10 @@ fn report(applied: &Applied, own: Option<&str>, log: &mut Log) -> Result<Outcome
             .map_or("", |(_, r)| r.as_str())
     };
     if let Some(own) = own.filter(|o| applied.newly.iter().any(|n| n == o)) {
-        return Err(Failure::Rejected(format!(
-            "HAProxy refused node `{own}`; it is held back and the rest went live (change or \
-             remove its file to try again)\n{}",
-            reason(own)
-        ))
+        return Err(Failure::NodeRefused {
+            name: own.to_string(),
+            reason: reason(own).to_string(),
+        }
         .into());
     }
     for name in &applied.newly {

@@ -17,7 +17,7 @@ use crate::output::WriteMode;
 use crate::pipeline::check::Check;
 use crate::pipeline::settle::Waits;
 use crate::pipeline::worker::Worker;
-use crate::pipeline::{ApplyMode, Settings};
+use crate::pipeline::{Apply, ApplyMode, Settings};
 use crate::quote::quote;
 use crate::render::Renderer;
 use crate::serf::OnFailed;
@@ -139,10 +139,8 @@ impl Config {
             renderer,
             min_nodes,
             check,
-            reload,
+            apply: Apply::new(reload, runtime, apply_mode),
             force: apply.force,
-            apply: apply_mode,
-            runtime,
             waits: Waits {
                 drain: apply.drain_timeout,
                 first_check: apply.check_timeout,
@@ -686,9 +684,9 @@ mod tests {
         let (w, p) = (&child.pipeline, &parent.pipeline);
         assert_eq!(w.renderer.template, p.renderer.template);
         assert_eq!(w.renderer.default_port, 81);
-        assert_eq!((w.min_nodes, w.apply), (2, ApplyMode::Runtime));
-        assert_eq!(format!("{:?}", w.reload), format!("{:?}", p.reload));
-        assert!(w.reload.is_some());
+        assert_eq!(w.min_nodes, 2);
+        assert_eq!(format!("{:?}", w.apply), format!("{:?}", p.apply));
+        assert!(matches!(w.apply, Apply::Hitless { .. }));
         assert_eq!(child.write_mode, WriteMode::InPlace);
         assert_eq!(&w.worker.args, &worker.args);
         assert!(matches!(child.command, Command::Settle { worker: true }));

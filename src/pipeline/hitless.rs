@@ -9,6 +9,7 @@
 //! while every other change goes through (see `partial`).
 
 use std::cell::OnceCell;
+use std::path::Path;
 use std::thread::JoinHandle;
 
 use anyhow::Result;
@@ -17,111 +18,148 @@ use super::partial::{self, Part, Record, Sorted, Waiting};
 use super::pending::Pending;
 use super::plan::{self, Plan};
 use super::quarantine::RETRY_AFTER;
-use super::{ApplyMode, Settings, settle};
+use super::settle::{self, Left, Waits};
+use super::{Apply, Settings};
 use crate::exit::Failure;
 use crate::haproxy::config::{self, Server};
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{Admin, FORCED_DRAIN, Live};
-use crate::haproxy::{self as hap, Dialect, RuntimeApi, Target};
+use crate::haproxy::{self as hap, Dialect, Named, Runtime, Target, Undo};
 use crate::log::Log;
 use crate::output::OutputFile;
 use crate::store::Store;
 
-/// How the hitless path ended.
+/// How the hitless path ended: what differs for the caller.
 #[derive(Debug)]
-pub enum Hitless {
-    /// HAProxy runs what `taken` says now (the file may still need
-    /// writing); `waiting`: some servers wait for HAProxy (see `settle`).
-    Applied { waiting: bool, taken: Taken },
-    /// The change takes the reload path.
+pub enum Ended {
+    /// HAProxy runs the render now (the file may still need writing).
+    All(Left),
+    /// `--apply runtime`: HAProxy runs this part; the rest waits for a
+    /// reload.
+    Part(Part, Left),
+    /// The change takes the checked reload path (the reason was said).
     Reload,
 }
 
-/// What of the render HAProxy took.
-#[derive(Debug)]
-pub enum Taken {
-    /// All of it: the file is the render.
-    All,
-    /// `--apply runtime`: this part; the rest waits for a reload.
-    Part(Part),
+/// What a change the runtime API cannot take leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// `--apply auto`: a reload.
+    Reload,
+    /// `--apply runtime`: none; what needs one waits for a run that may.
+    Wait,
 }
 
-/// Where the runtime API leads.
-enum Route {
-    Applied { waiting: bool, taken: Taken },
+/// Where one step of the path leads: on, with what it found, or to a
+/// reload, for a reason.
+enum Step<T> {
+    On(T),
     Reload(String),
 }
 
-/// What to run at runtime, and what the file then holds.
-enum Decision {
-    Run { taken: Taken, ops: Vec<Op> },
-    Reload(String),
+/// What to run at runtime; `part`: what HAProxy then runs, if not the
+/// whole render.
+struct Decided {
+    part: Option<Part>,
+    ops: Vec<Op>,
 }
 
 /// The live servers, read on a thread of their own, if this run may take
-/// the hitless path (it reloads, may avoid it, and `--force` asks for none).
+/// the hitless path (and `--force` does not ask for a reload).
 pub fn prefetch(s: &Settings) -> Option<JoinHandle<Result<Vec<Live>>>> {
-    let api = s.runtime.as_ref()?;
-    if s.reload.is_none() || s.apply == ApplyMode::Reload || s.force {
+    let Apply::Hitless { runtime, .. } = &s.apply else {
+        return None;
+    };
+    if s.force {
         return None;
     }
-    let api = api.clone();
+    let api = runtime.clone();
     Some(std::thread::spawn(move || api.live()))
 }
 
-/// Whether the folder has runtime work that waits for HAProxy.
+/// The prefetched live servers.
+pub fn join(live: JoinHandle<Result<Vec<Live>>>) -> Result<Vec<Live>> {
+    live.join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the runtime reader panicked")))
+}
+
 /// A run off the hitless path (a reload, `--force`, nothing to change)
-/// still finishes what hacfg left pending, against `rendered`; whether work
-/// still waits. Problems are warnings: the worker tries again.
-pub fn finish_pending(s: &Settings, store: &Store, rendered: &str, log: &mut Log) -> bool {
-    let Some(api) = &s.runtime else {
-        return false;
-    };
-    let pending = match Pending::load(store.dir()) {
-        Ok(p) if p.is_empty() => return false,
+/// still finishes what hacfg left pending, against `rendered`. Problems
+/// are warnings: the worker tries again.
+pub fn finish_pending(s: &Settings, store: &Store, rendered: &str, log: &mut Log) -> Left {
+    match s.apply.runtime() {
+        Some(api) => finish_with(api, store.dir(), rendered, s.waits, log),
+        None => Left::Nothing,
+    }
+}
+
+fn finish_with(api: &dyn Runtime, dir: &Path, rendered: &str, waits: Waits, log: &mut Log) -> Left {
+    let pending = match Pending::load(dir) {
+        Ok(p) if p.is_empty() => return Left::Nothing,
         Ok(p) => p,
         Err(e) => {
             log.warn(&format!("settle: {e:#}"));
-            return false;
+            return Left::Nothing;
         }
     };
     let desired = config::servers(rendered);
     let passed = api
         .live()
         .inspect(|live| crate::metrics::servers_live(live.len()))
-        .and_then(|live| settle::pass(api, store.dir(), &desired, &live, None, s.waits, log));
+        .and_then(|live| settle::pass(api, dir, &desired, &live, None, waits, log));
     match passed {
-        Ok(left) => left.is_waiting(),
+        Ok(left) => Left::Passed(left),
         Err(e) => {
             log.warn(&format!("settle: {e:#}; the worker tries again"));
-            pending.is_waiting()
+            Left::Failed {
+                waiting: pending.is_waiting(),
+            }
         }
     }
 }
 
-/// What the hitless path works with.
-pub struct Context<'a> {
-    pub s: &'a Settings,
-    pub store: &'a Store,
+/// The hitless path of one run.
+pub struct Hitless<'a> {
+    pub api: &'a dyn Runtime,
+    pub fallback: Fallback,
+    /// The nodes folder, where hacfg keeps its records.
+    pub dir: &'a Path,
     pub output: &'a OutputFile,
+    pub waits: Waits,
 }
 
-impl Context<'_> {
+impl<'a> Hitless<'a> {
+    /// The path `s` takes, if it may take one.
+    pub fn of(s: &'a Settings, dir: &'a Path, output: &'a OutputFile) -> Option<Hitless<'a>> {
+        let Apply::Hitless {
+            runtime, fallback, ..
+        } = &s.apply
+        else {
+            return None;
+        };
+        Some(Hitless {
+            api: runtime,
+            fallback: *fallback,
+            dir,
+            output,
+            waits: s.waits,
+        })
+    }
+}
+
+impl Hitless<'_> {
     /// Tries the runtime API before any check. It also repairs drift when
     /// the file is `unchanged` (a server deleted behind hacfg's back).
     pub fn apply(
         &self,
-        live: JoinHandle<Result<Vec<Live>>>,
+        live: Result<Vec<Live>>,
         rendered: &str,
         unchanged: bool,
         log: &mut Log,
-    ) -> Result<Hitless> {
-        let live = live
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the runtime reader panicked")));
+    ) -> Result<Ended> {
         let why = match self.route(live, rendered, unchanged, log)? {
-            Route::Applied { waiting, taken } => return Ok(Hitless::Applied { waiting, taken }),
-            Route::Reload(why) => why,
+            Step::On(ended) => return Ok(ended),
+            Step::Reload(why) => why,
         };
         if unchanged {
             log.warn(&format!(
@@ -129,17 +167,17 @@ impl Context<'_> {
                  ({why}); `hacfg --force render` reloads",
                 self.output.path().display()
             ));
-        } else if self.s.apply == ApplyMode::Runtime {
-            return Err(Failure::NeedsReload(format!(
-                "this change needs a reload ({why}), and --apply runtime forbids one: HAProxy \
-                 and `{}` are unchanged, and the nodes folder keeps the change",
-                self.output.path().display()
-            ))
+        } else if self.fallback == Fallback::Wait {
+            return Err(Failure::NeedsReload {
+                reasons: vec![why],
+                output: self.output.path().to_path_buf(),
+                recorded: false,
+            }
             .into());
         } else {
             log.info(&format!("reloading: {why}"));
         }
-        Ok(Hitless::Reload)
+        Ok(Ended::Reload)
     }
 
     /// Plans, executes without waiting, and makes a settle pass.
@@ -149,26 +187,22 @@ impl Context<'_> {
         rendered: &str,
         unchanged: bool,
         log: &mut Log,
-    ) -> Result<Route> {
-        let Some(api) = &self.s.runtime else {
-            return Ok(Route::Reload("no runtime API".into()));
-        };
+    ) -> Result<Step<Ended>> {
         let mut live = match live {
             Ok(live) => live,
-            Err(e) if self.s.apply == ApplyMode::Auto => {
+            Err(e) if self.fallback == Fallback::Reload => {
                 let why = format!("the runtime API did not answer: {e:#}");
-                return Ok(Route::Reload(why));
+                return Ok(Step::Reload(why));
             }
             Err(e) => return Err(e),
         };
         // A damaged record stops the run before HAProxy is changed.
-        let pending = Pending::load(self.store.dir())?;
+        let pending = Pending::load(self.dir)?;
         let old = self
             .output
             .read()?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         let input = Input {
-            api,
             live: &live,
             old: old.as_deref(),
             rendered,
@@ -177,30 +211,29 @@ impl Context<'_> {
         };
         // A plan that depends on the version (a `cookie`) asks it first.
         if config::newest_keyword(rendered).is_some() {
-            input.dialect(log);
+            input.dialect(self.api, log);
         }
-        let (taken, executed) = match self.run(&input, &pending, log)? {
-            Ran::Done { taken, executed } => (taken, executed),
-            Ran::Reload(why) => return Ok(Route::Reload(why)),
+        let (part, executed) = match self.run(&input, &pending, log)? {
+            Step::On(ran) => ran,
+            Step::Reload(why) => return Ok(Step::Reload(why)),
         };
-        let desired = config::servers(match &taken {
-            Taken::All => rendered,
-            Taken::Part(part) => &part.config,
-        });
-        let waiting = self.settle(api, &mut live, &desired, executed.as_ref(), log);
-        Ok(Route::Applied { waiting, taken })
+        let desired = config::servers(part.as_ref().map_or(rendered, |p| &p.config));
+        let left = self.settle(&mut live, &desired, executed.as_ref(), log);
+        Ok(Step::On(match part {
+            None => Ended::All(left),
+            Some(part) => Ended::Part(part, left),
+        }))
     }
 
-    /// Logs what `executed` did, then makes a settle pass; whether work
-    /// still waits for HAProxy.
+    /// Logs what `executed` did, then makes a settle pass: what still
+    /// waits for HAProxy.
     fn settle(
         &self,
-        api: &RuntimeApi,
         live: &mut Vec<Live>,
         desired: &[Server],
         executed: Option<&Executed>,
         log: &mut Log,
-    ) -> bool {
+    ) -> Left {
         if let Some(done) = executed {
             log_done(done, log);
             as_now(live, done, desired);
@@ -208,32 +241,33 @@ impl Context<'_> {
         // HAProxy runs the desired servers now, and the removed ones that
         // still drain (an idle one was deleted, a new one is there, with
         // init-state too).
-        let leaving = live.iter().filter(|l| {
-            l.admin_state & FORCED_DRAIN != 0
-                && !desired
-                    .iter()
-                    .any(|s| s.backend == l.backend && s.name == l.name)
-        });
+        let leaving = live
+            .iter()
+            .filter(|l| l.admin_state & FORCED_DRAIN != 0 && !desired.iter().any(|s| s.is(&l.target())));
         crate::metrics::servers_live(desired.len() + leaving.count());
-        let dir = self.store.dir();
         // HAProxy has been told: whatever the pass meets, the file must
         // follow, and the worker (or the next run) makes the pass again.
-        match settle::pass(api, dir, desired, live, executed, self.s.waits, log) {
-            Ok(passed) => passed.is_waiting(),
+        match settle::pass(self.api, self.dir, desired, live, executed, self.waits, log) {
+            Ok(passed) => Left::Passed(passed),
             Err(e) => {
                 log.warn(&format!("settle: {e:#}; the worker tries again"));
-                true
+                Left::Failed { waiting: true }
             }
         }
     }
 
     /// Decides and executes; again when HAProxy refused again a part tried
     /// again (it waits then, and the rest goes through).
-    fn run(&self, input: &Input, pending: &Pending, log: &mut Log) -> Result<Ran> {
+    fn run(
+        &self,
+        input: &Input,
+        pending: &Pending,
+        log: &mut Log,
+    ) -> Result<Step<(Option<Part>, Option<Executed>)>> {
         for _ in 0..MAX_ATTEMPTS {
-            let (taken, ops) = match self.decide(input)? {
-                Decision::Run { taken, ops } => (taken, ops),
-                Decision::Reload(why) => return Ok(Ran::Reload(why)),
+            let Decided { part, ops } = match self.decide(input)? {
+                Step::On(decided) => decided,
+                Step::Reload(why) => return Ok(Step::Reload(why)),
             };
             // A server hacfg already drains for its removal is left to drain.
             let ops: Vec<Op> = ops
@@ -242,15 +276,14 @@ impl Context<'_> {
                 .collect();
             match self.execute(input, &ops, log) {
                 Ok(executed) => {
-                    if let Taken::Part(part) = &taken {
-                        let dir = self.store.dir();
-                        Record::load(dir).save(dir, &part.waiting)?;
+                    if let Some(part) = &part {
+                        Record::load(self.dir).save(self.dir, &part.waiting)?;
                     }
-                    return Ok(Ran::Done { taken, executed });
+                    return Ok(Step::On((part, executed)));
                 }
                 Err(e) => match self.refused(e, input)? {
-                    Refused::Reload(why) => return Ok(Ran::Reload(why)),
-                    Refused::Again => {}
+                    Step::Reload(why) => return Ok(Step::Reload(why)),
+                    Step::On(()) => {}
                 },
             }
         }
@@ -264,77 +297,71 @@ impl Context<'_> {
     /// `--apply runtime` takes what it can and leaves the rest waiting
     /// (a run that finds a part no earlier run left waiting changes
     /// nothing: exit 7).
-    fn decide(&self, input: &Input) -> Result<Decision> {
-        let runtime_only = self.s.apply == ApplyMode::Runtime;
-        let run = |ops| {
-            Ok(Decision::Run {
-                taken: Taken::All,
-                ops,
-            })
-        };
+    fn decide(&self, input: &Input) -> Result<Step<Decided>> {
+        let waits = self.fallback == Fallback::Wait;
+        let all = |ops| Ok(Step::On(Decided { part: None, ops }));
         let planned = plan::plan(input.old, input.rendered, input.live, input.known());
         match (planned, input.old) {
-            (Plan::Reload(why), _) if !runtime_only || input.unchanged => Ok(Decision::Reload(why)),
-            (Plan::Reload(why), None) => Ok(Decision::Reload(why)),
+            (Plan::Reload(why), _) if !waits || input.unchanged => Ok(Step::Reload(why)),
+            (Plan::Reload(why), None) => Ok(Step::Reload(why)),
             (Plan::Reload(_), Some(old)) => self.part(old, input),
-            (_, Some(old))
-                if runtime_only && !Record::load(self.store.dir()).entries.is_empty() =>
-            {
+            (_, Some(old)) if waits && !Record::load(self.dir).entries.is_empty() => {
                 self.part(old, input)
             }
-            (Plan::Nothing, _) => run(Vec::new()),
-            (Plan::Runtime(ops), _) => run(ops),
+            (Plan::Nothing, _) => all(Vec::new()),
+            (Plan::Runtime(ops), _) => all(ops),
         }
     }
 
     /// `--apply runtime`: the part of the render the runtime takes now.
-    fn part(&self, old: &str, input: &Input) -> Result<Decision> {
-        let dir = self.store.dir();
-        let record = Record::load(dir);
+    fn part(&self, old: &str, input: &Input) -> Result<Step<Decided>> {
+        let record = Record::load(self.dir);
         let part = match partial::sort(old, input.rendered, input.live, input.known(), &record) {
             Sorted::Part(part) => part,
             Sorted::Blocked(why) => {
-                return Ok(Decision::Reload(format!(
+                return Ok(Step::Reload(format!(
                     "HAProxy's live servers differ from the file in a way only a reload \
                      repairs: {why}"
                 )));
             }
         };
-        let fresh: Vec<&Waiting> = part.waiting.iter().filter(|w| !record.knows(w)).collect();
+        let fresh: Vec<String> = part
+            .waiting
+            .iter()
+            .filter(|w| !record.knows(w))
+            .map(|w| w.reason.clone())
+            .collect();
         if !fresh.is_empty() {
-            record.save(dir, &part.waiting)?;
-            return Err(Failure::NeedsReload(first_meeting(&fresh, self.output)).into());
+            record.save(self.dir, &part.waiting)?;
+            return Err(Failure::NeedsReload {
+                reasons: fresh,
+                output: self.output.path().to_path_buf(),
+                recorded: true,
+            }
+            .into());
         }
         // Nothing waits (any more): the file becomes the render itself.
-        let config = if part.waiting.is_empty() {
-            input.rendered
-        } else {
-            &part.config
-        };
-        let ops = match plan::plan(Some(old), config, input.live, input.known()) {
-            Plan::Nothing => Vec::new(),
-            Plan::Runtime(ops) => ops,
-            Plan::Reload(why) => return Ok(Decision::Reload(why)),
-        };
-        let taken = if part.waiting.is_empty() {
-            Taken::All
-        } else {
-            Taken::Part(part)
-        };
-        Ok(Decision::Run { taken, ops })
+        let part = Some(part).filter(|p| !p.waiting.is_empty());
+        let config = part.as_ref().map_or(input.rendered, |p| &p.config);
+        match plan::plan(Some(old), config, input.live, input.known()) {
+            Plan::Nothing => Ok(Step::On(Decided { part, ops: Vec::new() })),
+            Plan::Runtime(ops) => Ok(Step::On(Decided { part, ops })),
+            Plan::Reload(why) => Ok(Step::Reload(why)),
+        }
     }
 
     /// After HAProxy refused a runtime command (and this run's runtime
-    /// changes were undone): `--apply auto` reloads instead. `--apply
-    /// runtime` records the refused part as waiting; a part refused for the
-    /// first time fails the run (exit 3), one tried again (see
-    /// `partial`) is left out and the rest goes through.
-    fn refused(&self, err: anyhow::Error, input: &Input) -> Result<Refused> {
-        let Some((target, words)) = refusal(&err) else {
+    /// changes were undone, or said not to be): `--apply auto` reloads
+    /// instead. `--apply runtime` records the refused part as waiting; a
+    /// part refused for the first time fails the run (exit 3), one tried
+    /// again (see `partial`) is left out and the rest goes through
+    /// (`Step::On`: decide once more).
+    fn refused(&self, err: anyhow::Error, input: &Input) -> Result<Step<()>> {
+        let Some((target, words, undo)) = refusal(&err) else {
             return Err(err);
         };
-        if self.s.apply == ApplyMode::Auto {
-            return Ok(Refused::Reload(format!("{words}; this was undone")));
+        if self.fallback == Fallback::Reload {
+            return Ok(Step::Reload(format!("{words}; {undo}")));
         }
         let change = input
             .old
@@ -342,8 +369,7 @@ impl Context<'_> {
         let Some(change) = change else {
             return Err(err);
         };
-        let dir = self.store.dir();
-        let record = Record::load(dir);
+        let record = Record::load(self.dir);
         let refusal = change.refused(words);
         let again = record.knows(&refusal);
         let mut entries: Vec<Waiting> = record
@@ -353,20 +379,38 @@ impl Context<'_> {
             .cloned()
             .collect();
         entries.push(refusal);
-        record.save(dir, &entries)?;
+        record.save(self.dir, &entries)?;
         if again {
-            return Ok(Refused::Again);
+            return Ok(Step::On(()));
         }
-        Err(Failure::Rejected(format!(
-            "{words}; what this run changed at runtime was undone, and `{}` was not written. \
-             --apply runtime forbids the reload that would take it: later runs apply every \
-             other change and leave `{}` waiting (tried again every {}s), and the first run \
-             that may reload applies it",
-            self.output.path().display(),
-            change.target,
-            RETRY_AFTER.as_secs()
-        ))
+        Err(Failure::RefusedAtRuntime {
+            words: words.to_string(),
+            undo: undo.clone(),
+            output: self.output.path().to_path_buf(),
+            target: change.target,
+            retry: RETRY_AFTER,
+        }
         .into())
+    }
+
+    /// Runs `ops` without waiting, their drains recorded first; `None`
+    /// when there is nothing to run.
+    fn execute(&self, input: &Input, ops: &[Op], log: &mut Log) -> Result<Option<Executed>> {
+        if ops.is_empty() {
+            log.debug("runtime API: HAProxy already runs the desired servers");
+            return Ok(None);
+        }
+        let shown: Vec<String> = ops.iter().map(ToString::to_string).collect();
+        log.debug(&format!(
+            "runtime API: {} operation(s): {}",
+            ops.len(),
+            shown.join(", ")
+        ));
+        let safe = safe_add(self.api, input, ops, log);
+        settle::intend(self.dir, ops, input.live, safe, self.waits)?;
+        let executed = execute::execute(self.api, ops, input.live, safe)?;
+        crate::metrics::ran(ops);
+        Ok(Some(executed))
     }
 }
 
@@ -376,7 +420,6 @@ const MAX_ATTEMPTS: usize = 8;
 
 /// What one runtime apply works from.
 struct Input<'a> {
-    api: &'a RuntimeApi,
     live: &'a [Live],
     /// The running version, once asked: at most once per run.
     dialect: OnceCell<Dialect>,
@@ -396,8 +439,8 @@ impl Input<'_> {
     /// The running version, asked once (`show info`), and said in `-v`.
     /// An answer hacfg cannot read is a warning: the oldest version's ways
     /// work on every version.
-    fn dialect(&self, log: &mut Log) -> Dialect {
-        *self.dialect.get_or_init(|| match self.api.version() {
+    fn dialect(&self, api: &dyn Runtime, log: &mut Log) -> Dialect {
+        *self.dialect.get_or_init(|| match api.version() {
             Ok(version) => {
                 let dialect = Dialect { version };
                 log.debug(&dialect.to_string());
@@ -414,43 +457,17 @@ impl Input<'_> {
     }
 }
 
-/// How deciding and executing ended.
-enum Ran {
-    Done {
-        taken: Taken,
-        executed: Option<Executed>,
-    },
-    Reload(String),
-}
-
-/// What a refusal at runtime leads to.
-enum Refused {
-    Reload(String),
-    /// A part tried again was refused again: decide once more without it.
-    Again,
-}
-
-/// The server and HAProxy's words, if `err` is its refusal of a runtime
-/// command.
-fn refusal(err: &anyhow::Error) -> Option<(&Target, &str)> {
+/// The server, HAProxy's words and what became of the run's changes, if
+/// `err` is HAProxy's refusal of a runtime command.
+fn refusal(err: &anyhow::Error) -> Option<(&Target, &str, &Undo)> {
     match err.chain().find_map(|e| e.downcast_ref::<hap::Error>())? {
-        hap::Error::RefusedChange { target, words } => Some((target, words.as_str())),
+        hap::Error::RefusedChange {
+            target,
+            words,
+            undo,
+        } => Some((target, words.as_str(), undo)),
         _ => None,
     }
-}
-
-/// What a run that first meets parts needing a reload says: what waits,
-/// what did and did not change, and what happens next.
-fn first_meeting(fresh: &[&Waiting], output: &OutputFile) -> String {
-    let reasons: Vec<&str> = fresh.iter().map(|w| w.reason.as_str()).collect();
-    format!(
-        "this change needs a reload ({}), and --apply runtime forbids one: HAProxy and `{}` are \
-         unchanged, and the nodes folder keeps the change (its node files stay as written). \
-         Later runs with --apply runtime apply every other change and leave this one waiting; \
-         the first run that may reload (--apply auto or reload) applies it",
-        reasons.join("; "),
-        output.path().display()
-    )
 }
 
 /// One warning line for the parts a run left waiting (none: no line).
@@ -472,19 +489,12 @@ pub fn warn_waiting(part: &Part, log: &mut Log) {
 /// `show servers state` costs 15-25 ms.
 fn as_now(live: &mut Vec<Live>, done: &Executed, desired: &[Server]) {
     for l in live.iter_mut() {
-        if done
-            .draining
-            .iter()
-            .any(|t| t.backend == l.backend && t.name == l.name)
-        {
+        if done.draining.iter().any(|t| l.is(t)) {
             l.admin_state |= FORCED_DRAIN;
         }
     }
     for t in &done.checking {
-        let Some(s) = desired
-            .iter()
-            .find(|s| s.backend == t.backend && s.name == t.name)
-        else {
+        let Some(s) = desired.iter().find(|s| s.is(t)) else {
             continue;
         };
         live.push(Live {
@@ -500,29 +510,6 @@ fn as_now(live: &mut Vec<Live>, done: &Executed, desired: &[Server]) {
     }
 }
 
-impl Context<'_> {
-    /// Runs `ops` without waiting, their drains recorded first; `None`
-    /// when there is nothing to run.
-    fn execute(&self, input: &Input, ops: &[Op], log: &mut Log) -> Result<Option<Executed>> {
-        let (api, live) = (input.api, input.live);
-        if ops.is_empty() {
-            log.debug("runtime API: HAProxy already runs the desired servers");
-            return Ok(None);
-        }
-        let shown: Vec<String> = ops.iter().map(ToString::to_string).collect();
-        log.debug(&format!(
-            "runtime API: {} operation(s): {}",
-            ops.len(),
-            shown.join(", ")
-        ));
-        let safe = safe_add(input, ops, log);
-        settle::intend(self.store.dir(), ops, live, safe, self.s.waits)?;
-        let executed = execute::execute(api, ops, live, safe)?;
-        crate::metrics::ran(ops);
-        Ok(Some(executed))
-    }
-}
-
 /// Whether hacfg already drains `target` for its removal: recorded so, and
 /// drained in HAProxy (a run that died between the record and the drain
 /// left only the record).
@@ -535,11 +522,11 @@ fn drains_already(pending: &Pending, live: &[Live], target: &Target) -> bool {
 
 /// How new servers with checks are added: HAProxy's version says (asked
 /// only when this run adds such a server).
-fn safe_add(input: &Input, ops: &[Op], log: &mut Log) -> SafeAdd {
+fn safe_add(api: &dyn Runtime, input: &Input, ops: &[Op], log: &mut Log) -> SafeAdd {
     if !ops.iter().any(|op| matches!(op, Op::Add(s) if s.check)) {
         return SafeAdd::Drain;
     }
-    input.dialect(log).safe_add()
+    input.dialect(api, log).safe_add()
 }
 
 fn log_done(done: &Executed, log: &mut Log) {

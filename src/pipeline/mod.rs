@@ -35,10 +35,11 @@ use crate::output::{Current, OutputFile};
 use crate::render::Renderer;
 use crate::store::{Exclusive, Lock, Shared, Store};
 use check::{Check, Checked};
-use hitless::{Hitless, Taken};
+use hitless::{Ended, Fallback, Hitless};
+use settle::Left;
 use quarantine::{Quarantine, Retry};
 
-/// How HAProxy takes a change (`--apply`).
+/// `--apply`, as given: [`Apply::new`] turns it into what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyMode {
     /// Through the runtime API when the change allows it, else a reload.
@@ -49,6 +50,91 @@ pub enum ApplyMode {
     Reload,
 }
 
+/// How HAProxy takes a change: the combinations of `--reload`, `--apply`
+/// and a socket that mean something, each with what it needs. Without
+/// `--reload`, `--apply` changes nothing; without a socket, everything
+/// reloads.
+#[derive(Debug, Clone)]
+pub enum Apply {
+    /// No `--reload`: the file is written. The socket, if any, serves the
+    /// settle passes, `status` and `--on-failed verify`.
+    Write { runtime: Option<RuntimeApi> },
+    /// Every change reloads; the socket, if any, saves the live server
+    /// state for it first.
+    Reload {
+        reload: Reload,
+        runtime: Option<RuntimeApi>,
+    },
+    /// Through the runtime API, falling back to a reload (`--apply auto`),
+    /// or with none: what needs one waits (`--apply runtime`).
+    Hitless {
+        reload: Reload,
+        runtime: RuntimeApi,
+        fallback: Fallback,
+    },
+}
+
+impl Apply {
+    /// What the settings mean. `--apply runtime` with no socket is refused
+    /// before (`config`): here it reloads, as `auto` with no socket does.
+    pub fn new(reload: Option<Reload>, runtime: Option<RuntimeApi>, mode: ApplyMode) -> Apply {
+        let Some(reload) = reload else {
+            return Apply::Write { runtime };
+        };
+        let fallback = match mode {
+            ApplyMode::Auto => Fallback::Reload,
+            ApplyMode::Runtime => Fallback::Wait,
+            ApplyMode::Reload => return Apply::Reload { reload, runtime },
+        };
+        match runtime {
+            Some(runtime) => Apply::Hitless {
+                reload,
+                runtime,
+                fallback,
+            },
+            None => Apply::Reload {
+                reload,
+                runtime: None,
+            },
+        }
+    }
+
+    /// The socket, whatever the mode.
+    pub fn runtime(&self) -> Option<&RuntimeApi> {
+        match self {
+            Apply::Write { runtime } | Apply::Reload { runtime, .. } => runtime.as_ref(),
+            Apply::Hitless { runtime, .. } => Some(runtime),
+        }
+    }
+
+    /// How HAProxy is reloaded, if it is.
+    pub fn reload(&self) -> Option<&Reload> {
+        match self {
+            Apply::Write { .. } => None,
+            Apply::Reload { reload, .. } | Apply::Hitless { reload, .. } => Some(reload),
+        }
+    }
+
+    /// The same, without the reload: the file is only written.
+    fn without_reload(&self) -> Apply {
+        Apply::Write {
+            runtime: self.runtime().cloned(),
+        }
+    }
+
+    /// Whether runs may go through `haproxy -c` and the reload path:
+    /// all but `--apply runtime`.
+    fn may_reload(&self) -> bool {
+        !matches!(
+            self,
+            Apply::Hitless {
+                fallback: Fallback::Wait,
+                ..
+            }
+        )
+    }
+}
+
 /// What the pipeline needs, built once from the command line (`config`).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -57,14 +143,10 @@ pub struct Settings {
     pub min_nodes: usize,
     /// How candidates are checked.
     pub check: Check,
-    /// How HAProxy is reloaded; `None` when `--reload` was not given.
-    pub reload: Option<Reload>,
-    /// Write and reload even when nothing changed.
+    /// How HAProxy takes a change.
+    pub apply: Apply,
+    /// Write and reload even when nothing changed (so never hitless).
     pub force: bool,
-    /// How HAProxy takes a change (with `--reload`).
-    pub apply: ApplyMode,
-    /// The socket for runtime changes and `status`, if any.
-    pub runtime: Option<RuntimeApi>,
     /// How long hacfg waits for its own drains.
     pub waits: settle::Waits,
     /// How to start the worker that finishes pending work.
@@ -78,9 +160,9 @@ pub struct Applied {
     pub held: Vec<(String, String)>,
     /// The names of those this run found; the others were held before.
     pub newly: Vec<String>,
-    /// Runtime work waits for HAProxy (a first check, a drain): [`after`]
-    /// starts the worker.
-    pub waiting: bool,
+    /// What runtime work waits for HAProxy (a first check, a drain):
+    /// [`after`] starts the worker for it.
+    pub left: Left,
 }
 
 /// Makes the output (and, with `--reload`, HAProxy) match the folder as it
@@ -106,21 +188,22 @@ pub fn update(
     loop {
         let rendered = render_guarded(s, &q, output)?;
         let unchanged = output.compare(rendered.as_bytes())? == Current::Same && !s.force;
-        let ctx = hitless::Context { s, store, output };
         // Nodes tried again were refused by `haproxy -c`: only it judges them.
         if !q.is_retrying()
             && let Some(live) = prefetched.take()
-            && let Hitless::Applied { waiting, taken } =
-                ctx.apply(live, &rendered, unchanged, log)?
+            && let Some(runtime) = Hitless::of(s, store.dir(), output)
         {
-            q.save()?;
-            let written = Written {
-                rendered: &rendered,
-                unchanged,
-                count: q.nodes().len(),
-            };
-            written.write(store, output, taken, log)?;
-            return Ok(applied(&q, waiting));
+            let ended = runtime.apply(hitless::join(live), &rendered, unchanged, log)?;
+            if !matches!(ended, Ended::Reload) {
+                q.save()?;
+                let written = Written {
+                    rendered: &rendered,
+                    unchanged,
+                    count: q.nodes().len(),
+                };
+                let left = written.write(store, output, ended, log)?;
+                return Ok(applied(&q, left));
+            }
         }
         if unchanged {
             return keep_unchanged(s, store, &mut q, output, &rendered, log);
@@ -154,8 +237,8 @@ fn keep_unchanged(
         "`{shown}` unchanged ({})",
         nodes_text(q.nodes().len())
     ));
-    let waiting = hitless::finish_pending(s, store, rendered, log);
-    Ok(applied(q, waiting))
+    let left = hitless::finish_pending(s, store, rendered, log);
+    Ok(applied(q, left))
 }
 
 /// What a run loaded, for `-v`.
@@ -184,16 +267,18 @@ struct Written<'a> {
 impl Written<'_> {
     /// Writes what HAProxy now runs: the render, or (`--apply runtime`)
     /// the part of it HAProxy took, with one line for what waits.
-    fn write(&self, store: &Store, output: &OutputFile, taken: Taken, log: &mut Log) -> Result<()> {
-        let part = match taken {
-            Taken::All => {
+    fn write(&self, store: &Store, output: &OutputFile, ended: Ended, log: &mut Log) -> Result<Left> {
+        let (part, left) = match ended {
+            Ended::Part(part, left) => (part, left),
+            // Not applied: the caller takes the reload path.
+            Ended::Reload => return Ok(Left::Nothing),
+            Ended::All(left) => {
                 partial::forget(store.dir())?;
                 if !self.unchanged {
                     write_applied(output, self.rendered, &nodes_text(self.count), log)?;
                 }
-                return Ok(());
+                return Ok(left);
             }
-            Taken::Part(part) => part,
         };
         if output.compare(part.config.as_bytes())? != Current::Same {
             let servers = crate::haproxy::config::servers(&part.config).len();
@@ -201,7 +286,7 @@ impl Written<'_> {
             write_applied(output, &part.config, &what, log)?;
         }
         hitless::warn_waiting(&part, log);
-        Ok(())
+        Ok(left)
     }
 }
 
@@ -217,7 +302,7 @@ fn write_applied(output: &OutputFile, config: &str, what: &str, log: &mut Log) -
 
 /// After the lock is released: starts the worker if work waits for HAProxy.
 pub fn after(s: &Settings, applied: &Applied, log: &mut Log) {
-    if applied.waiting {
+    if applied.left.waiting() {
         worker::spawn(&s.worker, log);
     }
 }
@@ -225,8 +310,7 @@ pub fn after(s: &Settings, applied: &Applied, log: &mut Log) {
 /// Whether this run tries held nodes again: only one that checks its
 /// candidate and may take the checked path (not `--apply runtime`).
 fn retry(s: &Settings) -> Retry {
-    let runtime_only = s.reload.is_some() && s.runtime.is_some() && s.apply == ApplyMode::Runtime;
-    if s.check.runs() && !runtime_only {
+    if s.check.runs() && s.apply.may_reload() {
         Retry::Due
     } else {
         Retry::Never
@@ -241,24 +325,19 @@ fn render_guarded(s: &Settings, q: &Quarantine, output: &OutputFile) -> Result<S
     let count = nodes.len();
     let rendered = s.renderer.render(nodes, output.size(), output.path())?;
     if count < s.min_nodes {
-        return Err(Failure::TooFewNodes(format!(
-            "refusing to write `{}` with {count} nodes, fewer than --min-nodes {}; the live \
-             config is unchanged (the nodes folder keeps the change)",
-            output.path().display(),
-            s.min_nodes
-        ))
+        return Err(Failure::TooFewNodes {
+            output: output.path().to_path_buf(),
+            count,
+            min: s.min_nodes,
+        }
         .into());
     }
     Ok(rendered)
 }
 
-fn applied(q: &Quarantine, waiting: bool) -> Applied {
+fn applied(q: &Quarantine, left: Left) -> Applied {
     let (held, newly) = q.outcome();
-    Applied {
-        held,
-        newly,
-        waiting,
-    }
+    Applied { held, newly, left }
 }
 
 /// `init`'s guard: a config that has servers is never replaced by one with
@@ -289,16 +368,13 @@ pub fn refuse_emptier(s: &Settings, store: &Store, output: &OutputFile) -> Resul
     if servers >= current {
         return Ok(());
     }
-    Err(Failure::TooFewNodes(format!(
-        "init: refusing to replace `{}` ({}) with a config of {} rendered from `{}` ({}): init \
-         never empties a config (is --nodes-dir or HACFG_NODES_DIR mistyped? if the folder is \
-         right, `hacfg render` writes it); nothing was created or changed",
-        output.path().display(),
-        servers_text(current),
-        servers_text(servers),
-        store.dir().display(),
-        nodes_text(count)
-    ))
+    Err(Failure::Emptier {
+        output: output.path().to_path_buf(),
+        current,
+        servers,
+        dir: store.dir().to_path_buf(),
+        nodes: count,
+    }
     .into())
 }
 
@@ -306,24 +382,19 @@ pub fn refuse_emptier(s: &Settings, store: &Store, output: &OutputFile) -> Resul
 /// yet (see `reload::presence`), with an info line that says so.
 pub fn for_init(s: &Settings, output: &OutputFile, log: &mut Log) -> Settings {
     let mut settings = s.clone();
-    if let Some(reload) = &s.reload
+    if let Some(reload) = s.apply.reload()
         && let reload::Presence::Absent(why) = reload::presence(reload)
     {
         log.info(&format!(
             "HAProxy is not running ({why}): `{}` is written without a reload",
             output.path().display()
         ));
-        settings.reload = None;
+        settings.apply = s.apply.without_reload();
     }
     settings
 }
 
-/// `N server(s)` for messages.
-fn servers_text(count: usize) -> String {
-    format!("{count} server{}", if count == 1 { "" } else { "s" })
-}
-
 /// `N node(s)` for messages.
 pub fn nodes_text(count: usize) -> String {
-    format!("{count} node{}", if count == 1 { "" } else { "s" })
+    crate::exit::counted(count, "node")
 }

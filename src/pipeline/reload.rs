@@ -23,8 +23,9 @@ pub fn write_and_reload(
     count: usize,
     log: &mut Log,
 ) -> Result<()> {
-    if s.reload.is_some() {
-        prepare_state(s.runtime.as_ref(), rendered, log)?;
+    let reload = s.apply.reload();
+    if reload.is_some() {
+        prepare_state(s.apply.runtime(), rendered, log)?;
     }
     let replaced = output.replace(staged, rendered.as_bytes())?;
     log.info(&format!(
@@ -32,7 +33,7 @@ pub fn write_and_reload(
         output.path().display(),
         nodes_text(count)
     ));
-    if let Some(settings) = &s.reload {
+    if let Some(settings) = reload {
         reload_or_restore(settings, Some(replaced), log)?;
     }
     Ok(())
@@ -146,7 +147,11 @@ pub fn reload_or_restore(
         Some(replaced) => replaced.restore()?,
         None => "the config was left as it is".to_string(),
     };
-    Err(Failure::ReloadFailed(format!("reload failed; {restored}: {err:#}")).into())
+    Err(Failure::ReloadFailed {
+        restored,
+        cause: format!("{err:#}"),
+    }
+    .into())
 }
 
 /// Whether HAProxy runs to take a reload, as far as a strategy can tell.

@@ -17,7 +17,7 @@ use super::pending::{Entry, Pending, Why};
 use crate::haproxy::config::Server;
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{Admin, Live};
-use crate::haproxy::{RuntimeApi, Target};
+use crate::haproxy::{Named, Runtime, Target};
 use crate::log::Log;
 
 /// How long hacfg waits for its own drains.
@@ -27,6 +27,29 @@ pub struct Waits {
     pub drain: Duration,
     /// For a new server's first health check (`--check-timeout`).
     pub first_check: Duration,
+}
+
+/// What runtime work a run leaves waiting for HAProxy.
+#[derive(Debug, Default)]
+pub enum Left {
+    /// No pass was made: nothing was recorded (or there is no socket).
+    #[default]
+    Nothing,
+    /// A pass left the record so.
+    Passed(Pending),
+    /// The pass failed; `waiting`: whether a worker is needed for it.
+    Failed { waiting: bool },
+}
+
+impl Left {
+    /// Whether work waits: what the worker is started for.
+    pub fn waiting(&self) -> bool {
+        match self {
+            Left::Nothing => false,
+            Left::Passed(pending) => pending.is_waiting(),
+            Left::Failed { waiting } => *waiting,
+        }
+    }
 }
 
 /// Records, before `ops` run, what they will drain: a run that dies or
@@ -46,7 +69,7 @@ pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits
                 let by_operator = !pending.removing(target)
                     && live
                         .iter()
-                        .any(|l| l.target() == *target && l.admin() == Admin::Drain);
+                        .any(|l| l.is(target) && l.admin() == Admin::Drain);
                 pending.insert(target.clone(), Why::Removal, waits.drain);
                 pending.mark_operator_drain(target, by_operator);
             }
@@ -60,7 +83,7 @@ pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits
 /// drops entries that no longer match the files, HAProxy or the operator,
 /// and finishes what is due. Returns the record as it now is.
 pub fn pass(
-    api: &RuntimeApi,
+    api: &dyn Runtime,
     dir: &Path,
     desired: &[Server],
     live: &[Live],
@@ -87,67 +110,85 @@ pub fn pass(
     Ok(pending)
 }
 
+/// What a pass decides for one entry, against HAProxy and the files.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Its server is no longer live: nothing left to do.
+    Gone,
+    /// An operator put it in maintenance: hacfg leaves it so.
+    Maint,
+    /// Someone else set it ready: nothing to do.
+    Ready,
+    /// Wanted again, but an operator had drained it before it left.
+    OperatorDrained,
+    /// Wanted again: hacfg's drain is undone.
+    Undrain,
+    /// Still waits, as this entry (its id learnt; a new server no longer
+    /// wanted becomes a removal: never set ready, deleted once idle).
+    Keep(Entry),
+}
+
+/// Judges `entry` by its server in `live` and whether `desired` lists it.
+fn judge(entry: Entry, live: &[Live], desired: &[Server]) -> Verdict {
+    let Some(l) = live.iter().find(|l| l.is(&entry.target)) else {
+        return Verdict::Gone;
+    };
+    let wanted = desired.iter().any(|s| s.is(&entry.target));
+    match (entry.why, l.admin(), wanted) {
+        (Why::FirstCheck, Admin::Maint, _) | (Why::Removal, Admin::Maint, true) => Verdict::Maint,
+        (_, Admin::Ready, _) => Verdict::Ready,
+        (Why::Removal, Admin::Drain, true) if entry.operator_drained => Verdict::OperatorDrained,
+        (Why::Removal, Admin::Drain, true) => Verdict::Undrain,
+        (Why::FirstCheck, _, false) => Verdict::Keep(Entry {
+            why: Why::Removal,
+            ..entry
+        }),
+        _ => Verdict::Keep(Entry {
+            id: (l.id != 0).then_some(l.id),
+            ..entry
+        }),
+    }
+}
+
 /// Drops the entries whose server is gone, or that an operator or a later
 /// change made moot; undoes hacfg's drain of a removed server wanted again.
 fn reconcile(
-    api: &RuntimeApi,
+    api: &dyn Runtime,
     pending: &mut Pending,
     desired: &[Server],
     live: &[Live],
     log: &mut Log,
 ) -> Result<()> {
-    let wanted = |t: &Target| {
-        desired
-            .iter()
-            .any(|s| s.backend == t.backend && s.name == t.name)
-    };
     let mut again = Vec::new();
-    let entries = std::mem::take(&mut pending.entries);
-    for entry in entries {
-        let t = &entry.target;
-        let Some(l) = live
-            .iter()
-            .find(|l| l.backend == t.backend && l.name == t.name)
-        else {
-            log.debug(&format!(
-                "settle: `{t}` is no longer live; nothing left to do"
-            ));
-            continue;
+    for entry in std::mem::take(&mut pending.entries) {
+        let t = entry.target.clone();
+        let said = match judge(entry, live, desired) {
+            Verdict::Keep(entry) => {
+                pending.entries.push(entry);
+                continue;
+            }
+            Verdict::Undrain => {
+                again.push(t);
+                continue;
+            }
+            Verdict::Gone => {
+                log.debug(&format!("settle: `{t}` is no longer live; nothing left to do"));
+                continue;
+            }
+            Verdict::Maint => "is in maintenance, set by an operator: hacfg leaves it so",
+            Verdict::Ready => "was set ready by someone else: nothing to do",
+            Verdict::OperatorDrained => {
+                "is in the nodes folder again; an operator had drained it before it left, so \
+                 it stays drained"
+            }
         };
-        match (entry.why, l.admin(), wanted(t)) {
-            (Why::FirstCheck, Admin::Maint, _) | (Why::Removal, Admin::Maint, true) => {
-                log.info(&format!(
-                    "settle: `{t}` is in maintenance, set by an operator: hacfg leaves it so"
-                ));
-            }
-            (_, Admin::Ready, _) => {
-                log.info(&format!(
-                    "settle: `{t}` was set ready by someone else: nothing to do"
-                ));
-            }
-            (Why::Removal, Admin::Drain, true) if entry.operator_drained => {
-                log.info(&format!(
-                    "settle: `{t}` is in the nodes folder again; an operator had drained it \
-                     before it left, so it stays drained"
-                ));
-            }
-            (Why::Removal, Admin::Drain, true) => again.push(entry.target),
-            // No longer in the config: never set ready, deleted once idle.
-            (Why::FirstCheck, _, false) => pending.entries.push(Entry {
-                why: Why::Removal,
-                ..entry
-            }),
-            _ => pending.entries.push(Entry {
-                id: (l.id != 0).then_some(l.id),
-                ..entry
-            }),
-        }
+        log.info(&format!("settle: `{t}` {said}"));
     }
     undo_drains(api, &again, log)
 }
 
 /// Puts back into service removed servers that are wanted again.
-fn undo_drains(api: &RuntimeApi, again: &[Target], log: &mut Log) -> Result<()> {
+fn undo_drains(api: &dyn Runtime, again: &[Target], log: &mut Log) -> Result<()> {
     if again.is_empty() {
         return Ok(());
     }
@@ -164,7 +205,7 @@ fn undo_drains(api: &RuntimeApi, again: &[Target], log: &mut Log) -> Result<()> 
 /// Sets ready the new servers whose first check has run (and that are
 /// still wanted: a removal turns the entry into a `Removal`), deletes the
 /// idle removed ones.
-fn finish_due(api: &RuntimeApi, pending: &mut Pending, log: &mut Log) -> Result<()> {
+fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result<()> {
     let done = execute::finish(
         api,
         &pending.targets(Why::FirstCheck),

@@ -16,7 +16,8 @@ use super::Settings;
 use super::pending::{self, Entry, Pending, Why};
 use super::settle::{self, Waits};
 use super::verify::{self, Stays};
-use crate::haproxy::{RuntimeApi, Target, config};
+use crate::haproxy::stat::Stat;
+use crate::haproxy::{Runtime, Target, config};
 use crate::log::Log;
 use crate::output::OutputFile;
 use crate::store::{Exclusive, Lock, Store};
@@ -45,7 +46,7 @@ pub struct Worker {
 /// Waits for the folder's pending work and finishes it; returns when
 /// nothing waits any more (or another worker already runs).
 pub fn work(
-    api: &RuntimeApi,
+    api: &dyn Runtime,
     store: &Store,
     output: &OutputFile,
     waits: Waits,
@@ -194,7 +195,7 @@ fn exit(worker_lock: WorkerLock, lock: Lock<Exclusive>, left: &Pending, log: &mu
 
 /// A pass against the config file hacfg last wrote and the live servers.
 fn pass_from_file(
-    api: &RuntimeApi,
+    api: &dyn Runtime,
     store: &Store,
     output: &OutputFile,
     waits: Waits,
@@ -210,17 +211,22 @@ fn pass_from_file(
 /// Whether any waiting entry is due now: its check has run, it is idle,
 /// an operator put it in maintenance, or its server is no longer there.
 /// An unreadable answer counts as due, so that the pass says what is wrong.
-fn due(api: &RuntimeApi, waiting: &[&Entry]) -> bool {
+fn due(api: &dyn Runtime, waiting: &[&Entry]) -> bool {
     let targets: Vec<(Target, Option<u32>)> =
         waiting.iter().map(|e| (e.target.clone(), e.id)).collect();
-    let Ok(stats) = api.stats_of(&targets) else {
-        return true;
-    };
-    waiting.iter().any(|e| match (stats.get(&e.target), e.why) {
+    match api.stats_of(&targets) {
+        Ok(stats) => waiting.iter().any(|e| is_due(e, stats.get(&e.target))),
+        Err(_) => true,
+    }
+}
+
+/// Whether `entry` is due, by what `show stat` says of its server.
+fn is_due(entry: &Entry, stat: Option<&Stat>) -> bool {
+    match (stat, entry.why) {
         (None, _) => true,
         (Some(s), Why::FirstCheck) => s.checked() || !s.status.starts_with("DRAIN"),
         (Some(s), Why::Removal) => s.sessions == 0,
-    })
+    }
 }
 
 /// Starts the worker, detached, if work is waiting. It gets no standard
