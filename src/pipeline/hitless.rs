@@ -539,3 +539,206 @@ fn log_done(done: &Executed, log: &mut Log) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::exit::{Code, code_of};
+    use crate::haproxy::fake::Fake;
+    use crate::log::Verbosity;
+    use crate::output::WriteMode;
+    use crate::pipeline::pending::Why;
+
+    const BASE: &str = "global\n    maxconn 10\n\nbackend nodes\n    balance roundrobin\n    server a 10.0.0.1:80 check weight 1 id 11\n    server b 10.0.0.2:80 check weight 1 id 12\n";
+    const B: &str = "    server b 10.0.0.2:80 check weight 1 id 12\n";
+    const C: &str = "    server c 10.0.0.3:80 check weight 1 id 13\n";
+
+    /// A nodes folder and the config file HAProxy took (`BASE`).
+    struct Folder {
+        tmp: tempfile::TempDir,
+        output: OutputFile,
+        log: Log,
+    }
+
+    impl Folder {
+        fn new() -> Folder {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::create_dir(tmp.path().join("nodes")).unwrap();
+            let path = tmp.path().join("haproxy.cfg");
+            std::fs::write(&path, BASE).unwrap();
+            let output = OutputFile::new(&path, WriteMode::Rename).unwrap();
+            let log = Log::new(Verbosity::Quiet, Some(&tmp.path().join("log")));
+            Folder { tmp, output, log }
+        }
+
+        fn dir(&self) -> std::path::PathBuf {
+            self.tmp.path().join("nodes")
+        }
+
+        /// Applies `rendered` through `fake`, as a run would.
+        fn apply(&mut self, fake: &Fake, fallback: Fallback, rendered: &str) -> Result<Ended> {
+            let dir = self.dir();
+            let hitless = Hitless {
+                api: fake,
+                fallback,
+                dir: &dir,
+                output: &self.output,
+                waits: Waits {
+                    drain: Duration::from_secs(60),
+                    first_check: Duration::from_secs(60),
+                },
+            };
+            let unchanged = rendered == BASE;
+            hitless.apply(fake.live(), rendered, unchanged, &mut self.log)
+        }
+
+        fn logged(&self) -> String {
+            std::fs::read_to_string(self.tmp.path().join("log")).unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn server_changes_go_through_the_runtime_and_wait_for_haproxy() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        let new = BASE.replace(B, "") + C;
+        let Ended::All(left) = folder.apply(&fake, Fallback::Reload, &new).unwrap() else {
+            panic!("not applied at runtime");
+        };
+        // b was idle: drained, then deleted by the same pass; c waits in
+        // drain for its first check, and the worker is needed for it.
+        assert!(fake.get("nodes/b").is_none());
+        assert_eq!(fake.get("nodes/c").unwrap().live.admin(), Admin::Drain);
+        let Left::Passed(pending) = &left else {
+            panic!("{left:?}");
+        };
+        assert_eq!(pending.entries.len(), 1);
+        assert_eq!(pending.entries[0].why, Why::FirstCheck);
+        assert!(left.waiting());
+        assert_eq!(Pending::load(&folder.dir()).unwrap(), *pending);
+    }
+
+    #[test]
+    fn other_lines_take_the_reload_path_and_touch_nothing() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        let new = BASE.replace("maxconn 10", "maxconn 20") + C;
+        let ended = folder.apply(&fake, Fallback::Reload, &new).unwrap();
+        assert!(matches!(ended, Ended::Reload), "{ended:?}");
+        assert!(fake.sent().is_empty(), "{:?}", fake.sent());
+        assert!(folder.logged().contains("reloading: lines other than `server` lines changed"));
+        // `--apply runtime` refuses it whole (exit 7), and records it.
+        let err = folder.apply(&fake, Fallback::Wait, &new).unwrap_err();
+        assert_eq!(code_of(&err), Code::NeedsReload);
+        assert!(err.to_string().contains("Later runs with --apply runtime"), "{err}");
+        assert!(fake.sent().is_empty());
+        // The next run applies the rest (c) and leaves the part waiting.
+        let Ended::Part(part, _) = folder.apply(&fake, Fallback::Wait, &new).unwrap() else {
+            panic!("the rest did not go through");
+        };
+        assert_eq!(part.waiting.len(), 1);
+        assert!(fake.get("nodes/c").is_some());
+        assert!(part.config.contains("maxconn 10") && part.config.contains("server c "));
+    }
+
+    #[test]
+    fn a_refusal_reloads_with_auto_after_the_undo() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE).refusing("add server", "nope"));
+        let new = BASE.replace("10.0.0.1:80 check weight 1", "10.0.0.1:80 check weight 5") + C;
+        let ended = folder.apply(&fake, Fallback::Reload, &new).unwrap();
+        assert!(matches!(ended, Ended::Reload));
+        assert_eq!(fake.get("nodes/a").unwrap().live.weight, 1, "undone");
+        assert!(folder.logged().contains(
+            "reloading: HAProxy refused a runtime change: `add server nodes/c 10.0.0.3:80 check \
+             weight 1 id 13`: nope; what this run changed at runtime was undone"
+        ));
+    }
+
+    #[test]
+    fn a_refusal_with_runtime_only_fails_once_then_waits() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE).refusing("add server", "nope"));
+        let new = BASE.replace("10.0.0.1:80 check weight 1", "10.0.0.1:80 check weight 5") + C;
+        let err = folder.apply(&fake, Fallback::Wait, &new).unwrap_err();
+        assert_eq!(code_of(&err), Code::Rejected);
+        assert!(err.to_string().contains("leave `nodes/c` waiting"), "{err}");
+        assert_eq!(fake.get("nodes/a").unwrap().live.weight, 1);
+        // Tried again at once, refused again: it waits, the weight goes.
+        let Ended::Part(part, _) = folder.apply(&fake, Fallback::Wait, &new).unwrap() else {
+            panic!("the weight did not go through");
+        };
+        assert_eq!(part.waiting.len(), 1);
+        assert!(part.waiting[0].reason.contains("nope"));
+        assert_eq!(fake.get("nodes/a").unwrap().live.weight, 5);
+        assert!(fake.get("nodes/c").is_none());
+    }
+
+    #[test]
+    fn no_answer_reloads_with_auto_and_fails_with_runtime_only() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        let new = BASE.to_string() + C;
+        fake.answers.set(0);
+        assert!(matches!(
+            folder.apply(&fake, Fallback::Reload, &new).unwrap(),
+            Ended::Reload
+        ));
+        assert!(folder.logged().contains("the runtime API did not answer"));
+        assert!(folder.apply(&fake, Fallback::Wait, &new).is_err());
+    }
+
+    #[test]
+    fn drift_only_a_reload_repairs_is_a_warning_when_nothing_changed() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        fake.set("nodes/a", |s| s.live.id = 99);
+        // Even `--apply runtime`: the folder asks for no change.
+        let ended = folder.apply(&fake, Fallback::Wait, BASE).unwrap();
+        assert!(matches!(ended, Ended::Reload));
+        assert!(fake.sent().is_empty());
+        // Drift the runtime repairs is repaired: a server deleted by hand.
+        let fake = Fake::of(BASE);
+        fake.servers.borrow_mut().retain(|s| s.live.name != "b");
+        assert!(matches!(
+            folder.apply(&fake, Fallback::Wait, BASE).unwrap(),
+            Ended::All(_)
+        ));
+        assert!(fake.get("nodes/b").is_some());
+    }
+
+    #[test]
+    fn a_removal_already_draining_is_not_drained_again() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        let b = Target::new("nodes", "b");
+        let mut pending = Pending::default();
+        pending.insert(b.clone(), Why::Removal, Duration::from_secs(60));
+        pending.save(&folder.dir(), &Pending::default()).unwrap();
+        fake.set("nodes/b", |s| {
+            s.live.admin_state = FORCED_DRAIN;
+            s.sessions = 3;
+        });
+        let new = BASE.replace(B, "");
+        assert!(matches!(
+            folder.apply(&fake, Fallback::Reload, &new).unwrap(),
+            Ended::All(_)
+        ));
+        let drained = fake.sent().iter().filter(|c| c.contains("nodes/b state drain")).count();
+        assert_eq!(drained, 0, "{:?}", fake.sent());
+        assert!(Pending::load(&folder.dir()).unwrap().removing(&b), "still busy");
+    }
+
+    #[test]
+    fn the_live_state_is_as_a_run_left_it() {
+        let desired = config::servers(&(BASE.to_string() + C));
+        let mut live = crate::haproxy::state::all_up(BASE);
+        let done = Executed {
+            done: Vec::new(),
+            checking: vec![Target::new("nodes", "c")],
+            draining: vec![Target::new("nodes", "b")],
+        };
+        as_now(&mut live, &done, &desired);
+        let admin: Vec<(&str, Admin)> = live.iter().map(|l| (l.name.as_str(), l.admin())).collect();
+        assert_eq!(
+            admin,
+            [("a", Admin::Ready), ("b", Admin::Drain), ("c", Admin::Drain)]
+        );
+        assert_eq!(live[2].id, 13);
+    }
+}
