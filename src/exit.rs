@@ -145,40 +145,13 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Rejected {
-                what,
-                status,
-                output,
-                most,
-                shown,
-            } => {
-                let most = most.as_ref().map(|m| format!(" and {m}")).unwrap_or_default();
-                write!(
-                    f,
-                    "{what} rejected the new config ({status}){most}; `{}` was not replaced and \
-                     nothing was reloaded (the nodes folder keeps the change)\n{shown}",
-                    output.display()
-                )
-            }
+            Failure::Rejected { .. } => self.rejected(f),
             Failure::NodeRefused { name, reason } => write!(
                 f,
                 "HAProxy refused node `{name}`; it is held back and the rest went live (change \
                  or remove its file to try again)\n{reason}"
             ),
-            Failure::RefusedAtRuntime {
-                words,
-                undo,
-                output,
-                target,
-                retry,
-            } => write!(
-                f,
-                "{words}; {undo}, and `{}` was not written. --apply runtime forbids the reload \
-                 that would take it: later runs apply every other change and leave `{target}` \
-                 waiting (tried again every {}s), and the first run that may reload applies it",
-                output.display(),
-                retry.as_secs()
-            ),
+            Failure::RefusedAtRuntime { .. } => self.refused_at_runtime(f),
             Failure::ReloadFailed { restored, cause } => {
                 write!(f, "reload failed; {restored}: {cause}")
             }
@@ -207,6 +180,50 @@ impl fmt::Display for Failure {
 }
 
 impl Failure {
+    fn rejected(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Failure::Rejected {
+            what,
+            status,
+            output,
+            most,
+            shown,
+        } = self
+        else {
+            return Ok(());
+        };
+        let most = most
+            .as_ref()
+            .map(|m| format!(" and {m}"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{what} rejected the new config ({status}){most}; `{}` was not replaced and nothing \
+             was reloaded (the nodes folder keeps the change)\n{shown}",
+            output.display()
+        )
+    }
+
+    fn refused_at_runtime(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Failure::RefusedAtRuntime {
+            words,
+            undo,
+            output,
+            target,
+            retry,
+        } = self
+        else {
+            return Ok(());
+        };
+        write!(
+            f,
+            "{words}; {undo}, and `{}` was not written. --apply runtime forbids the reload that \
+             would take it: later runs apply every other change and leave `{target}` waiting \
+             (tried again every {}s), and the first run that may reload applies it",
+            output.display(),
+            retry.as_secs()
+        )
+    }
+
     fn emptier(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Failure::Emptier {
             output,
@@ -315,7 +332,10 @@ mod tests {
         );
         // The run that records the parts says the same, then what follows.
         let long = needs(true).to_string();
-        assert!(long.starts_with(&short) && long.contains("Later runs"), "{long}");
+        assert!(
+            long.starts_with(&short) && long.contains("Later runs"),
+            "{long}"
+        );
         assert_eq!(needs(true).code(), Code::NeedsReload);
         let refused = |undo| Failure::RefusedAtRuntime {
             words: "HAProxy refused a runtime change: `add server nodes/a`: no".into(),

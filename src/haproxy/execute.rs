@@ -13,8 +13,8 @@ use super::config::Server;
 use super::endpoint;
 use super::stat::Stat;
 use super::state::Live;
-use super::target::{Named, Target};
-use super::{Error, Runtime, Undo};
+use super::target::Target;
+use super::{Error, Named, Runtime, Undo};
 
 /// One change made through the runtime API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,7 +306,9 @@ impl Execution<'_> {
         let refused = commands.iter().zip(&answers).find(|(_, a)| !undone(a));
         match refused {
             None => Undo::Done,
-            Some((command, answer)) => Undo::Failed(format!("HAProxy refused `{command}`: {answer}")),
+            Some((command, answer)) => {
+                Undo::Failed(format!("HAProxy refused `{command}`: {answer}"))
+            }
         }
     }
 
@@ -386,7 +388,7 @@ impl Execution<'_> {
                     format!("set server {target} state maint"),
                 ],
             });
-            self.into_service(&mut steps, target, s.check, init_state);
+            self.then_serve(&mut steps, target, s.check, init_state);
         }
         self.send(steps)
     }
@@ -394,7 +396,7 @@ impl Execution<'_> {
     /// The steps that follow an `add server`: checks on, then ready
     /// (`init-state`: HAProxy keeps it DOWN until checked), in drain until
     /// its first check, or ready at once without checks.
-    fn into_service(&mut self, steps: &mut Vec<Step>, target: Target, check: bool, init: bool) {
+    fn then_serve(&mut self, steps: &mut Vec<Step>, target: Target, check: bool, init: bool) {
         if check {
             steps.push(Step::quiet(&target, format!("enable health {target}")));
         }
@@ -439,6 +441,7 @@ mod tests {
     use super::*;
     use crate::haproxy::config;
     use crate::haproxy::fake::Fake;
+    use crate::haproxy::state::{Admin, FORCED_DRAIN};
 
     const BASE: &str = "backend nodes\n    balance roundrobin\n    server a 10.0.0.1:80 check weight 1 id 11\n    server b 10.0.0.2:80 check weight 1 id 12\n";
 
@@ -463,8 +466,11 @@ mod tests {
         assert_eq!(done.checking, [Target::new("nodes", "c")]);
         assert_eq!(done.draining, [Target::new("nodes", "b")]);
         let admin = |t| fake.get(t).unwrap().live.admin();
-        use crate::haproxy::state::Admin;
-        assert_eq!(admin("nodes/c"), Admin::Drain, "no traffic before its check");
+        assert_eq!(
+            admin("nodes/c"),
+            Admin::Drain,
+            "no traffic before its check"
+        );
         assert!(fake.get("nodes/c").unwrap().checks);
         assert_eq!(admin("nodes/d"), Admin::Ready, "no check: serves at once");
         assert_eq!(admin("nodes/b"), Admin::Drain, "deleted only once idle");
@@ -477,7 +483,11 @@ mod tests {
         let ops = [Op::Add(server("server c 10.0.0.3:80 check id 13"))];
         let done = run(&fake, &ops, SafeAdd::InitState).unwrap();
         assert!(done.checking.is_empty());
-        assert!(fake.sent()[0].ends_with("init-state down"), "{:?}", fake.sent());
+        assert!(
+            fake.sent()[0].ends_with("init-state down"),
+            "{:?}",
+            fake.sent()
+        );
     }
 
     #[test]
@@ -496,9 +506,15 @@ mod tests {
             panic!("{err:#}");
         };
         assert_eq!((target.name.as_str(), undo), ("d", &Undo::Done));
-        assert!(fake.get("nodes/c").is_none(), "the added server was deleted");
+        assert!(
+            fake.get("nodes/c").is_none(),
+            "the added server was deleted"
+        );
         assert_eq!(fake.get("nodes/a").unwrap().live.weight, 1);
-        assert!(err.to_string().contains("what this run changed at runtime was undone"));
+        assert!(
+            err.to_string()
+                .contains("what this run changed at runtime was undone")
+        );
     }
 
     #[test]
@@ -518,7 +534,9 @@ mod tests {
         let text = err.to_string();
         assert!(!text.contains("was undone"), "{text}");
         assert!(
-            text.contains("undoing what this run changed at runtime failed (`fake.sock` did not answer)"),
+            text.contains(
+                "undoing what this run changed at runtime failed (`fake.sock` did not answer)"
+            ),
             "{text}"
         );
         assert_eq!(fake.get("nodes/a").unwrap().live.weight, 7);
@@ -528,13 +546,18 @@ mod tests {
             .refusing("set server nodes/a weight 1", "No such backend.");
         let err = run(&fake, &ops, SafeAdd::Drain).unwrap_err();
         assert!(
-            err.to_string().contains("HAProxy refused `set server nodes/a weight 1`: No such backend."),
+            err.to_string()
+                .contains("HAProxy refused `set server nodes/a weight 1`: No such backend."),
             "{err}"
         );
         // A first batch refused whole changed nothing, and says so.
         let fake = Fake::of(BASE).refusing("set server nodes/a weight", "No such server.");
         let err = run(&fake, &ops[..1], SafeAdd::Drain).unwrap_err();
-        assert!(err.to_string().contains("this run had changed nothing at runtime"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("this run had changed nothing at runtime"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -543,19 +566,23 @@ mod tests {
             "{BASE}    server c 10.0.0.3:80 check id 13\n    server d 10.0.0.4:80 check id 14\n"
         ));
         for t in ["nodes/a", "nodes/b", "nodes/c", "nodes/d"] {
-            fake.set(t, |s| s.live.admin_state = crate::haproxy::state::FORCED_DRAIN);
+            fake.set(t, |s| {
+                s.live.admin_state = FORCED_DRAIN;
+            });
         }
         fake.set("nodes/c", |s| s.check = "INI".into());
         fake.set("nodes/b", |s| s.sessions = 2);
         let of = |names: &[&str]| -> Vec<(Target, Option<u32>)> {
-            names.iter().map(|n| (Target::new("nodes", n), None)).collect()
+            names
+                .iter()
+                .map(|n| (Target::new("nodes", n), None))
+                .collect()
         };
         let done = finish(&fake, &of(&["a", "c"]), &of(&["b", "d"])).unwrap();
         let ready: Vec<&str> = done.ready.iter().map(|(t, _)| t.name.as_str()).collect();
         assert_eq!(ready, ["a"], "c's first check has not run");
         assert_eq!(done.deleted, [Target::new("nodes", "d")]);
         assert!(done.refused.is_empty(), "b is busy, not refused");
-        use crate::haproxy::state::Admin;
         assert_eq!(fake.get("nodes/b").unwrap().live.admin(), Admin::Drain);
         assert!(fake.get("nodes/d").is_none());
     }
@@ -563,10 +590,15 @@ mod tests {
     #[test]
     fn a_refused_delete_goes_back_to_drain() {
         let fake = Fake::of(BASE).refusing("del server nodes/b", "Server is tracked by nodes/a.");
-        fake.set("nodes/b", |s| s.live.admin_state = crate::haproxy::state::FORCED_DRAIN);
+        fake.set("nodes/b", |s| {
+            s.live.admin_state = FORCED_DRAIN;
+        });
         let done = finish(&fake, &[], &[(Target::new("nodes", "b"), Some(12))]).unwrap();
         assert_eq!(done.refused.len(), 1);
-        use crate::haproxy::state::Admin;
-        assert_eq!(fake.get("nodes/b").unwrap().live.admin(), Admin::Drain, "never left in maint");
+        assert_eq!(
+            fake.get("nodes/b").unwrap().live.admin(),
+            Admin::Drain,
+            "never left in maint"
+        );
     }
 }

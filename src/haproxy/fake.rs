@@ -9,10 +9,11 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
+use super::Named;
 use super::Runtime;
 use super::stat::Stat;
 use super::state::{self, FORCED_DRAIN, Live};
-use super::target::{Named, Target};
+use super::target::Target;
 
 /// `srv_admin_state`'s forced maintenance bit.
 const FORCED_MAINT: u8 = 0x01;
@@ -169,15 +170,15 @@ impl Fake {
             rest.iter()
                 .position(|w| *w == k)
                 .and_then(|i| rest.get(i + 1))
-                .and_then(|v| v.parse().ok())
+                .copied()
         };
         let live = Live {
             backend: backend.into(),
             name: name.into(),
-            id: word("id").unwrap_or(100),
+            id: word("id").and_then(|v| v.parse().ok()).unwrap_or(100),
             addr: addr.trim_matches(['[', ']']).into(),
             port: port.parse().unwrap_or(0),
-            weight: word("weight").map_or(1, |w: u32| w as u16),
+            weight: word("weight").and_then(|v| v.parse().ok()).unwrap_or(1),
             op_state: 2,
             admin_state: FORCED_MAINT,
         };
@@ -221,7 +222,12 @@ impl Runtime for Fake {
     }
     fn live(&self) -> Result<Vec<Live>> {
         self.reachable()?;
-        Ok(self.servers.borrow().iter().map(|s| s.live.clone()).collect())
+        Ok(self
+            .servers
+            .borrow()
+            .iter()
+            .map(|s| s.live.clone())
+            .collect())
     }
     fn version(&self) -> Result<(u32, u32)> {
         Ok(self.version)
@@ -234,7 +240,11 @@ impl Runtime for Fake {
             let stat = Stat {
                 sessions: s.sessions,
                 status: s.status(),
-                check: if s.checks { s.check.clone() } else { String::new() },
+                check: if s.checks {
+                    s.check.clone()
+                } else {
+                    String::new()
+                },
             };
             Some((t.clone(), stat))
         });

@@ -23,7 +23,34 @@ use std::path::Path;
 
 pub use api::{RuntimeApi, Socket};
 pub use dialect::Dialect;
-pub use target::{Named, Target, endpoint, same_addr};
+pub use target::{Target, endpoint, same_addr};
+
+/// Anything that names one server of one backend: compared with a
+/// [`Target`] in one place.
+pub trait Named {
+    fn backend(&self) -> &str;
+    fn name(&self) -> &str;
+
+    /// Whether this is `target`.
+    fn is(&self, target: &Target) -> bool {
+        self.backend() == target.backend && self.name() == target.name
+    }
+}
+
+macro_rules! named {
+    ($($t:ty),*) => {$(
+        impl Named for $t {
+            fn backend(&self) -> &str {
+                &self.backend
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    )*};
+}
+
+named!(Target, state::Live, config::Server);
 
 /// What hacfg asks a running HAProxy: the one seam between the decisions
 /// above and the socket ([`RuntimeApi`]), so that they are tested against
@@ -65,10 +92,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Refused(m) | Error::Answer(m) => f.write_str(m),
-            Error::RefusedChange { words, undo, .. } => write!(
-                f,
-                "{words}; {undo}, and the config file was not written"
-            ),
+            Error::RefusedChange { words, undo, .. } => {
+                write!(f, "{words}; {undo}, and the config file was not written")
+            }
         }
     }
 }

@@ -21,33 +21,6 @@ impl Target {
     }
 }
 
-/// Anything that names one server of one backend: compared with a
-/// [`Target`] in one place.
-pub trait Named {
-    fn backend(&self) -> &str;
-    fn name(&self) -> &str;
-
-    /// Whether this is `target`.
-    fn is(&self, target: &Target) -> bool {
-        self.backend() == target.backend && self.name() == target.name
-    }
-}
-
-macro_rules! named {
-    ($($t:ty),*) => {$(
-        impl Named for $t {
-            fn backend(&self) -> &str {
-                &self.backend
-            }
-            fn name(&self) -> &str {
-                &self.name
-            }
-        }
-    )*};
-}
-
-named!(Target, super::state::Live, super::config::Server);
-
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.backend, self.name)

@@ -241,9 +241,9 @@ impl Hitless<'_> {
         // HAProxy runs the desired servers now, and the removed ones that
         // still drain (an idle one was deleted, a new one is there, with
         // init-state too).
-        let leaving = live
-            .iter()
-            .filter(|l| l.admin_state & FORCED_DRAIN != 0 && !desired.iter().any(|s| s.is(&l.target())));
+        let leaving = live.iter().filter(|l| {
+            l.admin_state & FORCED_DRAIN != 0 && !desired.iter().any(|s| s.is(&l.target()))
+        });
         crate::metrics::servers_live(desired.len() + leaving.count());
         // HAProxy has been told: whatever the pass meets, the file must
         // follow, and the worker (or the next run) makes the pass again.
@@ -344,7 +344,10 @@ impl Hitless<'_> {
         let part = Some(part).filter(|p| !p.waiting.is_empty());
         let config = part.as_ref().map_or(input.rendered, |p| &p.config);
         match plan::plan(Some(old), config, input.live, input.known()) {
-            Plan::Nothing => Ok(Step::On(Decided { part, ops: Vec::new() })),
+            Plan::Nothing => Ok(Step::On(Decided {
+                part,
+                ops: Vec::new(),
+            })),
             Plan::Runtime(ops) => Ok(Step::On(Decided { part, ops })),
             Plan::Reload(why) => Ok(Step::Reload(why)),
         }
@@ -626,11 +629,18 @@ mod tests {
         let ended = folder.apply(&fake, Fallback::Reload, &new).unwrap();
         assert!(matches!(ended, Ended::Reload), "{ended:?}");
         assert!(fake.sent().is_empty(), "{:?}", fake.sent());
-        assert!(folder.logged().contains("reloading: lines other than `server` lines changed"));
+        assert!(
+            folder
+                .logged()
+                .contains("reloading: lines other than `server` lines changed")
+        );
         // `--apply runtime` refuses it whole (exit 7), and records it.
         let err = folder.apply(&fake, Fallback::Wait, &new).unwrap_err();
         assert_eq!(code_of(&err), Code::NeedsReload);
-        assert!(err.to_string().contains("Later runs with --apply runtime"), "{err}");
+        assert!(
+            err.to_string().contains("Later runs with --apply runtime"),
+            "{err}"
+        );
         assert!(fake.sent().is_empty());
         // The next run applies the rest (c) and leaves the part waiting.
         let Ended::Part(part, _) = folder.apply(&fake, Fallback::Wait, &new).unwrap() else {
@@ -719,9 +729,16 @@ mod tests {
             folder.apply(&fake, Fallback::Reload, &new).unwrap(),
             Ended::All(_)
         ));
-        let drained = fake.sent().iter().filter(|c| c.contains("nodes/b state drain")).count();
+        let drained = fake
+            .sent()
+            .iter()
+            .filter(|c| c.contains("nodes/b state drain"))
+            .count();
         assert_eq!(drained, 0, "{:?}", fake.sent());
-        assert!(Pending::load(&folder.dir()).unwrap().removing(&b), "still busy");
+        assert!(
+            Pending::load(&folder.dir()).unwrap().removing(&b),
+            "still busy"
+        );
     }
 
     #[test]
@@ -737,7 +754,11 @@ mod tests {
         let admin: Vec<(&str, Admin)> = live.iter().map(|l| (l.name.as_str(), l.admin())).collect();
         assert_eq!(
             admin,
-            [("a", Admin::Ready), ("b", Admin::Drain), ("c", Admin::Drain)]
+            [
+                ("a", Admin::Ready),
+                ("b", Admin::Drain),
+                ("c", Admin::Drain)
+            ]
         );
         assert_eq!(live[2].id, 13);
     }

@@ -36,8 +36,8 @@ use crate::render::Renderer;
 use crate::store::{Exclusive, Lock, Shared, Store};
 use check::{Check, Checked};
 use hitless::{Ended, Fallback, Hitless};
-use settle::Left;
 use quarantine::{Quarantine, Retry};
+use settle::Left;
 
 /// `--apply`, as given: [`Apply::new`] turns it into what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +267,13 @@ struct Written<'a> {
 impl Written<'_> {
     /// Writes what HAProxy now runs: the render, or (`--apply runtime`)
     /// the part of it HAProxy took, with one line for what waits.
-    fn write(&self, store: &Store, output: &OutputFile, ended: Ended, log: &mut Log) -> Result<Left> {
+    fn write(
+        &self,
+        store: &Store,
+        output: &OutputFile,
+        ended: Ended,
+        log: &mut Log,
+    ) -> Result<Left> {
         let (part, left) = match ended {
             Ended::Part(part, left) => (part, left),
             // Not applied: the caller takes the reload path.
@@ -397,4 +403,117 @@ pub fn for_init(s: &Settings, output: &OutputFile, log: &mut Log) -> Settings {
 /// `N node(s)` for messages.
 pub fn nodes_text(count: usize) -> String {
     crate::exit::counted(count, "node")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::haproxy::Socket;
+    use crate::haproxy::reload::Strategy;
+
+    fn reload() -> Reload {
+        Reload {
+            strategy: Strategy::Command("true".into()),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn socket() -> RuntimeApi {
+        RuntimeApi {
+            socket: Socket::Stats("/run/haproxy.sock".into()),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn settings(apply: Apply, check: Check) -> Settings {
+        Settings {
+            renderer: Renderer {
+                template: None,
+                default_port: 80,
+                vars: std::collections::BTreeMap::new(),
+            },
+            min_nodes: 0,
+            check,
+            apply,
+            force: false,
+            waits: settle::Waits {
+                drain: Duration::from_secs(1),
+                first_check: Duration::from_secs(1),
+            },
+            worker: worker::Worker {
+                exe: "hacfg".into(),
+                args: Vec::new(),
+                env: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_apply_mode_means_something_only_with_a_reload_and_a_socket() {
+        for mode in [ApplyMode::Auto, ApplyMode::Runtime, ApplyMode::Reload] {
+            let write = Apply::new(None, Some(socket()), mode);
+            assert!(
+                matches!(&write, Apply::Write { runtime: Some(_) }),
+                "{mode:?}"
+            );
+            assert!(write.reload().is_none() && write.runtime().is_some());
+        }
+        let no_socket = Apply::new(Some(reload()), None, ApplyMode::Auto);
+        assert!(matches!(no_socket, Apply::Reload { runtime: None, .. }));
+        let always = Apply::new(Some(reload()), Some(socket()), ApplyMode::Reload);
+        assert!(matches!(
+            always,
+            Apply::Reload {
+                runtime: Some(_),
+                ..
+            }
+        ));
+        let fallback = |mode| match Apply::new(Some(reload()), Some(socket()), mode) {
+            Apply::Hitless { fallback, .. } => Some(fallback),
+            _ => None,
+        };
+        assert_eq!(fallback(ApplyMode::Auto), Some(Fallback::Reload));
+        assert_eq!(fallback(ApplyMode::Runtime), Some(Fallback::Wait));
+    }
+
+    #[test]
+    fn init_without_haproxy_keeps_the_socket_and_drops_the_reload() {
+        let hitless = Apply::new(Some(reload()), Some(socket()), ApplyMode::Runtime);
+        let write = hitless.without_reload();
+        assert!(write.reload().is_none());
+        assert_eq!(
+            write.runtime().map(RuntimeApi::path),
+            hitless.runtime().map(RuntimeApi::path)
+        );
+        assert!(write.may_reload(), "a written file is no runtime change");
+    }
+
+    #[test]
+    fn held_nodes_are_tried_again_only_by_a_run_that_checks_and_may_reload() {
+        let haproxy = || Check::Haproxy("haproxy".into());
+        let auto = Apply::new(Some(reload()), Some(socket()), ApplyMode::Auto);
+        let runtime_only = Apply::new(Some(reload()), Some(socket()), ApplyMode::Runtime);
+        assert_eq!(retry(&settings(auto.clone(), haproxy())), Retry::Due);
+        assert_eq!(retry(&settings(runtime_only, haproxy())), Retry::Never);
+        assert_eq!(retry(&settings(auto, Check::Skip)), Retry::Never);
+        // Without --reload, --apply runtime writes the file: it checks.
+        let written = Apply::new(None, Some(socket()), ApplyMode::Runtime);
+        assert_eq!(retry(&settings(written, haproxy())), Retry::Due);
+    }
+
+    #[test]
+    fn force_and_the_apply_mode_decide_whether_the_live_servers_are_read() {
+        let runtime_only = Apply::new(Some(reload()), Some(socket()), ApplyMode::Runtime);
+        let mut s = settings(runtime_only, Check::Skip);
+        let dir = tempfile::tempdir().unwrap();
+        let output =
+            OutputFile::new(&dir.path().join("h.cfg"), crate::output::WriteMode::Rename).unwrap();
+        assert!(Hitless::of(&s, dir.path(), &output).is_some());
+        s.force = true;
+        assert!(hitless::prefetch(&s).is_none(), "--force reloads");
+        s.apply = Apply::new(Some(reload()), Some(socket()), ApplyMode::Reload);
+        assert!(Hitless::of(&s, dir.path(), &output).is_none());
+    }
 }

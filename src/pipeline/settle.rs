@@ -172,7 +172,9 @@ fn reconcile(
                 continue;
             }
             Verdict::Gone => {
-                log.debug(&format!("settle: `{t}` is no longer live; nothing left to do"));
+                log.debug(&format!(
+                    "settle: `{t}` is no longer live; nothing left to do"
+                ));
                 continue;
             }
             Verdict::Maint => "is in maintenance, set by an operator: hacfg leaves it so",
@@ -253,5 +255,154 @@ pub fn overdue_text(entry: &Entry) -> String {
              request) and any later hacfg run deletes it once idle",
             entry.target
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::config;
+    use crate::haproxy::fake::Fake;
+    use crate::haproxy::state::FORCED_DRAIN;
+    use crate::log::Verbosity;
+
+    const CONFIG: &str = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server b 10.0.0.2:80 check id 12\n";
+
+    fn entry(name: &str, why: Why) -> Entry {
+        let mut p = Pending::default();
+        p.insert(Target::new("nodes", name), why, Duration::from_secs(60));
+        p.entries.remove(0)
+    }
+
+    fn live_with(name: &str, admin_state: u8) -> Vec<Live> {
+        let mut live = crate::haproxy::state::all_up(CONFIG);
+        for l in live.iter_mut().filter(|l| l.name == name) {
+            l.admin_state = admin_state;
+        }
+        live
+    }
+
+    #[test]
+    fn a_server_gone_or_set_by_someone_else_ends_its_entry() {
+        let desired = config::servers(CONFIG);
+        let gone = entry("z", Why::Removal);
+        assert_eq!(judge(gone, &live_with("a", 0), &desired), Verdict::Gone);
+        let a = entry("a", Why::FirstCheck);
+        assert_eq!(
+            judge(a.clone(), &live_with("a", 0), &desired),
+            Verdict::Ready
+        );
+        assert_eq!(judge(a, &live_with("a", 0x01), &desired), Verdict::Maint);
+        // A removal in maintenance that is no longer wanted is still deleted.
+        let b = entry("b", Why::Removal);
+        let kept = judge(b, &live_with("b", 0x01), &desired[..1]);
+        assert!(matches!(kept, Verdict::Keep(e) if e.why == Why::Removal && e.id == Some(12)));
+    }
+
+    #[test]
+    fn a_removal_wanted_again_is_undrained_unless_an_operator_drained_it() {
+        let desired = config::servers(CONFIG);
+        let live = live_with("b", FORCED_DRAIN);
+        let b = entry("b", Why::Removal);
+        assert_eq!(judge(b.clone(), &live, &desired), Verdict::Undrain);
+        let by_operator = Entry {
+            operator_drained: true,
+            ..b
+        };
+        assert_eq!(
+            judge(by_operator, &live, &desired),
+            Verdict::OperatorDrained
+        );
+    }
+
+    #[test]
+    fn a_new_server_no_longer_wanted_becomes_a_removal() {
+        let live = live_with("b", FORCED_DRAIN);
+        let desired = config::servers(CONFIG);
+        let Verdict::Keep(e) = judge(entry("b", Why::FirstCheck), &live, &desired[..1]) else {
+            panic!("dropped");
+        };
+        assert_eq!(e.why, Why::Removal, "never set ready, deleted once idle");
+        let Verdict::Keep(e) = judge(entry("b", Why::FirstCheck), &live, &desired) else {
+            panic!("dropped");
+        };
+        assert_eq!(e.why, Why::FirstCheck, "still waits for its check");
+    }
+
+    #[test]
+    fn a_pass_finishes_what_is_due_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::of(CONFIG);
+        for t in ["nodes/a", "nodes/b"] {
+            fake.set(t, |s| s.live.admin_state = FORCED_DRAIN);
+        }
+        fake.set("nodes/a", |s| s.check = "INI".into());
+        let executed = Executed {
+            done: Vec::new(),
+            checking: vec![Target::new("nodes", "a")],
+            draining: Vec::new(),
+        };
+        let desired = config::servers(CONFIG);
+        let mut log = Log::new(Verbosity::Quiet, None);
+        let waits = Waits {
+            drain: Duration::from_secs(60),
+            first_check: Duration::from_secs(60),
+        };
+        let pass = |fake: &Fake, executed, log: &mut Log| {
+            let live = fake.live().unwrap();
+            pass(fake, dir.path(), &desired, &live, executed, waits, log).unwrap()
+        };
+        let left = pass(&fake, Some(&executed), &mut log);
+        assert_eq!(
+            left.targets(Why::FirstCheck),
+            [(Target::new("nodes", "a"), Some(11))]
+        );
+        assert!(left.is_waiting());
+        // b was drained by someone else, not hacfg: never set ready.
+        assert_eq!(fake.get("nodes/b").unwrap().live.admin(), Admin::Drain);
+        // Its check has run: the next pass (a worker's) sets it ready.
+        fake.set("nodes/a", |s| s.check = "L7OK".into());
+        let left = pass(&fake, None, &mut log);
+        assert!(left.is_empty());
+        assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Ready);
+        assert!(
+            Pending::load(dir.path()).unwrap().is_empty(),
+            "the record is gone"
+        );
+    }
+
+    #[test]
+    fn intend_tells_an_operators_drain_from_hacfgs() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = live_with("b", FORCED_DRAIN);
+        let waits = Waits {
+            drain: Duration::from_secs(60),
+            first_check: Duration::from_secs(60),
+        };
+        let ops = [
+            Op::Delete(Target::new("nodes", "a")),
+            Op::Delete(Target::new("nodes", "b")),
+        ];
+        intend(dir.path(), &ops, &live, SafeAdd::Drain, waits).unwrap();
+        let pending = Pending::load(dir.path()).unwrap();
+        let by_operator: Vec<bool> = pending.entries.iter().map(|e| e.operator_drained).collect();
+        assert_eq!(by_operator, [false, true]);
+        assert!(pending.entries.iter().all(|e| e.why == Why::Removal));
+    }
+
+    #[test]
+    fn the_worker_is_needed_only_while_work_waits() {
+        assert!(!Left::Nothing.waiting());
+        assert!(Left::Failed { waiting: true }.waiting());
+        assert!(!Left::Passed(Pending::default()).waiting());
+        let mut p = Pending::default();
+        p.insert(
+            Target::new("nodes", "a"),
+            Why::Removal,
+            Duration::from_secs(60),
+        );
+        assert!(Left::Passed(p.clone()).waiting());
+        p.expire(&Target::new("nodes", "a"));
+        assert!(!Left::Passed(p).waiting(), "overdue: later runs finish it");
     }
 }

@@ -277,3 +277,55 @@ impl WorkerLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(why: Why) -> Entry {
+        let mut p = Pending::default();
+        p.insert(Target::new("nodes", "a"), why, Duration::from_secs(60));
+        p.entries.remove(0)
+    }
+
+    fn stat(status: &str, check: &str, sessions: u64) -> Stat {
+        Stat {
+            sessions,
+            status: status.into(),
+            check: check.into(),
+        }
+    }
+
+    #[test]
+    fn a_new_server_is_due_once_its_first_check_has_a_result() {
+        let first = entry(Why::FirstCheck);
+        assert!(!is_due(&first, Some(&stat("DRAIN", "INI", 0))));
+        assert!(is_due(&first, Some(&stat("DRAIN", "L7OK", 0))));
+        assert!(
+            is_due(&first, Some(&stat("DRAIN", "L4CON", 0))),
+            "failed is a result"
+        );
+        // Set ready or put in maint by someone: the pass says what it sees.
+        assert!(is_due(&first, Some(&stat("MAINT", "INI", 0))));
+        assert!(is_due(&first, None), "gone");
+    }
+
+    #[test]
+    fn a_removed_server_is_due_once_idle() {
+        let removal = entry(Why::Removal);
+        assert!(!is_due(&removal, Some(&stat("DRAIN", "L7OK", 2))));
+        assert!(is_due(&removal, Some(&stat("DRAIN", "L7OK", 0))));
+        assert!(is_due(&removal, None));
+    }
+
+    #[test]
+    fn an_unreadable_answer_counts_as_due() {
+        let fake =
+            crate::haproxy::fake::Fake::of("backend nodes\n    server a 10.0.0.1:80 id 11\n");
+        fake.set("nodes/a", |s| s.sessions = 1);
+        let removal = entry(Why::Removal);
+        assert!(!due(&fake, &[&removal]));
+        fake.answers.set(0);
+        assert!(due(&fake, &[&removal]), "the pass says what is wrong");
+    }
+}
