@@ -264,41 +264,8 @@ fn head(out: &mut String, f: &Family) {
 /// left out.
 fn render(c: &Carried, last: &Last) -> String {
     let mut out = String::new();
-    let secs = last
-        .ended
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
-    let plain = [
-        (&LAST_TIME, format!("{secs:.3}")),
-        (
-            &LAST_DURATION,
-            format!("{:.6}", last.duration.as_secs_f64()),
-        ),
-        (&LAST_CODE, last.code.to_string()),
-    ];
-    for (family, value) in plain {
-        head(&mut out, family);
-        let _ = writeln!(out, "{} {value}", family.0);
-    }
-    let mut headed = "";
-    for ((family, why), value) in GAUGE_LINES.iter().zip(c.gauges) {
-        let Some(value) = value else { continue };
-        if headed != family.0 {
-            head(&mut out, family);
-            headed = family.0;
-        }
-        let _ = match why {
-            Some(why) => writeln!(out, "{}{{why=\"{why}\"}} {value}", family.0),
-            None => writeln!(out, "{} {value}", family.0),
-        };
-    }
-    let labelled = |out: &mut String, f: &Family, key: &str, rows: Vec<(String, u64)>| {
-        head(out, f);
-        for (label, value) in rows {
-            let _ = writeln!(out, "{}{{{key}=\"{label}\"}} {value}", f.0);
-        }
-    };
+    render_last(&mut out, last);
+    render_gauges(&mut out, c);
     let runs = c.runs.iter().map(|(k, v)| (k.clone(), *v)).collect();
     labelled(&mut out, &RUNS, "command", runs);
     let errors = c.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect();
@@ -313,6 +280,51 @@ fn render(c: &Carried, last: &Last) -> String {
     let kinds = KINDS.map(String::from).into_iter();
     labelled(&mut out, &OPS_FAMILY, "kind", kinds.zip(c.ops).collect());
     out
+}
+
+/// The last run's lines: when it ended, how long it took, its exit code.
+fn render_last(out: &mut String, last: &Last) {
+    let secs = last
+        .ended
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let plain = [
+        (&LAST_TIME, format!("{secs:.3}")),
+        (
+            &LAST_DURATION,
+            format!("{:.6}", last.duration.as_secs_f64()),
+        ),
+        (&LAST_CODE, last.code.to_string()),
+    ];
+    for (family, value) in plain {
+        head(out, family);
+        let _ = writeln!(out, "{} {value}", family.0);
+    }
+}
+
+/// The gauges some run learnt, each family headed once.
+fn render_gauges(out: &mut String, c: &Carried) {
+    let mut headed = "";
+    for ((family, why), value) in GAUGE_LINES.iter().zip(c.gauges) {
+        let Some(value) = value else { continue };
+        if headed != family.0 {
+            head(out, family);
+            headed = family.0;
+        }
+        let _ = match why {
+            Some(why) => writeln!(out, "{}{{why=\"{why}\"}} {value}", family.0),
+            None => writeln!(out, "{} {value}", family.0),
+        };
+    }
+}
+
+/// A counter family with one labelled line per row.
+fn labelled(out: &mut String, f: &Family, key: &str, rows: Vec<(String, u64)>) {
+    head(out, f);
+    for (label, value) in rows {
+        let _ = writeln!(out, "{}{{{key}=\"{label}\"}} {value}", f.0);
+    }
 }
 
 /// Reads back what the previous file carries. Lines that are not one of
