@@ -94,6 +94,9 @@ pub enum Failure {
         target: Target,
         retry: Duration,
     },
+    /// `--apply runtime`: HAProxy refused `attempts` runtime changes in a
+    /// row, each one part tried again; `undo`: what became of the last.
+    RefusedAgain { attempts: usize, undo: Undo },
     /// The reload failed (`cause`); `restored` says what became of the
     /// config this run wrote.
     ReloadFailed { restored: String, cause: String },
@@ -133,6 +136,7 @@ impl Failure {
             | Failure::NodeRefused { .. }
             | Failure::RefusedAtRuntime { .. } => Code::Rejected,
             Failure::ReloadFailed { .. } => Code::ReloadFailed,
+            Failure::RefusedAgain { .. } => Code::Error,
             Failure::TooFewNodes { .. }
             | Failure::Emptier { .. }
             | Failure::Alone { .. }
@@ -152,6 +156,11 @@ impl fmt::Display for Failure {
                  or remove its file to try again)\n{reason}"
             ),
             Failure::RefusedAtRuntime { .. } => self.refused_at_runtime(f),
+            Failure::RefusedAgain { attempts, undo } => write!(
+                f,
+                "HAProxy refused {attempts} runtime changes in a row, each one part tried again; \
+                 {undo}"
+            ),
             Failure::ReloadFailed { restored, cause } => {
                 write!(f, "reload failed; {restored}: {cause}")
             }

@@ -264,6 +264,7 @@ impl Hitless<'_> {
         pending: &Pending,
         log: &mut Log,
     ) -> Result<Step<(Option<Part>, Option<Executed>)>> {
+        let mut undo = Undo::Nothing;
         for _ in 0..MAX_ATTEMPTS {
             let Decided { part, ops } = match self.decide(input)? {
                 Step::On(decided) => decided,
@@ -281,16 +282,19 @@ impl Hitless<'_> {
                     }
                     return Ok(Step::On((part, executed)));
                 }
-                Err(e) => match self.refused(e, input)? {
-                    Step::Reload(why) => return Ok(Step::Reload(why)),
-                    Step::On(()) => {}
-                },
+                Err(e) => {
+                    undo = refusal(&e).map_or(undo, |(_, _, u)| u.clone());
+                    if let Step::Reload(why) = self.refused(e, input)? {
+                        return Ok(Step::Reload(why));
+                    }
+                }
             }
         }
-        Err(anyhow::anyhow!(
-            "HAProxy refused {MAX_ATTEMPTS} runtime changes in a row, each one part tried \
-             again; what this run changed at runtime was undone"
-        ))
+        Err(Failure::RefusedAgain {
+            attempts: MAX_ATTEMPTS,
+            undo,
+        }
+        .into())
     }
 
     /// The runtime operations for the render, or why it takes a reload.
@@ -520,7 +524,7 @@ fn drains_already(pending: &Pending, live: &[Live], target: &Target) -> bool {
     pending.removing(target)
         && live
             .iter()
-            .any(|l| l.target() == *target && l.admin() == Admin::Drain)
+            .any(|l| l.is(target) && l.admin() == Admin::Drain)
 }
 
 /// How new servers with checks are added: HAProxy's version says (asked
