@@ -161,7 +161,7 @@ fn reload(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
         pipeline::reload::prepare_state(api, &String::from_utf8_lossy(&current), log)?;
     }
     if let Some(settings) = cfg.pipeline.apply.reload() {
-        pipeline::reload::reload_or_restore(settings, None, log)?;
+        crate::metrics::counted(|c| pipeline::reload::reload_or_restore(settings, None, log, c))?;
     }
     Ok(Outcome::Done)
 }
@@ -189,7 +189,8 @@ fn init(cfg: &Config, store: &Store, log: &mut Log) -> Result<Outcome> {
     // snippet), there is nothing to reload: the first config is written.
     let settings = pipeline::for_init(&cfg.pipeline, &output, log);
     let lock = store.lock::<Exclusive>()?;
-    let applied = pipeline::update(&settings, store, &lock, &output, log)?;
+    let applied =
+        crate::metrics::counted(|c| pipeline::update(&settings, store, &lock, &output, log, c))?;
     if let Some(text) = output.read()? {
         pipeline::reload::first_state(&String::from_utf8_lossy(&text), log);
     }
@@ -219,9 +220,12 @@ fn settle(cfg: &Config, store: &Store, log: &mut Log, worker: bool) -> Result<Ou
         let _ = rustix::process::setsid();
     }
     let output = OutputFile::new(&cfg.output, cfg.write_mode)?;
-    pipeline::worker::work(api, store, &output, cfg.pipeline.waits, log)?;
+    let waits = cfg.pipeline.waits;
+    crate::metrics::counted(|c| pipeline::worker::work(api, store, &output, waits, log, c))?;
     if worker {
-        pipeline::worker::watch(&cfg.pipeline, store, &output, log)?;
+        crate::metrics::counted(|c| {
+            pipeline::worker::watch(&cfg.pipeline, store, &output, log, c)
+        })?;
     }
     Ok(Outcome::Done)
 }
@@ -614,7 +618,8 @@ fn update_under(
     log: &mut Log,
     own: Option<&str>,
 ) -> Result<Outcome> {
-    let applied = pipeline::update(&cfg.pipeline, store, &lock, output, log)?;
+    let applied =
+        crate::metrics::counted(|c| pipeline::update(&cfg.pipeline, store, &lock, output, log, c))?;
     drop(lock);
     pipeline::after(&cfg.pipeline, &applied, log);
     report(&applied, own, log)

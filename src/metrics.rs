@@ -1,9 +1,9 @@
 //! Numbers for monitoring (`--metrics-file`): after each run that may change
 //! something, a Prometheus text file for node_exporter's textfile collector.
 //!
-//! The pipeline counts where it acts, into a process-wide tally (atomics):
-//! threading a counter through every stage would widen a dozen signatures
-//! for a side channel. Counters survive runs: a run reads the previous file
+//! The pipeline counts what it does into a `Counts` it is handed; the
+//! command adds that to the run's tally (`counted`), which is written once
+//! the run's exit code is known. Counters survive runs: a run reads the previous file
 //! back (bounded; bad lines are ignored with one warning), adds its own
 //! counts and replaces the file atomically, all under an flock on
 //! `PATH.lock`, so concurrent runs lose no count. Writing metrics never
@@ -18,8 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use crate::haproxy::execute::{Finished, Op};
-use crate::pipeline::pending::{Pending, Why};
+use crate::pipeline::Counts;
 
 /// Largest previous file read back (hacfg's own are about 4 KiB).
 const FILE_CAP: u64 = 1024 * 1024;
@@ -77,59 +76,46 @@ static OPS: [AtomicU64; KINDS.len()] = [const { AtomicU64::new(0) }; KINDS.len()
 static RELOADS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static GAUGE: [AtomicU64; GAUGES] = [const { AtomicU64::new(UNKNOWN) }; GAUGES];
 
-fn count(kind: Kind, n: usize) {
-    OPS[kind as usize].fetch_add(n as u64, Ordering::Relaxed);
-}
-
 fn set(gauge: Gauge, value: usize) {
     GAUGE[gauge as usize].store(value as u64, Ordering::Relaxed);
 }
 
-/// Runtime operations HAProxy took.
-pub fn ran(ops: &[Op]) {
-    for op in ops {
-        let kind = match op {
-            Op::Add(_) => Kind::Add,
-            Op::Delete(_) => Kind::Drain,
-            Op::SetAddr { .. } => Kind::SetAddr,
-            Op::SetWeight { .. } => Kind::SetWeight,
-        };
-        count(kind, 1);
+/// Runs `f` with a tally of its own, and adds to this run's what it
+/// counted, whether it succeeded or not: how a command records what the
+/// pipeline did.
+pub fn counted<T>(f: impl FnOnce(&mut Counts) -> T) -> T {
+    let mut counts = Counts::default();
+    let result = f(&mut counts);
+    count(&counts);
+    result
+}
+
+/// Adds what the pipeline counted to this run's tally.
+pub fn count(c: &Counts) {
+    for (kind, n) in [
+        (Kind::Add, c.added),
+        (Kind::Drain, c.drained),
+        (Kind::Delete, c.deleted),
+        (Kind::SetAddr, c.set_addr),
+        (Kind::SetWeight, c.set_weight),
+        (Kind::Ready, c.ready),
+        (Kind::Undrain, c.undrained),
+    ] {
+        OPS[kind as usize].fetch_add(n, Ordering::Relaxed);
     }
-}
-
-/// What a settle pass finished.
-pub fn finished(done: &Finished) {
-    count(Kind::Ready, done.ready.len());
-    count(Kind::Delete, done.deleted.len());
-}
-
-/// Removed servers put back into service.
-pub fn undrained(n: usize) {
-    count(Kind::Undrain, n);
-}
-
-/// A reload, and whether it succeeded.
-pub fn reloaded(ok: bool) {
-    RELOADS[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
-}
-
-/// The nodes a render used, and those held back.
-pub fn nodes(live: usize, held: usize) {
-    set(Gauge::Nodes, live);
-    set(Gauge::Held, held);
-}
-
-/// The servers HAProxy reported (`show servers state`), as last read.
-pub fn servers_live(n: usize) {
-    set(Gauge::ServersLive, n);
-}
-
-/// hacfg's own drains not finished yet, as a settle pass left them.
-pub fn pending(pending: &Pending) {
-    let of = |why| pending.entries.iter().filter(|e| e.why == why).count();
-    set(Gauge::PendingFirstCheck, of(Why::FirstCheck));
-    set(Gauge::PendingRemoval, of(Why::Removal));
+    RELOADS[0].fetch_add(c.reloads, Ordering::Relaxed);
+    RELOADS[1].fetch_add(c.failed_reloads, Ordering::Relaxed);
+    if let Some((nodes, held)) = c.nodes {
+        set(Gauge::Nodes, nodes);
+        set(Gauge::Held, held);
+    }
+    if let Some(live) = c.servers_live {
+        set(Gauge::ServersLive, live);
+    }
+    if let Some((first_check, removal)) = c.pending {
+        set(Gauge::PendingFirstCheck, first_check);
+        set(Gauge::PendingRemoval, removal);
+    }
 }
 
 /// Everything the file carries from run to run.

@@ -19,7 +19,7 @@ use super::pending::Pending;
 use super::plan::{self, Plan};
 use super::quarantine::RETRY_AFTER;
 use super::settle::{self, Left, Waits};
-use super::{Apply, Settings};
+use super::{Apply, Counts, Settings};
 use crate::exit::Failure;
 use crate::haproxy::config::{self, Server};
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
@@ -86,14 +86,17 @@ pub fn join(live: JoinHandle<Result<Vec<Live>>>) -> Result<Vec<Live>> {
 /// A run off the hitless path (a reload, `--force`, nothing to change)
 /// still finishes what hacfg left pending, against `rendered`. Problems
 /// are warnings: the worker tries again.
-pub fn finish_pending(s: &Settings, store: &Store, rendered: &str, log: &mut Log) -> Left {
-    match s.apply.runtime() {
-        Some(api) => finish_with(api, store.dir(), rendered, s.waits, log),
-        None => Left::Nothing,
-    }
-}
-
-fn finish_with(api: &dyn Runtime, dir: &Path, rendered: &str, waits: Waits, log: &mut Log) -> Left {
+pub fn finish_pending(
+    s: &Settings,
+    store: &Store,
+    rendered: &str,
+    log: &mut Log,
+    counts: &mut Counts,
+) -> Left {
+    let Some(api) = s.apply.runtime() else {
+        return Left::Nothing;
+    };
+    let dir = store.dir();
     let pending = match Pending::load(dir) {
         Ok(p) if p.is_empty() => return Left::Nothing,
         Ok(p) => p,
@@ -105,10 +108,13 @@ fn finish_with(api: &dyn Runtime, dir: &Path, rendered: &str, waits: Waits, log:
     let desired = config::servers(rendered);
     let passed = api
         .live()
-        .inspect(|live| crate::metrics::servers_live(live.len()))
-        .and_then(|live| settle::pass(api, dir, &desired, &live, None, waits, log));
+        .inspect(|live| counts.servers_live = Some(live.len()))
+        .and_then(|live| settle::pass(api, dir, &desired, &live, None, s.waits, log));
     match passed {
-        Ok(left) => Left::Passed(left),
+        Ok(passed) => {
+            counts.add(&passed.counts);
+            Left::Passed(passed.pending)
+        }
         Err(e) => {
             log.warn(&format!("settle: {e:#}; the worker tries again"));
             Left::Failed {
@@ -156,8 +162,9 @@ impl Hitless<'_> {
         rendered: &str,
         unchanged: bool,
         log: &mut Log,
+        counts: &mut Counts,
     ) -> Result<Ended> {
-        let why = match self.route(live, rendered, unchanged, log)? {
+        let why = match self.route(live, (rendered, unchanged), log, counts)? {
             Step::On(ended) => return Ok(ended),
             Step::Reload(why) => why,
         };
@@ -184,9 +191,9 @@ impl Hitless<'_> {
     fn route(
         &self,
         live: Result<Vec<Live>>,
-        rendered: &str,
-        unchanged: bool,
+        (rendered, unchanged): (&str, bool),
         log: &mut Log,
+        counts: &mut Counts,
     ) -> Result<Step<Ended>> {
         let mut live = match live {
             Ok(live) => live,
@@ -213,12 +220,12 @@ impl Hitless<'_> {
         if config::newest_keyword(rendered).is_some() {
             input.dialect(self.api, log);
         }
-        let (part, executed) = match self.run(&input, &pending, log)? {
+        let (part, executed) = match self.run(&input, &pending, log, counts)? {
             Step::On(ran) => ran,
             Step::Reload(why) => return Ok(Step::Reload(why)),
         };
         let desired = config::servers(part.as_ref().map_or(rendered, |p| &p.config));
-        let left = self.settle(&mut live, &desired, executed.as_ref(), log);
+        let left = self.settle(&mut live, (&desired, executed.as_ref()), log, counts);
         Ok(Step::On(match part {
             None => Ended::All(left),
             Some(part) => Ended::Part(part, left),
@@ -230,9 +237,9 @@ impl Hitless<'_> {
     fn settle(
         &self,
         live: &mut Vec<Live>,
-        desired: &[Server],
-        executed: Option<&Executed>,
+        (desired, executed): (&[Server], Option<&Executed>),
         log: &mut Log,
+        counts: &mut Counts,
     ) -> Left {
         if let Some(done) = executed {
             log_done(done, log);
@@ -244,11 +251,14 @@ impl Hitless<'_> {
         let leaving = live.iter().filter(|l| {
             l.admin_state & FORCED_DRAIN != 0 && !desired.iter().any(|s| s.is(&l.target()))
         });
-        crate::metrics::servers_live(desired.len() + leaving.count());
+        counts.servers_live = Some(desired.len() + leaving.count());
         // HAProxy has been told: whatever the pass meets, the file must
         // follow, and the worker (or the next run) makes the pass again.
         match settle::pass(self.api, self.dir, desired, live, executed, self.waits, log) {
-            Ok(passed) => Left::Passed(passed),
+            Ok(passed) => {
+                counts.add(&passed.counts);
+                Left::Passed(passed.pending)
+            }
             Err(e) => {
                 log.warn(&format!("settle: {e:#}; the worker tries again"));
                 Left::Failed { waiting: true }
@@ -263,6 +273,7 @@ impl Hitless<'_> {
         input: &Input,
         pending: &Pending,
         log: &mut Log,
+        counts: &mut Counts,
     ) -> Result<Step<(Option<Part>, Option<Executed>)>> {
         let mut undo = Undo::Nothing;
         for _ in 0..MAX_ATTEMPTS {
@@ -275,7 +286,7 @@ impl Hitless<'_> {
                 .into_iter()
                 .filter(|op| !matches!(op, Op::Delete(t) if drains_already(pending, input.live, t)))
                 .collect();
-            match self.execute(input, &ops, log) {
+            match self.execute(input, &ops, log, counts) {
                 Ok(executed) => {
                     if let Some(part) = &part {
                         Record::load(self.dir).save(self.dir, &part.waiting)?;
@@ -402,7 +413,13 @@ impl Hitless<'_> {
 
     /// Runs `ops` without waiting, their drains recorded first; `None`
     /// when there is nothing to run.
-    fn execute(&self, input: &Input, ops: &[Op], log: &mut Log) -> Result<Option<Executed>> {
+    fn execute(
+        &self,
+        input: &Input,
+        ops: &[Op],
+        log: &mut Log,
+        counts: &mut Counts,
+    ) -> Result<Option<Executed>> {
         if ops.is_empty() {
             log.debug("runtime API: HAProxy already runs the desired servers");
             return Ok(None);
@@ -416,7 +433,7 @@ impl Hitless<'_> {
         let safe = safe_add(self.api, input, ops, log);
         settle::intend(self.dir, ops, input.live, safe, self.waits)?;
         let executed = execute::execute(self.api, ops, input.live, safe)?;
-        crate::metrics::ran(ops);
+        counts.ran(ops);
         Ok(Some(executed))
     }
 }
@@ -598,7 +615,8 @@ mod tests {
                 },
             };
             let unchanged = rendered == BASE;
-            hitless.apply(fake.live(), rendered, unchanged, &mut self.log)
+            let mut counts = Counts::default();
+            hitless.apply(fake.live(), rendered, unchanged, &mut self.log, &mut counts)
         }
 
         fn logged(&self) -> String {

@@ -29,6 +29,7 @@ use anyhow::Result;
 
 use crate::exit::Failure;
 use crate::haproxy::RuntimeApi;
+use crate::haproxy::execute::Op;
 use crate::haproxy::reload::Reload;
 use crate::log::Log;
 use crate::output::{Current, OutputFile};
@@ -153,6 +154,68 @@ pub struct Settings {
     pub worker: worker::Worker,
 }
 
+/// What a run did that `--metrics-file` counts. The pipeline adds to it
+/// as it acts, even on a run that fails later; the command hands it to
+/// `metrics` (see `metrics::counted`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Runtime operations HAProxy took: `add server`, removals begun
+    /// (drains), new addresses, new weights.
+    pub added: u64,
+    pub drained: u64,
+    pub set_addr: u64,
+    pub set_weight: u64,
+    /// Finished by settle passes: new servers set ready after their first
+    /// check, removed ones deleted once idle, drains undone.
+    pub ready: u64,
+    pub deleted: u64,
+    pub undrained: u64,
+    /// Reloads that succeeded, and those that failed.
+    pub reloads: u64,
+    pub failed_reloads: u64,
+    /// The nodes a render used, and those held back.
+    pub nodes: Option<(usize, usize)>,
+    /// The servers HAProxy runs, as last read.
+    pub servers_live: Option<usize>,
+    /// hacfg's drains not finished (first checks, removals), as the last
+    /// settle pass left them.
+    pub pending: Option<(usize, usize)>,
+}
+
+impl Counts {
+    /// Runtime operations HAProxy took.
+    fn ran(&mut self, ops: &[Op]) {
+        for op in ops {
+            *match op {
+                Op::Add(_) => &mut self.added,
+                Op::Delete(_) => &mut self.drained,
+                Op::SetAddr { .. } => &mut self.set_addr,
+                Op::SetWeight { .. } => &mut self.set_weight,
+            } += 1;
+        }
+    }
+
+    /// Adds `other`'s counters; its gauges, where known, replace these.
+    pub fn add(&mut self, other: &Counts) {
+        for (total, more) in [
+            (&mut self.added, other.added),
+            (&mut self.drained, other.drained),
+            (&mut self.set_addr, other.set_addr),
+            (&mut self.set_weight, other.set_weight),
+            (&mut self.ready, other.ready),
+            (&mut self.deleted, other.deleted),
+            (&mut self.undrained, other.undrained),
+            (&mut self.reloads, other.reloads),
+            (&mut self.failed_reloads, other.failed_reloads),
+        ] {
+            *total = total.saturating_add(more);
+        }
+        self.nodes = other.nodes.or(self.nodes);
+        self.servers_live = other.servers_live.or(self.servers_live);
+        self.pending = other.pending.or(self.pending);
+    }
+}
+
 /// What a render did about nodes HAProxy refuses, and what it left to wait.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -178,13 +241,14 @@ pub fn update(
     lock: &Lock<Exclusive>,
     output: &OutputFile,
     log: &mut Log,
+    counts: &mut Counts,
 ) -> Result<Applied> {
     // HAProxy's live servers are read while the folder is read and rendered.
     let mut prefetched = hitless::prefetch(s);
     output.remove_leftovers(lock);
     let mut q = Quarantine::load(store, lock, retry(s))?;
     log.debug(&loaded_text(&q, store));
-    crate::metrics::nodes(q.nodes().len(), q.held());
+    counts.nodes = Some((q.nodes().len(), q.held()));
     loop {
         let rendered = render_guarded(s, &q, output)?;
         let unchanged = output.compare(rendered.as_bytes())? == Current::Same && !s.force;
@@ -193,7 +257,8 @@ pub fn update(
             && let Some(live) = prefetched.take()
             && let Some(runtime) = Hitless::of(s, store.dir(), output)
         {
-            let ended = runtime.apply(hitless::join(live), &rendered, unchanged, log)?;
+            let live = hitless::join(live);
+            let ended = runtime.apply(live, &rendered, unchanged, log, counts)?;
             if !matches!(ended, Ended::Reload) {
                 q.save()?;
                 let written = Written {
@@ -206,16 +271,15 @@ pub fn update(
             }
         }
         if unchanged {
-            return keep_unchanged(s, store, &mut q, output, &rendered, log);
+            return keep_unchanged(s, (store, output), &mut q, &rendered, log, counts);
         }
         if let Checked::Accepted(staged) = check::candidate(s, output, &rendered, &mut q, log)? {
             q.save()?;
             partial::forget(store.dir())?;
-            reload::write_and_reload(s, output, staged, &rendered, q.nodes().len(), log)?;
-            return Ok(applied(
-                &q,
-                hitless::finish_pending(s, store, &rendered, log),
-            ));
+            let written = (rendered.as_str(), q.nodes().len());
+            reload::write_and_reload(s, output, staged, written, log, counts)?;
+            let left = hitless::finish_pending(s, store, &rendered, log, counts);
+            return Ok(applied(&q, left));
         }
     }
 }
@@ -224,11 +288,11 @@ pub fn update(
 /// left pending is still finished.
 fn keep_unchanged(
     s: &Settings,
-    store: &Store,
+    (store, output): (&Store, &OutputFile),
     q: &mut Quarantine,
-    output: &OutputFile,
     rendered: &str,
     log: &mut Log,
+    counts: &mut Counts,
 ) -> Result<Applied> {
     q.save()?;
     partial::forget(store.dir())?;
@@ -237,7 +301,7 @@ fn keep_unchanged(
         "`{shown}` unchanged ({})",
         nodes_text(q.nodes().len())
     ));
-    let left = hitless::finish_pending(s, store, rendered, log);
+    let left = hitless::finish_pending(s, store, rendered, log, counts);
     Ok(applied(q, left))
 }
 
@@ -476,6 +540,31 @@ mod tests {
         };
         assert_eq!(fallback(ApplyMode::Auto), Some(Fallback::Reload));
         assert_eq!(fallback(ApplyMode::Runtime), Some(Fallback::Wait));
+    }
+
+    #[test]
+    fn counts_add_up_and_the_last_gauge_wins() {
+        let target = || crate::haproxy::Target::new("nodes", "a");
+        let mut run = Counts::default();
+        run.ran(&[
+            Op::Delete(target()),
+            Op::Delete(target()),
+            Op::SetWeight {
+                target: target(),
+                weight: 2,
+            },
+        ]);
+        assert_eq!((run.drained, run.set_weight, run.added), (2, 1, 0));
+        run.nodes = Some((3, 1));
+        let pass = Counts {
+            ready: 1,
+            pending: Some((0, 2)),
+            ..Counts::default()
+        };
+        run.add(&pass);
+        run.add(&pass);
+        assert_eq!((run.ready, run.drained), (2, 2));
+        assert_eq!((run.nodes, run.pending), (Some((3, 1)), Some((0, 2))));
     }
 
     #[test]

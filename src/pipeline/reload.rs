@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{Settings, nodes_text};
+use super::{Counts, Settings, nodes_text};
 use crate::atomic::{self, Staged};
 use crate::exit::Failure;
 use crate::haproxy::reload::{self, Reload, Strategy};
@@ -19,9 +19,9 @@ pub fn write_and_reload(
     s: &Settings,
     output: &OutputFile,
     staged: Option<Staged>,
-    rendered: &str,
-    count: usize,
+    (rendered, count): (&str, usize),
     log: &mut Log,
+    counts: &mut Counts,
 ) -> Result<()> {
     let reload = s.apply.reload();
     if reload.is_some() {
@@ -34,7 +34,7 @@ pub fn write_and_reload(
         nodes_text(count)
     ));
     if let Some(settings) = reload {
-        reload_or_restore(settings, Some(replaced), log)?;
+        reload_or_restore(settings, Some(replaced), log, counts)?;
     }
     Ok(())
 }
@@ -133,15 +133,18 @@ pub fn reload_or_restore(
     settings: &Reload,
     replaced: Option<Replaced>,
     log: &mut Log,
+    counts: &mut Counts,
 ) -> Result<()> {
-    let reloaded = reload::reload(settings);
-    crate::metrics::reloaded(reloaded.is_ok());
-    let err = match reloaded {
+    let err = match reload::reload(settings) {
         Ok(message) => {
+            counts.reloads += 1;
             log.info(&message);
             return Ok(());
         }
-        Err(err) => err,
+        Err(err) => {
+            counts.failed_reloads += 1;
+            err
+        }
     };
     let restored = match replaced {
         Some(replaced) => replaced.restore()?,

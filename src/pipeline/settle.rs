@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::Counts;
 use super::pending::{Entry, Pending, Why};
 use crate::haproxy::config::Server;
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
@@ -79,9 +80,16 @@ pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits
     pending.save(dir, &before)
 }
 
+/// What a pass finished, and the record as it left it.
+#[derive(Debug, Default)]
+pub struct Passed {
+    pub pending: Pending,
+    pub counts: Counts,
+}
+
 /// One pass under the exclusive lock: records what `executed` drained,
 /// drops entries that no longer match the files, HAProxy or the operator,
-/// and finishes what is due. Returns the record as it now is.
+/// and finishes what is due.
 pub fn pass(
     api: &dyn Runtime,
     dir: &Path,
@@ -90,9 +98,10 @@ pub fn pass(
     executed: Option<&Executed>,
     waits: Waits,
     log: &mut Log,
-) -> Result<Pending> {
+) -> Result<Passed> {
     let before = Pending::load(dir)?;
     let mut pending = before.clone();
+    let mut counts = Counts::default();
     if let Some(executed) = executed {
         for t in &executed.checking {
             pending.insert(t.clone(), Why::FirstCheck, waits.first_check);
@@ -102,12 +111,14 @@ pub fn pass(
         }
     }
     if !pending.is_empty() {
-        reconcile(api, &mut pending, desired, live, log)?;
-        finish_due(api, &mut pending, log)?;
+        counts.undrained = reconcile(api, &mut pending, desired, live, log)?;
+        let (ready, deleted) = finish_due(api, &mut pending, log)?;
+        (counts.ready, counts.deleted) = (ready, deleted);
     }
     pending.save(dir, &before)?;
-    crate::metrics::pending(&pending);
-    Ok(pending)
+    let of = |why| pending.entries.iter().filter(|e| e.why == why).count();
+    counts.pending = Some((of(Why::FirstCheck), of(Why::Removal)));
+    Ok(Passed { pending, counts })
 }
 
 /// What a pass decides for one entry, against HAProxy and the files.
@@ -158,7 +169,7 @@ fn reconcile(
     desired: &[Server],
     live: &[Live],
     log: &mut Log,
-) -> Result<()> {
+) -> Result<u64> {
     let mut again = Vec::new();
     for entry in std::mem::take(&mut pending.entries) {
         let t = entry.target.clone();
@@ -189,31 +200,29 @@ fn reconcile(
     undo_drains(api, &again, log)
 }
 
-/// Puts back into service removed servers that are wanted again.
-fn undo_drains(api: &dyn Runtime, again: &[Target], log: &mut Log) -> Result<()> {
+/// Puts back into service removed servers that are wanted again; how many.
+fn undo_drains(api: &dyn Runtime, again: &[Target], log: &mut Log) -> Result<u64> {
     if again.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     execute::set_ready(api, again)?;
-    crate::metrics::undrained(again.len());
     for t in again {
         log.info(&format!(
             "settle: `{t}` is in the nodes folder again: hacfg's drain is undone, it serves"
         ));
     }
-    Ok(())
+    Ok(again.len() as u64)
 }
 
 /// Sets ready the new servers whose first check has run (and that are
 /// still wanted: a removal turns the entry into a `Removal`), deletes the
-/// idle removed ones.
-fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result<()> {
+/// idle removed ones; how many of each.
+fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result<(u64, u64)> {
     let done = execute::finish(
         api,
         &pending.targets(Why::FirstCheck),
         &pending.targets(Why::Removal),
     )?;
-    crate::metrics::finished(&done);
     for (t, stat) in &done.ready {
         pending.remove(t);
         let check = &stat.check;
@@ -239,7 +248,7 @@ fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result
              request), and later runs try again"
         ));
     }
-    Ok(())
+    Ok((done.ready.len() as u64, done.deleted.len() as u64))
 }
 
 /// What an overdue entry means, for the log and `status`.
@@ -352,7 +361,8 @@ mod tests {
             let live = fake.live().unwrap();
             pass(fake, dir.path(), &desired, &live, executed, waits, log).unwrap()
         };
-        let left = pass(&fake, Some(&executed), &mut log);
+        let Passed { pending: left, counts } = pass(&fake, Some(&executed), &mut log);
+        assert_eq!((counts.ready, counts.pending), (0, Some((1, 0))));
         assert_eq!(
             left.targets(Why::FirstCheck),
             [(Target::new("nodes", "a"), Some(11))]
@@ -362,8 +372,9 @@ mod tests {
         assert_eq!(fake.get("nodes/b").unwrap().live.admin(), Admin::Drain);
         // Its check has run: the next pass (a worker's) sets it ready.
         fake.set("nodes/a", |s| s.check = "L7OK".into());
-        let left = pass(&fake, None, &mut log);
+        let Passed { pending: left, counts } = pass(&fake, None, &mut log);
         assert!(left.is_empty());
+        assert_eq!((counts.ready, counts.pending), (1, Some((0, 0))));
         assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Ready);
         assert!(
             Pending::load(dir.path()).unwrap().is_empty(),

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::Settings;
 use super::pending::{self, Entry, Pending, Why};
-use super::settle::{self, Waits};
+use super::settle::{self, Passed, Waits};
 use super::verify::{self, Stays};
+use super::{Counts, Settings};
 use crate::haproxy::stat::Stat;
 use crate::haproxy::{Runtime, Target, config};
 use crate::log::Log;
@@ -51,6 +51,7 @@ pub fn work(
     output: &OutputFile,
     waits: Waits,
     log: &mut Log,
+    counts: &mut Counts,
 ) -> Result<()> {
     let Some(worker_lock) = WorkerLock::try_take(store.dir())? else {
         log.debug("settle: another worker is at work");
@@ -68,21 +69,17 @@ pub fn work(
                 Pending::load(store.dir()).unwrap_or_default()
             } else {
                 match pass_from_file(api, store, output, waits, log) {
-                    Ok(left) => {
+                    Ok((passed, live)) => {
                         failing = None;
-                        left
-                    }
-                    Err(e) if failing.is_some_and(|since| since.elapsed() > UNANSWERED) => {
-                        log.warn(&format!(
-                            "settle: {e:#}; giving up for now: the next hacfg run finishes \
-                             the pending work"
-                        ));
-                        drop(worker_lock);
-                        return Ok(());
+                        counts.add(&passed.counts);
+                        counts.servers_live = Some(live);
+                        passed.pending
                     }
                     Err(e) => {
-                        log.debug(&format!("settle: {e:#}; trying again"));
-                        failing.get_or_insert_with(Instant::now);
+                        if give_up(&e, &mut failing, log) {
+                            drop(worker_lock);
+                            return Ok(());
+                        }
                         Pending::load(store.dir()).unwrap_or(pending)
                     }
                 }
@@ -96,11 +93,31 @@ pub fn work(
     }
 }
 
+/// After a failed pass: whether to give up, HAProxy having failed to
+/// answer for [`UNANSWERED`]; else the failure is timed from its first.
+fn give_up(e: &anyhow::Error, failing: &mut Option<Instant>, log: &mut Log) -> bool {
+    if failing.is_some_and(|since| since.elapsed() > UNANSWERED) {
+        log.warn(&format!(
+            "settle: {e:#}; giving up for now: the next hacfg run finishes the pending work"
+        ));
+        return true;
+    }
+    log.debug(&format!("settle: {e:#}; trying again"));
+    failing.get_or_insert_with(Instant::now);
+    false
+}
+
 /// The worker's second job (`--on-failed verify`): it watches the failed
 /// members that stay until HAProxy's checks see them DOWN (then they go:
 /// node file removed, the change applied) or `--check-timeout` has passed
 /// since they stayed (later events and `sync` review them then).
-pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<()> {
+pub fn watch(
+    s: &Settings,
+    store: &Store,
+    output: &OutputFile,
+    log: &mut Log,
+    counts: &mut Counts,
+) -> Result<()> {
     let Some(watch_lock) = WorkerLock::try_take_named(store.dir(), WATCH_FILE)? else {
         return Ok(());
     };
@@ -123,7 +140,7 @@ pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) ->
             Ok(down) => {
                 failing = None;
                 if down {
-                    remove_down(s, store, output, log)?;
+                    remove_down(s, (store, output), log, counts)?;
                 }
             }
             Err(e) if failing.is_some_and(|since| since.elapsed() > UNANSWERED) => {
@@ -155,7 +172,12 @@ fn watching(s: &Settings, stays: &Stays) -> bool {
 /// Removes the failed members that stayed and HAProxy now sees DOWN, and
 /// applies the change, as their own event would have. A node file that
 /// cannot be removed keeps its stay, for a later review.
-fn remove_down(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<()> {
+fn remove_down(
+    s: &Settings,
+    (store, output): (&Store, &OutputFile),
+    log: &mut Log,
+    counts: &mut Counts,
+) -> Result<()> {
     let lock = store.lock::<Exclusive>()?;
     let mut reviewed = verify::review(s, store, &lock, output, (&[], &[]), log);
     let removed = store.remove_all(&lock, &reviewed.remove)?;
@@ -172,7 +194,7 @@ fn remove_down(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) 
     reviewed.record(store.dir())?;
     // The change is the folder's now: a render that fails is said, and the
     // next run applies it.
-    match super::update(s, store, &lock, output, log) {
+    match super::update(s, store, &lock, output, log, counts) {
         Ok(applied) => {
             drop(lock);
             super::after(s, &applied, log);
@@ -193,19 +215,20 @@ fn exit(worker_lock: WorkerLock, lock: Lock<Exclusive>, left: &Pending, log: &mu
     drop(lock);
 }
 
-/// A pass against the config file hacfg last wrote and the live servers.
+/// A pass against the config file hacfg last wrote and the live servers;
+/// how many servers HAProxy ran.
 fn pass_from_file(
     api: &dyn Runtime,
     store: &Store,
     output: &OutputFile,
     waits: Waits,
     log: &mut Log,
-) -> Result<Pending> {
+) -> Result<(Passed, usize)> {
     let text = output.read()?.unwrap_or_default();
     let desired = config::servers(&String::from_utf8_lossy(&text));
     let live = api.live()?;
-    crate::metrics::servers_live(live.len());
-    settle::pass(api, store.dir(), &desired, &live, None, waits, log)
+    let passed = settle::pass(api, store.dir(), &desired, &live, None, waits, log)?;
+    Ok((passed, live.len()))
 }
 
 /// Whether any waiting entry is due now: its check has run, it is idle,
