@@ -16,8 +16,16 @@ use crate::serf;
 use crate::stdout::print_stdout;
 use crate::store::Store;
 
+/// Runs the command, then records in the metrics what the pipeline did
+/// (a run that failed part-way did some of it too).
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let b = &mut balancer(cfg);
+    let ended = dispatch(b, cfg);
+    crate::metrics::count(b.counts());
+    ended
+}
+
+fn dispatch(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
     match &cfg.command {
         Command::Init => b.init(),
         Command::Completions(shell) => print_bytes(&crate::cli::completions(*shell)),

@@ -1,9 +1,9 @@
 //! Numbers for monitoring (`--metrics-file`): after each run that may change
 //! something, a Prometheus text file for node_exporter's textfile collector.
 //!
-//! The pipeline counts where it acts, into a process-wide tally (atomics):
-//! threading a counter through every stage would widen a dozen signatures
-//! for a side channel. Counters survive runs: a run reads the previous file
+//! The pipeline counts what it does into a `Counts` it is handed; the
+//! command adds that to the run's tally (`counted`), which is written once
+//! the run's exit code is known. Counters survive runs: a run reads the previous file
 //! back (bounded; bad lines are ignored with one warning), adds its own
 //! counts and replaces the file atomically, all under an flock on
 //! `PATH.lock`, so concurrent runs lose no count. Writing metrics never
@@ -18,8 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use crate::haproxy::execute::{Finished, Op};
-use crate::pipeline::pending::{Pending, Why};
+use crate::pipeline::Counts;
 
 /// Largest previous file read back (hacfg's own are about 4 KiB).
 const FILE_CAP: u64 = 1024 * 1024;
@@ -77,59 +76,36 @@ static OPS: [AtomicU64; KINDS.len()] = [const { AtomicU64::new(0) }; KINDS.len()
 static RELOADS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static GAUGE: [AtomicU64; GAUGES] = [const { AtomicU64::new(UNKNOWN) }; GAUGES];
 
-fn count(kind: Kind, n: usize) {
-    OPS[kind as usize].fetch_add(n as u64, Ordering::Relaxed);
-}
-
 fn set(gauge: Gauge, value: usize) {
     GAUGE[gauge as usize].store(value as u64, Ordering::Relaxed);
 }
 
-/// Runtime operations HAProxy took.
-pub fn ran(ops: &[Op]) {
-    for op in ops {
-        let kind = match op {
-            Op::Add(_) => Kind::Add,
-            Op::Delete(_) => Kind::Drain,
-            Op::SetAddr { .. } => Kind::SetAddr,
-            Op::SetWeight { .. } => Kind::SetWeight,
-        };
-        count(kind, 1);
+/// Adds what the pipeline counted to this run's tally.
+pub fn count(c: &Counts) {
+    for (kind, n) in [
+        (Kind::Add, c.added),
+        (Kind::Drain, c.drained),
+        (Kind::Delete, c.deleted),
+        (Kind::SetAddr, c.set_addr),
+        (Kind::SetWeight, c.set_weight),
+        (Kind::Ready, c.ready),
+        (Kind::Undrain, c.undrained),
+    ] {
+        OPS[kind as usize].fetch_add(n, Ordering::Relaxed);
     }
-}
-
-/// What a settle pass finished.
-pub fn finished(done: &Finished) {
-    count(Kind::Ready, done.ready.len());
-    count(Kind::Delete, done.deleted.len());
-}
-
-/// Removed servers put back into service.
-pub fn undrained(n: usize) {
-    count(Kind::Undrain, n);
-}
-
-/// A reload, and whether it succeeded.
-pub fn reloaded(ok: bool) {
-    RELOADS[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
-}
-
-/// The nodes a render used, and those held back.
-pub fn nodes(live: usize, held: usize) {
-    set(Gauge::Nodes, live);
-    set(Gauge::Held, held);
-}
-
-/// The servers HAProxy reported (`show servers state`), as last read.
-pub fn servers_live(n: usize) {
-    set(Gauge::ServersLive, n);
-}
-
-/// hacfg's own drains not finished yet, as a settle pass left them.
-pub fn pending(pending: &Pending) {
-    let of = |why| pending.entries.iter().filter(|e| e.why == why).count();
-    set(Gauge::PendingFirstCheck, of(Why::FirstCheck));
-    set(Gauge::PendingRemoval, of(Why::Removal));
+    RELOADS[0].fetch_add(c.reloads, Ordering::Relaxed);
+    RELOADS[1].fetch_add(c.failed_reloads, Ordering::Relaxed);
+    if let Some((nodes, held)) = c.nodes {
+        set(Gauge::Nodes, nodes);
+        set(Gauge::Held, held);
+    }
+    if let Some(live) = c.servers_live {
+        set(Gauge::ServersLive, live);
+    }
+    if let Some((first_check, removal)) = c.pending {
+        set(Gauge::PendingFirstCheck, first_check);
+        set(Gauge::PendingRemoval, removal);
+    }
 }
 
 /// Everything the file carries from run to run.
@@ -264,41 +240,8 @@ fn head(out: &mut String, f: &Family) {
 /// left out.
 fn render(c: &Carried, last: &Last) -> String {
     let mut out = String::new();
-    let secs = last
-        .ended
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
-    let plain = [
-        (&LAST_TIME, format!("{secs:.3}")),
-        (
-            &LAST_DURATION,
-            format!("{:.6}", last.duration.as_secs_f64()),
-        ),
-        (&LAST_CODE, last.code.to_string()),
-    ];
-    for (family, value) in plain {
-        head(&mut out, family);
-        let _ = writeln!(out, "{} {value}", family.0);
-    }
-    let mut headed = "";
-    for ((family, why), value) in GAUGE_LINES.iter().zip(c.gauges) {
-        let Some(value) = value else { continue };
-        if headed != family.0 {
-            head(&mut out, family);
-            headed = family.0;
-        }
-        let _ = match why {
-            Some(why) => writeln!(out, "{}{{why=\"{why}\"}} {value}", family.0),
-            None => writeln!(out, "{} {value}", family.0),
-        };
-    }
-    let labelled = |out: &mut String, f: &Family, key: &str, rows: Vec<(String, u64)>| {
-        head(out, f);
-        for (label, value) in rows {
-            let _ = writeln!(out, "{}{{{key}=\"{label}\"}} {value}", f.0);
-        }
-    };
+    render_last(&mut out, last);
+    render_gauges(&mut out, c);
     let runs = c.runs.iter().map(|(k, v)| (k.clone(), *v)).collect();
     labelled(&mut out, &RUNS, "command", runs);
     let errors = c.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect();
@@ -313,6 +256,51 @@ fn render(c: &Carried, last: &Last) -> String {
     let kinds = KINDS.map(String::from).into_iter();
     labelled(&mut out, &OPS_FAMILY, "kind", kinds.zip(c.ops).collect());
     out
+}
+
+/// The last run's lines: when it ended, how long it took, its exit code.
+fn render_last(out: &mut String, last: &Last) {
+    let secs = last
+        .ended
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let plain = [
+        (&LAST_TIME, format!("{secs:.3}")),
+        (
+            &LAST_DURATION,
+            format!("{:.6}", last.duration.as_secs_f64()),
+        ),
+        (&LAST_CODE, last.code.to_string()),
+    ];
+    for (family, value) in plain {
+        head(out, family);
+        let _ = writeln!(out, "{} {value}", family.0);
+    }
+}
+
+/// The gauges some run learnt, each family headed once.
+fn render_gauges(out: &mut String, c: &Carried) {
+    let mut headed = "";
+    for ((family, why), value) in GAUGE_LINES.iter().zip(c.gauges) {
+        let Some(value) = value else { continue };
+        if headed != family.0 {
+            head(out, family);
+            headed = family.0;
+        }
+        let _ = match why {
+            Some(why) => writeln!(out, "{}{{why=\"{why}\"}} {value}", family.0),
+            None => writeln!(out, "{} {value}", family.0),
+        };
+    }
+}
+
+/// A counter family with one labelled line per row.
+fn labelled(out: &mut String, f: &Family, key: &str, rows: Vec<(String, u64)>) {
+    head(out, f);
+    for (label, value) in rows {
+        let _ = writeln!(out, "{}{{{key}=\"{label}\"}} {value}", f.0);
+    }
 }
 
 /// Reads back what the previous file carries. Lines that are not one of

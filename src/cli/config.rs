@@ -14,7 +14,7 @@ use crate::haproxy::{RuntimeApi, Socket};
 use crate::log::Verbosity;
 use crate::node::{self, Node};
 use crate::output::WriteMode;
-use crate::pipeline::{ApplyMode, Check, Settings, Waits, Worker};
+use crate::pipeline::{Apply, ApplyMode, Check, Settings, Waits, Worker};
 use crate::quote::quote;
 use crate::render::Renderer;
 use crate::serf::OnFailed;
@@ -169,10 +169,8 @@ fn settings_from(
         renderer,
         min_nodes: global.min_nodes,
         check,
-        reload,
+        apply: Apply::new(reload, runtime, apply_mode),
         force: apply.force,
-        apply: apply_mode,
-        runtime,
         waits: Waits {
             drain: apply.drain_timeout,
             first_check: apply.check_timeout,
@@ -606,7 +604,7 @@ mod tests {
         assert_eq!(format!("{w:?}"), format!("{p:?}"));
         assert_eq!(w.renderer.vars["back"], r"slash\\");
         assert_eq!(w.waits.first_check, Duration::from_millis(290));
-        assert!(w.reload.is_some());
+        assert!(w.apply.reload().is_some());
         let settings = |c: &Config| {
             let Config {
                 nodes_dir,
@@ -660,7 +658,7 @@ mod tests {
         ] {
             let cfg = Config::from_cli(cli(&[&bad[..], command].concat()));
             let cfg = cfg.unwrap_or_else(|e| panic!("{command:?}: {e:#}"));
-            assert!(cfg.pipeline.reload.is_none(), "{command:?}");
+            assert!(cfg.pipeline.apply.reload().is_none(), "{command:?}");
         }
         for command in [&["render"][..], &["add", "s1", "10.0.0.1"], &["reload"]] {
             let err = Config::from_cli(cli(&[&bad[..], command].concat())).unwrap_err();

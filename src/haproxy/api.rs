@@ -312,6 +312,25 @@ pub fn probe(option: &'static str, to: &Address, timeout: Duration) -> Result<()
     socket::probe(to, deadline).map_err(|why| Probed { option, why })
 }
 
+/// The real HAProxy, through its socket.
+impl super::Runtime for RuntimeApi {
+    fn path(&self) -> &Address {
+        RuntimeApi::path(self)
+    }
+    fn live(&self) -> Result<Vec<Live>> {
+        RuntimeApi::live(self)
+    }
+    fn version(&self) -> Result<(u32, u32)> {
+        RuntimeApi::version(self)
+    }
+    fn stats_of(&self, servers: &[(Target, Option<u32>)]) -> Result<BTreeMap<Target, Stat>> {
+        RuntimeApi::stats_of(self, servers)
+    }
+    fn batch(&self, commands: &[String]) -> Result<Vec<String>> {
+        RuntimeApi::batch(self, commands)
+    }
+}
+
 /// A command line in a message: hacfg's own, but a batch may be KiBs long.
 fn shown(line: &str) -> String {
     cut(line, SHOWN).map_or_else(|| line.to_string(), |head| format!("{head}…"))

@@ -126,7 +126,7 @@ pub enum Line<'a> {
 }
 
 /// Whether a section of this keyword holds servers that `add server` knows.
-fn has_servers(keyword: &str) -> bool {
+pub fn has_servers(keyword: &str) -> bool {
     matches!(keyword, "backend" | "listen")
 }
 

@@ -9,13 +9,12 @@
 
 use anyhow::Result;
 
-use super::Error;
-use super::api::RuntimeApi;
 use super::config::Server;
 use super::endpoint;
 use super::stat::Stat;
 use super::state::Live;
 use super::target::Target;
+use super::{Error, Named, Runtime, Undo};
 
 /// One change made through the runtime API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +93,7 @@ impl SafeAdd {
 /// Applies `ops` without waiting. When HAProxy refuses one, what this run
 /// already changed is undone and the error is [`Error::Refused`] with
 /// HAProxy's words.
-pub fn execute(api: &RuntimeApi, ops: &[Op], live: &[Live], safe: SafeAdd) -> Result<Executed> {
+pub fn execute(api: &dyn Runtime, ops: &[Op], live: &[Live], safe: SafeAdd) -> Result<Executed> {
     let mut run = Execution {
         api,
         live,
@@ -125,7 +124,7 @@ pub struct Finished {
 /// set ready, idle `draining` ones deleted; the others are left as they are.
 /// Each target comes with its server id, where known (see `stats_of`).
 pub fn finish(
-    api: &RuntimeApi,
+    api: &dyn Runtime,
     checking: &[(Target, Option<u32>)],
     draining: &[(Target, Option<u32>)],
 ) -> Result<Finished> {
@@ -163,7 +162,7 @@ pub fn finish(
 }
 
 /// `set server … state ready` for each target, in one batch.
-pub fn set_ready(api: &RuntimeApi, targets: &[Target]) -> Result<()> {
+pub fn set_ready(api: &dyn Runtime, targets: &[Target]) -> Result<()> {
     let commands: Vec<String> = targets
         .iter()
         .map(|t| format!("set server {t} state ready"))
@@ -172,7 +171,7 @@ pub fn set_ready(api: &RuntimeApi, targets: &[Target]) -> Result<()> {
 }
 
 /// Answers that must be empty: HAProxy's words for the first that is not.
-fn check_answers(api: &RuntimeApi, commands: &[String], answers: &[String]) -> Result<()> {
+fn check_answers(api: &dyn Runtime, commands: &[String], answers: &[String]) -> Result<()> {
     match commands.iter().zip(answers).find(|(_, a)| !a.is_empty()) {
         None => Ok(()),
         Some((command, answer)) => Err(Error::Refused(format!(
@@ -184,13 +183,13 @@ fn check_answers(api: &RuntimeApi, commands: &[String], answers: &[String]) -> R
 }
 
 /// `state maint` then `del server` for each target, one exchange per target
-/// (see [`RuntimeApi::batch`]). A server that still has connections
+/// (see [`Runtime::batch`]). A server that still has connections
 /// attached is put back in drain (no traffic while it finishes) and left
 /// out of the result.
 /// Servers deleted, and those whose `del server` was refused (with HAProxy's words).
 type Deleted = (Vec<Target>, Vec<(Target, String)>);
 
-fn delete(api: &RuntimeApi, targets: &[Target]) -> Result<Deleted> {
+fn delete(api: &dyn Runtime, targets: &[Target]) -> Result<Deleted> {
     let commands: Vec<String> = targets
         .iter()
         .flat_map(|t| {
@@ -220,9 +219,19 @@ fn delete(api: &RuntimeApi, targets: &[Target]) -> Result<Deleted> {
     Ok((deleted, refused))
 }
 
+/// Whether an undo command's answer says it was done: nothing (a state or
+/// weight), `Server deleted.` (or gone already), `IP changed` or `no need
+/// to change` (an address).
+fn undone(answer: &str) -> bool {
+    answer.is_empty()
+        || ["Server deleted", "No such server", "changed", "no need"]
+            .iter()
+            .any(|w| answer.contains(w))
+}
+
 /// One runtime apply in progress: what to undo if HAProxy refuses a step.
 struct Execution<'a> {
-    api: &'a RuntimeApi,
+    api: &'a dyn Runtime,
     live: &'a [Live],
     safe: SafeAdd,
     /// Commands that put back what this run changed, in the order run.
@@ -274,15 +283,37 @@ impl Execution<'_> {
         let Some((target, words)) = refused else {
             return Ok(());
         };
-        let undo: Vec<String> = self.undo.iter().rev().cloned().collect();
-        let _ = self.api.batch(&undo);
-        Err(Error::RefusedChange { target, words }.into())
+        let undo = self.undo();
+        Err(Error::RefusedChange {
+            target,
+            words,
+            undo,
+        }
+        .into())
+    }
+
+    /// Puts back what this run changed, in reverse order, and says how
+    /// that went: a refused or unanswered undo is never taken for done.
+    fn undo(&self) -> Undo {
+        if self.undo.is_empty() {
+            return Undo::Nothing;
+        }
+        let commands: Vec<String> = self.undo.iter().rev().cloned().collect();
+        let answers = match self.api.batch(&commands) {
+            Ok(answers) => answers,
+            Err(e) => return Undo::Failed(format!("{e:#}")),
+        };
+        let refused = commands.iter().zip(&answers).find(|(_, a)| !undone(a));
+        match refused {
+            None => Undo::Done,
+            Some((command, answer)) => {
+                Undo::Failed(format!("HAProxy refused `{command}`: {answer}"))
+            }
+        }
     }
 
     fn live(&self, target: &Target) -> Option<&Live> {
-        self.live
-            .iter()
-            .find(|l| l.backend == target.backend && l.name == target.name)
+        self.live.iter().find(|l| l.is(target))
     }
 
     /// `set server … addr` and `… weight`, in one batch.
@@ -357,34 +388,37 @@ impl Execution<'_> {
                     format!("set server {target} state maint"),
                 ],
             });
-            if init_state {
-                steps.push(Step::quiet(&target, format!("enable health {target}")));
-                steps.push(Step::quiet(
-                    &target,
-                    format!("set server {target} state ready"),
-                ));
-                self.out.done.push(format!(
-                    "added `{target}`, DOWN until its first health check passes (init-state)"
-                ));
-            } else if s.check {
-                steps.push(Step::quiet(&target, format!("enable health {target}")));
-                steps.push(Step::quiet(
-                    &target,
-                    format!("set server {target} state drain"),
-                ));
-                self.out.done.push(format!(
-                    "added `{target}` in drain until its first health check"
-                ));
-                self.out.checking.push(target);
-            } else {
-                steps.push(Step::quiet(
-                    &target,
-                    format!("set server {target} state ready"),
-                ));
-                self.out.done.push(format!("added `{target}`"));
-            }
+            self.then_serve(&mut steps, target, s.check, init_state);
         }
         self.send(steps)
+    }
+
+    /// The steps that follow an `add server`: checks on, then ready
+    /// (`init-state`: HAProxy keeps it DOWN until checked), in drain until
+    /// its first check, or ready at once without checks.
+    fn then_serve(&mut self, steps: &mut Vec<Step>, target: Target, check: bool, init: bool) {
+        if check {
+            steps.push(Step::quiet(&target, format!("enable health {target}")));
+        }
+        let (state, done) = match (check, init) {
+            (true, true) => (
+                "ready",
+                format!("added `{target}`, DOWN until its first health check passes (init-state)"),
+            ),
+            (true, false) => (
+                "drain",
+                format!("added `{target}` in drain until its first health check"),
+            ),
+            (false, _) => ("ready", format!("added `{target}`")),
+        };
+        steps.push(Step::quiet(
+            &target,
+            format!("set server {target} state {state}"),
+        ));
+        self.out.done.push(done);
+        if check && !init {
+            self.out.checking.push(target);
+        }
     }
 
     /// Drains every removed server (no new request); [`finish`] deletes it.
@@ -399,5 +433,172 @@ impl Execution<'_> {
             self.out.draining.push(target.clone());
         }
         self.send(steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::config;
+    use crate::haproxy::fake::Fake;
+    use crate::haproxy::state::{Admin, FORCED_DRAIN};
+
+    const BASE: &str = "backend nodes\n    balance roundrobin\n    server a 10.0.0.1:80 check weight 1 id 11\n    server b 10.0.0.2:80 check weight 1 id 12\n";
+
+    fn server(line: &str) -> Server {
+        config::servers(&format!("backend nodes\n    {line}\n")).remove(0)
+    }
+
+    fn run(fake: &Fake, ops: &[Op], safe: SafeAdd) -> Result<Executed> {
+        let live = fake.live()?;
+        execute(fake, ops, &live, safe)
+    }
+
+    #[test]
+    fn a_checked_server_waits_in_drain_and_a_removed_one_drains() {
+        let fake = Fake::of(BASE);
+        let ops = [
+            Op::Add(server("server c 10.0.0.3:80 check id 13")),
+            Op::Add(server("server d 10.0.0.4:80 id 14")),
+            Op::Delete(Target::new("nodes", "b")),
+        ];
+        let done = run(&fake, &ops, SafeAdd::Drain).unwrap();
+        assert_eq!(done.checking, [Target::new("nodes", "c")]);
+        assert_eq!(done.draining, [Target::new("nodes", "b")]);
+        let admin = |t| fake.get(t).unwrap().live.admin();
+        assert_eq!(
+            admin("nodes/c"),
+            Admin::Drain,
+            "no traffic before its check"
+        );
+        assert!(fake.get("nodes/c").unwrap().checks);
+        assert_eq!(admin("nodes/d"), Admin::Ready, "no check: serves at once");
+        assert_eq!(admin("nodes/b"), Admin::Drain, "deleted only once idle");
+        assert_eq!(admin("nodes/a"), Admin::Ready);
+    }
+
+    #[test]
+    fn init_state_leaves_nothing_to_finish() {
+        let fake = Fake::of(BASE);
+        let ops = [Op::Add(server("server c 10.0.0.3:80 check id 13"))];
+        let done = run(&fake, &ops, SafeAdd::InitState).unwrap();
+        assert!(done.checking.is_empty());
+        assert!(
+            fake.sent()[0].ends_with("init-state down"),
+            "{:?}",
+            fake.sent()
+        );
+    }
+
+    #[test]
+    fn a_refusal_undoes_what_the_run_changed() {
+        let fake = Fake::of(BASE).refusing("add server nodes/d", "Backend was not found.");
+        let ops = [
+            Op::SetWeight {
+                target: Target::new("nodes", "a"),
+                weight: 7,
+            },
+            Op::Add(server("server c 10.0.0.3:80 id 13")),
+            Op::Add(server("server d 10.0.0.4:80 id 14")),
+        ];
+        let err = run(&fake, &ops, SafeAdd::Drain).unwrap_err();
+        let Some(Error::RefusedChange { target, undo, .. }) = err.downcast_ref() else {
+            panic!("{err:#}");
+        };
+        assert_eq!((target.name.as_str(), undo), ("d", &Undo::Done));
+        assert!(
+            fake.get("nodes/c").is_none(),
+            "the added server was deleted"
+        );
+        assert_eq!(fake.get("nodes/a").unwrap().live.weight, 1);
+        assert!(
+            err.to_string()
+                .contains("what this run changed at runtime was undone")
+        );
+    }
+
+    #[test]
+    fn an_undo_that_failed_says_so() {
+        // The weight goes through, the add is refused, the undo finds no
+        // socket: HAProxy runs weight 7, and the error must not say undone.
+        let fake = Fake::of(BASE).refusing("add server", "Backend was not found.");
+        fake.answers.set(3); // `show servers state`, the weights, the adds
+        let ops = [
+            Op::SetWeight {
+                target: Target::new("nodes", "a"),
+                weight: 7,
+            },
+            Op::Add(server("server c 10.0.0.3:80 id 13")),
+        ];
+        let err = run(&fake, &ops, SafeAdd::Drain).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("was undone"), "{text}");
+        assert!(
+            text.contains(
+                "undoing what this run changed at runtime failed (`fake.sock` did not answer)"
+            ),
+            "{text}"
+        );
+        assert_eq!(fake.get("nodes/a").unwrap().live.weight, 7);
+        // An undo HAProxy refuses is no undo either.
+        let fake = Fake::of(BASE)
+            .refusing("add server", "Backend was not found.")
+            .refusing("set server nodes/a weight 1", "No such backend.");
+        let err = run(&fake, &ops, SafeAdd::Drain).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("HAProxy refused `set server nodes/a weight 1`: No such backend."),
+            "{err}"
+        );
+        // A first batch refused whole changed nothing, and says so.
+        let fake = Fake::of(BASE).refusing("set server nodes/a weight", "No such server.");
+        let err = run(&fake, &ops[..1], SafeAdd::Drain).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("this run had changed nothing at runtime"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn finish_sets_checked_servers_ready_and_deletes_idle_ones() {
+        let fake = Fake::of(&format!(
+            "{BASE}    server c 10.0.0.3:80 check id 13\n    server d 10.0.0.4:80 check id 14\n"
+        ));
+        for t in ["nodes/a", "nodes/b", "nodes/c", "nodes/d"] {
+            fake.set(t, |s| {
+                s.live.admin_state = FORCED_DRAIN;
+            });
+        }
+        fake.set("nodes/c", |s| s.check = "INI".into());
+        fake.set("nodes/b", |s| s.sessions = 2);
+        let of = |names: &[&str]| -> Vec<(Target, Option<u32>)> {
+            names
+                .iter()
+                .map(|n| (Target::new("nodes", n), None))
+                .collect()
+        };
+        let done = finish(&fake, &of(&["a", "c"]), &of(&["b", "d"])).unwrap();
+        let ready: Vec<&str> = done.ready.iter().map(|(t, _)| t.name.as_str()).collect();
+        assert_eq!(ready, ["a"], "c's first check has not run");
+        assert_eq!(done.deleted, [Target::new("nodes", "d")]);
+        assert!(done.refused.is_empty(), "b is busy, not refused");
+        assert_eq!(fake.get("nodes/b").unwrap().live.admin(), Admin::Drain);
+        assert!(fake.get("nodes/d").is_none());
+    }
+
+    #[test]
+    fn a_refused_delete_goes_back_to_drain() {
+        let fake = Fake::of(BASE).refusing("del server nodes/b", "Server is tracked by nodes/a.");
+        fake.set("nodes/b", |s| {
+            s.live.admin_state = FORCED_DRAIN;
+        });
+        let done = finish(&fake, &[], &[(Target::new("nodes", "b"), Some(12))]).unwrap();
+        assert_eq!(done.refused.len(), 1);
+        assert_eq!(
+            fake.get("nodes/b").unwrap().live.admin(),
+            Admin::Drain,
+            "never left in maint"
+        );
     }
 }

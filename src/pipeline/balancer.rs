@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::quarantine::HeldSet;
 use super::verify::{self, Reviewed};
-use super::{Applied, Pending, Settings, check, reload, worker};
+use super::{Applied, Counts, Pending, Settings, check, reload, worker};
 use crate::exit::{Failure, Outcome};
 use crate::haproxy::RuntimeApi;
 use crate::haproxy::config::Server;
@@ -28,6 +28,8 @@ use crate::store::{Exclusive, Lock, Mode, Shared, Store};
 pub struct Balancer<'a> {
     place: Place<'a>,
     log: Log,
+    /// What this run did, for the command to record (`metrics`).
+    counts: Counts,
 }
 
 /// Where the balancer's files are, and how it applies them.
@@ -155,11 +157,20 @@ impl<'a> Balancer<'a> {
             output,
             write_mode,
         };
-        Balancer { place, log }
+        Balancer {
+            place,
+            log,
+            counts: Counts::default(),
+        }
     }
 
     pub fn log(&mut self) -> &mut Log {
         &mut self.log
+    }
+
+    /// What this run did to HAProxy so far (even one that failed later).
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 
     pub fn default_port(&self) -> u16 {
@@ -182,7 +193,7 @@ impl<'a> Balancer<'a> {
 
     /// The runtime API, if one is set.
     pub fn runtime(&self) -> Option<&RuntimeApi> {
-        self.place.settings.runtime.as_ref()
+        self.place.settings.apply.runtime()
     }
 
     /// The `haproxy` that checks candidates, if one does.
@@ -325,17 +336,16 @@ impl<'a> Balancer<'a> {
     /// as it is, under the exclusive lock.
     pub fn reload(&mut self) -> Result<Outcome> {
         let s = self.place.settings;
-        let (api, settings) = (s.runtime.as_ref(), s.reload.as_ref());
-        crate::haproxy::reload::probe_sockets(api, settings)
-            .map_err(|e| Failure::ReloadFailed(e.to_string()))?;
+        let (api, settings) = (s.apply.runtime(), s.apply.reload());
+        crate::haproxy::reload::probe_sockets(api, settings).map_err(Failure::Unusable)?;
         let _lock = self.place.store.lock::<Exclusive>()?;
         if let Some(current) = self.place.output()?.read()? {
             let text = String::from_utf8_lossy(&current);
             let api = crate::haproxy::reload::state_api(api, settings);
             reload::prepare_state(api.as_ref(), &text, &mut self.log)?;
         }
-        if let Some(settings) = &s.reload {
-            reload::reload_or_restore(settings, None, &mut self.log)?;
+        if let Some(settings) = settings {
+            reload::reload_or_restore(settings, None, &mut self.log, &mut self.counts)?;
         }
         Ok(Outcome::Done)
     }
@@ -346,7 +356,7 @@ impl<'a> Balancer<'a> {
     /// reaches it.
     pub fn settle(&mut self, worker: bool) -> Result<Outcome> {
         let s = self.place.settings;
-        let Some(api) = &s.runtime else {
+        let Some(api) = s.apply.runtime() else {
             bail!("settle talks to HAProxy's runtime API: set --master-socket or --stats-socket");
         };
         if worker {
@@ -354,9 +364,10 @@ impl<'a> Balancer<'a> {
         }
         let output = self.place.output()?;
         let store = &self.place.store;
-        worker::work(api, store, &output, s.waits, &mut self.log)?;
+        let counts = &mut self.counts;
+        worker::work(api, store, &output, s.waits, &mut self.log, counts)?;
         if worker {
-            worker::watch(s, store, &output, &mut self.log)?;
+            worker::watch(s, store, &output, &mut self.log, counts)?;
         }
         Ok(Outcome::Done)
     }
@@ -387,7 +398,8 @@ impl<'a> Balancer<'a> {
         // snippet), there is nothing to reload: the first config is written.
         let settings = super::for_init(self.place.settings, &output, &mut self.log);
         let lock = self.place.store.lock::<Exclusive>()?;
-        let applied = super::update(&settings, &self.place.store, &lock, &output, &mut self.log)?;
+        let (store, log) = (&self.place.store, &mut self.log);
+        let applied = super::update(&settings, store, &lock, &output, log, &mut self.counts)?;
         if let Some(text) = output.read()? {
             reload::first_state(&String::from_utf8_lossy(&text), &mut self.log);
         }
@@ -421,7 +433,8 @@ impl<'a> Balancer<'a> {
         output: &OutputFile,
         own: Option<&str>,
     ) -> Result<Outcome> {
-        let applied = super::update(s, &self.place.store, &lock, output, &mut self.log)?;
+        let (store, log) = (&self.place.store, &mut self.log);
+        let applied = super::update(s, store, &lock, output, log, &mut self.counts)?;
         drop(lock);
         super::after(s, &applied, &mut self.log);
         report(&applied, own, &mut self.log)
@@ -446,11 +459,10 @@ fn report(applied: &Applied, own: Option<&str>, log: &mut Log) -> Result<Outcome
             .map_or("", |(_, r)| r.as_str())
     };
     if let Some(own) = own.filter(|o| applied.newly.iter().any(|n| n == o)) {
-        return Err(Failure::Rejected(format!(
-            "HAProxy refused node `{own}`; it is held back and the rest went live (change or \
-             remove its file to try again)\n{}",
-            reason(own)
-        ))
+        return Err(Failure::NodeRefused {
+            name: own.to_string(),
+            reason: reason(own).to_string(),
+        }
         .into());
     }
     for name in &applied.newly {

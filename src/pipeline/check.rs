@@ -135,15 +135,13 @@ impl Rejection {
     /// blamed most nodes, `most`: what that means).
     pub fn into_failure(self, output: &Path, most: Option<&str>) -> Failure {
         let output_text = self.output.replace(&self.candidate, "<candidate>");
-        let shown = first_lines(&output_text, SHOWN_CHECK_LINES);
-        let most = most.map(|m| format!(" and {m}")).unwrap_or_default();
-        Failure::Rejected(format!(
-            "{} rejected the new config ({}){most}; `{}` was not replaced and nothing was \
-             reloaded (the nodes folder keeps the change)\n{shown}",
-            self.what,
-            self.status,
-            output.display()
-        ))
+        Failure::Rejected {
+            what: self.what,
+            status: self.status,
+            output: output.to_path_buf(),
+            most: most.map(str::to_string),
+            shown: first_lines(&output_text, SHOWN_CHECK_LINES),
+        }
     }
 }
 

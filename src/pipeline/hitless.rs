@@ -9,6 +9,7 @@
 //! while every other change goes through (see `partial`).
 
 use std::cell::OnceCell;
+use std::path::Path;
 use std::thread::JoinHandle;
 
 use anyhow::Result;
@@ -17,107 +18,151 @@ use super::partial::{self, Part, Record, Sorted, Waiting};
 use super::pending::Pending;
 use super::plan::{self, Plan};
 use super::quarantine::RETRY_AFTER;
-use super::{ApplyMode, Settings, settle};
+use super::settle::{self, Left, Waits};
+use super::{Apply, Counts, Settings};
 use crate::exit::Failure;
 use crate::haproxy::config::{self, Server};
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{Admin, FORCED_DRAIN, Live};
-use crate::haproxy::{self as hap, Dialect, RuntimeApi, Target};
+use crate::haproxy::{self as hap, Dialect, Named, Runtime, Target, Undo};
 use crate::log::Log;
 use crate::output::OutputFile;
 use crate::store::Store;
 
-/// How the hitless path ended.
+/// How the hitless path ended: what differs for the caller.
 #[derive(Debug)]
-pub enum Hitless {
-    /// HAProxy runs what `taken` says now (the file may still need
-    /// writing); `waiting`: some servers wait for HAProxy (see `settle`).
-    Applied { waiting: bool, taken: Taken },
-    /// The change takes the reload path.
+pub enum Ended {
+    /// HAProxy runs the render now (the file may still need writing).
+    All(Left),
+    /// `--apply runtime`: HAProxy runs this part; the rest waits for a
+    /// reload.
+    Part(Part, Left),
+    /// The change takes the checked reload path (the reason was said).
     Reload,
 }
 
-/// What of the render HAProxy took.
-#[derive(Debug)]
-pub enum Taken {
-    /// All of it: the file is the render.
-    All,
-    /// `--apply runtime`: this part; the rest waits for a reload.
-    Part(Part),
+/// What a change the runtime API cannot take leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// `--apply auto`: a reload.
+    Reload,
+    /// `--apply runtime`: none; what needs one waits for a run that may.
+    Wait,
 }
 
-/// Where the runtime API leads.
-enum Route {
-    Applied { waiting: bool, taken: Taken },
+/// Where one step of the path leads: on, with what it found, or to a
+/// reload, for a reason.
+enum Step<T> {
+    On(T),
     Reload(String),
 }
 
-/// What to run at runtime, and what the file then holds.
-enum Decision {
-    Run { taken: Taken, ops: Vec<Op> },
-    Reload(String),
+/// What to run at runtime; `part`: what HAProxy then runs, if not the
+/// whole render.
+struct Decided {
+    part: Option<Part>,
+    ops: Vec<Op>,
 }
 
 /// The live servers, read on a thread of their own, if this run may take
-/// the hitless path (it reloads, may avoid it, and `--force` asks for none).
+/// the hitless path (and `--force` does not ask for a reload).
 pub fn prefetch(s: &Settings) -> Option<JoinHandle<Result<Vec<Live>>>> {
-    let api = s.runtime.as_ref()?;
-    if s.reload.is_none() || s.apply == ApplyMode::Reload || s.force {
+    let Apply::Hitless { runtime, .. } = &s.apply else {
+        return None;
+    };
+    if s.force {
         return None;
     }
-    let api = api.clone();
+    let api = runtime.clone();
     Some(std::thread::spawn(move || api.live()))
 }
 
-/// Whether the folder has runtime work that waits for HAProxy.
+/// The prefetched live servers.
+pub fn join(live: JoinHandle<Result<Vec<Live>>>) -> Result<Vec<Live>> {
+    live.join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the runtime reader panicked")))
+}
+
 /// A run off the hitless path (a reload, `--force`, nothing to change)
-/// still finishes what hacfg left pending, against `rendered`; whether work
-/// still waits. Problems are warnings: the worker tries again.
-pub fn finish_pending(s: &Settings, store: &Store, rendered: &str, log: &mut Log) -> bool {
-    let Some(api) = &s.runtime else {
-        return false;
+/// still finishes what hacfg left pending, against `rendered`. Problems
+/// are warnings: the worker tries again.
+pub fn finish_pending(
+    s: &Settings,
+    store: &Store,
+    rendered: &str,
+    log: &mut Log,
+    counts: &mut Counts,
+) -> Left {
+    let Some(api) = s.apply.runtime() else {
+        return Left::Nothing;
     };
-    let pending = Pending::load(store.dir());
+    let dir = store.dir();
+    let pending = Pending::load(dir);
     if pending.is_empty() {
-        return false;
+        return Left::Nothing;
     }
     let desired = config::servers(rendered);
     let passed = api
         .live()
-        .inspect(|live| crate::metrics::servers_live(live.len()))
-        .and_then(|live| settle::pass(api, store.dir(), &desired, &live, None, s.waits, log));
+        .inspect(|live| counts.servers_live = Some(live.len()))
+        .and_then(|live| settle::pass(api, dir, &desired, &live, None, s.waits, log));
     match passed {
-        Ok(left) => left.is_waiting(),
+        Ok(passed) => {
+            counts.add(&passed.counts);
+            Left::Passed(passed.pending)
+        }
         Err(e) => {
             log.warn(&format!("settle: {e:#}; the worker tries again"));
-            pending.is_waiting()
+            Left::Failed {
+                waiting: pending.is_waiting(),
+            }
         }
     }
 }
 
-/// What the hitless path works with.
-pub struct Context<'a> {
-    pub s: &'a Settings,
-    pub store: &'a Store,
+/// The hitless path of one run.
+pub struct Hitless<'a> {
+    pub api: &'a dyn Runtime,
+    pub fallback: Fallback,
+    /// The nodes folder, where hacfg keeps its records.
+    pub dir: &'a Path,
     pub output: &'a OutputFile,
+    pub waits: Waits,
 }
 
-impl Context<'_> {
+impl<'a> Hitless<'a> {
+    /// The path `s` takes, if it may take one.
+    pub fn of(s: &'a Settings, dir: &'a Path, output: &'a OutputFile) -> Option<Hitless<'a>> {
+        let Apply::Hitless {
+            runtime, fallback, ..
+        } = &s.apply
+        else {
+            return None;
+        };
+        Some(Hitless {
+            api: runtime,
+            fallback: *fallback,
+            dir,
+            output,
+            waits: s.waits,
+        })
+    }
+}
+
+impl Hitless<'_> {
     /// Tries the runtime API before any check. It also repairs drift when
     /// the file is `unchanged` (a server deleted behind hacfg's back).
     pub fn apply(
         &self,
-        live: JoinHandle<Result<Vec<Live>>>,
+        live: Result<Vec<Live>>,
         rendered: &str,
         unchanged: bool,
         log: &mut Log,
-    ) -> Result<Hitless> {
-        let live = live
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the runtime reader panicked")));
-        let why = match self.route(live, rendered, unchanged, log)? {
-            Route::Applied { waiting, taken } => return Ok(Hitless::Applied { waiting, taken }),
-            Route::Reload(why) => why,
+        counts: &mut Counts,
+    ) -> Result<Ended> {
+        let why = match self.route(live, (rendered, unchanged), log, counts)? {
+            Step::On(ended) => return Ok(ended),
+            Step::Reload(why) => why,
         };
         if unchanged {
             log.warn(&format!(
@@ -125,45 +170,41 @@ impl Context<'_> {
                  ({why}); `hacfg --force render` reloads",
                 self.output.path().display()
             ));
-        } else if self.s.apply == ApplyMode::Runtime {
-            return Err(Failure::NeedsReload(format!(
-                "this change needs a reload ({why}), and --apply runtime forbids one: HAProxy \
-                 and `{}` are unchanged, and the nodes folder keeps the change",
-                self.output.path().display()
-            ))
+        } else if self.fallback == Fallback::Wait {
+            return Err(Failure::NeedsReload {
+                reasons: vec![why],
+                output: self.output.path().to_path_buf(),
+                recorded: false,
+            }
             .into());
         } else {
             log.info(&format!("reloading: {why}"));
         }
-        Ok(Hitless::Reload)
+        Ok(Ended::Reload)
     }
 
     /// Plans, executes without waiting, and makes a settle pass.
     fn route(
         &self,
         live: Result<Vec<Live>>,
-        rendered: &str,
-        unchanged: bool,
+        (rendered, unchanged): (&str, bool),
         log: &mut Log,
-    ) -> Result<Route> {
-        let Some(api) = &self.s.runtime else {
-            return Ok(Route::Reload("no runtime API".into()));
-        };
+        counts: &mut Counts,
+    ) -> Result<Step<Ended>> {
         let mut live = match live {
             Ok(live) => live,
-            Err(e) if self.s.apply == ApplyMode::Auto => {
+            Err(e) if self.fallback == Fallback::Reload => {
                 let why = format!("the runtime API did not answer: {e:#}");
-                return Ok(Route::Reload(why));
+                return Ok(Step::Reload(why));
             }
             Err(e) => return Err(e),
         };
-        let pending = Pending::load(self.store.dir());
+        let pending = Pending::load(self.dir);
         let old = self
             .output
             .read()?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         let input = Input {
-            api,
             live: &live,
             old: old.as_deref(),
             rendered,
@@ -172,30 +213,29 @@ impl Context<'_> {
         };
         // A plan that depends on the version (a `cookie`) asks it first.
         if config::newest_keyword(rendered).is_some() {
-            input.dialect(log);
+            input.dialect(self.api, log);
         }
-        let (taken, executed) = match self.run(&input, &pending, log)? {
-            Ran::Done { taken, executed } => (taken, executed),
-            Ran::Reload(why) => return Ok(Route::Reload(why)),
+        let (part, executed) = match self.run(&input, &pending, log, counts)? {
+            Step::On(ran) => ran,
+            Step::Reload(why) => return Ok(Step::Reload(why)),
         };
-        let desired = config::servers(match &taken {
-            Taken::All => rendered,
-            Taken::Part(part) => &part.config,
-        });
-        let waiting = self.settle(api, &mut live, &desired, executed.as_ref(), log);
-        Ok(Route::Applied { waiting, taken })
+        let desired = config::servers(part.as_ref().map_or(rendered, |p| &p.config));
+        let left = self.settle(&mut live, (&desired, executed.as_ref()), log, counts);
+        Ok(Step::On(match part {
+            None => Ended::All(left),
+            Some(part) => Ended::Part(part, left),
+        }))
     }
 
-    /// Logs what `executed` did, then makes a settle pass; whether work
-    /// still waits for HAProxy.
+    /// Logs what `executed` did, then makes a settle pass: what still
+    /// waits for HAProxy.
     fn settle(
         &self,
-        api: &RuntimeApi,
         live: &mut Vec<Live>,
-        desired: &[Server],
-        executed: Option<&Executed>,
+        (desired, executed): (&[Server], Option<&Executed>),
         log: &mut Log,
-    ) -> bool {
+        counts: &mut Counts,
+    ) -> Left {
         if let Some(done) = executed {
             log_done(done, log);
             as_now(live, done, desired);
@@ -204,132 +244,137 @@ impl Context<'_> {
         // still drain (an idle one was deleted, a new one is there, with
         // init-state too).
         let leaving = live.iter().filter(|l| {
-            l.admin_state & FORCED_DRAIN != 0
-                && !desired
-                    .iter()
-                    .any(|s| s.backend == l.backend && s.name == l.name)
+            l.admin_state & FORCED_DRAIN != 0 && !desired.iter().any(|s| s.is(&l.target()))
         });
-        crate::metrics::servers_live(desired.len() + leaving.count());
-        let dir = self.store.dir();
+        counts.servers_live = Some(desired.len() + leaving.count());
         // HAProxy has been told: whatever the pass meets, the file must
         // follow, and the worker (or the next run) makes the pass again.
-        match settle::pass(api, dir, desired, live, executed, self.s.waits, log) {
-            Ok(passed) => passed.is_waiting(),
+        match settle::pass(self.api, self.dir, desired, live, executed, self.waits, log) {
+            Ok(passed) => {
+                counts.add(&passed.counts);
+                Left::Passed(passed.pending)
+            }
             Err(e) => {
                 log.warn(&format!("settle: {e:#}; the worker tries again"));
-                true
+                Left::Failed { waiting: true }
             }
         }
     }
 
     /// Decides and executes; again when HAProxy refused again a part tried
     /// again (it waits then, and the rest goes through).
-    fn run(&self, input: &Input, pending: &Pending, log: &mut Log) -> Result<Ran> {
+    fn run(
+        &self,
+        input: &Input,
+        pending: &Pending,
+        log: &mut Log,
+        counts: &mut Counts,
+    ) -> Result<Step<(Option<Part>, Option<Executed>)>> {
+        let mut undo = Undo::Nothing;
         for _ in 0..MAX_ATTEMPTS {
-            let (taken, ops) = match self.decide(input)? {
-                Decision::Run { taken, ops } => (taken, ops),
-                Decision::Reload(why) => return Ok(Ran::Reload(why)),
+            let Decided { part, ops } = match self.decide(input)? {
+                Step::On(decided) => decided,
+                Step::Reload(why) => return Ok(Step::Reload(why)),
             };
             // A server hacfg already drains for its removal is left to drain.
             let ops: Vec<Op> = ops
                 .into_iter()
                 .filter(|op| !matches!(op, Op::Delete(t) if drains_already(pending, input.live, t)))
                 .collect();
-            match self.execute(input, &ops, log) {
+            match self.execute(input, &ops, log, counts) {
                 Ok(executed) => {
-                    if let Taken::Part(part) = &taken {
-                        let dir = self.store.dir();
-                        Record::load(dir).save(dir, &part.waiting)?;
+                    if let Some(part) = &part {
+                        Record::load(self.dir).save(self.dir, &part.waiting)?;
                     }
-                    return Ok(Ran::Done { taken, executed });
+                    return Ok(Step::On((part, executed)));
                 }
-                Err(e) => match self.refused(e, input)? {
-                    Refused::Reload(why) => return Ok(Ran::Reload(why)),
-                    Refused::Again => {}
-                },
+                Err(e) => {
+                    undo = refusal(&e).map_or(undo, |(_, _, u)| u.clone());
+                    if let Step::Reload(why) = self.refused(e, input)? {
+                        return Ok(Step::Reload(why));
+                    }
+                }
             }
         }
-        Err(anyhow::anyhow!(
-            "HAProxy refused {MAX_ATTEMPTS} runtime changes in a row, each one part tried \
-             again; what this run changed at runtime was undone"
-        ))
+        Err(Failure::RefusedAgain {
+            attempts: MAX_ATTEMPTS,
+            undo,
+        }
+        .into())
     }
 
     /// The runtime operations for the render, or why it takes a reload.
     /// `--apply runtime` takes what it can and leaves the rest waiting
     /// (a run that finds a part no earlier run left waiting changes
     /// nothing: exit 7).
-    fn decide(&self, input: &Input) -> Result<Decision> {
-        let runtime_only = self.s.apply == ApplyMode::Runtime;
-        let run = |ops| {
-            Ok(Decision::Run {
-                taken: Taken::All,
-                ops,
-            })
-        };
+    fn decide(&self, input: &Input) -> Result<Step<Decided>> {
+        let waits = self.fallback == Fallback::Wait;
+        let all = |ops| Ok(Step::On(Decided { part: None, ops }));
         let planned = plan::plan(input.old, input.rendered, input.live, input.known());
         match (planned, input.old) {
-            (Plan::Reload(why), _) if !runtime_only || input.unchanged => Ok(Decision::Reload(why)),
-            (Plan::Reload(why), None) => Ok(Decision::Reload(why)),
+            (Plan::Reload(why), _) if !waits || input.unchanged => Ok(Step::Reload(why)),
+            (Plan::Reload(why), None) => Ok(Step::Reload(why)),
             (Plan::Reload(_), Some(old)) => self.part(old, input),
-            (_, Some(old))
-                if runtime_only && !Record::load(self.store.dir()).entries.is_empty() =>
-            {
+            (_, Some(old)) if waits && !Record::load(self.dir).entries.is_empty() => {
                 self.part(old, input)
             }
-            (Plan::Nothing, _) => run(Vec::new()),
-            (Plan::Runtime(ops), _) => run(ops),
+            (Plan::Nothing, _) => all(Vec::new()),
+            (Plan::Runtime(ops), _) => all(ops),
         }
     }
 
     /// `--apply runtime`: the part of the render the runtime takes now.
-    fn part(&self, old: &str, input: &Input) -> Result<Decision> {
-        let dir = self.store.dir();
-        let record = Record::load(dir);
+    fn part(&self, old: &str, input: &Input) -> Result<Step<Decided>> {
+        let record = Record::load(self.dir);
         let part = match partial::sort(old, input.rendered, input.live, input.known(), &record) {
             Sorted::Part(part) => part,
             Sorted::Blocked(why) => {
-                return Ok(Decision::Reload(format!(
+                return Ok(Step::Reload(format!(
                     "HAProxy's live servers differ from the file in a way only a reload \
                      repairs: {why}"
                 )));
             }
         };
-        let fresh: Vec<&Waiting> = part.waiting.iter().filter(|w| !record.knows(w)).collect();
+        let fresh: Vec<String> = part
+            .waiting
+            .iter()
+            .filter(|w| !record.knows(w))
+            .map(|w| w.reason.clone())
+            .collect();
         if !fresh.is_empty() {
-            record.save(dir, &part.waiting)?;
-            return Err(Failure::NeedsReload(first_meeting(&fresh, self.output)).into());
+            record.save(self.dir, &part.waiting)?;
+            return Err(Failure::NeedsReload {
+                reasons: fresh,
+                output: self.output.path().to_path_buf(),
+                recorded: true,
+            }
+            .into());
         }
         // Nothing waits (any more): the file becomes the render itself.
-        let config = if part.waiting.is_empty() {
-            input.rendered
-        } else {
-            &part.config
-        };
-        let ops = match plan::plan(Some(old), config, input.live, input.known()) {
-            Plan::Nothing => Vec::new(),
-            Plan::Runtime(ops) => ops,
-            Plan::Reload(why) => return Ok(Decision::Reload(why)),
-        };
-        let taken = if part.waiting.is_empty() {
-            Taken::All
-        } else {
-            Taken::Part(part)
-        };
-        Ok(Decision::Run { taken, ops })
+        let part = Some(part).filter(|p| !p.waiting.is_empty());
+        let config = part.as_ref().map_or(input.rendered, |p| &p.config);
+        match plan::plan(Some(old), config, input.live, input.known()) {
+            Plan::Nothing => Ok(Step::On(Decided {
+                part,
+                ops: Vec::new(),
+            })),
+            Plan::Runtime(ops) => Ok(Step::On(Decided { part, ops })),
+            Plan::Reload(why) => Ok(Step::Reload(why)),
+        }
     }
 
     /// After HAProxy refused a runtime command (and this run's runtime
-    /// changes were undone): `--apply auto` reloads instead. `--apply
-    /// runtime` records the refused part as waiting; a part refused for the
-    /// first time fails the run (exit 3), one tried again (see
-    /// `partial`) is left out and the rest goes through.
-    fn refused(&self, err: anyhow::Error, input: &Input) -> Result<Refused> {
-        let Some((target, words)) = refusal(&err) else {
+    /// changes were undone, or said not to be): `--apply auto` reloads
+    /// instead. `--apply runtime` records the refused part as waiting; a
+    /// part refused for the first time fails the run (exit 3), one tried
+    /// again (see `partial`) is left out and the rest goes through
+    /// (`Step::On`: decide once more).
+    fn refused(&self, err: anyhow::Error, input: &Input) -> Result<Step<()>> {
+        let Some((target, words, undo)) = refusal(&err) else {
             return Err(err);
         };
-        if self.s.apply == ApplyMode::Auto {
-            return Ok(Refused::Reload(format!("{words}; this was undone")));
+        if self.fallback == Fallback::Reload {
+            return Ok(Step::Reload(format!("{words}; {undo}")));
         }
         let change = input
             .old
@@ -337,8 +382,7 @@ impl Context<'_> {
         let Some(change) = change else {
             return Err(err);
         };
-        let dir = self.store.dir();
-        let record = Record::load(dir);
+        let record = Record::load(self.dir);
         let refusal = change.refused(words);
         let again = record.knows(&refusal);
         let mut entries: Vec<Waiting> = record
@@ -348,20 +392,44 @@ impl Context<'_> {
             .cloned()
             .collect();
         entries.push(refusal);
-        record.save(dir, &entries)?;
+        record.save(self.dir, &entries)?;
         if again {
-            return Ok(Refused::Again);
+            return Ok(Step::On(()));
         }
-        Err(Failure::Rejected(format!(
-            "{words}; what this run changed at runtime was undone, and `{}` was not written. \
-             --apply runtime forbids the reload that would take it: later runs apply every \
-             other change and leave `{}` waiting (tried again every {}s), and the first run \
-             that may reload applies it",
-            self.output.path().display(),
-            change.target,
-            RETRY_AFTER.as_secs()
-        ))
+        Err(Failure::RefusedAtRuntime {
+            words: words.to_string(),
+            undo: undo.clone(),
+            output: self.output.path().to_path_buf(),
+            target: change.target,
+            retry: RETRY_AFTER,
+        }
         .into())
+    }
+
+    /// Runs `ops` without waiting, their drains recorded first; `None`
+    /// when there is nothing to run.
+    fn execute(
+        &self,
+        input: &Input,
+        ops: &[Op],
+        log: &mut Log,
+        counts: &mut Counts,
+    ) -> Result<Option<Executed>> {
+        if ops.is_empty() {
+            log.debug("runtime API: HAProxy already runs the desired servers");
+            return Ok(None);
+        }
+        let shown: Vec<String> = ops.iter().map(ToString::to_string).collect();
+        log.debug(&format!(
+            "runtime API: {} operation(s): {}",
+            ops.len(),
+            shown.join(", ")
+        ));
+        let safe = safe_add(self.api, input, ops, log);
+        settle::intend(self.dir, ops, input.live, safe, self.waits)?;
+        let executed = execute::execute(self.api, ops, input.live, safe)?;
+        counts.ran(ops);
+        Ok(Some(executed))
     }
 }
 
@@ -371,7 +439,6 @@ const MAX_ATTEMPTS: usize = 8;
 
 /// What one runtime apply works from.
 struct Input<'a> {
-    api: &'a RuntimeApi,
     live: &'a [Live],
     /// The running version, once asked: at most once per run.
     dialect: OnceCell<Dialect>,
@@ -391,8 +458,8 @@ impl Input<'_> {
     /// The running version, asked once (`show info`), and said in `-v`.
     /// An answer hacfg cannot read is a warning: the oldest version's ways
     /// work on every version.
-    fn dialect(&self, log: &mut Log) -> Dialect {
-        *self.dialect.get_or_init(|| match self.api.version() {
+    fn dialect(&self, api: &dyn Runtime, log: &mut Log) -> Dialect {
+        *self.dialect.get_or_init(|| match api.version() {
             Ok(version) => {
                 let dialect = Dialect { version };
                 log.debug(&dialect.to_string());
@@ -409,43 +476,17 @@ impl Input<'_> {
     }
 }
 
-/// How deciding and executing ended.
-enum Ran {
-    Done {
-        taken: Taken,
-        executed: Option<Executed>,
-    },
-    Reload(String),
-}
-
-/// What a refusal at runtime leads to.
-enum Refused {
-    Reload(String),
-    /// A part tried again was refused again: decide once more without it.
-    Again,
-}
-
-/// The server and HAProxy's words, if `err` is its refusal of a runtime
-/// command.
-fn refusal(err: &anyhow::Error) -> Option<(&Target, &str)> {
+/// The server, HAProxy's words and what became of the run's changes, if
+/// `err` is HAProxy's refusal of a runtime command.
+fn refusal(err: &anyhow::Error) -> Option<(&Target, &str, &Undo)> {
     match err.chain().find_map(|e| e.downcast_ref::<hap::Error>())? {
-        hap::Error::RefusedChange { target, words } => Some((target, words.as_str())),
+        hap::Error::RefusedChange {
+            target,
+            words,
+            undo,
+        } => Some((target, words.as_str(), undo)),
         _ => None,
     }
-}
-
-/// What a run that first meets parts needing a reload says: what waits,
-/// what did and did not change, and what happens next.
-fn first_meeting(fresh: &[&Waiting], output: &OutputFile) -> String {
-    let reasons: Vec<&str> = fresh.iter().map(|w| w.reason.as_str()).collect();
-    format!(
-        "this change needs a reload ({}), and --apply runtime forbids one: HAProxy and `{}` are \
-         unchanged, and the nodes folder keeps the change (its node files stay as written). \
-         Later runs with --apply runtime apply every other change and leave this one waiting; \
-         the first run that may reload (--apply auto or reload) applies it",
-        reasons.join("; "),
-        output.path().display()
-    )
 }
 
 /// One warning line for the parts a run left waiting (none: no line).
@@ -467,19 +508,12 @@ pub fn warn_waiting(part: &Part, log: &mut Log) {
 /// `show servers state` costs 15-25 ms.
 fn as_now(live: &mut Vec<Live>, done: &Executed, desired: &[Server]) {
     for l in live.iter_mut() {
-        if done
-            .draining
-            .iter()
-            .any(|t| t.backend == l.backend && t.name == l.name)
-        {
+        if done.draining.iter().any(|t| l.is(t)) {
             l.admin_state |= FORCED_DRAIN;
         }
     }
     for t in &done.checking {
-        let Some(s) = desired
-            .iter()
-            .find(|s| s.backend == t.backend && s.name == t.name)
-        else {
+        let Some(s) = desired.iter().find(|s| s.is(t)) else {
             continue;
         };
         live.push(Live {
@@ -495,29 +529,6 @@ fn as_now(live: &mut Vec<Live>, done: &Executed, desired: &[Server]) {
     }
 }
 
-impl Context<'_> {
-    /// Runs `ops` without waiting, their drains recorded first; `None`
-    /// when there is nothing to run.
-    fn execute(&self, input: &Input, ops: &[Op], log: &mut Log) -> Result<Option<Executed>> {
-        let (api, live) = (input.api, input.live);
-        if ops.is_empty() {
-            log.debug("runtime API: HAProxy already runs the desired servers");
-            return Ok(None);
-        }
-        let shown: Vec<String> = ops.iter().map(ToString::to_string).collect();
-        log.debug(&format!(
-            "runtime API: {} operation(s): {}",
-            ops.len(),
-            shown.join(", ")
-        ));
-        let safe = safe_add(input, ops, log);
-        settle::intend(self.store.dir(), ops, live, safe, self.s.waits)?;
-        let executed = execute::execute(api, ops, live, safe)?;
-        crate::metrics::ran(ops);
-        Ok(Some(executed))
-    }
-}
-
 /// Whether hacfg already drains `target` for its removal: recorded so, and
 /// drained in HAProxy (a run that died between the record and the drain
 /// left only the record).
@@ -525,16 +536,16 @@ fn drains_already(pending: &Pending, live: &[Live], target: &Target) -> bool {
     pending.removing(target)
         && live
             .iter()
-            .any(|l| l.target() == *target && l.admin() == Admin::Drain)
+            .any(|l| l.is(target) && l.admin() == Admin::Drain)
 }
 
 /// How new servers with checks are added: HAProxy's version says (asked
 /// only when this run adds such a server).
-fn safe_add(input: &Input, ops: &[Op], log: &mut Log) -> SafeAdd {
+fn safe_add(api: &dyn Runtime, input: &Input, ops: &[Op], log: &mut Log) -> SafeAdd {
     if !ops.iter().any(|op| matches!(op, Op::Add(s) if s.check)) {
         return SafeAdd::Drain;
     }
-    input.dialect(log).safe_add()
+    input.dialect(api, log).safe_add()
 }
 
 fn log_done(done: &Executed, log: &mut Log) {
@@ -545,5 +556,224 @@ fn log_done(done: &Executed, log: &mut Log) {
         log.info(&format!(
             "runtime: drained `{target}`: no new request; it is deleted once idle"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::exit::{Code, code_of};
+    use crate::haproxy::fake::Fake;
+    use crate::log::Verbosity;
+    use crate::output::WriteMode;
+    use crate::pipeline::pending::Why;
+
+    const BASE: &str = "global\n    maxconn 10\n\nbackend nodes\n    balance roundrobin\n    server a 10.0.0.1:80 check weight 1 id 11\n    server b 10.0.0.2:80 check weight 1 id 12\n";
+    const B: &str = "    server b 10.0.0.2:80 check weight 1 id 12\n";
+    const C: &str = "    server c 10.0.0.3:80 check weight 1 id 13\n";
+
+    /// A nodes folder and the config file HAProxy took (`BASE`).
+    struct Folder {
+        tmp: tempfile::TempDir,
+        output: OutputFile,
+        log: Log,
+    }
+
+    impl Folder {
+        fn new() -> Folder {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::create_dir(tmp.path().join("nodes")).unwrap();
+            let path = tmp.path().join("haproxy.cfg");
+            std::fs::write(&path, BASE).unwrap();
+            let output = OutputFile::new(&path, WriteMode::Rename).unwrap();
+            let log = Log::new(Verbosity::Quiet, Some(&tmp.path().join("log")));
+            Folder { tmp, output, log }
+        }
+
+        fn dir(&self) -> std::path::PathBuf {
+            self.tmp.path().join("nodes")
+        }
+
+        /// Applies `rendered` through `fake`, as a run would.
+        fn apply(&mut self, fake: &Fake, fallback: Fallback, rendered: &str) -> Result<Ended> {
+            let dir = self.dir();
+            let hitless = Hitless {
+                api: fake,
+                fallback,
+                dir: &dir,
+                output: &self.output,
+                waits: Waits {
+                    drain: Duration::from_secs(60),
+                    first_check: Duration::from_secs(60),
+                },
+            };
+            let unchanged = rendered == BASE;
+            let mut counts = Counts::default();
+            hitless.apply(fake.live(), rendered, unchanged, &mut self.log, &mut counts)
+        }
+
+        fn logged(&self) -> String {
+            std::fs::read_to_string(self.tmp.path().join("log")).unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn server_changes_go_through_the_runtime_and_wait_for_haproxy() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        let new = BASE.replace(B, "") + C;
+        let Ended::All(left) = folder.apply(&fake, Fallback::Reload, &new).unwrap() else {
+            panic!("not applied at runtime");
+        };
+        // b was idle: drained, then deleted by the same pass; c waits in
+        // drain for its first check, and the worker is needed for it.
+        assert!(fake.get("nodes/b").is_none());
+        assert_eq!(fake.get("nodes/c").unwrap().live.admin(), Admin::Drain);
+        let Left::Passed(pending) = &left else {
+            panic!("{left:?}");
+        };
+        assert_eq!(pending.entries.len(), 1);
+        assert_eq!(pending.entries[0].why, Why::FirstCheck);
+        assert!(left.waiting());
+        assert_eq!(Pending::load(&folder.dir()), *pending);
+    }
+
+    #[test]
+    fn other_lines_take_the_reload_path_and_touch_nothing() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        let new = BASE.replace("maxconn 10", "maxconn 20") + C;
+        let ended = folder.apply(&fake, Fallback::Reload, &new).unwrap();
+        assert!(matches!(ended, Ended::Reload), "{ended:?}");
+        assert!(fake.sent().is_empty(), "{:?}", fake.sent());
+        assert!(
+            folder
+                .logged()
+                .contains("reloading: lines other than `server` lines changed")
+        );
+        // `--apply runtime` refuses it whole (exit 7), and records it.
+        let err = folder.apply(&fake, Fallback::Wait, &new).unwrap_err();
+        assert_eq!(code_of(&err), Code::NeedsReload);
+        assert!(
+            err.to_string().contains("Later runs with --apply runtime"),
+            "{err}"
+        );
+        assert!(fake.sent().is_empty());
+        // The next run applies the rest (c) and leaves the part waiting.
+        let Ended::Part(part, _) = folder.apply(&fake, Fallback::Wait, &new).unwrap() else {
+            panic!("the rest did not go through");
+        };
+        assert_eq!(part.waiting.len(), 1);
+        assert!(fake.get("nodes/c").is_some());
+        assert!(part.config.contains("maxconn 10") && part.config.contains("server c "));
+    }
+
+    #[test]
+    fn a_refusal_reloads_with_auto_after_the_undo() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE).refusing("add server", "nope"));
+        let new = BASE.replace("10.0.0.1:80 check weight 1", "10.0.0.1:80 check weight 5") + C;
+        let ended = folder.apply(&fake, Fallback::Reload, &new).unwrap();
+        assert!(matches!(ended, Ended::Reload));
+        assert_eq!(fake.get("nodes/a").unwrap().live.weight, 1, "undone");
+        assert!(folder.logged().contains(
+            "reloading: HAProxy refused a runtime change: `add server nodes/c 10.0.0.3:80 check \
+             weight 1 id 13`: nope; what this run changed at runtime was undone"
+        ));
+    }
+
+    #[test]
+    fn a_refusal_with_runtime_only_fails_once_then_waits() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE).refusing("add server", "nope"));
+        let new = BASE.replace("10.0.0.1:80 check weight 1", "10.0.0.1:80 check weight 5") + C;
+        let err = folder.apply(&fake, Fallback::Wait, &new).unwrap_err();
+        assert_eq!(code_of(&err), Code::Rejected);
+        assert!(err.to_string().contains("leave `nodes/c` waiting"), "{err}");
+        assert_eq!(fake.get("nodes/a").unwrap().live.weight, 1);
+        // Tried again at once, refused again: it waits, the weight goes.
+        let Ended::Part(part, _) = folder.apply(&fake, Fallback::Wait, &new).unwrap() else {
+            panic!("the weight did not go through");
+        };
+        assert_eq!(part.waiting.len(), 1);
+        assert!(part.waiting[0].reason.contains("nope"));
+        assert_eq!(fake.get("nodes/a").unwrap().live.weight, 5);
+        assert!(fake.get("nodes/c").is_none());
+    }
+
+    #[test]
+    fn no_answer_reloads_with_auto_and_fails_with_runtime_only() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        let new = BASE.to_string() + C;
+        fake.answers.set(0);
+        assert!(matches!(
+            folder.apply(&fake, Fallback::Reload, &new).unwrap(),
+            Ended::Reload
+        ));
+        assert!(folder.logged().contains("the runtime API did not answer"));
+        assert!(folder.apply(&fake, Fallback::Wait, &new).is_err());
+    }
+
+    #[test]
+    fn drift_only_a_reload_repairs_is_a_warning_when_nothing_changed() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        fake.set("nodes/a", |s| s.live.id = 99);
+        // Even `--apply runtime`: the folder asks for no change.
+        let ended = folder.apply(&fake, Fallback::Wait, BASE).unwrap();
+        assert!(matches!(ended, Ended::Reload));
+        assert!(fake.sent().is_empty());
+        // Drift the runtime repairs is repaired: a server deleted by hand.
+        let fake = Fake::of(BASE);
+        fake.servers.borrow_mut().retain(|s| s.live.name != "b");
+        assert!(matches!(
+            folder.apply(&fake, Fallback::Wait, BASE).unwrap(),
+            Ended::All(_)
+        ));
+        assert!(fake.get("nodes/b").is_some());
+    }
+
+    #[test]
+    fn a_removal_already_draining_is_not_drained_again() {
+        let (mut folder, fake) = (Folder::new(), Fake::of(BASE));
+        let b = Target::new("nodes", "b");
+        let mut pending = Pending::default();
+        pending.insert(b.clone(), Why::Removal, Duration::from_secs(60));
+        pending.save(&folder.dir(), &Pending::default()).unwrap();
+        fake.set("nodes/b", |s| {
+            s.live.admin_state = FORCED_DRAIN;
+            s.sessions = 3;
+        });
+        let new = BASE.replace(B, "");
+        assert!(matches!(
+            folder.apply(&fake, Fallback::Reload, &new).unwrap(),
+            Ended::All(_)
+        ));
+        let drained = fake
+            .sent()
+            .iter()
+            .filter(|c| c.contains("nodes/b state drain"))
+            .count();
+        assert_eq!(drained, 0, "{:?}", fake.sent());
+        assert!(Pending::load(&folder.dir()).removing(&b), "still busy");
+    }
+
+    #[test]
+    fn the_live_state_is_as_a_run_left_it() {
+        let desired = config::servers(&(BASE.to_string() + C));
+        let mut live = crate::haproxy::state::all_up(BASE);
+        let done = Executed {
+            done: Vec::new(),
+            checking: vec![Target::new("nodes", "c")],
+            draining: vec![Target::new("nodes", "b")],
+        };
+        as_now(&mut live, &done, &desired);
+        let admin: Vec<(&str, Admin)> = live.iter().map(|l| (l.name.as_str(), l.admin())).collect();
+        assert_eq!(
+            admin,
+            [
+                ("a", Admin::Ready),
+                ("b", Admin::Drain),
+                ("c", Admin::Drain)
+            ]
+        );
+        assert_eq!(live[2].id, 13);
     }
 }

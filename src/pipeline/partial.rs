@@ -29,6 +29,7 @@ use super::records::{self, Kind, clock, now_ms};
 use crate::haproxy::config::{self, Line};
 use crate::haproxy::state::Live;
 use crate::haproxy::{Dialect, Target};
+use crate::index::{FNV_START, fnv};
 
 /// One server line that differs between the file HAProxy took and the
 /// render.
@@ -261,15 +262,9 @@ impl Sorter<'_> {
 
 /// The config's other lines, as one part keyed by their hash.
 fn rest_part(new: &str) -> Waiting {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (kind, line) in config::lines(new) {
-        if !matches!(kind, Line::Server { .. }) {
-            for byte in line.bytes() {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-    }
+    let hash = config::lines(new)
+        .filter(|(kind, _)| !matches!(kind, Line::Server { .. }))
+        .fold(FNV_START, |hash, (_, line)| fnv(hash, line.as_bytes()));
     Waiting {
         key: format!("rest {hash:016x}"),
         reason: "lines other than `server` lines changed".into(),
@@ -321,10 +316,7 @@ fn changes(old: &str, new: &str) -> Vec<Change> {
 fn backends(config: &str) -> HashSet<&str> {
     config::lines(config)
         .filter_map(|(kind, _)| match kind {
-            Line::Section {
-                keyword: "backend" | "listen",
-                name,
-            } => name,
+            Line::Section { keyword, name } if config::has_servers(keyword) => name,
             _ => None,
         })
         .collect()
@@ -343,7 +335,7 @@ fn splice(old: &str, changes: &[Change]) -> String {
         match kind {
             Line::Section { keyword, name } => {
                 insert_new(&mut out, end, section, changes);
-                section = name.filter(|_| matches!(keyword, "backend" | "listen"));
+                section = name.filter(|_| config::has_servers(keyword));
             }
             Line::Server { backend } => {
                 if let Some(change) = by_key.get(&key_of(backend, line)) {
@@ -454,6 +446,36 @@ mod tests {
             sort(OLD, &new, &live, Dialect::OLDEST, &Record::default()),
             Sorted::Blocked(_)
         ));
+    }
+
+    #[test]
+    fn the_rest_is_one_part_keyed_by_its_lines() {
+        let rest = rest_part(OLD);
+        // Server lines are parts of their own: they do not change its key.
+        assert_eq!(
+            rest_part(&OLD.replace("weight 1 id 12", "weight 3 id 12")),
+            rest
+        );
+        assert_ne!(
+            rest_part(&OLD.replace("maxconn 10", "maxconn 11")).key,
+            rest.key
+        );
+        // FNV-1a over the other lines, as the record has always keyed it.
+        assert_eq!(rest.key, "rest 6dbc5d09b9ee6d61");
+    }
+
+    #[test]
+    fn a_new_server_goes_at_the_end_of_its_section() {
+        let new = OLD.replace("id 12\n", "id 12\n    server c 10.0.0.3:80\n")
+            + "    server d 10.0.0.4:80\n";
+        let changes = changes(OLD, &new);
+        let added: Vec<String> = changes.iter().map(|c| c.target.to_string()).collect();
+        assert_eq!(added, ["nodes/c", "empty/d"]);
+        assert_eq!(splice(OLD, &changes), new);
+        assert_eq!(
+            splice(OLD, &changes[1..]),
+            OLD.to_string() + "    server d 10.0.0.4:80\n"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{Settings, nodes_text};
+use super::{Counts, Settings, nodes_text};
 use crate::atomic::{self, Staged};
 use crate::exit::Failure;
 use crate::haproxy::reload::{self, Reload, Strategy};
@@ -19,12 +19,13 @@ pub fn write_and_reload(
     s: &Settings,
     output: &OutputFile,
     staged: Option<Staged>,
-    rendered: &str,
-    count: usize,
+    (rendered, count): (&str, usize),
     log: &mut Log,
+    counts: &mut Counts,
 ) -> Result<()> {
-    if s.reload.is_some() {
-        let api = reload::state_api(s.runtime.as_ref(), s.reload.as_ref());
+    let reload = s.apply.reload();
+    if reload.is_some() {
+        let api = reload::state_api(s.apply.runtime(), reload);
         prepare_state(api.as_ref(), rendered, log)?;
     }
     let replaced = output.replace(staged, rendered.as_bytes())?;
@@ -36,8 +37,8 @@ pub fn write_and_reload(
         output.path().display(),
         nodes_text(count)
     ));
-    if let Some(settings) = &s.reload {
-        reload_or_restore(settings, Some(replaced), log)?;
+    if let Some(settings) = reload {
+        reload_or_restore(settings, Some(replaced), log, counts)?;
     }
     Ok(())
 }
@@ -136,21 +137,28 @@ pub fn reload_or_restore(
     settings: &Reload,
     replaced: Option<Replaced>,
     log: &mut Log,
+    counts: &mut Counts,
 ) -> Result<()> {
-    let reloaded = reload::reload(settings);
-    crate::metrics::reloaded(reloaded.is_ok());
-    let err = match reloaded {
+    let err = match reload::reload(settings) {
         Ok(message) => {
+            counts.reloads += 1;
             log.info(&message);
             return Ok(());
         }
-        Err(err) => err,
+        Err(err) => {
+            counts.failed_reloads += 1;
+            err
+        }
     };
     let restored = match replaced {
         Some(replaced) => replaced.restore()?,
         None => "the config was left as it is".to_string(),
     };
-    Err(Failure::ReloadFailed(format!("reload failed; {restored}: {err:#}")).into())
+    Err(Failure::ReloadFailed {
+        restored,
+        cause: format!("{err:#}"),
+    }
+    .into())
 }
 
 /// Whether HAProxy runs to take a reload, as far as a strategy can tell.

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::Counts;
 use super::pending::{Entry, Pending, Why};
 use crate::haproxy::config::Server;
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{Admin, Live};
-use crate::haproxy::{RuntimeApi, Target};
+use crate::haproxy::{Named, Runtime, Target};
 use crate::log::Log;
 
 /// How long hacfg waits for its own drains.
@@ -27,6 +28,29 @@ pub struct Waits {
     pub drain: Duration,
     /// For a new server's first health check (`--check-timeout`).
     pub first_check: Duration,
+}
+
+/// What runtime work a run leaves waiting for HAProxy.
+#[derive(Debug, Default)]
+pub enum Left {
+    /// No pass was made: nothing was recorded (or there is no socket).
+    #[default]
+    Nothing,
+    /// A pass left the record so.
+    Passed(Pending),
+    /// The pass failed; `waiting`: whether a worker is needed for it.
+    Failed { waiting: bool },
+}
+
+impl Left {
+    /// Whether work waits: what the worker is started for.
+    pub fn waiting(&self) -> bool {
+        match self {
+            Left::Nothing => false,
+            Left::Passed(pending) => pending.is_waiting(),
+            Left::Failed { waiting } => *waiting,
+        }
+    }
 }
 
 /// Records, before `ops` run, what they will drain: a run that dies or
@@ -46,7 +70,7 @@ pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits
                 let by_operator = !pending.removing(target)
                     && live
                         .iter()
-                        .any(|l| l.target() == *target && l.admin() == Admin::Drain);
+                        .any(|l| l.is(target) && l.admin() == Admin::Drain);
                 pending.insert(target.clone(), Why::Removal, waits.drain);
                 pending.mark_operator_drain(target, by_operator);
             }
@@ -56,20 +80,28 @@ pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits
     pending.save(dir, &before)
 }
 
+/// What a pass finished, and the record as it left it.
+#[derive(Debug, Default)]
+pub struct Passed {
+    pub pending: Pending,
+    pub counts: Counts,
+}
+
 /// One pass under the exclusive lock: records what `executed` drained,
 /// drops entries that no longer match the files, HAProxy or the operator,
-/// and finishes what is due. Returns the record as it now is.
+/// and finishes what is due.
 pub fn pass(
-    api: &RuntimeApi,
+    api: &dyn Runtime,
     dir: &Path,
     desired: &[Server],
     live: &[Live],
     executed: Option<&Executed>,
     waits: Waits,
     log: &mut Log,
-) -> Result<Pending> {
+) -> Result<Passed> {
     let before = Pending::load(dir);
     let mut pending = before.clone();
+    let mut counts = Counts::default();
     if let Some(executed) = executed {
         for t in &executed.checking {
             pending.insert(t.clone(), Why::FirstCheck, waits.first_check);
@@ -79,98 +111,118 @@ pub fn pass(
         }
     }
     if !pending.is_empty() {
-        reconcile(api, &mut pending, desired, live, log)?;
-        finish_due(api, &mut pending, log)?;
+        counts.undrained = reconcile(api, &mut pending, desired, live, log)?;
+        let (ready, deleted) = finish_due(api, &mut pending, log)?;
+        (counts.ready, counts.deleted) = (ready, deleted);
     }
     pending.save(dir, &before)?;
-    crate::metrics::pending(&pending);
-    Ok(pending)
+    let of = |why| pending.entries.iter().filter(|e| e.why == why).count();
+    counts.pending = Some((of(Why::FirstCheck), of(Why::Removal)));
+    Ok(Passed { pending, counts })
+}
+
+/// What a pass decides for one entry, against HAProxy and the files.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Its server is no longer live: nothing left to do.
+    Gone,
+    /// An operator put it in maintenance: hacfg leaves it so.
+    Maint,
+    /// Someone else set it ready: nothing to do.
+    Ready,
+    /// Wanted again, but an operator had drained it before it left.
+    OperatorDrained,
+    /// Wanted again: hacfg's drain is undone.
+    Undrain,
+    /// Still waits, as this entry (its id learnt; a new server no longer
+    /// wanted becomes a removal: never set ready, deleted once idle).
+    Keep(Entry),
+}
+
+/// Judges `entry` by its server in `live` and whether `desired` lists it.
+fn judge(entry: Entry, live: &[Live], desired: &[Server]) -> Verdict {
+    let Some(l) = live.iter().find(|l| l.is(&entry.target)) else {
+        return Verdict::Gone;
+    };
+    let wanted = desired.iter().any(|s| s.is(&entry.target));
+    match (entry.why, l.admin(), wanted) {
+        (Why::FirstCheck, Admin::Maint, _) | (Why::Removal, Admin::Maint, true) => Verdict::Maint,
+        (_, Admin::Ready, _) => Verdict::Ready,
+        (Why::Removal, Admin::Drain, true) if entry.operator_drained => Verdict::OperatorDrained,
+        (Why::Removal, Admin::Drain, true) => Verdict::Undrain,
+        (Why::FirstCheck, _, false) => Verdict::Keep(Entry {
+            why: Why::Removal,
+            ..entry
+        }),
+        _ => Verdict::Keep(Entry {
+            id: (l.id != 0).then_some(l.id),
+            ..entry
+        }),
+    }
 }
 
 /// Drops the entries whose server is gone, or that an operator or a later
 /// change made moot; undoes hacfg's drain of a removed server wanted again.
 fn reconcile(
-    api: &RuntimeApi,
+    api: &dyn Runtime,
     pending: &mut Pending,
     desired: &[Server],
     live: &[Live],
     log: &mut Log,
-) -> Result<()> {
-    let wanted = |t: &Target| {
-        desired
-            .iter()
-            .any(|s| s.backend == t.backend && s.name == t.name)
-    };
+) -> Result<u64> {
     let mut again = Vec::new();
-    let entries = std::mem::take(&mut pending.entries);
-    for entry in entries {
-        let t = &entry.target;
-        let Some(l) = live
-            .iter()
-            .find(|l| l.backend == t.backend && l.name == t.name)
-        else {
-            log.debug(&format!(
-                "settle: `{t}` is no longer live; nothing left to do"
-            ));
-            continue;
+    for entry in std::mem::take(&mut pending.entries) {
+        let t = entry.target.clone();
+        let said = match judge(entry, live, desired) {
+            Verdict::Keep(entry) => {
+                pending.entries.push(entry);
+                continue;
+            }
+            Verdict::Undrain => {
+                again.push(t);
+                continue;
+            }
+            Verdict::Gone => {
+                log.debug(&format!(
+                    "settle: `{t}` is no longer live; nothing left to do"
+                ));
+                continue;
+            }
+            Verdict::Maint => "is in maintenance, set by an operator: hacfg leaves it so",
+            Verdict::Ready => "was set ready by someone else: nothing to do",
+            Verdict::OperatorDrained => {
+                "is in the nodes folder again; an operator had drained it before it left, so \
+                 it stays drained"
+            }
         };
-        match (entry.why, l.admin(), wanted(t)) {
-            (Why::FirstCheck, Admin::Maint, _) | (Why::Removal, Admin::Maint, true) => {
-                log.info(&format!(
-                    "settle: `{t}` is in maintenance, set by an operator: hacfg leaves it so"
-                ));
-            }
-            (_, Admin::Ready, _) => {
-                log.info(&format!(
-                    "settle: `{t}` was set ready by someone else: nothing to do"
-                ));
-            }
-            (Why::Removal, Admin::Drain, true) if entry.operator_drained => {
-                log.info(&format!(
-                    "settle: `{t}` is in the nodes folder again; an operator had drained it \
-                     before it left, so it stays drained"
-                ));
-            }
-            (Why::Removal, Admin::Drain, true) => again.push(entry.target),
-            // No longer in the config: never set ready, deleted once idle.
-            (Why::FirstCheck, _, false) => pending.entries.push(Entry {
-                why: Why::Removal,
-                ..entry
-            }),
-            _ => pending.entries.push(Entry {
-                id: (l.id != 0).then_some(l.id),
-                ..entry
-            }),
-        }
+        log.info(&format!("settle: `{t}` {said}"));
     }
     undo_drains(api, &again, log)
 }
 
-/// Puts back into service removed servers that are wanted again.
-fn undo_drains(api: &RuntimeApi, again: &[Target], log: &mut Log) -> Result<()> {
+/// Puts back into service removed servers that are wanted again; how many.
+fn undo_drains(api: &dyn Runtime, again: &[Target], log: &mut Log) -> Result<u64> {
     if again.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     execute::set_ready(api, again)?;
-    crate::metrics::undrained(again.len());
     for t in again {
         log.info(&format!(
             "settle: `{t}` is in the nodes folder again: hacfg's drain is undone, it serves"
         ));
     }
-    Ok(())
+    Ok(again.len() as u64)
 }
 
 /// Sets ready the new servers whose first check has run (and that are
 /// still wanted: a removal turns the entry into a `Removal`), deletes the
-/// idle removed ones.
-fn finish_due(api: &RuntimeApi, pending: &mut Pending, log: &mut Log) -> Result<()> {
+/// idle removed ones; how many of each.
+fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result<(u64, u64)> {
     let done = execute::finish(
         api,
         &pending.targets(Why::FirstCheck),
         &pending.targets(Why::Removal),
     )?;
-    crate::metrics::finished(&done);
     for (t, stat) in &done.ready {
         pending.remove(t);
         let check = &stat.check;
@@ -196,7 +248,7 @@ fn finish_due(api: &RuntimeApi, pending: &mut Pending, log: &mut Log) -> Result<
              request), and later runs try again"
         ));
     }
-    Ok(())
+    Ok((done.ready.len() as u64, done.deleted.len() as u64))
 }
 
 /// What an overdue entry means, for the log and `status`.
@@ -212,5 +264,159 @@ pub fn overdue_text(entry: &Entry) -> String {
              request) and any later hacfg run deletes it once idle",
             entry.target
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::config;
+    use crate::haproxy::fake::Fake;
+    use crate::haproxy::state::FORCED_DRAIN;
+    use crate::log::Verbosity;
+
+    const CONFIG: &str = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server b 10.0.0.2:80 check id 12\n";
+
+    fn entry(name: &str, why: Why) -> Entry {
+        let mut p = Pending::default();
+        p.insert(Target::new("nodes", name), why, Duration::from_secs(60));
+        p.entries.remove(0)
+    }
+
+    fn live_with(name: &str, admin_state: u8) -> Vec<Live> {
+        let mut live = crate::haproxy::state::all_up(CONFIG);
+        for l in live.iter_mut().filter(|l| l.name == name) {
+            l.admin_state = admin_state;
+        }
+        live
+    }
+
+    #[test]
+    fn a_server_gone_or_set_by_someone_else_ends_its_entry() {
+        let desired = config::servers(CONFIG);
+        let gone = entry("z", Why::Removal);
+        assert_eq!(judge(gone, &live_with("a", 0), &desired), Verdict::Gone);
+        let a = entry("a", Why::FirstCheck);
+        assert_eq!(
+            judge(a.clone(), &live_with("a", 0), &desired),
+            Verdict::Ready
+        );
+        assert_eq!(judge(a, &live_with("a", 0x01), &desired), Verdict::Maint);
+        // A removal in maintenance that is no longer wanted is still deleted.
+        let b = entry("b", Why::Removal);
+        let kept = judge(b, &live_with("b", 0x01), &desired[..1]);
+        assert!(matches!(kept, Verdict::Keep(e) if e.why == Why::Removal && e.id == Some(12)));
+    }
+
+    #[test]
+    fn a_removal_wanted_again_is_undrained_unless_an_operator_drained_it() {
+        let desired = config::servers(CONFIG);
+        let live = live_with("b", FORCED_DRAIN);
+        let b = entry("b", Why::Removal);
+        assert_eq!(judge(b.clone(), &live, &desired), Verdict::Undrain);
+        let by_operator = Entry {
+            operator_drained: true,
+            ..b
+        };
+        assert_eq!(
+            judge(by_operator, &live, &desired),
+            Verdict::OperatorDrained
+        );
+    }
+
+    #[test]
+    fn a_new_server_no_longer_wanted_becomes_a_removal() {
+        let live = live_with("b", FORCED_DRAIN);
+        let desired = config::servers(CONFIG);
+        let Verdict::Keep(e) = judge(entry("b", Why::FirstCheck), &live, &desired[..1]) else {
+            panic!("dropped");
+        };
+        assert_eq!(e.why, Why::Removal, "never set ready, deleted once idle");
+        let Verdict::Keep(e) = judge(entry("b", Why::FirstCheck), &live, &desired) else {
+            panic!("dropped");
+        };
+        assert_eq!(e.why, Why::FirstCheck, "still waits for its check");
+    }
+
+    #[test]
+    fn a_pass_finishes_what_is_due_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::of(CONFIG);
+        for t in ["nodes/a", "nodes/b"] {
+            fake.set(t, |s| s.live.admin_state = FORCED_DRAIN);
+        }
+        fake.set("nodes/a", |s| s.check = "INI".into());
+        let executed = Executed {
+            done: Vec::new(),
+            checking: vec![Target::new("nodes", "a")],
+            draining: Vec::new(),
+        };
+        let desired = config::servers(CONFIG);
+        let mut log = Log::new(Verbosity::Quiet, None);
+        let waits = Waits {
+            drain: Duration::from_secs(60),
+            first_check: Duration::from_secs(60),
+        };
+        let pass = |fake: &Fake, executed, log: &mut Log| {
+            let live = fake.live().unwrap();
+            pass(fake, dir.path(), &desired, &live, executed, waits, log).unwrap()
+        };
+        let Passed {
+            pending: left,
+            counts,
+        } = pass(&fake, Some(&executed), &mut log);
+        assert_eq!((counts.ready, counts.pending), (0, Some((1, 0))));
+        assert_eq!(
+            left.targets(Why::FirstCheck),
+            [(Target::new("nodes", "a"), Some(11))]
+        );
+        assert!(left.is_waiting());
+        // b was drained by someone else, not hacfg: never set ready.
+        assert_eq!(fake.get("nodes/b").unwrap().live.admin(), Admin::Drain);
+        // Its check has run: the next pass (a worker's) sets it ready.
+        fake.set("nodes/a", |s| s.check = "L7OK".into());
+        let Passed {
+            pending: left,
+            counts,
+        } = pass(&fake, None, &mut log);
+        assert!(left.is_empty());
+        assert_eq!((counts.ready, counts.pending), (1, Some((0, 0))));
+        assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Ready);
+        assert!(Pending::load(dir.path()).is_empty(), "the record is gone");
+    }
+
+    #[test]
+    fn intend_tells_an_operators_drain_from_hacfgs() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = live_with("b", FORCED_DRAIN);
+        let waits = Waits {
+            drain: Duration::from_secs(60),
+            first_check: Duration::from_secs(60),
+        };
+        let ops = [
+            Op::Delete(Target::new("nodes", "a")),
+            Op::Delete(Target::new("nodes", "b")),
+        ];
+        intend(dir.path(), &ops, &live, SafeAdd::Drain, waits).unwrap();
+        let pending = Pending::load(dir.path());
+        let by_operator: Vec<bool> = pending.entries.iter().map(|e| e.operator_drained).collect();
+        assert_eq!(by_operator, [false, true]);
+        assert!(pending.entries.iter().all(|e| e.why == Why::Removal));
+    }
+
+    #[test]
+    fn the_worker_is_needed_only_while_work_waits() {
+        assert!(!Left::Nothing.waiting());
+        assert!(Left::Failed { waiting: true }.waiting());
+        assert!(!Left::Passed(Pending::default()).waiting());
+        let mut p = Pending::default();
+        p.insert(
+            Target::new("nodes", "a"),
+            Why::Removal,
+            Duration::from_secs(60),
+        );
+        assert!(Left::Passed(p.clone()).waiting());
+        p.expire(&Target::new("nodes", "a"));
+        assert!(!Left::Passed(p).waiting(), "overdue: later runs finish it");
     }
 }

@@ -298,8 +298,8 @@ fn judge_all(
 /// exchange, bounded by `--socket-timeout`.
 fn ask(s: &Settings, output: &OutputFile) -> Result<(Vec<Server>, Vec<Live>)> {
     let api = s
-        .runtime
-        .as_ref()
+        .apply
+        .runtime()
         .context("no runtime API is set (--master-socket or --stats-socket)")?;
     let text = output.read()?.unwrap_or_default();
     let desired = config::servers(&String::from_utf8_lossy(&text));

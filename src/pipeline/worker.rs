@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::Counts;
 use super::Settings;
 use super::pending::{Entry, Pending, Why};
 use super::records::lock::{Job, WorkerLock};
 use super::records::now_ms;
-use super::settle::{self, Waits};
+use super::settle::{self, Passed, Waits};
 use super::verify::{self, Stays};
-use crate::haproxy::{RuntimeApi, Target, config};
+use crate::haproxy::stat::Stat;
+use crate::haproxy::{Runtime, Target, config};
 use crate::log::Log;
 use crate::output::OutputFile;
 use crate::store::{Exclusive, Lock, Store};
@@ -42,11 +44,12 @@ pub struct Worker {
 /// Waits for the folder's pending work and finishes it; returns when
 /// nothing waits any more (or another worker already runs).
 pub fn work(
-    api: &RuntimeApi,
+    api: &dyn Runtime,
     store: &Store,
     output: &OutputFile,
     waits: Waits,
     log: &mut Log,
+    counts: &mut Counts,
 ) -> Result<()> {
     let Some(worker_lock) = WorkerLock::try_take(store, Job::Settle, log)? else {
         log.debug("settle: another worker is at work");
@@ -64,21 +67,17 @@ pub fn work(
                 Pending::load(store.dir())
             } else {
                 match pass_from_file(api, store, output, waits, log) {
-                    Ok(left) => {
+                    Ok((passed, live)) => {
                         failing = None;
-                        left
-                    }
-                    Err(e) if failing.is_some_and(|since| since.elapsed() > UNANSWERED) => {
-                        log.warn(&format!(
-                            "settle: {e:#}; giving up for now: the next hacfg run finishes \
-                             the pending work"
-                        ));
-                        drop(worker_lock);
-                        return Ok(());
+                        counts.add(&passed.counts);
+                        counts.servers_live = Some(live);
+                        passed.pending
                     }
                     Err(e) => {
-                        log.debug(&format!("settle: {e:#}; trying again"));
-                        failing.get_or_insert_with(Instant::now);
+                        if give_up(&e, &mut failing, log) {
+                            drop(worker_lock);
+                            return Ok(());
+                        }
                         Pending::load(store.dir())
                     }
                 }
@@ -92,11 +91,31 @@ pub fn work(
     }
 }
 
+/// After a failed pass: whether to give up, HAProxy having failed to
+/// answer for [`UNANSWERED`]; else the failure is timed from its first.
+fn give_up(e: &anyhow::Error, failing: &mut Option<Instant>, log: &mut Log) -> bool {
+    if failing.is_some_and(|since| since.elapsed() > UNANSWERED) {
+        log.warn(&format!(
+            "settle: {e:#}; giving up for now: the next hacfg run finishes the pending work"
+        ));
+        return true;
+    }
+    log.debug(&format!("settle: {e:#}; trying again"));
+    failing.get_or_insert_with(Instant::now);
+    false
+}
+
 /// The worker's second job (`--on-failed verify`): it watches the failed
 /// members that stay until HAProxy's checks see them DOWN (then they go:
 /// node file removed, the change applied) or `--check-timeout` has passed
 /// since they stayed (later events and `sync` review them then).
-pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<()> {
+pub fn watch(
+    s: &Settings,
+    store: &Store,
+    output: &OutputFile,
+    log: &mut Log,
+    counts: &mut Counts,
+) -> Result<()> {
     let Some(watch_lock) = WorkerLock::try_take(store, Job::Watch, log)? else {
         return Ok(());
     };
@@ -119,7 +138,7 @@ pub fn watch(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) ->
             Ok(down) => {
                 failing = None;
                 if down {
-                    remove_down(s, store, output, log)?;
+                    remove_down(s, (store, output), log, counts)?;
                 }
             }
             Err(e) if failing.is_some_and(|since| since.elapsed() > UNANSWERED) => {
@@ -151,7 +170,12 @@ fn watching(s: &Settings, stays: &Stays) -> bool {
 /// Removes the failed members that stayed and HAProxy now sees DOWN, and
 /// applies the change, as their own event would have. A node file that
 /// cannot be removed keeps its stay, for a later review.
-fn remove_down(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) -> Result<()> {
+fn remove_down(
+    s: &Settings,
+    (store, output): (&Store, &OutputFile),
+    log: &mut Log,
+    counts: &mut Counts,
+) -> Result<()> {
     let lock = store.lock::<Exclusive>()?;
     let mut reviewed = verify::review(s, store, &lock, output, (&[], &[]), log);
     let removed = store.remove_all(&lock, &reviewed.remove)?;
@@ -168,7 +192,7 @@ fn remove_down(s: &Settings, store: &Store, output: &OutputFile, log: &mut Log) 
     reviewed.record(store.dir())?;
     // The change is the folder's now: a render that fails is said, and the
     // next run applies it.
-    match super::update(s, store, &lock, output, log) {
+    match super::update(s, store, &lock, output, log, counts) {
         Ok(applied) => {
             drop(lock);
             super::after(s, &applied, log);
@@ -189,35 +213,41 @@ fn exit(worker_lock: WorkerLock, lock: Lock<Exclusive>, left: &Pending, log: &mu
     drop(lock);
 }
 
-/// A pass against the config file hacfg last wrote and the live servers.
+/// A pass against the config file hacfg last wrote and the live servers;
+/// how many servers HAProxy ran.
 fn pass_from_file(
-    api: &RuntimeApi,
+    api: &dyn Runtime,
     store: &Store,
     output: &OutputFile,
     waits: Waits,
     log: &mut Log,
-) -> Result<Pending> {
+) -> Result<(Passed, usize)> {
     let text = output.read()?.unwrap_or_default();
     let desired = config::servers(&String::from_utf8_lossy(&text));
     let live = api.live()?;
-    crate::metrics::servers_live(live.len());
-    settle::pass(api, store.dir(), &desired, &live, None, waits, log)
+    let passed = settle::pass(api, store.dir(), &desired, &live, None, waits, log)?;
+    Ok((passed, live.len()))
 }
 
 /// Whether any waiting entry is due now: its check has run, it is idle,
 /// an operator put it in maintenance, or its server is no longer there.
 /// An unreadable answer counts as due, so that the pass says what is wrong.
-fn due(api: &RuntimeApi, waiting: &[&Entry]) -> bool {
+fn due(api: &dyn Runtime, waiting: &[&Entry]) -> bool {
     let targets: Vec<(Target, Option<u32>)> =
         waiting.iter().map(|e| (e.target.clone(), e.id)).collect();
-    let Ok(stats) = api.stats_of(&targets) else {
-        return true;
-    };
-    waiting.iter().any(|e| match (stats.get(&e.target), e.why) {
+    match api.stats_of(&targets) {
+        Ok(stats) => waiting.iter().any(|e| is_due(e, stats.get(&e.target))),
+        Err(_) => true,
+    }
+}
+
+/// Whether `entry` is due, by what `show stat` says of its server.
+fn is_due(entry: &Entry, stat: Option<&Stat>) -> bool {
+    match (stat, entry.why) {
         (None, _) => true,
         (Some(s), Why::FirstCheck) => s.checked() || !s.status.starts_with("DRAIN"),
         (Some(s), Why::Removal) => s.sessions == 0,
-    })
+    }
 }
 
 /// Starts the worker, detached, if work is waiting. It gets no standard
@@ -242,5 +272,64 @@ pub fn spawn(worker: &Worker, log: &mut Log) {
             "unable to start `{} settle`: {e}; the next hacfg run finishes the pending work",
             worker.exe.display()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(why: Why) -> Entry {
+        let mut p = Pending::default();
+        p.insert(Target::new("nodes", "a"), why, Duration::from_secs(60));
+        p.entries.remove(0)
+    }
+
+    /// A `show stat` row; `check` as HAProxy writes it (`* INI` while a
+    /// first check runs).
+    fn stat(status: &str, check: &str, sessions: u64) -> Stat {
+        Stat {
+            sessions,
+            status: status.into(),
+            check: check.trim_start_matches("* ").into(),
+            running: check.starts_with("* "),
+        }
+    }
+
+    #[test]
+    fn a_new_server_is_due_once_its_first_check_has_a_result() {
+        let first = entry(Why::FirstCheck);
+        assert!(!is_due(&first, Some(&stat("DRAIN", "INI", 0))));
+        assert!(
+            !is_due(&first, Some(&stat("DRAIN", "* INI", 0))),
+            "running, no result"
+        );
+        assert!(is_due(&first, Some(&stat("DRAIN", "L7OK", 0))));
+        assert!(
+            is_due(&first, Some(&stat("DRAIN", "L4CON", 0))),
+            "failed is a result"
+        );
+        // Set ready or put in maint by someone: the pass says what it sees.
+        assert!(is_due(&first, Some(&stat("MAINT", "INI", 0))));
+        assert!(is_due(&first, None), "gone");
+    }
+
+    #[test]
+    fn a_removed_server_is_due_once_idle() {
+        let removal = entry(Why::Removal);
+        assert!(!is_due(&removal, Some(&stat("DRAIN", "L7OK", 2))));
+        assert!(is_due(&removal, Some(&stat("DRAIN", "L7OK", 0))));
+        assert!(is_due(&removal, None));
+    }
+
+    #[test]
+    fn an_unreadable_answer_counts_as_due() {
+        let fake =
+            crate::haproxy::fake::Fake::of("backend nodes\n    server a 10.0.0.1:80 id 11\n");
+        fake.set("nodes/a", |s| s.sessions = 1);
+        let removal = entry(Why::Removal);
+        assert!(!due(&fake, &[&removal]));
+        fake.answers.set(0);
+        assert!(due(&fake, &[&removal]), "the pass says what is wrong");
     }
 }

@@ -38,11 +38,9 @@ impl Sync<'_> {
         // A freshly started, lonely or partitioned agent sees only itself:
         // that is no evidence that the pool is empty.
         if list.alive.len() <= 1 && !self.allow_empty {
-            return Err(Failure::Alone(format!(
-                "sync: the Serf agent sees {} alive member(s), so no other member: nothing \
-                 changed (it may be starting or cut off; --allow-empty applies the list anyway)",
-                list.alive.len()
-            ))
+            return Err(Failure::Alone {
+                members: list.alive.len(),
+            }
             .into());
         }
         let members = list.alive.iter().cloned().map(Ok);
@@ -148,11 +146,6 @@ impl Sync<'_> {
         if self.allow_empty || !shrinks_too_much(current, removals) {
             return Ok(());
         }
-        Err(Failure::Alone(format!(
-            "sync would remove {removals} of the {current} nodes (more than half): nothing \
-             changed (an agent cut off from part of the cluster sees only part of it; \
-             --allow-empty applies the list anyway)"
-        ))
-        .into())
+        Err(Failure::Shrinks { removals, current }.into())
     }
 }
