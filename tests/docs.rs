@@ -122,9 +122,16 @@ fn every_relative_link_resolves() {
     let mut checked = 0;
     for page in pages() {
         let text = fs::read_to_string(&page).expect("page");
-        let name = page.strip_prefix(ROOT).expect("in the repository").display().to_string();
+        let name = page
+            .strip_prefix(ROOT)
+            .expect("in the repository")
+            .display()
+            .to_string();
         for (n, target) in links(&text) {
-            if ["http://", "https://", "mailto:"].iter().any(|s| target.starts_with(s)) {
+            if ["http://", "https://", "mailto:"]
+                .iter()
+                .any(|s| target.starts_with(s))
+            {
                 continue;
             }
             checked += 1;
@@ -171,7 +178,11 @@ fn examples(text: &str) -> Vec<Example> {
         } else if in_console {
             if let Some(command) = line.strip_prefix("$ ") {
                 let output = Vec::new();
-                out.push(Example { line: i + 1, command: command.to_string(), output });
+                out.push(Example {
+                    line: i + 1,
+                    command: command.to_string(),
+                    output,
+                });
             } else if let Some(last) = out.last_mut() {
                 last.output.push(line.to_string());
             }
@@ -184,7 +195,9 @@ fn examples(text: &str) -> Vec<Example> {
 fn line_matches(pattern: &str, line: &str) -> bool {
     let mut parts = pattern.split("[..]");
     let first = parts.next().unwrap_or("");
-    let Some(mut rest) = line.strip_prefix(first) else { return false };
+    let Some(mut rest) = line.strip_prefix(first) else {
+        return false;
+    };
     let parts: Vec<&str> = parts.collect();
     for (i, part) in parts.iter().enumerate() {
         if i + 1 == parts.len() {
@@ -220,15 +233,24 @@ fn trim_end(lines: &mut Vec<String>) {
 /// Runs one command in `dir` through `sh`, stderr into stdout: (output, status).
 fn run(dir: &Path, env: &BTreeMap<String, String>, command: &str) -> (String, i32) {
     let bin = Path::new(HACFG).parent().expect("binary folder");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(format!("exec 2>&1\n{command}")).current_dir(dir);
+    cmd.arg("-c")
+        .arg(format!("exec 2>&1\n{command}"))
+        .current_dir(dir);
     for (key, _) in std::env::vars() {
         if key.starts_with("HACFG_") || key.starts_with("SERF_") {
             cmd.env_remove(key);
         }
     }
-    cmd.env("PATH", path).envs(env).stdin(Stdio::null()).stdout(Stdio::piped());
+    cmd.env("PATH", path)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
     let mut child = cmd.spawn().expect("sh");
     let mut stdout = child.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
@@ -254,7 +276,10 @@ fn run(dir: &Path, env: &BTreeMap<String, String>, command: &str) -> (String, i3
 fn exports(command: &str) -> Option<Vec<(String, String)>> {
     let words = command.strip_prefix("export ")?.split_whitespace();
     words
-        .map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .map(|w| {
+            w.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }
 
@@ -264,7 +289,11 @@ fn every_console_example_in_docs_runs_as_shown() {
     let mut ran = 0;
     for page in pages().into_iter().skip(1) {
         let text = fs::read_to_string(&page).expect("page");
-        let name = page.strip_prefix(ROOT).expect("in the repository").display().to_string();
+        let name = page
+            .strip_prefix(ROOT)
+            .expect("in the repository")
+            .display()
+            .to_string();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut env = BTreeMap::new();
         for mut example in examples(&text) {
@@ -296,8 +325,14 @@ fn the_matcher_takes_wildcards_and_refuses_other_output() {
     assert!(output_matches(&shown("a\n...\nd"), &["a", "b", "c", "d"]));
     assert!(output_matches(&shown("a\n..."), &["a"]));
     assert!(!output_matches(&shown("a\nd"), &["a", "b", "d"]));
-    assert!(line_matches("wrote `[..]` (2 nodes)", "wrote `x/haproxy.cfg` (2 nodes)"));
-    assert!(!line_matches("wrote `[..]` (2 nodes)", "wrote `x` (3 nodes)"));
+    assert!(line_matches(
+        "wrote `[..]` (2 nodes)",
+        "wrote `x/haproxy.cfg` (2 nodes)"
+    ));
+    assert!(!line_matches(
+        "wrote `[..]` (2 nodes)",
+        "wrote `x` (3 nodes)"
+    ));
     assert!(!line_matches("exit 1", "exit 12"));
     let example = "```console\n$ export A=1 B=2\n$ echo $A$B\n12\n```\n```sh\n$ no\n```\n";
     let found = examples(example);
