@@ -171,12 +171,30 @@ fn examples(text: &str) -> Vec<Example> {
     let mut out: Vec<Example> = Vec::new();
     let mut in_console = false;
     let mut fenced = false;
-    for (i, line) in text.lines().enumerate() {
-        if line.trim_start().starts_with("```") {
+    // The end marker of a here-document the last command opened.
+    let mut heredoc: Option<String> = None;
+    // A block in a list item is indented as its fence is.
+    let mut indent = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let unindented = raw.len() - raw.trim_start().len() >= indent;
+        let line = if unindented { &raw[indent..] } else { raw };
+        if let (Some(end), Some(last)) = (&heredoc, out.last_mut()) {
+            last.command.push('\n');
+            last.command.push_str(line);
+            if line == end {
+                heredoc = None;
+            }
+        } else if line.trim_start().starts_with("```") {
             in_console = !fenced && line.trim() == "```console";
             fenced = !fenced;
+            indent = if fenced {
+                raw.len() - raw.trim_start().len()
+            } else {
+                0
+            };
         } else if in_console {
             if let Some(command) = line.strip_prefix("$ ") {
+                heredoc = heredoc_end(command);
                 let output = Vec::new();
                 out.push(Example {
                     line: i + 1,
@@ -189,6 +207,13 @@ fn examples(text: &str) -> Vec<Example> {
         }
     }
     out
+}
+
+/// `cmd <<'EOF'` or `cmd <<EOF`: the here-document's end marker.
+fn heredoc_end(command: &str) -> Option<String> {
+    let (_, rest) = command.split_once("<<")?;
+    let word = rest.trim_start().split_whitespace().next()?;
+    Some(word.trim_matches(|c| c == '\'' || c == '"').to_string())
 }
 
 /// Whether `line` matches `pattern`, where `[..]` stands for any text.
@@ -339,4 +364,14 @@ fn the_matcher_takes_wildcards_and_refuses_other_output() {
     assert_eq!(found.len(), 2);
     assert_eq!(found[1].output, vec!["12".to_string()]);
     assert_eq!(exports("export A=1 B=2").map(|v| v.len()), Some(2));
+    let heredoc = "```console\n$ cat > t <<'EOF'\na\n$ b\nEOF\n$ wc -l < t\n2\n```\n";
+    let found = examples(heredoc);
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[0].command, "cat > t <<'EOF'\na\n$ b\nEOF");
+    assert_eq!(found[1].output, vec!["2".to_string()]);
+    let indented = examples("1. step\n\n   ```console\n   $ echo a\n   a\n   ```\n");
+    assert_eq!(
+        (indented[0].command.as_str(), indented[0].output.clone()),
+        ("echo a", vec!["a".to_string()])
+    );
 }
