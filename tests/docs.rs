@@ -212,7 +212,7 @@ fn examples(text: &str) -> Vec<Example> {
 /// `cmd <<'EOF'` or `cmd <<EOF`: the here-document's end marker.
 fn heredoc_end(command: &str) -> Option<String> {
     let (_, rest) = command.split_once("<<")?;
-    let word = rest.trim_start().split_whitespace().next()?;
+    let word = rest.split_whitespace().next()?;
     Some(word.trim_matches(|c| c == '\'' || c == '"').to_string())
 }
 
