@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # hacfg's benchmark: whole processes, as a user or Serf runs them.
 #
-#   bash bench/run.sh                 # N = 10 .. 100,000, with the lab's handler
+#   bash bench/run.sh                 # N = 10 .. 100,000, hacfg alone
+#   bash bench/run.sh --with-lab      # the same, beside the lab's handler
 #   bash bench/run.sh --sizes "1000"  # chosen sizes
 #   bash bench/run.sh --smoke         # N = 10, one run each (CI)
+#
+# --with-lab installs handlebars-cmd from npm into the benchmark's folder
+# (BENCH_DIR, else $TMPDIR/hacfg-bench), for the lab's handler. Nothing is
+# installed without it.
 #
 # Times are medians of RUNS runs (3×RUNS up to 1,000 nodes, 3 at 100,000;
 # 3 for the lab's handler from 1,000 nodes on) after a warm-up, wall clock ($EPOCHREALTIME)
@@ -18,14 +23,15 @@ root=$PWD
 sizes="10 100 1000 10000 100000"
 runs=5
 smoke=0
-lab=1
+lab=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1; sizes="10"; runs=1; lab=0 ;;
     --sizes) sizes="$2"; shift ;;
     --runs) runs="$2"; shift ;;
-    --no-lab) lab=0 ;;
-    *) echo "usage: bench/run.sh [--smoke] [--sizes \"N ...\"] [--runs R] [--no-lab]" >&2; exit 2 ;;
+    --with-lab) lab=1 ;;
+    --no-lab) lab=0 ;; # the default; kept for old command lines
+    *) echo "usage: bench/run.sh [--smoke] [--sizes \"N ...\"] [--runs R] [--with-lab]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -40,7 +46,8 @@ mkdir -p "$work"
 have_time=0; [ -x /usr/bin/time ] && have_time=1
 haproxy_bin=$(command -v haproxy || true)
 
-# The lab's handler needs handlebars-cmd from npm; without npm it is skipped.
+# The lab's handler (--with-lab) needs handlebars-cmd from npm; without npm
+# it is skipped. Without --with-lab, nothing is installed.
 handlebars=""
 if [ "$lab" = 1 ]; then
   if [ ! -f "$work/npm/node_modules/handlebars-cmd/index.js" ] && command -v npm >/dev/null; then

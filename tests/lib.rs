@@ -10,6 +10,7 @@ mod live;
 mod apply;
 mod availability;
 mod core;
+mod docs;
 mod fleet;
 mod hardening;
 mod locking;

@@ -1,6 +1,6 @@
 //! The `vars` the built-in template reads: one table, shown by `render
 //! --help` and the man page; tests hold it equal to the template and to the
-//! README's table, so none of the three can drift.
+//! table in docs/node-files-and-templates.md, so none of the three can drift.
 
 /// One `vars.KEY` of the built-in template.
 pub struct Var {
@@ -120,9 +120,12 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_the_same_variables_and_defaults() {
-        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
-        let rows: BTreeMap<String, Option<String>> = readme
+    fn the_docs_list_the_same_variables_and_defaults() {
+        let page = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/node-files-and-templates.md"
+        ));
+        let rows: BTreeMap<String, Option<String>> = page
             .lines()
             .filter_map(|l| l.strip_prefix("| `vars."))
             .map(|row| {
