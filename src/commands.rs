@@ -14,7 +14,7 @@ use crate::pipeline::{Balancer, HeldSet, Then};
 use crate::render;
 use crate::serf;
 use crate::stdout::print_stdout;
-use crate::store::Store;
+use crate::store::{Store, Unreadable};
 
 /// Runs the command, then records in the metrics what the pipeline did
 /// (a run that failed part-way did some of it too).
@@ -104,8 +104,12 @@ fn serf_run(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
 
 /// `hacfg list`: the nodes, and those HAProxy refused.
 fn list(b: &mut Balancer, json: bool) -> Result<Outcome> {
-    let (nodes, held) = b.list()?;
-    print_stdout(&list_text(&nodes, &held, b.default_port(), json)?)?;
+    let (loaded, held) = b.list()?;
+    for file in &loaded.unreadable {
+        b.log().warn(&format!("{file}: held back"));
+    }
+    let listed = (loaded.nodes.as_slice(), loaded.unreadable.as_slice());
+    print_stdout(&list_text(listed, &held, b.default_port(), json)?)?;
     Ok(Outcome::Done)
 }
 
@@ -170,7 +174,7 @@ fn print_bytes(bytes: &[u8]) -> Result<Outcome> {
 }
 
 /// `render --stdout` and `render --diff`: show, write nothing.
-fn preview(b: &Balancer, cfg: &Config, mode: RenderMode) -> Result<Outcome> {
+fn preview(b: &mut Balancer, cfg: &Config, mode: RenderMode) -> Result<Outcome> {
     let preview = b.preview()?;
     let rendered = preview.rendered;
     if mode == RenderMode::Stdout {
@@ -192,11 +196,16 @@ fn preview(b: &Balancer, cfg: &Config, mode: RenderMode) -> Result<Outcome> {
 /// `hacfg list`: an aligned table, or a JSON array of what templates see.
 /// A node HAProxy refused shows as `rejected` with HAProxy's words (JSON:
 /// a `rejected` field).
-fn list_text(nodes: &[Node], held: &HeldSet, default_port: u16, json: bool) -> Result<String> {
+fn list_text(
+    (nodes, unreadable): (&[Node], &[Unreadable]),
+    held: &HeldSet,
+    default_port: u16,
+    json: bool,
+) -> Result<String> {
     let reason = |n: &Node| held.get(n).map(|h| h.reason.as_str());
     if json {
         let views = render::views(Arc::new(nodes.to_vec()), default_port);
-        let mut list = Vec::with_capacity(views.len());
+        let mut list = Vec::with_capacity(views.len() + unreadable.len());
         for (view, node) in views.iter().zip(nodes) {
             let mut value = serde_json::to_value(view)?;
             if let (Some(r), Some(map)) = (reason(node), value.as_object_mut()) {
@@ -204,26 +213,48 @@ fn list_text(nodes: &[Node], held: &HeldSet, default_port: u16, json: bool) -> R
             }
             list.push(value);
         }
+        list.extend(
+            unreadable
+                .iter()
+                .map(|u| serde_json::json!({ "file": u.name, "unreadable": u.reason })),
+        );
         return Ok(serde_json::to_string_pretty(&list)? + "\n");
     }
-    let rows: Vec<[String; 6]> = nodes
+    let mut rows: Vec<[String; 6]> = nodes
         .iter()
         .map(|node| {
-            let tags: Vec<String> = node.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let status = match reason(node) {
                 Some(r) => format!("rejected: {}", r.lines().next().unwrap_or_default()),
                 None => "ok".to_string(),
             };
-            [
-                node.name.clone(),
-                node.address.clone(),
-                node.port_or(default_port).to_string(),
-                node.weight_or_default().to_string(),
-                tags.join(","),
-                status,
-            ]
+            node_row(node, default_port, status)
         })
         .collect();
+    rows.extend(unreadable.iter().map(|u| {
+        let status = format!("unreadable: {}", u.reason);
+        [
+            u.name.clone(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            status,
+        ]
+    }));
+    rows.sort_by(|a, b| a[0].cmp(&b[0]));
     let header = ["NAME", "ADDRESS", "PORT", "WEIGHT", "TAGS", "STATUS"];
     Ok(crate::stdout::table(header, &rows))
+}
+
+/// One node's row in `list`'s table.
+fn node_row(node: &Node, default_port: u16, status: String) -> [String; 6] {
+    let tags: Vec<String> = node.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    [
+        node.name.clone(),
+        node.address.clone(),
+        node.port_or(default_port).to_string(),
+        node.weight_or_default().to_string(),
+        tags.join(","),
+        status,
+    ]
 }

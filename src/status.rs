@@ -60,11 +60,17 @@ pub fn run(b: &Balancer, json: bool) -> Result<Outcome> {
     };
     print_stdout(&text)?;
     let drifted = rows.iter().filter(|r| !r.drift.is_empty()).count();
-    Ok(match drifted {
-        0 => Outcome::Done,
-        n => Outcome::Drift(format!(
-            "{n} server(s) differ from the nodes folder; a run with --reload repairs them"
-        )),
+    let mut stuck = Vec::new();
+    if drifted > 0 {
+        stuck.push(format!(
+            "{drifted} server(s) differ from the nodes folder; a run with --reload repairs them"
+        ));
+    }
+    stuck.extend(seen.unreadable.iter().map(|u| format!("{u}: held back")));
+    Ok(if stuck.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Drift(stuck.join("\n"))
     })
 }
 
