@@ -104,3 +104,39 @@ fn stray_files_are_never_servers() {
     // A name `add` refuses can never come from the folder either.
     env.call(&["add", "stale.lock", "10.0.0.9"]).code(2);
 }
+
+#[test]
+fn a_socket_this_user_may_not_use_is_said_so_with_advice_that_works() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
+    let env = TestEnv::new();
+    // Root's socket, mode 0600; hacfg runs as nobody, who owns the folders.
+    let socket = env.path("master.sock");
+    let _listener = UnixListener::bind(&socket).unwrap();
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(env.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+    for dir in [
+        env.nodes.clone(),
+        env.output.parent().unwrap().to_path_buf(),
+    ] {
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    }
+    let socket = socket.to_str().unwrap();
+    let args = ["--no-check", "--reload", "--master-socket", socket];
+    for command in [&["init"][..], &["render"]] {
+        let done = env
+            .call(&[&args[..], command].concat())
+            .user(65534, 65534)
+            .code(4);
+        assert!(
+            done.stderr
+                .contains("--master-socket `$TMP/master.sock`: permission denied")
+                && done
+                    .stderr
+                    .contains("run hacfg as a user the socket lets in"),
+            "{}",
+            done.stderr
+        );
+        assert!(!done.stderr.contains("--force render"), "{}", done.stderr);
+    }
+}
