@@ -52,8 +52,9 @@ impl Sync<'_> {
         }
         let apply =
             |folder: &Folder<Exclusive>, log: &mut Log| self.apply(folder, wanted, &list, log);
-        let ((more, staying), outcome) = b.change_whole(apply)?;
-        if staying {
+        let ((more, stays), outcome) = b.change_whole(apply)?;
+        b.count_stays(stays);
+        if self.on_failed == OnFailed::Verify && stays > 0 {
             b.start_worker();
         }
         Ok(partial("sync", skipped + more, outcome))
@@ -65,14 +66,14 @@ impl Sync<'_> {
     /// member the `list` shows alive ends its stay, whether or not its node
     /// file changes: a stay kept from a missed join would otherwise judge
     /// an alive member at the next event. Returns how many were skipped,
-    /// and whether some failed member stays.
+    /// and how many failed members stay.
     fn apply(
         &self,
         folder: &Folder<Exclusive>,
         wanted: Changes,
         list: &MemberList,
         log: &mut Log,
-    ) -> Result<(usize, bool)> {
+    ) -> Result<(usize, usize)> {
         let current = folder.load_all()?;
         let mut changes = plan_sync(&current, wanted);
         let failed = self.failed_removals(&mut changes, &list.failed);
@@ -90,12 +91,15 @@ impl Sync<'_> {
         }
         // A refused plan changes nothing, the record of stays included.
         self.guard(current.len(), &changes)?;
-        match &reviewed {
-            Some(reviewed) => folder.record(reviewed)?,
+        let stays = match &reviewed {
+            Some(reviewed) => {
+                folder.record(reviewed)?;
+                reviewed.count()
+            }
             None => folder.end_stays(&ended)?,
-        }
+        };
         let skipped = apply_changes(folder, &changes, "sync", log)?;
-        Ok((skipped, reviewed.is_some_and(|r| r.staying())))
+        Ok((skipped, stays))
     }
 
     /// `--dry-run`: the plan on stdout, nothing changed; refused as the
