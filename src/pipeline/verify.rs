@@ -416,6 +416,41 @@ mod tests {
     const CONFIG: &str = "backend web\n    server s1 127.0.0.2:3000 check\n    server s2 \
                           127.0.0.3:3000\n";
 
+    /// A stay's start follows the records' clock rule: one written by a
+    /// clock since stepped back a day reads as long past, so it is overdue
+    /// at once (no worker watches it, `status` calls it drift), however
+    /// often it is read; one from now is watched for `--check-timeout`.
+    #[test]
+    fn a_stay_from_a_clock_stepped_back_is_overdue_at_once() {
+        let now = now_ms();
+        let ahead = now + 24 * clock::MAX_WAIT_MS;
+        let text =
+            format!(r#"[{{"name":"s1","since_ms":{ahead}}},{{"name":"s2","since_ms":{now}}}]"#);
+        let stays = Stays::parse(text.as_bytes(), now).unwrap();
+        let watch = Duration::from_secs(60);
+        let shown = stays.shown(watch, now);
+        assert_eq!(
+            shown["s1"],
+            Shown {
+                since_ms: 0,
+                overdue: true
+            }
+        );
+        assert_eq!(
+            shown["s2"],
+            Shown {
+                since_ms: now,
+                overdue: false
+            }
+        );
+        // An hour later the stepped-back one is still past, never "ahead".
+        let later = now + clock::MAX_WAIT_MS;
+        let again = Stays::parse(text.as_bytes(), later)
+            .unwrap()
+            .shown(watch, later);
+        assert!(again["s1"].overdue && again["s2"].overdue);
+    }
+
     #[test]
     fn only_a_checked_server_seen_up_stays() {
         let desired = config::servers(CONFIG);
