@@ -2,6 +2,7 @@
 //! through one [`Balancer`], built here once; the Serf commands live in
 //! `serf/`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
@@ -10,7 +11,7 @@ use crate::cli::{Command, Config, RenderMode};
 use crate::exit::Outcome;
 use crate::log::{Log, Verbosity};
 use crate::node::Node;
-use crate::pipeline::{Balancer, HeldSet, Then};
+use crate::pipeline::{Balancer, HeldSet, Shown, Then};
 use crate::render;
 use crate::serf;
 use crate::stdout::print_stdout;
@@ -102,15 +103,32 @@ fn serf_run(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
     }
 }
 
-/// `hacfg list`: the nodes, and those HAProxy refused.
+/// `hacfg list`: the nodes, those HAProxy refused, and the failed members
+/// that stay. A damaged record of stays is a warning: the nodes are still
+/// listed.
 fn list(b: &mut Balancer, json: bool) -> Result<Outcome> {
     let (loaded, held) = b.list()?;
     for file in &loaded.unreadable {
         b.log().warn(&format!("{file}: held back"));
     }
-    let listed = (loaded.nodes.as_slice(), loaded.unreadable.as_slice());
-    print_stdout(&list_text(listed, &held, b.default_port(), json)?)?;
+    let stays = b.stays().unwrap_or_else(|e| {
+        b.log().warn(&format!("{e:#}"));
+        BTreeMap::new()
+    });
+    let marks = Marks {
+        held: &held,
+        stays: &stays,
+        unreadable: &loaded.unreadable,
+    };
+    print_stdout(&list_text(&loaded.nodes, &marks, b.default_port(), json)?)?;
     Ok(Outcome::Done)
+}
+
+/// What `list` says of a node besides its fields.
+struct Marks<'a> {
+    held: &'a HeldSet,
+    stays: &'a BTreeMap<String, Shown>,
+    unreadable: &'a [Unreadable],
 }
 
 /// `hacfg add`: one node file, then (unless `--no-render`) a render.
@@ -195,21 +213,25 @@ fn preview(b: &mut Balancer, cfg: &Config, mode: RenderMode) -> Result<Outcome> 
 
 /// `hacfg list`: an aligned table, or a JSON array of what templates see.
 /// A node HAProxy refused shows as `rejected` with HAProxy's words (JSON:
-/// a `rejected` field).
-fn list_text(
-    (nodes, unreadable): (&[Node], &[Unreadable]),
-    held: &HeldSet,
-    default_port: u16,
-    json: bool,
-) -> Result<String> {
-    let reason = |n: &Node| held.get(n).map(|h| h.reason.as_str());
+/// a `rejected` field); a failed member that stays (`--on-failed verify`)
+/// as `stays: …` (JSON: a `stay` field, as `status` has it); a file hacfg
+/// cannot read as `unreadable: …` (JSON: `file` and `unreadable`).
+fn list_text(nodes: &[Node], marks: &Marks, default_port: u16, json: bool) -> Result<String> {
+    let reason = |n: &Node| marks.held.get(n).map(|h| h.reason.as_str());
+    let stay = |n: &Node| marks.stays.get(&n.name);
+    let unreadable = marks.unreadable;
     if json {
         let views = render::views(Arc::new(nodes.to_vec()), default_port);
         let mut list = Vec::with_capacity(views.len() + unreadable.len());
         for (view, node) in views.iter().zip(nodes) {
             let mut value = serde_json::to_value(view)?;
-            if let (Some(r), Some(map)) = (reason(node), value.as_object_mut()) {
-                map.insert("rejected".into(), r.into());
+            if let Some(map) = value.as_object_mut() {
+                if let Some(r) = reason(node) {
+                    map.insert("rejected".into(), r.into());
+                }
+                if let Some(st) = stay(node) {
+                    map.insert("stay".into(), serde_json::to_value(st)?);
+                }
             }
             list.push(value);
         }
@@ -223,9 +245,10 @@ fn list_text(
     let mut rows: Vec<[String; 6]> = nodes
         .iter()
         .map(|node| {
-            let status = match reason(node) {
-                Some(r) => format!("rejected: {}", r.lines().next().unwrap_or_default()),
-                None => "ok".to_string(),
+            let status = match (reason(node), stay(node)) {
+                (Some(r), _) => format!("rejected: {}", r.lines().next().unwrap_or_default()),
+                (None, Some(st)) => format!("stays: {}", st.text()),
+                (None, None) => "ok".to_string(),
             };
             node_row(node, default_port, status)
         })

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use super::quarantine::HeldSet;
-use super::verify::{self, Reviewed};
+use super::verify::{self, Reviewed, Shown};
 use super::{Applied, Counts, Pending, Settings, check, reload, worker};
 use crate::exit::{Failure, Outcome};
 use crate::haproxy::RuntimeApi;
@@ -117,8 +117,8 @@ impl Folder<'_, Exclusive> {
         reviewed.record(self.dir())
     }
 
-    /// Ends the stays of `names` without asking HAProxy.
-    pub fn end_stays(&self, names: &[String]) -> Result<()> {
+    /// Ends the stays of `names` without asking HAProxy; how many are left.
+    pub fn end_stays(&self, names: &[String]) -> Result<usize> {
         verify::end(self.dir(), names)
     }
 }
@@ -141,6 +141,8 @@ pub struct Observed {
     pub pending: Pending,
     /// Node files hacfg cannot read (held back, so in no server).
     pub unreadable: Vec<Unreadable>,
+    /// The servers of the failed members that stay (`--on-failed verify`).
+    pub stays: Vec<(Target, Shown)>,
 }
 
 /// What `render --stdout` and `--diff` show: the render, and the output
@@ -336,6 +338,7 @@ impl<'a> Balancer<'a> {
         let (rendered, unreadable) = self.place.desired(&output)?;
         let desired = crate::haproxy::config::servers(&rendered);
         let pending = self.pending()?;
+        let staying = self.stays_served(&desired)?;
         let (live, stats) = (api.live()?, api.stats()?);
         Ok(Observed {
             desired,
@@ -343,7 +346,36 @@ impl<'a> Balancer<'a> {
             stats,
             pending,
             unreadable,
+            stays: staying,
         })
+    }
+
+    /// The failed members that stay (`--on-failed verify`), by name (read
+    /// without the lock). A damaged record is an error naming it, as for
+    /// `pending`.
+    pub fn stays(&self) -> Result<BTreeMap<String, Shown>> {
+        let stays = super::records::read::<verify::Stays>(self.place.store.dir())?;
+        Ok(stays.shown(self.place.settings.waits.first_check, super::now_ms()))
+    }
+
+    /// The stays' servers among `desired`, found as `--on-failed verify`
+    /// finds them (see `verify::servers_of`).
+    fn stays_served(&self, desired: &[Server]) -> Result<Vec<(Target, Shown)>> {
+        let mut served = Vec::new();
+        for (name, shown) in self.stays()? {
+            let Ok(Some(node)) = self.place.store.read(&name) else {
+                continue; // no node file: the next review forgets the stay
+            };
+            for s in verify::servers_of(&node, self.default_port(), desired) {
+                served.push((Target::new(&s.backend, &s.name), shown));
+            }
+        }
+        Ok(served)
+    }
+
+    /// Notes how many failed members stay, for the metrics' gauge.
+    pub fn count_stays(&mut self, stays: usize) {
+        self.counts.stays = Some(stays);
     }
 
     /// `hacfg reload`: the live state saved, then a reload of the config

@@ -33,6 +33,7 @@ pub use pending::{Pending, Why};
 pub use quarantine::HeldSet;
 pub use records::now_ms;
 pub use settle::Waits;
+pub use verify::Shown;
 pub use worker::Worker;
 
 use std::sync::Arc;
@@ -192,6 +193,9 @@ pub struct Counts {
     /// hacfg's drains not finished (first checks, removals), as the last
     /// settle pass left them.
     pub pending: Option<(usize, usize)>,
+    /// Failed members that stay (`--on-failed verify`), as the last run
+    /// that reviewed them left them.
+    pub stays: Option<usize>,
 }
 
 impl Counts {
@@ -225,6 +229,7 @@ impl Counts {
         self.nodes = other.nodes.or(self.nodes);
         self.servers_live = other.servers_live.or(self.servers_live);
         self.pending = other.pending.or(self.pending);
+        self.stays = other.stays.or(self.stays);
     }
 }
 
