@@ -46,6 +46,7 @@ fn dispatch(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
         Command::Reload => b.reload(),
         Command::Serf { .. } | Command::Sync { .. } => serf_run(b, cfg),
         Command::Fleet(ask) => serf::fleet(ask),
+        Command::Doctor(setup) => crate::doctor::run(b, setup),
     }
 }
 
@@ -60,7 +61,11 @@ fn balancer(cfg: &Config) -> Balancer<'_> {
     };
     let log = Log::new(verbosity, cfg.log_file.as_deref());
     let output = (cfg.output.as_path(), cfg.write_mode);
-    let store = Store::new(&cfg.nodes_dir).with_lock_wait(cfg.lock_wait);
+    let lock_wait = match cfg.command {
+        Command::Doctor(_) => cfg.lock_wait.min(crate::doctor::LOCK_WAIT),
+        _ => cfg.lock_wait,
+    };
+    let store = Store::new(&cfg.nodes_dir).with_lock_wait(lock_wait);
     Balancer::new(&cfg.pipeline, store, output, log)
 }
 

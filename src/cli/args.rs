@@ -278,6 +278,12 @@ pub enum CommandArgs {
     Fleet(FleetArgs),
     /// Finish pending runtime work (first checks, drains), waiting for it
     Settle(SettleArgs),
+    /// Check the setup: folder, template, output, haproxy, sockets, files, Serf, worker
+    ///
+    /// One line per check: `ok`, `warn` or `fail`, each failure saying what to do. Changes
+    /// nothing, and every wait is bounded (the folder's lock: 2 s). Exit 1 when a check
+    /// failed; warnings alone exit 0.
+    Doctor(DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the man page (roff)
@@ -297,6 +303,21 @@ pub struct SettleArgs {
     /// Own session, quiet, at most one per nodes folder.
     #[arg(long, hide = true)]
     pub worker: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also ask the Serf agent (on by itself when --rpc-addr or SERF_RPC_ADDR is set)
+    #[arg(long)]
+    pub serf: bool,
+    /// Address of the Serf agent's RPC endpoint
+    #[arg(long, env = "SERF_RPC_ADDR")]
+    pub rpc_addr: Option<String>,
+    /// The `serf` binary
+    #[arg(long, env = "HACFG_SERF_BIN", default_value = "serf")]
+    pub serf_bin: PathBuf,
+    #[command(flatten)]
+    pub roles: RolesArgs,
 }
 
 #[derive(Debug, Args)]
