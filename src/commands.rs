@@ -59,7 +59,12 @@ fn balancer(cfg: &Config) -> Balancer<'_> {
     } else {
         cfg.verbosity
     };
-    let log = Log::new(verbosity, cfg.log_file.as_deref());
+    // Doctor checks the log file; opening it would create it.
+    let log_file = match cfg.command {
+        Command::Doctor(_) => None,
+        _ => cfg.log_file.as_deref(),
+    };
+    let log = Log::new(verbosity, log_file);
     let output = (cfg.output.as_path(), cfg.write_mode);
     let lock_wait = match cfg.command {
         Command::Doctor(_) => cfg.lock_wait.min(crate::doctor::LOCK_WAIT),
