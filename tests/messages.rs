@@ -364,8 +364,13 @@ fn short_help_is_short_and_long_help_has_the_global_options() {
         assert!(long.contains("\nGlobal options:\n") && long.contains("--nodes-dir"));
     }
     let short = env.call(&["-h"]).code(0).stdout;
+    assert!(short.lines().count() <= 26, "{short}");
     assert!(
-        short.contains("hacfg --help") && !short.contains("Exit codes"),
+        short.contains("--help") && short.contains("man hacfg"),
+        "{short}"
+    );
+    assert!(
+        !short.contains("Exit codes") && !short.contains("--nodes-dir <"),
         "{short}"
     );
     let long = env.call(&["--help"]).code(0).stdout;

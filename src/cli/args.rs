@@ -22,6 +22,8 @@ Examples:
   hacfg --master-socket /run/haproxy-master.sock status
                                                live servers against the folder
   serf agent -event-handler 'hacfg serf'       a complete Serf event handler
+  hacfg --master-socket /run/haproxy-master.sock doctor
+                                               check the setup, one line per check
 
 Exit codes:
   0  success            1  error (or: render --diff --exit-code found changes)
@@ -29,18 +31,17 @@ Exit codes:
   4  reload failed      5  a guard refused to shrink the pool
   6  partial success    7  --apply runtime: the change needs a reload
   8  status: live servers differ from the folder
-  9  fleet: balancers disagree, or one did not answer";
+  9  fleet: balancers disagree, or one did not answer
+  10 the nodes folder's lock was still held after --lock-timeout";
 
 /// What `-h` ends with: where the rest is.
 const AFTER_SHORT_HELP: &str = "\
-Global options (--nodes-dir, --output, --reload, ...), examples and exit codes: hacfg --help.
-The reference: man hacfg. Check a setup: hacfg doctor.";
+Global options (--nodes-dir, --reload, ...), examples, exit codes: --help. All: man hacfg";
 
 /// Keep an HAProxy configuration in step with a changing set of backend nodes.
 ///
 /// One file per node in a folder, a Jinja template, `haproxy -c` before anything goes live,
 /// changes through HAProxy's runtime API or a verified reload, and a complete Serf event handler.
-/// `-h` is short; `--help` adds the global options, examples and exit codes.
 #[derive(Debug, Parser)]
 #[command(
     name = "hacfg",
