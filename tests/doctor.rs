@@ -4,7 +4,9 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::harness::TestEnv;
+use rustix::process::{Pid, Signal, kill_process_group};
+
+use crate::harness::{TestEnv, wait_until};
 use crate::live::Pool;
 
 /// Every line of a doctor's report: `ok`, `warn` or `fail`, two spaces,
@@ -156,4 +158,48 @@ fn a_folder_this_user_cannot_write_is_a_fail_line() {
         "warn  nodes folder",
         "others may open it (mode 0755)",
     );
+}
+
+/// A held lock is a finding, not a wait of `--lock-timeout` (30 s): the
+/// line names the holder, and the template (rendered under that lock) is
+/// not tried.
+#[test]
+fn a_held_lock_is_a_fail_line_naming_the_holder() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
+    let holder = env
+        .program("flock")
+        .arg("-x")
+        .arg(&env.nodes)
+        .args(["sleep", "60"])
+        .spawn();
+    let locked = || {
+        let free = std::process::Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(&env.nodes)
+            .arg("true")
+            .status()
+            .expect("flock");
+        !free.success()
+    };
+    assert!(wait_until(10.0, locked), "the holder's lock");
+    let done = env.call(&["doctor"]).unchanged().within(20.0).code(1);
+    has_line(
+        &done.stdout,
+        "fail  nodes folder",
+        &format!(
+            "is still held after 2s: this run went no further (held by PID {} (\"flock\"))",
+            holder.id()
+        ),
+    );
+    has_line(
+        &done.stdout,
+        "fail  nodes folder",
+        "find the holder named here",
+    );
+    assert!(!done.stdout.contains("template"), "{}", done.stdout);
+    let _ = kill_process_group(Pid::from_raw(holder.id() as i32).unwrap(), Signal::KILL);
+    holder.wait();
+    env.call(&["--no-check", "doctor", "--haproxy-bin", "true"])
+        .code(0);
 }

@@ -69,8 +69,8 @@ pub fn run(b: &Balancer, setup: &Setup) -> Result<Outcome> {
 pub fn checks(b: &Balancer, setup: &Setup) -> Report {
     let mut report = Report::default();
     let folder_ok = system::nodes_folder(b, &mut report);
-    let rendered = if folder_ok {
-        survey(b, &mut report);
+    // The template renders the folder, under its lock: not when that failed.
+    let rendered = if folder_ok && survey(b, &mut report) {
         template(b, &mut report)
     } else {
         None
@@ -98,8 +98,8 @@ pub fn checks(b: &Balancer, setup: &Setup) -> Report {
 }
 
 /// The folder's lock and what is in the folder: nodes, files that are no
-/// node, stray files.
-fn survey(b: &Balancer, report: &mut Report) {
+/// node, stray files. `false`: the folder could not be read.
+fn survey(b: &Balancer, report: &mut Report) -> bool {
     let subject = format!("nodes folder `{}`", b.nodes_dir().display());
     let loaded = match b.survey() {
         Ok(loaded) => loaded,
@@ -108,7 +108,8 @@ fn survey(b: &Balancer, report: &mut Report) {
                 Some(_) => "find the holder named here and let it finish (or stop it)",
                 None => "fix what the error names",
             };
-            return report.fail(&subject, &format!("{e:#}; {what}"));
+            report.fail(&subject, &format!("{e:#}; {what}"));
+            return false;
         }
     };
     report.ok(
@@ -134,6 +135,7 @@ fn survey(b: &Balancer, report: &mut Report) {
             ),
         );
     }
+    true
 }
 
 /// The template compiles and renders the current nodes: the config.
