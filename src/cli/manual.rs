@@ -145,6 +145,8 @@ The default output (`--output`).
 The built-in template's server-state file (`vars.state_file`), written before each reload.";
 
 pub const EXIT_STATUS: &str = "\
+Exit codes, the same for every command (the end of `hacfg --help` lists them too):
+
 > 0
 Success, including \"unchanged\" and \"node was not there\".
 
