@@ -52,7 +52,7 @@ pub struct Serf {
 
 /// Runs every check, prints one line each, and fails (exit 1) when one
 /// failed; warnings alone exit 0.
-pub fn run(b: &Balancer, setup: &Setup) -> Result<Outcome> {
+pub fn run(b: &mut Balancer, setup: &Setup) -> Result<Outcome> {
     let report = checks(b, setup);
     print_stdout(&report.to_string())?;
     let failed = report.count(Level::Fail);
@@ -66,7 +66,7 @@ pub fn run(b: &Balancer, setup: &Setup) -> Result<Outcome> {
 }
 
 /// Every check, in the order a run meets what they check.
-pub fn checks(b: &Balancer, setup: &Setup) -> Report {
+pub fn checks(b: &mut Balancer, setup: &Setup) -> Report {
     let mut report = Report::default();
     let folder_ok = system::nodes_folder(b, &mut report);
     // The template renders the folder, under its lock: not when that failed.
@@ -139,7 +139,7 @@ fn survey(b: &Balancer, report: &mut Report) -> bool {
 }
 
 /// The template compiles and renders the current nodes: the config.
-fn template(b: &Balancer, report: &mut Report) -> Option<String> {
+fn template(b: &mut Balancer, report: &mut Report) -> Option<String> {
     match b.preview() {
         Ok(preview) => {
             let lines = preview.rendered.lines().count();
