@@ -203,3 +203,54 @@ fn a_held_lock_is_a_fail_line_naming_the_holder() {
     env.call(&["--no-check", "doctor", "--haproxy-bin", "true"])
         .code(0);
 }
+
+/// With `--serf`, the agent answers and members carry the role; an agent
+/// that does not answer is a fail line saying what to do.
+#[test]
+fn serf_is_checked_when_asked() {
+    let env = TestEnv::new();
+    env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);
+    let members = r#"{"members":[
+      {"name":"bal","addr":"127.0.0.1:7946","tags":{"role":"balancer"},"status":"alive"},
+      {"name":"w1","addr":"10.0.0.1:7946","tags":{"role":"backend"},"status":"alive"}]}"#;
+    let fake = env.write(
+        "fake-serf",
+        &format!("#!/bin/sh\ncat <<'EOF'\n{members}\nEOF\n"),
+    );
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = fake.to_str().unwrap();
+    let done = env.call(&["doctor", "--serf", "--serf-bin", fake]).run();
+    has_line(
+        &done.stdout,
+        "ok    serf agent",
+        "2 members alive, 1 with role backend",
+    );
+    let done = env
+        .call(&[
+            "doctor",
+            "--serf-bin",
+            fake,
+            "--rpc-addr",
+            "127.0.0.1:7373",
+            "--role",
+            "web",
+        ])
+        .run();
+    has_line(
+        &done.stdout,
+        "warn  serf agent `127.0.0.1:7373`",
+        "0 with role web; tag the backends' agents `-tag role=web`",
+    );
+    let missing = env.path("no-serf").display().to_string();
+    let done = env
+        .call(&["doctor", "--serf", "--serf-bin", &missing])
+        .code(1);
+    has_line(
+        &done.stdout,
+        "fail  serf agent",
+        "start the agent, or set --rpc-addr",
+    );
+    // Not asked: no line.
+    let done = env.call(&["doctor", "--serf-bin", &missing]).run();
+    assert!(!done.stdout.contains("serf agent"), "{}", done.stdout);
+}
