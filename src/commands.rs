@@ -47,6 +47,7 @@ fn dispatch(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
         Command::Reload => b.reload(),
         Command::Serf { .. } | Command::Sync { .. } => serf_run(b, cfg),
         Command::Fleet(ask) => serf::fleet(ask),
+        Command::Doctor(setup) => crate::doctor::run(b, setup),
     }
 }
 
@@ -59,9 +60,18 @@ fn balancer(cfg: &Config) -> Balancer<'_> {
     } else {
         cfg.verbosity
     };
-    let log = Log::new(verbosity, cfg.log_file.as_deref());
+    // Doctor checks the log file; opening it would create it.
+    let log_file = match cfg.command {
+        Command::Doctor(_) => None,
+        _ => cfg.log_file.as_deref(),
+    };
+    let log = Log::new(verbosity, log_file);
     let output = (cfg.output.as_path(), cfg.write_mode);
-    let store = Store::new(&cfg.nodes_dir).with_lock_wait(cfg.lock_wait);
+    let lock_wait = match cfg.command {
+        Command::Doctor(_) => cfg.lock_wait.min(crate::doctor::LOCK_WAIT),
+        _ => cfg.lock_wait,
+    };
+    let store = Store::new(&cfg.nodes_dir).with_lock_wait(lock_wait);
     Balancer::new(&cfg.pipeline, store, output, log)
 }
 

@@ -28,6 +28,7 @@
 mod atomic;
 mod cli;
 mod commands;
+mod doctor;
 mod exit;
 mod file;
 mod haproxy;

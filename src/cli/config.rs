@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::args::{
-    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg, WriteModeArg,
+    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, DoctorArgs, GlobalArgs, OnFailedArg,
+    WriteModeArg,
 };
 use crate::haproxy::reload::{Reload, Strategy};
 use crate::haproxy::{RuntimeApi, Socket};
@@ -78,6 +79,7 @@ pub enum Command {
         query: String,
     },
     Fleet(crate::serf::Ask),
+    Doctor(Box<crate::doctor::Setup>),
     Sync {
         roles: Vec<String>,
         on_failed: OnFailed,
@@ -102,7 +104,7 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config> {
         let global = cli.global;
         let verbosity = verbosity_from(global.quiet, global.verbose)?;
-        let command = command_from(cli.command, global.default_port)?;
+        let command = command_from(cli.command, &global)?;
         let renderer = Renderer {
             template: global.template.clone(),
             default_port: global.default_port,
@@ -140,6 +142,7 @@ impl Command {
                 | Command::Man
                 | Command::Completions(_)
                 | Command::Fleet(_)
+                | Command::Doctor(_)
                 | Command::Sync { dry_run: true, .. }
         )
     }
@@ -231,8 +234,10 @@ fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
     Ok(mode)
 }
 
-fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
+fn command_from(args: CommandArgs, global: &GlobalArgs) -> Result<Command> {
+    let default_port = global.default_port;
     Ok(match args {
+        CommandArgs::Doctor(a) => Command::Doctor(Box::new(doctor_from(a, global))),
         CommandArgs::Add(a) => add_from(a, default_port)?,
         CommandArgs::Remove(a) => Command::Remove {
             name: a.name,
@@ -278,6 +283,37 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             allow_empty: a.allow_empty,
         },
     })
+}
+
+/// What `hacfg doctor` checks, as given: a setting that would refuse a
+/// run (no `haproxy` found) is a finding here, not an error.
+fn doctor_from(a: DoctorArgs, global: &GlobalArgs) -> crate::doctor::Setup {
+    let apply = &global.apply;
+    let bin = apply.haproxy_bin.as_deref().unwrap_or(Path::new("haproxy"));
+    let haproxy = find_executable(bin).ok_or_else(|| match &apply.haproxy_bin {
+        Some(bin) => format!("`{}` not found (--haproxy-bin)", bin.display()),
+        None => "no `haproxy` on PATH, in /usr/local/sbin or in /usr/sbin".to_string(),
+    });
+    let asked = a.serf || a.rpc_addr.is_some();
+    let serf = asked.then_some(crate::doctor::Serf {
+        bin: a.serf_bin,
+        rpc_addr: a.rpc_addr,
+        roles: a.roles.roles,
+    });
+    crate::doctor::Setup {
+        haproxy,
+        check_cmd: apply.check_cmd.clone().filter(|_| !apply.no_check),
+        master_socket: apply.master_socket.clone(),
+        stats_socket: apply.stats_socket.clone(),
+        socket_timeout: apply.socket_timeout,
+        write_mode: write_mode_from(apply),
+        log_file: global.log_file.clone(),
+        metrics_file: global
+            .metrics_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty()),
+        serf,
+    }
 }
 
 fn add_from(a: AddArgs, default_port: u16) -> Result<Command> {
@@ -697,7 +733,10 @@ mod tests {
 
     #[test]
     fn serf_reads_its_event_from_clap() {
-        let command = |args: &[&str]| command_from(cli(args).command, 3000).unwrap();
+        let command = |args: &[&str]| {
+            let cli = cli(args);
+            command_from(cli.command, &cli.global).unwrap()
+        };
         let Command::Serf {
             event,
             self_name,

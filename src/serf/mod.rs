@@ -15,4 +15,5 @@ mod sync;
 pub use event::OnFailed;
 pub use fleet::{Ask, run as fleet, validate_role};
 pub use handler::Event;
+pub use members::member_list;
 pub use sync::Sync;
