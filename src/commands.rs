@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 
 use crate::cli::{Command, Config, RenderMode};
+use crate::etcd;
 use crate::exit::Outcome;
 use crate::log::{Log, Verbosity};
 use crate::node::Node;
@@ -46,6 +47,17 @@ fn dispatch(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
         Command::Reload => b.reload(),
         Command::Serf { .. } | Command::Sync { .. } => serf_run(b, cfg),
         Command::Fleet(ask) => serf::fleet(ask),
+        Command::Etcd { prefix, vars } => etcd::Event { prefix, vars }.run(b),
+        Command::SyncEtcd {
+            client,
+            dry_run,
+            allow_empty,
+        } => etcd::Sync {
+            client,
+            dry_run: *dry_run,
+            allow_empty: *allow_empty,
+        }
+        .run(b),
     }
 }
 

@@ -28,6 +28,7 @@
 mod atomic;
 mod cli;
 mod commands;
+mod etcd;
 mod exit;
 mod file;
 mod haproxy;

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::args::{
-    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg, WriteModeArg,
+    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, EtcdArgs, EtcdClientArgs, GlobalArgs,
+    OnFailedArg, SourceArg, SyncArgs, WriteModeArg,
 };
 use crate::haproxy::reload::{Reload, Strategy};
 use crate::haproxy::{RuntimeApi, Socket};
@@ -86,6 +87,17 @@ pub enum Command {
         dry_run: bool,
         allow_empty: bool,
     },
+    /// `etcd`: one watch event (`vars`: ETCD_WATCH_*) for the keys under `prefix`.
+    Etcd {
+        prefix: String,
+        vars: crate::etcd::Vars,
+    },
+    /// `sync --source etcd`.
+    SyncEtcd {
+        client: crate::etcd::Client,
+        dry_run: bool,
+        allow_empty: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +153,7 @@ impl Command {
                 | Command::Completions(_)
                 | Command::Fleet(_)
                 | Command::Sync { dry_run: true, .. }
+                | Command::SyncEtcd { dry_run: true, .. }
         )
     }
 }
@@ -210,6 +223,7 @@ pub fn metrics_from(cli: &Cli) -> Option<crate::metrics::Target> {
         CommandArgs::Serf(a) if a.event.as_deref() == Some("query") => return None,
         CommandArgs::Serf(_) => "serf",
         CommandArgs::Sync(a) if !a.dry_run => "sync",
+        CommandArgs::Etcd(_) => "etcd",
         CommandArgs::Settle(a) if a.worker => "worker",
         CommandArgs::Settle(_) => "settle",
         _ => return None,
@@ -269,6 +283,8 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             role: a.balancer_role,
             timeout: a.query_timeout,
         }),
+        CommandArgs::Sync(a) if a.source == SourceArg::Etcd => sync_etcd_from(a),
+        CommandArgs::Etcd(a) => etcd_from(a),
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
             on_failed: on_failed_from(a.on_failed.on_failed),
@@ -303,6 +319,39 @@ fn add_from(a: AddArgs, default_port: u16) -> Result<Command> {
         node,
         render: !a.no_render,
     })
+}
+
+fn etcd_from(a: EtcdArgs) -> Command {
+    Command::Etcd {
+        prefix: a.prefix.etcd_prefix,
+        vars: crate::etcd::Vars {
+            revision: a.watch_revision,
+            event_type: a.watch_event_type,
+            key: a.watch_key,
+            value: a.watch_value,
+        },
+    }
+}
+
+fn sync_etcd_from(a: SyncArgs) -> Command {
+    Command::SyncEtcd {
+        client: etcd_client_from(a.etcd),
+        dry_run: a.dry_run,
+        allow_empty: a.allow_empty,
+    }
+}
+
+fn etcd_client_from(a: EtcdClientArgs) -> crate::etcd::Client {
+    crate::etcd::Client {
+        etcdctl_bin: a.etcdctl_bin,
+        endpoints: a.etcd_endpoints,
+        prefix: a.prefix.etcd_prefix,
+        cacert: a.etcd_cacert,
+        cert: a.etcd_cert,
+        key: a.etcd_key,
+        user: a.etcd_user,
+        timeout: a.etcd_timeout,
+    }
 }
 
 fn on_failed_from(arg: OnFailedArg) -> OnFailed {
