@@ -435,7 +435,6 @@ pub struct EtcdPrefixArgs {
 /// How `sync --source etcd` reaches etcd: options passed to etcdctl
 /// (etcdctl's own ETCDCTL_* variables, such as ETCDCTL_PASSWORD, pass too).
 #[derive(Debug, Args)]
-#[command(next_help_heading = "etcd options (sync --source etcd)")]
 pub struct EtcdClientArgs {
     #[command(flatten)]
     pub prefix: EtcdPrefixArgs,
