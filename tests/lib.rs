@@ -11,6 +11,7 @@ mod apply;
 mod availability;
 mod core;
 mod docs;
+mod etcd;
 mod fleet;
 mod hardening;
 mod locking;

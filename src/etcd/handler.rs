@@ -52,24 +52,34 @@ impl Event<'_> {
 /// it is skipped.
 pub fn plan(prefix: &str, event: &Watched) -> Changes {
     let mut changes = Changes::default();
-    let planned = name_of(prefix, &event.key).and_then(|name| match &event.change {
-        Change::Put(value) => {
-            let node = node_of(&name, value);
-            if node.is_err() {
-                changes.untouched.insert(name);
-            }
-            changes.upserts.push(node?);
-            Ok(())
-        }
-        Change::Delete => {
+    let value = match &event.change {
+        Change::Put(value) => Some(value.as_slice()),
+        Change::Delete => None,
+    };
+    plan_key(&mut changes, prefix, &event.key, value);
+    changes
+}
+
+/// Adds what `key` asks to `changes`: with a `value`, its node (a value
+/// refused under a valid name leaves that node untouched); without, its
+/// removal; or the reason it is skipped. The one rule of the handler and
+/// of `sync`.
+pub fn plan_key(changes: &mut Changes, prefix: &str, key: &[u8], value: Option<&[u8]>) {
+    let planned = name_of(prefix, key).and_then(|name| {
+        let Some(value) = value else {
             changes.removals.push(name);
-            Ok(())
+            return Ok(());
+        };
+        let node = node_of(&name, value);
+        if node.is_err() {
+            changes.untouched.insert(name);
         }
+        changes.upserts.push(node?);
+        Ok(())
     });
     if let Err(e) = planned {
         changes.skipped.push(format!("{e:#}"));
     }
-    changes
 }
 
 /// A partial success said as a warning, and exit 0 (see [`Event::run`]).

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 
-use super::event::{name_of, node_of};
 use super::get::{Client, Listing};
+use super::handler::plan_key;
 use super::revision;
 use crate::exit::{Failure, Outcome};
 use crate::log::Log;
@@ -89,17 +89,7 @@ impl Sync<'_> {
 fn wanted(prefix: &str, listing: &Listing) -> Changes {
     let mut changes = Changes::default();
     for (key, value) in &listing.kvs {
-        let planned = name_of(prefix, key).and_then(|name| {
-            let node = node_of(&name, value);
-            if node.is_err() {
-                changes.untouched.insert(name);
-            }
-            changes.upserts.push(node?);
-            Ok(())
-        });
-        if let Err(e) = planned {
-            changes.skipped.push(format!("{e:#}"));
-        }
+        plan_key(&mut changes, prefix, key, Some(value));
     }
     changes
 }
