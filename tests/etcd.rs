@@ -377,3 +377,85 @@ fn sync_without_quorum_fails_in_time_and_changes_nothing() {
         .code(1)
         .stderr_has("etcdctl");
 }
+
+/// The node files' names, sorted.
+fn node_names(env: &TestEnv) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&env.nodes)
+        .expect("nodes")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+impl Cluster {
+    /// The index of the member that leads (`endpoint status`).
+    fn leader(&self) -> usize {
+        let out = self.ctl(&["endpoint", "status", "-w", "json"]);
+        let list: Vec<serde_json::Value> = serde_json::from_str(&out).expect("status json");
+        let at = list
+            .iter()
+            .position(|s| s["Status"]["header"]["member_id"] == s["Status"]["leader"])
+            .expect("a leader");
+        let endpoint = list[at]["Endpoint"].as_str().expect("endpoint");
+        let endpoints: Vec<&str> = self.endpoints.split(',').collect();
+        endpoints
+            .iter()
+            .position(|e| endpoint.ends_with(e))
+            .expect("a member")
+    }
+
+    /// `etcdctl put`, tried again while the cluster elects a leader.
+    #[track_caller]
+    fn put_retrying(&self, key: &str, value: &str) {
+        assert!(
+            wait_until(20.0, || self.try_ctl(&["put", key, value]).is_some()),
+            "put {key} never succeeded"
+        );
+    }
+}
+
+#[test]
+fn a_transaction_and_a_burst_through_a_leader_kill_end_with_the_folder_equal_to_the_prefix() {
+    let Some(mut cluster) = Cluster::start(3) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let mut watch = cluster.watch(&env, &["--no-check"]);
+    // One transaction (no compare, two puts, no else): two events, one
+    // revision (etcdctl gives both the response's); the second must apply
+    // as well as the first.
+    let mut txn = cluster.command();
+    txn.args(["txn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = txn.spawn().expect("etcdctl txn");
+    let script = format!(
+        "\nput {} 10.0.0.1\nput {} 10.0.0.2\n\n\n",
+        key("t1"),
+        key("t2")
+    );
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), script.as_bytes())
+        .expect("txn script");
+    assert!(child.wait().expect("txn").success());
+    let mut expected = vec!["t1".to_string(), "t2".to_string()];
+    for i in 0..30 {
+        if i == 10 {
+            let leader = cluster.leader();
+            cluster.members[leader].stop();
+        }
+        let name = format!("b{i:02}");
+        cluster.put_retrying(&key(&name), &format!("10.0.1.{i}"));
+        expected.push(name);
+    }
+    expected.sort();
+    assert!(
+        wait_until(30.0, || node_names(&env) == expected),
+        "{:?}\n{}",
+        node_names(&env),
+        watch.log()
+    );
+    assert!(watch.running(), "the watch ended:\n{}", watch.log());
+}
