@@ -459,3 +459,72 @@ fn a_transaction_and_a_burst_through_a_leader_kill_end_with_the_folder_equal_to_
     );
     assert!(watch.running(), "the watch ended:\n{}", watch.log());
 }
+
+/// `examples/etcd/watch` under a supervisor that starts it again whenever
+/// it ends; dropping it kills the lot.
+struct Supervised {
+    child: Child,
+    log: File,
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut text = String::new();
+            let _ = self.log.rewind();
+            let _ = self.log.read_to_string(&mut text);
+            eprintln!("the supervised watch's output:\n{text}");
+        }
+        kill_group(&mut self.child);
+    }
+}
+
+#[test]
+fn the_example_watch_resumes_after_a_value_etcdctl_cannot_pass_and_repairs_by_sync() {
+    let Some(cluster) = Cluster::start(1) else {
+        return;
+    };
+    let env = TestEnv::new();
+    cluster.ctl(&["put", &key("s1"), "10.0.0.1"]);
+    cluster.ctl(&["put", &key("s2"), "10.0.0.2"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/etcd/watch");
+    let log = tempfile::tempfile().expect("log");
+    let mut cmd = clean_command("sh");
+    cmd.args(["-c", "while :; do sh \"$0\"; sleep 0.2; done", script])
+        .env("HACFG_NODES_DIR", &env.nodes)
+        .env("HACFG_OUTPUT", &env.output)
+        .env("HACFG_NO_CHECK", "true")
+        .env("HACFG_VARS", env.state_var())
+        .env("HACFG_LOG_FILE", env.path("hacfg.log"))
+        .env("ETCDCTL_ENDPOINTS", &cluster.endpoints)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log.try_clone().expect("log"))
+        .process_group(0);
+    let _watch = Supervised {
+        child: cmd.spawn().expect("start the example"),
+        log,
+    };
+    assert!(
+        wait_until(20.0, || node_names(&env) == ["s1", "s2"]),
+        "{:?}",
+        node_names(&env)
+    );
+    // 200 KB: more than one environment string may hold, so etcdctl cannot
+    // run its command and ends the watch; the next start's sync skips it.
+    let big = env.write("big", &"x".repeat(200 * 1024));
+    let mut put = cluster.command();
+    put.args(["put", &key("big")])
+        .stdin(File::open(big).expect("big"))
+        .stdout(Stdio::null());
+    assert!(put.status().expect("put big").success());
+    cluster.ctl(&["del", &key("s1")]);
+    cluster.ctl(&["put", &key("s3"), "10.0.0.3"]);
+    assert!(
+        wait_until(20.0, || node_names(&env) == ["s2", "s3"]),
+        "{:?}",
+        node_names(&env)
+    );
+    let text = std::fs::read_to_string(env.path("hacfg.log")).unwrap_or_default();
+    assert!(text.contains("longer than 64 KiB"), "{text}");
+}
