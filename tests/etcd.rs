@@ -341,6 +341,26 @@ fn sync_makes_the_folder_equal_to_the_prefix_and_an_older_event_changes_nothing(
         .code(0)
         .stderr_has("older than the folder's");
 
+    // A run of the handler counts in the metrics as `etcd`.
+    let metrics = env.path("hacfg.prom");
+    env.call(&[
+        "--no-check",
+        "--metrics-file",
+        metrics.to_str().expect("path"),
+        "etcd",
+    ])
+    .env("ETCD_WATCH_REVISION", (last + 1).to_string())
+    .env("ETCD_WATCH_EVENT_TYPE", "\"PUT\"")
+    .env("ETCD_WATCH_KEY", format!("\"{}\"", key("s4")))
+    .env("ETCD_WATCH_VALUE", "\"10.0.0.4\"")
+    .code(0);
+    let text = std::fs::read_to_string(&metrics).expect("metrics");
+    assert!(
+        text.contains("hacfg_runs_total{command=\"etcd\"} 1\n"),
+        "{text}"
+    );
+    assert_eq!(recorded(&env.nodes), last + 1);
+
     // An empty prefix is refused (exit 5) unless --allow-empty.
     cluster.ctl(&["del", "--prefix", PREFIX]);
     let before = env.snapshot();
