@@ -272,7 +272,10 @@ pub enum CommandArgs {
     /// Handle a Serf event: SERF_EVENT and member lines on stdin
     Serf(SerfArgs),
     /// Make the nodes folder equal to the alive members of a Serf cluster
+    /// (or, with --source etcd, to the keys under an etcd prefix)
     Sync(SyncArgs),
+    /// Handle an etcd watch event: `etcdctl watch --prefix PREFIX -- hacfg etcd`
+    Etcd(EtcdArgs),
     /// Compare the servers HAProxy runs with the nodes folder
     Status(StatusArgs),
     /// Compare the balancers of a Serf cluster: their pools, through a query
@@ -479,6 +482,97 @@ pub struct SyncArgs {
     /// the nodes.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Where the members come from: the local Serf agent, or etcd's keys
+    #[arg(long, env = "HACFG_SYNC_SOURCE", default_value = "serf")]
+    pub source: SourceArg,
+    #[command(flatten)]
+    pub etcd: EtcdClientArgs,
+}
+
+/// `sync --source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    Serf,
+    Etcd,
+}
+
+/// The etcd keys that are nodes (shared by `etcd` and `sync`).
+#[derive(Debug, Args)]
+pub struct EtcdPrefixArgs {
+    /// The etcd prefix whose keys are nodes: a key's last segment under
+    /// it is the node's name, its value the node file's content
+    #[arg(long, env = "HACFG_ETCD_PREFIX", default_value = crate::etcd::DEFAULT_PREFIX,
+          value_parser = prefix_arg)]
+    pub etcd_prefix: String,
+}
+
+/// How `sync --source etcd` reaches etcd: options passed to etcdctl
+/// (etcdctl's own ETCDCTL_* variables, such as ETCDCTL_PASSWORD, pass too).
+#[derive(Debug, Args)]
+pub struct EtcdClientArgs {
+    #[command(flatten)]
+    pub prefix: EtcdPrefixArgs,
+    /// etcd's client endpoints, comma-separated [default: etcdctl's]
+    #[arg(long, env = "HACFG_ETCD_ENDPOINTS", value_name = "HOST:PORT,...")]
+    pub etcd_endpoints: Option<String>,
+    /// The `etcdctl` binary (etcd API 3)
+    #[arg(long, env = "HACFG_ETCDCTL_BIN", default_value = "etcdctl")]
+    pub etcdctl_bin: PathBuf,
+    /// CA bundle that verifies etcd's TLS certificate (etcdctl --cacert)
+    #[arg(long, env = "HACFG_ETCD_CACERT", value_name = "PATH")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate for etcd (etcdctl --cert)
+    #[arg(long, env = "HACFG_ETCD_CERT", value_name = "PATH")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key for etcd (etcdctl --key)
+    #[arg(long, env = "HACFG_ETCD_KEY", value_name = "PATH")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, `NAME` or `NAME:PASSWORD` (etcdctl --user; better:
+    /// ETCDCTL_PASSWORD in the environment)
+    #[arg(long, env = "HACFG_ETCD_USER", value_name = "NAME")]
+    pub etcd_user: Option<String>,
+    /// Seconds etcdctl may take to connect, and then to answer (up to 3600)
+    #[arg(long, env = "HACFG_ETCD_TIMEOUT", default_value = "5", value_name = "SECS",
+          value_parser = seconds_arg)]
+    pub etcd_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct EtcdArgs {
+    #[command(flatten)]
+    pub prefix: EtcdPrefixArgs,
+    /// The event's revision (etcdctl sets it for its watch's command)
+    #[arg(
+        long,
+        env = "ETCD_WATCH_REVISION",
+        hide_env_values = true,
+        value_name = "N"
+    )]
+    pub watch_revision: Option<String>,
+    /// `"PUT"` or `"DELETE"`, Go-quoted (etcdctl sets it)
+    #[arg(
+        long,
+        env = "ETCD_WATCH_EVENT_TYPE",
+        hide_env_values = true,
+        value_name = "TYPE"
+    )]
+    pub watch_event_type: Option<String>,
+    /// The key, Go-quoted (etcdctl sets it)
+    #[arg(
+        long,
+        env = "ETCD_WATCH_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub watch_key: Option<String>,
+    /// The value, Go-quoted (etcdctl sets it)
+    #[arg(
+        long,
+        env = "ETCD_WATCH_VALUE",
+        hide_env_values = true,
+        value_name = "VALUE"
+    )]
+    pub watch_value: Option<String>,
 }
 
 /// `ADDRESS` as given, and what it says: the host and the port, if any.
@@ -493,6 +587,14 @@ pub struct AddressArg {
 /// they refuse is a usage error (exit 2) whatever its kind.
 fn balancer_role_arg(text: &str) -> Result<String, String> {
     crate::serf::validate_role(text).map_err(|e| format!("{e:#}"))?;
+    Ok(text.to_string())
+}
+
+/// A prefix names keys: it cannot be empty (every key would be a node).
+fn prefix_arg(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the etcd prefix cannot be empty".into());
+    }
     Ok(text.to_string())
 }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::args::{
-    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, DoctorArgs, GlobalArgs, OnFailedArg,
-    WriteModeArg,
+    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, DoctorArgs, EtcdArgs, EtcdClientArgs,
+    GlobalArgs, OnFailedArg, SourceArg, SyncArgs, WriteModeArg,
 };
 use crate::haproxy::reload::{Reload, Strategy};
 use crate::haproxy::{RuntimeApi, Socket};
@@ -88,6 +88,17 @@ pub enum Command {
         dry_run: bool,
         allow_empty: bool,
     },
+    /// `etcd`: one watch event (`vars`: ETCD_WATCH_*) for the keys under `prefix`.
+    Etcd {
+        prefix: String,
+        vars: crate::etcd::Vars,
+    },
+    /// `sync --source etcd`.
+    SyncEtcd {
+        client: crate::etcd::Client,
+        dry_run: bool,
+        allow_empty: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +155,7 @@ impl Command {
                 | Command::Fleet(_)
                 | Command::Doctor(_)
                 | Command::Sync { dry_run: true, .. }
+                | Command::SyncEtcd { dry_run: true, .. }
         )
     }
 }
@@ -213,6 +225,7 @@ pub fn metrics_from(cli: &Cli) -> Option<crate::metrics::Target> {
         CommandArgs::Serf(a) if a.event.as_deref() == Some("query") => return None,
         CommandArgs::Serf(_) => "serf",
         CommandArgs::Sync(a) if !a.dry_run => "sync",
+        CommandArgs::Etcd(_) => "etcd",
         CommandArgs::Settle(a) if a.worker => "worker",
         CommandArgs::Settle(_) => "settle",
         _ => return None,
@@ -234,6 +247,16 @@ fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
     Ok(mode)
 }
 
+/// `render`'s flags: `--stdout`, else `--diff` (with `--exit-code`), else
+/// a write.
+fn render_mode_from(stdout: bool, diff: bool, exit_code: bool) -> RenderMode {
+    match (stdout, diff) {
+        (true, _) => RenderMode::Stdout,
+        (_, true) => RenderMode::Diff { exit_code },
+        _ => RenderMode::Write,
+    }
+}
+
 fn command_from(args: CommandArgs, global: &GlobalArgs) -> Result<Command> {
     let default_port = global.default_port;
     Ok(match args {
@@ -250,13 +273,7 @@ fn command_from(args: CommandArgs, global: &GlobalArgs) -> Result<Command> {
         CommandArgs::Status(a) => Command::Status { json: a.json },
         CommandArgs::List(a) => Command::List { json: a.json },
         CommandArgs::Render(a) => Command::Render {
-            mode: match (a.stdout, a.diff) {
-                (true, _) => RenderMode::Stdout,
-                (_, true) => RenderMode::Diff {
-                    exit_code: a.exit_code,
-                },
-                _ => RenderMode::Write,
-            },
+            mode: render_mode_from(a.stdout, a.diff, a.exit_code),
         },
         CommandArgs::Reload => Command::Reload,
         CommandArgs::Settle(a) => Command::Settle { worker: a.worker },
@@ -274,6 +291,8 @@ fn command_from(args: CommandArgs, global: &GlobalArgs) -> Result<Command> {
             role: a.balancer_role,
             timeout: a.query_timeout,
         }),
+        CommandArgs::Sync(a) if a.source == SourceArg::Etcd => sync_etcd_from(a),
+        CommandArgs::Etcd(a) => etcd_from(a),
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
             on_failed: on_failed_from(a.on_failed.on_failed),
@@ -339,6 +358,39 @@ fn add_from(a: AddArgs, default_port: u16) -> Result<Command> {
         node,
         render: !a.no_render,
     })
+}
+
+fn etcd_from(a: EtcdArgs) -> Command {
+    Command::Etcd {
+        prefix: a.prefix.etcd_prefix,
+        vars: crate::etcd::Vars {
+            revision: a.watch_revision,
+            event_type: a.watch_event_type,
+            key: a.watch_key,
+            value: a.watch_value,
+        },
+    }
+}
+
+fn sync_etcd_from(a: SyncArgs) -> Command {
+    Command::SyncEtcd {
+        client: etcd_client_from(a.etcd),
+        dry_run: a.dry_run,
+        allow_empty: a.allow_empty,
+    }
+}
+
+fn etcd_client_from(a: EtcdClientArgs) -> crate::etcd::Client {
+    crate::etcd::Client {
+        etcdctl_bin: a.etcdctl_bin,
+        endpoints: a.etcd_endpoints,
+        prefix: a.prefix.etcd_prefix,
+        cacert: a.etcd_cacert,
+        cert: a.etcd_cert,
+        key: a.etcd_key,
+        user: a.etcd_user,
+        timeout: a.etcd_timeout,
+    }
 }
 
 fn on_failed_from(arg: OnFailedArg) -> OnFailed {
