@@ -250,8 +250,8 @@ pub struct Applied {
 pub fn update(
     s: &Settings,
     store: &Store,
-    lock: &Lock<Exclusive>,
-    output: &OutputFile,
+    (lock, output): (&Lock<Exclusive>, &OutputFile),
+    dead: &[String],
     log: &mut Log,
     counts: &mut Counts,
 ) -> Result<Applied> {
@@ -270,7 +270,7 @@ pub fn update(
         // Nodes tried again were refused by `haproxy -c`: only it judges them.
         if !q.is_retrying()
             && let Some(live) = prefetched.take()
-            && let Some(runtime) = Hitless::of(s, store.dir(), output)
+            && let Some(runtime) = Hitless::of(s, store.dir(), output, dead)
         {
             let live = hitless::join(live);
             let ended = runtime.apply(live, &rendered, unchanged, log, counts)?;
@@ -292,7 +292,8 @@ pub fn update(
             q.save()?;
             partial::forget(store.dir())?;
             let written = (rendered.as_str(), q.nodes().len());
-            reload::write_and_reload(s, output, staged, written, log, counts)?;
+            let at = (store.dir(), output);
+            reload::write_and_reload(s, at, staged, written, log, counts)?;
             let left = hitless::finish_pending(s, store, &rendered, log, counts);
             return Ok(applied(&q, left));
         }
@@ -616,10 +617,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let output =
             OutputFile::new(&dir.path().join("h.cfg"), crate::output::WriteMode::Rename).unwrap();
-        assert!(Hitless::of(&s, dir.path(), &output).is_some());
+        assert!(Hitless::of(&s, dir.path(), &output, &[]).is_some());
         s.force = true;
         assert!(hitless::prefetch(&s).is_none(), "--force reloads");
         s.apply = Apply::new(Some(reload()), Some(socket()), ApplyMode::Reload);
-        assert!(Hitless::of(&s, dir.path(), &output).is_none());
+        assert!(Hitless::of(&s, dir.path(), &output, &[]).is_none());
     }
 }

@@ -21,6 +21,18 @@ pub enum Why {
     FirstCheck,
     /// Removed: in drain until idle, then deleted.
     Removal,
+    /// Removed, but among the last servers of its backend that take
+    /// traffic while servers added to it wait for their first check: it
+    /// serves on until one of them is UP (or their deadline passes), then
+    /// drains as a removal (make before break).
+    KeptServing,
+}
+
+impl Why {
+    /// Whether the server is on its way out of HAProxy.
+    pub fn leaves(self) -> bool {
+        matches!(self, Why::Removal | Why::KeptServing)
+    }
 }
 
 /// One server hacfg drained.
@@ -169,6 +181,18 @@ impl Pending {
     /// Whether hacfg records `target` as draining for its removal.
     pub fn removing(&self, target: &Target) -> bool {
         self.get(target).is_some_and(|e| e.why == Why::Removal)
+    }
+
+    /// Whether hacfg keeps `target` serving until its replacement is UP.
+    pub fn kept(&self, target: &Target) -> bool {
+        self.get(target).is_some_and(|e| e.why == Why::KeptServing)
+    }
+
+    /// Whether a server added to `backend` still waits for its first
+    /// check (its deadline ahead).
+    pub fn replacing(&self, backend: &str, now_ms: u64) -> bool {
+        self.waiting(now_ms)
+            .any(|e| e.why == Why::FirstCheck && e.target.backend == backend)
     }
 
     /// The targets drained for `why`, with their ids.

@@ -4,11 +4,14 @@
 
 use anyhow::Result;
 
+use std::path::Path;
+
+use super::pending::{Pending, Why};
 use super::{Counts, Settings, nodes_text};
 use crate::atomic::{self, Staged};
 use crate::exit::Failure;
 use crate::haproxy::reload::{self, Reload, Strategy};
-use crate::haproxy::{RuntimeApi, config, state};
+use crate::haproxy::{RuntimeApi, Target, config, state};
 use crate::log::Log;
 use crate::output::{OutputFile, Replaced};
 
@@ -17,7 +20,7 @@ use crate::output::{OutputFile, Replaced};
 /// hold this run's live state, or nothing, before anything is written.
 pub fn write_and_reload(
     s: &Settings,
-    output: &OutputFile,
+    (dir, output): (&Path, &OutputFile),
     staged: Option<Staged>,
     (rendered, count): (&str, usize),
     log: &mut Log,
@@ -26,7 +29,7 @@ pub fn write_and_reload(
     let reload = s.apply.reload();
     if reload.is_some() {
         let api = reload::state_api(s.apply.runtime(), reload);
-        prepare_state(api.as_ref(), rendered, log)?;
+        prepare_state(api.as_ref(), dir, rendered, log)?;
     }
     let replaced = output.replace(staged, rendered.as_bytes())?;
     if let Some(edit) = replaced.hand_edit() {
@@ -46,7 +49,12 @@ pub fn write_and_reload(
 /// Saves the live server state where the new config loads it from
 /// (`server-state-file`), so that a server DOWN by its checks, drained or
 /// weighted at runtime is still so right after the reload; servers whose
-/// address or port the new config changes are left out.
+/// address or port the new config changes are left out. hacfg's own
+/// drains of new servers (`.hacfg.pending` in `dir`) are saved undone: the
+/// file outlives this reload, and a later one by anyone else would bring
+/// them back drained with nothing left to undo them. After this reload
+/// such a server serves as any server a reload brings does, HAProxy's
+/// checks taking it out if they fail.
 ///
 /// Only a state file this run saved may be loaded: one left by an earlier
 /// run would put servers back into the states they had then (a server in
@@ -55,16 +63,26 @@ pub fn write_and_reload(
 /// alone): HAProxy loads nothing from it, and does not warn of a missing
 /// file as it would were the file removed. Fails only when a stale file can
 /// be neither emptied nor removed.
-pub fn prepare_state(api: Option<&RuntimeApi>, rendered: &str, log: &mut Log) -> Result<()> {
+pub fn prepare_state(
+    api: Option<&RuntimeApi>,
+    dir: &Path,
+    rendered: &str,
+    log: &mut Log,
+) -> Result<()> {
     let Some(path) = config::state_file(rendered) else {
         return Ok(());
     };
     let why = match api {
         Some(api) => {
             let desired = config::servers(rendered);
+            let ours: Vec<Target> = Pending::load(dir)
+                .targets(Why::FirstCheck)
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect();
             let saved = api
                 .servers_state()
-                .map(|text| state::to_keep(&text, &desired))
+                .map(|text| state::without_drain(&state::to_keep(&text, &desired), &ours))
                 .and_then(|text| atomic::write_atomic(&path, text.as_bytes()));
             match saved {
                 Ok(()) => return Ok(()),

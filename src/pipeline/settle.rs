@@ -15,6 +15,7 @@ use anyhow::Result;
 
 use super::Counts;
 use super::pending::{Entry, Pending, Why};
+use super::records::now_ms;
 use crate::haproxy::config::Server;
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{Admin, Live};
@@ -56,9 +57,18 @@ impl Left {
 /// Records, before `ops` run, what they will drain: a run that dies or
 /// loses its socket half-way leaves its drains known, and the next pass
 /// finishes them (an entry whose server never came is simply dropped).
-pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits) -> Result<()> {
+pub fn intend(
+    dir: &Path,
+    (ops, kept): (&[Op], &[Target]),
+    live: &[Live],
+    safe: SafeAdd,
+    waits: Waits,
+) -> Result<()> {
     let before = Pending::load(dir);
     let mut pending = before.clone();
+    for target in kept {
+        pending.insert(target.clone(), Why::KeptServing, waits.first_check);
+    }
     for op in ops {
         match op {
             Op::Add(s) if s.check && safe == SafeAdd::Drain => {
@@ -78,6 +88,52 @@ pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits
         }
     }
     pending.save(dir, &before)
+}
+
+/// Make before break: the removed servers (`Op::Delete` in `ops`) to keep
+/// serving, because they are the last servers of their backend that take
+/// traffic while servers added to it wait for their first check (added by
+/// `ops`, or recorded by an earlier run). A server whose node is `dead`
+/// (a failed member) is never kept.
+pub fn keep(
+    ops: &[Op],
+    live: &[Live],
+    pending: &Pending,
+    safe: SafeAdd,
+    dead: &[String],
+) -> Vec<Target> {
+    let now = now_ms();
+    let removed: Vec<&Target> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Delete(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let added = |backend: &str| {
+        ops.iter().any(|op| {
+            matches!(op, Op::Add(s) if s.check && safe == SafeAdd::Drain && s.backend == backend)
+        })
+    };
+    // A backend whose servers that serve now all leave, and gains some.
+    let emptied = |backend: &str| {
+        !live
+            .iter()
+            .any(|l| l.backend == backend && serves(l) && !removed.iter().any(|t| l.is(t)))
+            && (added(backend) || pending.replacing(backend, now))
+    };
+    removed
+        .iter()
+        .filter(|t| !dead.iter().any(|name| *name == t.name))
+        .filter(|t| live.iter().any(|l| l.is(t) && serves(l)))
+        .filter(|t| emptied(&t.backend))
+        .map(|t| (*t).clone())
+        .collect()
+}
+
+/// Whether HAProxy sends `l` requests: ready and running.
+fn serves(l: &Live) -> bool {
+    l.admin() == Admin::Ready && l.op_state == 2
 }
 
 /// What a pass finished, and the record as it left it.
@@ -113,11 +169,15 @@ pub fn pass(
     if !pending.is_empty() {
         counts.undrained = reconcile(api, &mut pending, desired, live, log)?;
         let (ready, deleted) = finish_due(api, &mut pending, log)?;
-        (counts.ready, counts.deleted) = (ready, deleted);
+        (counts.ready, counts.deleted) = (ready.len() as u64, deleted);
+        counts.drained = drain_kept(api, &mut pending, (desired, live, &ready), waits, log)?;
     }
     pending.save(dir, &before)?;
-    let of = |why| pending.entries.iter().filter(|e| e.why == why).count();
-    counts.pending = Some((of(Why::FirstCheck), of(Why::Removal)));
+    let of = |leaves: bool| {
+        let entries = pending.entries.iter();
+        entries.filter(|e| e.why.leaves() == leaves).count()
+    };
+    counts.pending = Some((of(false), of(true)));
     Ok(Passed { pending, counts })
 }
 
@@ -134,6 +194,8 @@ enum Verdict {
     OperatorDrained,
     /// Wanted again: hacfg's drain is undone.
     Undrain,
+    /// Kept serving, and wanted again: it simply serves on.
+    KeptWanted,
     /// Still waits, as this entry (its id learnt; a new server no longer
     /// wanted becomes a removal: never set ready, deleted once idle).
     Keep(Entry),
@@ -145,6 +207,15 @@ fn judge(entry: Entry, live: &[Live], desired: &[Server]) -> Verdict {
         return Verdict::Gone;
     };
     let wanted = desired.iter().any(|s| s.is(&entry.target));
+    if entry.why == Why::KeptServing {
+        return match wanted {
+            true => Verdict::KeptWanted,
+            false => Verdict::Keep(Entry {
+                id: (l.id != 0).then_some(l.id),
+                ..entry
+            }),
+        };
+    }
     match (entry.why, l.admin(), wanted) {
         (Why::FirstCheck, Admin::Maint, _) | (Why::Removal, Admin::Maint, true) => Verdict::Maint,
         (_, Admin::Ready, _) => Verdict::Ready,
@@ -190,6 +261,7 @@ fn reconcile(
             }
             Verdict::Maint => "is in maintenance, set by an operator: hacfg leaves it so",
             Verdict::Ready => "was set ready by someone else: nothing to do",
+            Verdict::KeptWanted => "is in the nodes folder again: it serves on",
             Verdict::OperatorDrained => {
                 "is in the nodes folder again; an operator had drained it before it left, so \
                  it stays drained"
@@ -217,7 +289,11 @@ fn undo_drains(api: &dyn Runtime, again: &[Target], log: &mut Log) -> Result<u64
 /// Sets ready the new servers whose first check has run (and that are
 /// still wanted: a removal turns the entry into a `Removal`), deletes the
 /// idle removed ones; how many of each.
-fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result<(u64, u64)> {
+fn finish_due(
+    api: &dyn Runtime,
+    pending: &mut Pending,
+    log: &mut Log,
+) -> Result<(Vec<Target>, u64)> {
     let done = execute::finish(
         api,
         &pending.targets(Why::FirstCheck),
@@ -248,7 +324,65 @@ fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result
              request), and later runs try again"
         ));
     }
-    Ok((done.ready.len() as u64, done.deleted.len() as u64))
+    // Those set ready that HAProxy does not see DOWN now serve.
+    let serving = done
+        .ready
+        .iter()
+        .filter(|(_, stat)| !stat.status.starts_with("DOWN"));
+    let serving = serving.map(|(t, _)| t.clone()).collect();
+    Ok((serving, done.deleted.len() as u64))
+}
+
+/// Drains the servers kept serving whose time has come: another server of
+/// their backend serves (one set ready by this pass, `ready`, or any other
+/// that is wanted and ready), none added to it waits for a first check any
+/// more, or their deadline has passed. Each becomes a removal, deleted once
+/// idle; one someone else drained or put in maintenance is left so. How
+/// many were drained.
+fn drain_kept(
+    api: &dyn Runtime,
+    pending: &mut Pending,
+    (desired, live, ready): (&[Server], &[Live], &[Target]),
+    waits: Waits,
+    log: &mut Log,
+) -> Result<u64> {
+    let now = now_ms();
+    let serving = |backend: &str| {
+        ready.iter().any(|t| t.backend == backend)
+            || live.iter().any(|l| {
+                l.backend == backend
+                    && serves(l)
+                    && desired.iter().any(|s| s.is(&l.target()))
+                    && !pending.get(&l.target()).is_some_and(|e| e.why.leaves())
+            })
+    };
+    let due: Vec<Entry> = pending
+        .entries
+        .iter()
+        .filter(|e| e.why == Why::KeptServing)
+        .filter(|e| {
+            e.overdue(now)
+                || !pending.replacing(&e.target.backend, now)
+                || serving(&e.target.backend)
+        })
+        .cloned()
+        .collect();
+    let drain: Vec<Target> = due
+        .iter()
+        .map(|e| e.target.clone())
+        .filter(|t| live.iter().any(|l| l.is(t) && l.admin() == Admin::Ready))
+        .collect();
+    execute::set_drain(api, &drain)?;
+    for e in due {
+        let t = e.target;
+        pending.remove(&t);
+        pending.insert(t.clone(), Why::Removal, waits.drain);
+        pending.mark_operator_drain(&t, !drain.contains(&t));
+        log.info(&format!(
+            "settle: drained `{t}`, kept serving until now: no new request; it is deleted              once idle"
+        ));
+    }
+    Ok(drain.len() as u64)
 }
 
 /// What an overdue entry means, for the log and `status`.
@@ -262,6 +396,11 @@ pub fn overdue_text(entry: &Entry) -> String {
         Why::Removal => format!(
             "`{}` still had requests in flight at --drain-timeout: it stays drained (no new \
              request) and any later hacfg run deletes it once idle",
+            entry.target
+        ),
+        Why::KeptServing => format!(
+            "`{}` was kept serving past its deadline for a replacement: any later hacfg run \
+             drains and deletes it",
             entry.target
         ),
     }
@@ -397,7 +536,7 @@ mod tests {
             Op::Delete(Target::new("nodes", "a")),
             Op::Delete(Target::new("nodes", "b")),
         ];
-        intend(dir.path(), &ops, &live, SafeAdd::Drain, waits).unwrap();
+        intend(dir.path(), (&ops, &[]), &live, SafeAdd::Drain, waits).unwrap();
         let pending = Pending::load(dir.path());
         let by_operator: Vec<bool> = pending.entries.iter().map(|e| e.operator_drained).collect();
         assert_eq!(by_operator, [false, true]);

@@ -192,7 +192,7 @@ fn remove_down(
     reviewed.record(store.dir())?;
     // The change is the folder's now: a render that fails is said, and the
     // next run applies it.
-    match super::update(s, store, &lock, output, log, counts) {
+    match super::update(s, store, (&lock, output), &[], log, counts) {
         Ok(applied) => {
             drop(lock);
             super::after(s, &applied, log);
@@ -230,9 +230,21 @@ fn pass_from_file(
 }
 
 /// Whether any waiting entry is due now: its check has run, it is idle,
-/// an operator put it in maintenance, or its server is no longer there.
+/// an operator put it in maintenance, its server is no longer there, or it
+/// was kept serving and nothing added to its backend waits any more.
 /// An unreadable answer counts as due, so that the pass says what is wrong.
 fn due(api: &dyn Runtime, waiting: &[&Entry]) -> bool {
+    let replaced = |kept: &Entry| {
+        !waiting
+            .iter()
+            .any(|e| e.why == Why::FirstCheck && e.target.backend == kept.target.backend)
+    };
+    if waiting
+        .iter()
+        .any(|e| e.why == Why::KeptServing && replaced(e))
+    {
+        return true;
+    }
     let targets: Vec<(Target, Option<u32>)> =
         waiting.iter().map(|e| (e.target.clone(), e.id)).collect();
     match api.stats_of(&targets) {
@@ -241,12 +253,22 @@ fn due(api: &dyn Runtime, waiting: &[&Entry]) -> bool {
     }
 }
 
-/// Whether `entry` is due, by what `show stat` says of its server.
+/// Whether `entry` is due, by what `show stat` says of its server. A new
+/// server is due once its check has a result, or someone set it ready or
+/// put it in maintenance; DOWN with no result (moved to a new address, say)
+/// it still waits: its check has not run. One kept serving waits for its
+/// replacements (see [`due`]).
 fn is_due(entry: &Entry, stat: Option<&Stat>) -> bool {
     match (stat, entry.why) {
         (None, _) => true,
-        (Some(s), Why::FirstCheck) => s.checked() || !s.status.starts_with("DRAIN"),
+        (Some(s), Why::FirstCheck) => {
+            s.checked()
+                || ["UP", "MAINT", "no check"]
+                    .iter()
+                    .any(|w| s.status.starts_with(w))
+        }
         (Some(s), Why::Removal) => s.sessions == 0,
+        (Some(_), Why::KeptServing) => false,
     }
 }
 

@@ -48,7 +48,17 @@ impl Event<'_> {
         let skipped = warn_planned(&changes, self.name, b.log());
         let modes = (action, self.on_failed);
         let staying = second_opinion(b, modes, &mut changes)?;
-        let render = Then::Render { own: None };
+        // A failed member is dead: its server is never kept serving.
+        let failed = self.name == "member-failed";
+        let dead = if failed {
+            changes.removals.clone()
+        } else {
+            Vec::new()
+        };
+        let render = Then::Render {
+            own: None,
+            dead: &dead,
+        };
         let (more, outcome) = b.change(render, |folder, log| {
             apply_changes(folder, &changes, self.name, log)
         })?;
