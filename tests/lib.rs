@@ -11,6 +11,7 @@ mod apply;
 mod availability;
 mod core;
 mod docs;
+mod drains;
 mod fleet;
 mod hardening;
 mod locking;

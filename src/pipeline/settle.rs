@@ -302,7 +302,13 @@ fn finish_due(
     for (t, stat) in &done.ready {
         pending.remove(t);
         let check = &stat.check;
-        if stat.status.starts_with("DOWN") {
+        if stat.status.starts_with("DOWN") && passed(check) {
+            // Moved to a new address (set DOWN there): rising, not failed.
+            log.info(&format!(
+                "settle: `{t}` passed a health check ({check}) and serves once HAProxy's \
+                 checks see it UP"
+            ));
+        } else if stat.status.starts_with("DOWN") {
             log.warn(&format!(
                 "settle: added `{t}`, but its first health check failed ({check}): it is DOWN \
                  and takes no request until its checks pass"
@@ -331,6 +337,11 @@ fn finish_due(
         .filter(|(_, stat)| !stat.status.starts_with("DOWN"));
     let serving = serving.map(|(t, _)| t.clone()).collect();
     Ok((serving, done.deleted.len() as u64))
+}
+
+/// Whether a check result is a pass (`L4OK`, `L6OK`, `L7OK`, `L7OKC`).
+fn passed(check: &str) -> bool {
+    check.starts_with('L') && check.contains("OK")
 }
 
 /// Drains the servers kept serving whose time has come: another server of
@@ -541,6 +552,83 @@ mod tests {
         let by_operator: Vec<bool> = pending.entries.iter().map(|e| e.operator_drained).collect();
         assert_eq!(by_operator, [false, true]);
         assert!(pending.entries.iter().all(|e| e.why == Why::Removal));
+    }
+
+    #[test]
+    fn the_last_serving_servers_are_kept_while_their_replacements_wait() {
+        let live = crate::haproxy::state::all_up(CONFIG);
+        let c = "backend nodes\n    server c 10.0.0.3:80 check id 13\n";
+        let add = Op::Add(config::servers(c).remove(0));
+        let del = |n| Op::Delete(Target::new("nodes", n));
+        let none = Pending::default();
+        let both = [add.clone(), del("a"), del("b")];
+        assert_eq!(keep(&both, &live, &none, SafeAdd::Drain, &[]).len(), 2);
+        // A failed member's server is dead: never kept.
+        let dead = ["a".to_string()];
+        let kept = keep(&both, &live, &none, SafeAdd::Drain, &dead);
+        assert_eq!(kept, [Target::new("nodes", "b")]);
+        // Another server serves on, or none is added: nothing is kept.
+        assert!(keep(&[add, del("a")], &live, &none, SafeAdd::Drain, &[]).is_empty());
+        let leave = [del("a"), del("b")];
+        assert!(keep(&leave, &live, &none, SafeAdd::Drain, &[]).is_empty());
+        // Nor a server that takes no traffic (DOWN by its checks).
+        let mut down = live.clone();
+        down[0].op_state = 0;
+        // A server added by an earlier run still waits for its first check.
+        let mut earlier = Pending::default();
+        let c = Target::new("nodes", "c");
+        earlier.insert(c, Why::FirstCheck, Duration::from_secs(60));
+        assert_eq!(keep(&leave, &live, &earlier, SafeAdd::Drain, &[]).len(), 2);
+        let kept = keep(&leave, &down, &earlier, SafeAdd::Drain, &[]);
+        assert_eq!(kept, [Target::new("nodes", "b")]);
+    }
+
+    #[test]
+    fn a_server_kept_serving_drains_once_its_replacement_is_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server c 10.0.0.3:80 check id 13\n";
+        let fake = Fake::of(both);
+        fake.set("nodes/c", |s| {
+            s.live.admin_state = FORCED_DRAIN;
+            s.check = "INI".into();
+        });
+        let waits = Waits {
+            drain: Duration::from_secs(60),
+            first_check: Duration::from_secs(60),
+        };
+        let (a, c) = (Target::new("nodes", "a"), Target::new("nodes", "c"));
+        let mut p = Pending::default();
+        p.insert(a.clone(), Why::KeptServing, waits.first_check);
+        p.insert(c.clone(), Why::FirstCheck, waits.first_check);
+        p.save(dir.path(), &Pending::default()).unwrap();
+        let desired = config::servers(both).split_off(1);
+        let mut log = Log::new(Verbosity::Quiet, None);
+        let pass = |fake: &Fake, log: &mut Log| {
+            let live = fake.live().unwrap();
+            pass(fake, dir.path(), &desired, &live, None, waits, log).unwrap()
+        };
+        let left = pass(&fake, &mut log).pending;
+        assert!(left.kept(&a), "c has not been checked: a serves on");
+        assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Ready);
+        fake.set("nodes/c", |s| s.check = "L7OK".into());
+        let Passed { pending, counts } = pass(&fake, &mut log);
+        assert_eq!(fake.get("nodes/c").unwrap().live.admin(), Admin::Ready);
+        assert_eq!((counts.ready, counts.drained), (1, 1));
+        // a is drained as any removal; idle, the next pass deletes it.
+        assert!(pending.removing(&a));
+        assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Drain);
+        assert!(pass(&fake, &mut log).pending.is_empty());
+        assert!(fake.get("nodes/a").is_none());
+    }
+
+    #[test]
+    fn a_server_kept_serving_and_wanted_again_serves_on() {
+        let desired = config::servers(CONFIG);
+        let kept = entry("a", Why::KeptServing);
+        assert_eq!(
+            judge(kept, &live_with("a", 0), &desired),
+            Verdict::KeptWanted
+        );
     }
 
     #[test]

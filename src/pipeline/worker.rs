@@ -331,8 +331,14 @@ mod tests {
             is_due(&first, Some(&stat("DRAIN", "L4CON", 0))),
             "failed is a result"
         );
+        // DOWN with no result (moved to a new address, set DOWN there): its
+        // check has not run, no pass is due.
+        assert!(!is_due(&first, Some(&stat("DOWN", "INI", 0))));
+        assert!(!is_due(&first, Some(&stat("DOWN", "* INI", 0))));
+        assert!(is_due(&first, Some(&stat("DOWN 1/2", "L7OK", 0))));
         // Set ready or put in maint by someone: the pass says what it sees.
         assert!(is_due(&first, Some(&stat("MAINT", "INI", 0))));
+        assert!(is_due(&first, Some(&stat("UP", "INI", 0))));
         assert!(is_due(&first, None), "gone");
     }
 
@@ -342,6 +348,27 @@ mod tests {
         assert!(!is_due(&removal, Some(&stat("DRAIN", "L7OK", 2))));
         assert!(is_due(&removal, Some(&stat("DRAIN", "L7OK", 0))));
         assert!(is_due(&removal, None));
+    }
+
+    #[test]
+    fn a_server_kept_serving_is_due_once_nothing_added_to_its_backend_waits() {
+        let fake = crate::haproxy::fake::Fake::of(
+            "backend nodes\n    server a 10.0.0.1:80 id 11\n    server n 10.0.0.2:80 check id 12\n",
+        );
+        fake.set("nodes/n", |s| {
+            s.check = "INI".into();
+            s.checks = true;
+            s.live.admin_state = crate::haproxy::state::FORCED_DRAIN;
+        });
+        let kept = entry(Why::KeptServing);
+        let mut p = Pending::default();
+        let n = Target::new("nodes", "n");
+        p.insert(n, Why::FirstCheck, Duration::from_secs(60));
+        let new = p.entries.remove(0);
+        assert!(!due(&fake, &[&kept, &new]), "its replacement waits");
+        fake.set("nodes/n", |s| s.check = "L7OK".into());
+        assert!(due(&fake, &[&kept, &new]), "the replacement's check ran");
+        assert!(due(&fake, &[&kept]), "nothing waits for a check");
     }
 
     #[test]
