@@ -73,22 +73,10 @@ pub fn prepare_state(
         return Ok(());
     };
     let why = match api {
-        Some(api) => {
-            let desired = config::servers(rendered);
-            let ours: Vec<Target> = Pending::load(dir)
-                .targets(Why::FirstCheck)
-                .into_iter()
-                .map(|(t, _)| t)
-                .collect();
-            let saved = api
-                .servers_state()
-                .map(|text| state::without_drain(&state::to_keep(&text, &desired), &ours))
-                .and_then(|text| atomic::write_atomic(&path, text.as_bytes()));
-            match saved {
-                Ok(()) => return Ok(()),
-                Err(e) => format!("unable to save the server state before the reload: {e:#}"),
-            }
-        }
+        Some(api) => match save_live(api, dir, rendered, &path) {
+            Ok(()) => return Ok(()),
+            Err(e) => format!("unable to save the server state before the reload: {e:#}"),
+        },
         None => "no socket to save the live server state from".to_string(),
     };
     if path.symlink_metadata().is_err() {
@@ -119,6 +107,21 @@ pub fn prepare_state(
         },
     }
     Ok(())
+}
+
+/// Saves the live state at `path`, as the reload of `rendered` must load it.
+fn save_live(api: &RuntimeApi, dir: &Path, rendered: &str, path: &Path) -> Result<()> {
+    let desired = config::servers(rendered);
+    let kept = state::to_keep(&api.servers_state()?, &desired);
+    let text = state::without_drain(&kept, &first_checks(dir));
+    atomic::write_atomic(path, text.as_bytes())
+}
+
+/// The new servers hacfg drains until their first check.
+fn first_checks(dir: &Path) -> Vec<Target> {
+    let pending = Pending::load(dir);
+    let targets = pending.targets(Why::FirstCheck).into_iter();
+    targets.map(|(t, _)| t).collect()
 }
 
 /// A server-state file with no server in it: HAProxy reads its version

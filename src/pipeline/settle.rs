@@ -124,7 +124,7 @@ pub fn keep(
     };
     removed
         .iter()
-        .filter(|t| !dead.iter().any(|name| *name == t.name))
+        .filter(|t| !dead.contains(&t.name))
         .filter(|t| live.iter().any(|l| l.is(t) && serves(l)))
         .filter(|t| emptied(&t.backend))
         .map(|t| (*t).clone())
@@ -208,13 +208,11 @@ fn judge(entry: Entry, live: &[Live], desired: &[Server]) -> Verdict {
     };
     let wanted = desired.iter().any(|s| s.is(&entry.target));
     if entry.why == Why::KeptServing {
-        return match wanted {
-            true => Verdict::KeptWanted,
-            false => Verdict::Keep(Entry {
-                id: (l.id != 0).then_some(l.id),
-                ..entry
-            }),
-        };
+        if wanted {
+            return Verdict::KeptWanted;
+        }
+        let id = (l.id != 0).then_some(l.id);
+        return Verdict::Keep(Entry { id, ..entry });
     }
     match (entry.why, l.admin(), wanted) {
         (Why::FirstCheck, Admin::Maint, _) | (Why::Removal, Admin::Maint, true) => Verdict::Maint,

@@ -151,6 +151,15 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_holder_of_a_workers_lock_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        let mut log = Log::new(Verbosity::Quiet, None);
+        assert!(holder(tmp.path(), Job::Settle).is_none(), "no file");
+        let held = WorkerLock::try_take(&store, Job::Settle, &mut log).unwrap();
         let pid = holder(tmp.path(), Job::Settle).map(|h| h.pid);
         assert_eq!(pid, Some(std::process::id()));
         drop(held);
