@@ -332,9 +332,8 @@ impl<'a> Balancer<'a> {
         let desired = crate::haproxy::config::servers(&rendered);
         let pending = self.pending()?;
         let (live, stats) = (api.live()?, api.stats()?);
+        let worker = pending.is_waiting() && worker_at_work(self.place.store.dir());
         // Read again when no worker runs: one may have just finished.
-        let dir = self.place.store.dir();
-        let worker = lock::holder(dir, Job::Settle).is_some();
         let pending = if worker { pending } else { self.pending()? };
         Ok(Observed {
             desired,
@@ -468,6 +467,24 @@ impl<'a> Balancer<'a> {
         report(&applied, own, &mut self.log)
     }
 }
+
+/// Whether a worker holds the folder's pending work. One just started by
+/// the run before may not have taken its lock yet: it is given a moment.
+fn worker_at_work(dir: &Path) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if lock::holder(dir, Job::Settle).is_some() {
+            return true;
+        }
+        if start.elapsed() > WORKER_START {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// How long `status` waits for a worker just started to take its lock.
+const WORKER_START: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `name address:port` for messages.
 fn describe(node: &Node, default_port: u16) -> String {
