@@ -291,9 +291,8 @@ pub fn update(
         if let Checked::Accepted(staged) = check::candidate(s, output, &rendered, &mut q, log)? {
             q.save()?;
             partial::forget(store.dir())?;
-            let written = (rendered.as_str(), q.nodes().len());
-            let at = (store.dir(), output);
-            reload::write_and_reload(s, at, staged, written, log, counts)?;
+            let written = (store.dir(), rendered.as_str(), q.nodes().len());
+            reload::write_and_reload(s, output, staged, written, log, counts)?;
             let left = hitless::finish_pending(s, store, &rendered, log, counts);
             return Ok(applied(&q, left));
         }

@@ -17,12 +17,13 @@ use crate::output::{OutputFile, Replaced};
 
 /// Replaces the output with `rendered` (`staged` beside it, if staged),
 /// then reloads if asked. The state file the new config loads is made to
-/// hold this run's live state, or nothing, before anything is written.
+/// hold this run's live state (less hacfg's own drains, recorded in the
+/// nodes folder `dir`), or nothing, before anything is written.
 pub fn write_and_reload(
     s: &Settings,
-    (dir, output): (&Path, &OutputFile),
+    output: &OutputFile,
     staged: Option<Staged>,
-    (rendered, count): (&str, usize),
+    (dir, rendered, count): (&Path, &str, usize),
     log: &mut Log,
     counts: &mut Counts,
 ) -> Result<()> {

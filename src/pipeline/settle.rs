@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Counts;
-use super::pending::{Entry, Pending, Why};
+use super::pending::{Entry, Pending, Replacement, Why};
 use super::records::now_ms;
 use crate::haproxy::config::Server;
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
@@ -328,13 +328,62 @@ fn finish_due(
              request), and later runs try again"
         ));
     }
-    // Those set ready that HAProxy does not see DOWN now serve.
+    // Those set ready whose check passed, and that HAProxy does not see
+    // DOWN, now serve.
     let serving = done
         .ready
         .iter()
-        .filter(|(_, stat)| !stat.status.starts_with("DOWN"));
+        .filter(|(_, stat)| passed(&stat.check) && !stat.status.starts_with("DOWN"));
     let serving = serving.map(|(t, _)| t.clone()).collect();
     Ok((serving, done.deleted.len() as u64))
+}
+
+/// The servers kept serving whose time has come: another server of their
+/// backend serves (one set ready by this pass, `ready`, or any other that
+/// is wanted and ready), none could (no other server is wanted there), or
+/// their deadline has passed. The others learn which servers they wait for
+/// (a replacement whose first check failed is DOWN, and may still come UP
+/// before the deadline).
+fn kept_due(
+    pending: &mut Pending,
+    (desired, live, ready): (&[Server], &[Live], &[Target]),
+) -> Vec<Entry> {
+    let now = now_ms();
+    let leaving: Vec<Target> = pending
+        .entries
+        .iter()
+        .filter(|e| e.why.leaves())
+        .map(|e| e.target.clone())
+        .collect();
+    let staying = |backend: &str| -> Vec<&Live> {
+        let wanted = |l: &Live| desired.iter().any(|s| s.is(&l.target()));
+        let leaves = |l: &Live| leaving.iter().any(|t| l.is(t));
+        live.iter()
+            .filter(|l| l.backend == backend && wanted(l) && !leaves(l))
+            .collect()
+    };
+    let mut due = Vec::new();
+    for e in pending
+        .entries
+        .iter_mut()
+        .filter(|e| e.why == Why::KeptServing)
+    {
+        let stay = staying(&e.target.backend);
+        let serving =
+            ready.iter().any(|t| t.backend == e.target.backend) || stay.iter().any(|l| serves(l));
+        e.replacements = stay
+            .iter()
+            .filter(|l| l.admin() != Admin::Maint)
+            .map(|l| Replacement {
+                name: l.name.clone(),
+                id: (l.id != 0).then_some(l.id),
+            })
+            .collect();
+        if e.overdue(now) || e.replacements.is_empty() || serving {
+            due.push(e.clone());
+        }
+    }
+    due
 }
 
 /// Whether a check result is a pass (`L4OK`, `L6OK`, `L7OK`, `L7OKC`).
@@ -342,12 +391,9 @@ fn passed(check: &str) -> bool {
     check.starts_with('L') && check.contains("OK")
 }
 
-/// Drains the servers kept serving whose time has come: another server of
-/// their backend serves (one set ready by this pass, `ready`, or any other
-/// that is wanted and ready), none added to it waits for a first check any
-/// more, or their deadline has passed. Each becomes a removal, deleted once
-/// idle; one someone else drained or put in maintenance is left so. How
-/// many were drained.
+/// Drains the servers kept serving whose time has come (see [`kept_due`]).
+/// Each becomes a removal, deleted once idle; one someone else drained or
+/// put in maintenance is left so. How many were drained.
 fn drain_kept(
     api: &dyn Runtime,
     pending: &mut Pending,
@@ -355,27 +401,7 @@ fn drain_kept(
     waits: Waits,
     log: &mut Log,
 ) -> Result<u64> {
-    let now = now_ms();
-    let serving = |backend: &str| {
-        ready.iter().any(|t| t.backend == backend)
-            || live.iter().any(|l| {
-                l.backend == backend
-                    && serves(l)
-                    && desired.iter().any(|s| s.is(&l.target()))
-                    && !pending.get(&l.target()).is_some_and(|e| e.why.leaves())
-            })
-    };
-    let due: Vec<Entry> = pending
-        .entries
-        .iter()
-        .filter(|e| e.why == Why::KeptServing)
-        .filter(|e| {
-            e.overdue(now)
-                || !pending.replacing(&e.target.backend, now)
-                || serving(&e.target.backend)
-        })
-        .cloned()
-        .collect();
+    let due = kept_due(pending, (desired, live, ready));
     let drain: Vec<Target> = due
         .iter()
         .map(|e| e.target.clone())
@@ -616,6 +642,50 @@ mod tests {
         assert!(pending.removing(&a));
         assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Drain);
         assert!(pass(&fake, &mut log).pending.is_empty());
+        assert!(fake.get("nodes/a").is_none());
+    }
+
+    #[test]
+    fn a_server_kept_serving_waits_for_a_replacement_that_failed_its_first_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server c 10.0.0.3:80 check id 13\n";
+        let fake = Fake::of(both);
+        fake.set("nodes/c", |s| {
+            s.live.admin_state = FORCED_DRAIN;
+            s.live.op_state = 0;
+            s.check = "L4CON".into();
+        });
+        let waits = Waits {
+            drain: Duration::from_secs(60),
+            first_check: Duration::from_secs(60),
+        };
+        let (a, c) = (Target::new("nodes", "a"), Target::new("nodes", "c"));
+        let mut p = Pending::default();
+        p.insert(a.clone(), Why::KeptServing, waits.first_check);
+        p.insert(c, Why::FirstCheck, waits.first_check);
+        p.save(dir.path(), &Pending::default()).unwrap();
+        let desired = config::servers(both).split_off(1);
+        let mut log = Log::new(Verbosity::Quiet, None);
+        let pass = |fake: &Fake, log: &mut Log| {
+            let live = fake.live().unwrap();
+            pass(fake, dir.path(), &desired, &live, None, waits, log).unwrap()
+        };
+        // c is set ready, DOWN: a serves on, waiting for c alone.
+        let left = pass(&fake, &mut log).pending;
+        assert_eq!(fake.get("nodes/c").unwrap().live.admin(), Admin::Ready);
+        let kept = left.get(&a).unwrap();
+        assert_eq!(kept.why, Why::KeptServing);
+        let names: Vec<&str> = kept.replacements.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["c"]);
+        assert_eq!(Pending::load(dir.path()), left, "recorded");
+        assert!(pass(&fake, &mut log).pending.kept(&a), "c is still DOWN");
+        // c comes UP: a drains.
+        fake.set("nodes/c", |s| {
+            s.live.op_state = 2;
+            s.check = "L7OK".into();
+        });
+        assert!(pass(&fake, &mut log).pending.removing(&a));
+        assert!(pass(&fake, &mut log).pending.is_empty(), "idle, deleted");
         assert!(fake.get("nodes/a").is_none());
     }
 

@@ -3,6 +3,7 @@
 //! pending, at most one per nodes folder. It waits without the folder lock
 //! and takes it only for a [`settle::pass`], and exits once nothing waits.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -231,26 +232,40 @@ fn pass_from_file(
 
 /// Whether any waiting entry is due now: its check has run, it is idle,
 /// an operator put it in maintenance, its server is no longer there, or it
-/// was kept serving and nothing added to its backend waits any more.
+/// was kept serving and a server it waits for is UP (see [`kept_due`]).
 /// An unreadable answer counts as due, so that the pass says what is wrong.
 fn due(api: &dyn Runtime, waiting: &[&Entry]) -> bool {
-    let replaced = |kept: &Entry| {
-        !waiting
-            .iter()
-            .any(|e| e.why == Why::FirstCheck && e.target.backend == kept.target.backend)
-    };
-    if waiting
-        .iter()
-        .any(|e| e.why == Why::KeptServing && replaced(e))
-    {
-        return true;
-    }
-    let targets: Vec<(Target, Option<u32>)> =
+    let mut targets: Vec<(Target, Option<u32>)> =
         waiting.iter().map(|e| (e.target.clone(), e.id)).collect();
+    for e in waiting.iter().filter(|e| e.why == Why::KeptServing) {
+        targets.extend(e.replacement_targets());
+    }
     match api.stats_of(&targets) {
-        Ok(stats) => waiting.iter().any(|e| is_due(e, stats.get(&e.target))),
+        Ok(stats) => waiting.iter().any(|e| match e.why {
+            Why::KeptServing => kept_due(e, waiting, &stats),
+            _ => is_due(e, stats.get(&e.target)),
+        }),
         Err(_) => true,
     }
+}
+
+/// Whether a server kept serving is due: while servers added to its
+/// backend wait for a first check, their own entries say when a pass is
+/// due; then, once a server it waits for is UP, or none of them is left
+/// (a pass finds which servers it waits for).
+fn kept_due(kept: &Entry, waiting: &[&Entry], stats: &BTreeMap<Target, Stat>) -> bool {
+    let backend = &kept.target.backend;
+    if waiting
+        .iter()
+        .any(|e| e.why == Why::FirstCheck && e.target.backend == *backend)
+    {
+        return false;
+    }
+    let seen: Vec<Option<&Stat>> = kept
+        .replacement_targets()
+        .map(|(t, _)| stats.get(&t))
+        .collect();
+    seen.iter().all(Option::is_none) || seen.iter().flatten().any(|s| s.status.starts_with("UP"))
 }
 
 /// Whether `entry` is due, by what `show stat` says of its server. A new
@@ -368,7 +383,22 @@ mod tests {
         assert!(!due(&fake, &[&kept, &new]), "its replacement waits");
         fake.set("nodes/n", |s| s.check = "L7OK".into());
         assert!(due(&fake, &[&kept, &new]), "the replacement's check ran");
-        assert!(due(&fake, &[&kept]), "nothing waits for a check");
+        assert!(due(&fake, &[&kept]), "it waits for no server any more");
+        // Its replacement's first check failed: it waits for it to come UP.
+        let mut kept = kept;
+        kept.replacements = vec![super::super::pending::Replacement {
+            name: "n".into(),
+            id: Some(12),
+        }];
+        fake.set("nodes/n", |s| {
+            s.check = "L4CON".into();
+            s.live.admin_state = 0;
+        });
+        assert!(!due(&fake, &[&kept]), "DOWN: it may still come UP");
+        fake.set("nodes/n", |s| s.check = "L7OK".into());
+        assert!(due(&fake, &[&kept]), "UP");
+        fake.servers.borrow_mut().retain(|s| s.live.name != "n");
+        assert!(due(&fake, &[&kept]), "gone");
     }
 
     #[test]
