@@ -249,10 +249,12 @@ impl Hitless<'_> {
             as_now(live, done, desired);
         }
         // HAProxy runs the desired servers now, and the removed ones that
-        // still drain (an idle one was deleted, a new one is there, with
-        // init-state too).
+        // still drain or are kept serving (an idle one was deleted, a new
+        // one is there, with init-state too).
+        let kept = Pending::load(self.dir);
         let leaving = live.iter().filter(|l| {
-            l.admin_state & FORCED_DRAIN != 0 && !desired.iter().any(|s| s.is(&l.target()))
+            (l.admin_state & FORCED_DRAIN != 0 || kept.kept(&l.target()))
+                && !desired.iter().any(|s| s.is(&l.target()))
         });
         counts.servers_live = Some(desired.len() + leaving.count());
         // HAProxy has been told: whatever the pass meets, the file must
