@@ -67,7 +67,10 @@ host_mirror() {
        }' "${sources[@]}"
 }
 mirror=${CI_DEBIAN_MIRROR:-$(host_mirror)}
-mirror=${mirror:-http://deb.debian.org/debian}
+if [ -z "$mirror" ]; then
+  echo "haproxy-root: no Debian mirror in this machine's apt sources; set CI_DEBIAN_MIRROR" >&2
+  exit 1
+fi
 
 # Whether anything is mounted at or below a folder.
 mounts_under() {

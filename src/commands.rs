@@ -2,6 +2,7 @@
 //! through one [`Balancer`], built here once; the Serf commands live in
 //! `serf/`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
@@ -10,11 +11,11 @@ use crate::cli::{Command, Config, RenderMode};
 use crate::exit::Outcome;
 use crate::log::{Log, Verbosity};
 use crate::node::Node;
-use crate::pipeline::{Balancer, HeldSet, Then};
+use crate::pipeline::{Balancer, HeldSet, Shown, Then};
 use crate::render;
 use crate::serf;
 use crate::stdout::print_stdout;
-use crate::store::Store;
+use crate::store::{Store, Unreadable};
 
 /// Runs the command, then records in the metrics what the pipeline did
 /// (a run that failed part-way did some of it too).
@@ -102,11 +103,32 @@ fn serf_run(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
     }
 }
 
-/// `hacfg list`: the nodes, and those HAProxy refused.
+/// `hacfg list`: the nodes, those HAProxy refused, and the failed members
+/// that stay. A damaged record of stays is a warning: the nodes are still
+/// listed.
 fn list(b: &mut Balancer, json: bool) -> Result<Outcome> {
-    let (nodes, held) = b.list()?;
-    print_stdout(&list_text(&nodes, &held, b.default_port(), json)?)?;
+    let (loaded, held) = b.list()?;
+    for file in &loaded.unreadable {
+        b.log().warn(&format!("{file}: held back"));
+    }
+    let stays = b.stays().unwrap_or_else(|e| {
+        b.log().warn(&format!("{e:#}"));
+        BTreeMap::new()
+    });
+    let marks = Marks {
+        held: &held,
+        stays: &stays,
+        unreadable: &loaded.unreadable,
+    };
+    print_stdout(&list_text(&loaded.nodes, &marks, b.default_port(), json)?)?;
     Ok(Outcome::Done)
+}
+
+/// What `list` says of a node besides its fields.
+struct Marks<'a> {
+    held: &'a HeldSet,
+    stays: &'a BTreeMap<String, Shown>,
+    unreadable: &'a [Unreadable],
 }
 
 /// `hacfg add`: one node file, then (unless `--no-render`) a render.
@@ -174,7 +196,7 @@ fn print_bytes(bytes: &[u8]) -> Result<Outcome> {
 }
 
 /// `render --stdout` and `render --diff`: show, write nothing.
-fn preview(b: &Balancer, cfg: &Config, mode: RenderMode) -> Result<Outcome> {
+fn preview(b: &mut Balancer, cfg: &Config, mode: RenderMode) -> Result<Outcome> {
     let preview = b.preview()?;
     let rendered = preview.rendered;
     if mode == RenderMode::Stdout {
@@ -195,39 +217,71 @@ fn preview(b: &Balancer, cfg: &Config, mode: RenderMode) -> Result<Outcome> {
 
 /// `hacfg list`: an aligned table, or a JSON array of what templates see.
 /// A node HAProxy refused shows as `rejected` with HAProxy's words (JSON:
-/// a `rejected` field).
-fn list_text(nodes: &[Node], held: &HeldSet, default_port: u16, json: bool) -> Result<String> {
-    let reason = |n: &Node| held.get(n).map(|h| h.reason.as_str());
+/// a `rejected` field); a failed member that stays (`--on-failed verify`)
+/// as `stays: …` (JSON: a `stay` field, as `status` has it); a file hacfg
+/// cannot read as `unreadable: …` (JSON: `file` and `unreadable`).
+fn list_text(nodes: &[Node], marks: &Marks, default_port: u16, json: bool) -> Result<String> {
+    let reason = |n: &Node| marks.held.get(n).map(|h| h.reason.as_str());
+    let stay = |n: &Node| marks.stays.get(&n.name);
+    let unreadable = marks.unreadable;
     if json {
         let views = render::views(Arc::new(nodes.to_vec()), default_port);
-        let mut list = Vec::with_capacity(views.len());
+        let mut list = Vec::with_capacity(views.len() + unreadable.len());
         for (view, node) in views.iter().zip(nodes) {
             let mut value = serde_json::to_value(view)?;
-            if let (Some(r), Some(map)) = (reason(node), value.as_object_mut()) {
-                map.insert("rejected".into(), r.into());
+            if let Some(map) = value.as_object_mut() {
+                if let Some(r) = reason(node) {
+                    map.insert("rejected".into(), r.into());
+                }
+                if let Some(st) = stay(node) {
+                    map.insert("stay".into(), serde_json::to_value(st)?);
+                }
             }
             list.push(value);
         }
+        list.extend(
+            unreadable
+                .iter()
+                .map(|u| serde_json::json!({ "file": u.name, "unreadable": u.reason })),
+        );
         return Ok(serde_json::to_string_pretty(&list)? + "\n");
     }
-    let rows: Vec<[String; 6]> = nodes
+    let mut rows: Vec<[String; 6]> = nodes
         .iter()
         .map(|node| {
-            let tags: Vec<String> = node.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let status = match reason(node) {
-                Some(r) => format!("rejected: {}", r.lines().next().unwrap_or_default()),
-                None => "ok".to_string(),
+            let status = match (reason(node), stay(node)) {
+                (Some(r), _) => format!("rejected: {}", r.lines().next().unwrap_or_default()),
+                (None, Some(st)) => format!("stays: {}", st.text()),
+                (None, None) => "ok".to_string(),
             };
-            [
-                node.name.clone(),
-                node.address.clone(),
-                node.port_or(default_port).to_string(),
-                node.weight_or_default().to_string(),
-                tags.join(","),
-                status,
-            ]
+            node_row(node, default_port, status)
         })
         .collect();
+    rows.extend(unreadable.iter().map(|u| {
+        let status = format!("unreadable: {}", u.reason);
+        [
+            u.name.clone(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            status,
+        ]
+    }));
+    rows.sort_by(|a, b| a[0].cmp(&b[0]));
     let header = ["NAME", "ADDRESS", "PORT", "WEIGHT", "TAGS", "STATUS"];
     Ok(crate::stdout::table(header, &rows))
+}
+
+/// One node's row in `list`'s table.
+fn node_row(node: &Node, default_port: u16, status: String) -> [String; 6] {
+    let tags: Vec<String> = node.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    [
+        node.name.clone(),
+        node.address.clone(),
+        node.port_or(default_port).to_string(),
+        node.weight_or_default().to_string(),
+        tags.join(","),
+        status,
+    ]
 }

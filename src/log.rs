@@ -63,6 +63,22 @@ impl Log {
         self.append(&format!("warning: {message}"));
     }
 
+    /// Reports a warning that `-q` keeps off stderr: one about hacfg doing
+    /// what it was asked (a failed member that stays), of which a batch
+    /// may bring hundreds. The log file always gets it.
+    pub fn warn_unless_quiet(&mut self, message: &str) {
+        if self.verbosity != Verbosity::Quiet {
+            print_warning(message);
+        }
+        self.append(&format!("warning: {message}"));
+    }
+
+    /// A warning for the log file alone: one of a batch that stderr gets
+    /// as a single summary line.
+    pub fn warn_to_file(&mut self, message: &str) {
+        self.append(&format!("warning: {message}"));
+    }
+
     fn append(&mut self, message: &str) {
         if let Some(file) = &mut self.file {
             append_line(file, message);

@@ -65,9 +65,10 @@ enum Gauge {
     ServersLive,
     PendingFirstCheck,
     PendingRemoval,
+    Stays,
 }
 
-const GAUGES: usize = 5;
+const GAUGES: usize = 6;
 /// A gauge this run did not learn.
 const UNKNOWN: u64 = u64::MAX;
 
@@ -105,6 +106,9 @@ pub fn count(c: &Counts) {
     if let Some((first_check, removal)) = c.pending {
         set(Gauge::PendingFirstCheck, first_check);
         set(Gauge::PendingRemoval, removal);
+    }
+    if let Some(stays) = c.stays {
+        set(Gauge::Stays, stays);
     }
 }
 
@@ -202,6 +206,11 @@ const PENDING: Family = Family(
     "gauge",
     "Servers hacfg drained and has not finished with yet, by why, as the last settle pass left them.",
 );
+const STAYS: Family = Family(
+    "hacfg_failed_members_staying",
+    "gauge",
+    "Members Serf reports failed that stay because HAProxy's checks see them UP (--on-failed verify), as the last run that reviewed them left them.",
+);
 const RUNS: Family = Family(
     "hacfg_runs_total",
     "counter",
@@ -230,6 +239,7 @@ const GAUGE_LINES: [(&Family, Option<&str>); GAUGES] = [
     (&LIVE, None),
     (&PENDING, Some("first-check")),
     (&PENDING, Some("removal")),
+    (&STAYS, None),
 ];
 
 fn head(out: &mut String, f: &Family) {
@@ -495,8 +505,10 @@ mod tests {
         c.ops[Kind::SetWeight as usize] = 5;
         c.gauges[Gauge::Nodes as usize] = Some(12);
         c.gauges[Gauge::PendingRemoval as usize] = Some(1);
+        c.gauges[Gauge::Stays as usize] = Some(500);
         let text = render(&c, &last(4));
         assert_eq!(parse(&text), (c, None), "{text}");
+        assert!(text.contains("\nhacfg_failed_members_staying 500\n# HELP hacfg_runs"));
         assert!(text.starts_with(
             "# HELP hacfg_last_run_timestamp_seconds When the last counted hacfg run ended \
              (Unix time).\n# TYPE hacfg_last_run_timestamp_seconds gauge\n\
@@ -505,7 +517,7 @@ mod tests {
         assert!(text.contains("\nhacfg_last_run_duration_seconds 0.004500\n"));
         assert!(text.contains("\nhacfg_last_run_exit_code 4\n"));
         assert!(text.contains("\nhacfg_nodes 12\n# HELP hacfg_pending_servers"));
-        assert!(text.contains("\nhacfg_pending_servers{why=\"removal\"} 1\n# HELP hacfg_runs"));
+        assert!(text.contains("\nhacfg_pending_servers{why=\"removal\"} 1\n# HELP hacfg_failed"));
         assert!(
             !text.contains("hacfg_servers_live"),
             "never learnt: left out"

@@ -12,7 +12,7 @@ use crate::haproxy::config::Server;
 use crate::haproxy::stat::Stat;
 use crate::haproxy::state::Live;
 use crate::haproxy::{Target, endpoint, same_addr};
-use crate::pipeline::{Balancer, Pending, Why, now_ms};
+use crate::pipeline::{Balancer, Pending, Shown, Why, now_ms};
 use crate::stdout::print_stdout;
 
 /// One server, desired or live or both.
@@ -39,6 +39,9 @@ pub struct Row {
     /// Work hacfg left waiting on this server (a first check, a drain),
     /// and whether its deadline has passed.
     pub pending: Option<String>,
+    /// Its node's member is failed in Serf, but stays (`--on-failed
+    /// verify`): HAProxy's checks saw it UP.
+    pub stay: Option<Shown>,
     /// What differs, empty when the server is as asked.
     pub drift: Vec<String>,
     /// The address and port the config asks for, and those HAProxy uses,
@@ -53,20 +56,64 @@ pub struct Row {
 pub fn run(b: &Balancer, json: bool) -> Result<Outcome> {
     let seen = b.status()?;
     let waits = (&seen.pending, seen.worker);
-    let rows = compare(&seen.desired, &seen.live, &seen.stats, waits);
+    let mut rows = compare(&seen.desired, &seen.live, &seen.stats, waits);
+    mark_stays(&mut rows, &seen.stays);
     let text = if json {
         serde_json::to_string_pretty(&rows)? + "\n"
     } else {
         table(&rows)
     };
     print_stdout(&text)?;
-    let drifted = rows.iter().filter(|r| !r.drift.is_empty()).count();
-    Ok(match drifted {
-        0 => Outcome::Done,
-        n => Outcome::Drift(format!(
-            "{n} server(s) differ from the nodes folder; a run with --reload repairs them"
-        )),
+    let mut stuck: Vec<String> = drift_text(&rows).into_iter().collect();
+    stuck.extend(seen.unreadable.iter().map(|u| format!("{u}: held back")));
+    Ok(if stuck.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Drift(stuck.join("\n"))
     })
+}
+
+/// What `status` says on drift, if any row drifts.
+fn drift_text(rows: &[Row]) -> Option<String> {
+    let servers = rows
+        .iter()
+        .filter(|r| r.drift.iter().any(|d| d != STAY_DRIFT))
+        .count();
+    let stays = rows.iter().filter(|r| r.stay.is_some_and(|s| s.overdue));
+    let mut parts = Vec::new();
+    if servers > 0 {
+        parts.push(format!(
+            "{servers} server(s) differ from the nodes folder; a run with --reload repairs them"
+        ));
+    }
+    match stays.count() {
+        0 => {}
+        n => parts.push(format!(
+            "{n} server(s) of failed members stay past --check-timeout (Serf calls them \
+             failed, HAProxy's checks see them UP): look at their Serf agents; `hacfg sync` or \
+             their next event judges them again"
+        )),
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// The drift of a failed member that stays past `--check-timeout`: no
+/// worker watches it any more, and nothing judges it again until a later
+/// event or `sync`, while Serf and HAProxy disagree.
+const STAY_DRIFT: &str = "failed in Serf, kept past --check-timeout";
+
+/// Marks the servers of failed members that stay; one past
+/// `--check-timeout` drifts.
+fn mark_stays(rows: &mut [Row], stays: &[(Target, Shown)]) {
+    for (target, shown) in stays {
+        let mine = |r: &&mut Row| r.backend == target.backend && r.server == target.name;
+        if let Some(r) = rows.iter_mut().find(mine) {
+            r.stay = Some(*shown);
+            if shown.overdue {
+                r.drift.push(STAY_DRIFT.to_string());
+            }
+        }
+    }
 }
 
 /// The rows by backend and server name.
@@ -123,6 +170,7 @@ fn row<'a>(rows: &'a mut Rows, backend: &str, server: &str) -> &'a mut Row {
         operational: None,
         check: None,
         pending: None,
+        stay: None,
         drift: Vec::new(),
         wanted_at: None,
         live_at: None,
@@ -216,7 +264,9 @@ pub fn table(rows: &[Row]) -> String {
                 match (&r.pending, r.drift.is_empty()) {
                     (_, false) => format!("drift: {}", r.drift.join(", ")),
                     (Some(what), true) => format!("pending: {what}"),
-                    (None, true) => "ok".into(),
+                    (None, true) => r
+                        .stay
+                        .map_or("ok".into(), |s| format!("stays: {}", s.text())),
                 },
             ]
         })
@@ -267,6 +317,58 @@ mod tests {
         );
         assert_eq!(rows[0].admin, Some("drain"));
         assert!(table(&rows).contains("drift: address"));
+    }
+
+    #[test]
+    fn a_failed_member_that_stays_is_shown_and_drifts_past_its_watch() {
+        let desired = crate::haproxy::config::servers(
+            "backend b\n    server a 10.0.0.1:80\n    server c 10.0.0.3:80\n",
+        );
+        let live: Vec<Live> = crate::haproxy::state::all_up(
+            "backend b\n    server a 10.0.0.1:80\n    server c 10.0.0.3:80\n",
+        );
+        let mut rows = compare(
+            &desired,
+            &live,
+            &BTreeMap::new(),
+            (&Pending::default(), false),
+        );
+        let watched = Shown {
+            since_ms: 1,
+            overdue: false,
+        };
+        let overdue = Shown {
+            since_ms: 1,
+            overdue: true,
+        };
+        let stays = [
+            (Target::new("b", "a"), watched),
+            (Target::new("b", "c"), overdue),
+        ];
+        mark_stays(&mut rows, &stays);
+        assert_eq!(rows[0].drift, Vec::<String>::new());
+        assert_eq!(rows[1].drift, [STAY_DRIFT]);
+        let table = table(&rows);
+        assert!(table.contains("stays: failed in Serf, watched"), "{table}");
+        assert!(
+            table.contains("drift: failed in Serf, kept past"),
+            "{table}"
+        );
+        let text = drift_text(&rows).unwrap();
+        assert!(
+            text.starts_with("1 server(s) of failed members stay past"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&rows).unwrap();
+        assert_eq!(
+            json[0]["stay"],
+            serde_json::json!({"since_ms": 1, "overdue": false})
+        );
+        assert!(json[1]["stay"]["overdue"].as_bool().unwrap());
+        // Within its watch, a stay is no drift.
+        rows[1].drift.clear();
+        rows[1].stay = Some(watched);
+        assert_eq!(drift_text(&rows), None);
     }
 
     #[test]

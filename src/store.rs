@@ -266,7 +266,8 @@ impl Store {
     }
 
     /// Every node in the folder (see [`Store::load`]); a file that is no
-    /// node makes this fail, naming it (for callers that must see it all).
+    /// node makes this fail, naming it (the tests' strict view).
+    #[cfg(test)]
     pub fn load_all<M: Mode>(&self, lock: &Lock<M>) -> Result<Vec<Node>> {
         let loaded = self.load(lock)?;
         if let Some(bad) = loaded.unreadable.first() {
@@ -369,11 +370,33 @@ pub struct Loaded {
     pub stray: Vec<String>,
 }
 
+impl Loaded {
+    /// The one warning line naming the stray files skipped, if any.
+    pub fn stray_warning(&self, dir: &Path) -> Option<String> {
+        const SHOWN: usize = 20;
+        let (n, names) = (self.stray.len(), &self.stray);
+        let more = match n.saturating_sub(SHOWN) {
+            0 => String::new(),
+            rest => format!(" and {rest} more"),
+        };
+        (n > 0).then(|| {
+            let shown = names[..n.min(SHOWN)].join(", ");
+            format!(
+                "skipped {n} file(s) in `{}` that are never nodes (editor, package-manager or \
+                 lock leftovers, hidden files): {shown}{more}",
+                dir.display()
+            )
+        })
+    }
+}
+
 /// A file in the nodes folder that hacfg cannot read as a node: it is held
 /// back (left out of the render, exit 6) while the rest goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
-    /// The file's name, escaped (and cut) for a message.
+    /// The file's name in the folder (lossy UTF-8), for a table.
+    pub name: String,
+    /// The file's path, escaped (and cut) for a message.
     pub file: String,
     /// Why, on one line and cut to a readable length.
     pub reason: String,
@@ -386,7 +409,11 @@ impl Unreadable {
             Some(cut) => format!("{cut}…"),
             None => reason,
         };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         Unreadable {
+            name: crate::quote::cut(&name, REASON_MAX)
+                .unwrap_or(&name)
+                .to_string(),
             file: shown_name(path.as_os_str().as_bytes()),
             reason,
         }

@@ -322,7 +322,7 @@ fn template_error_leaves_output_identical() {
 }
 
 #[test]
-fn corrupt_node_file_leaves_output_identical() {
+fn a_corrupt_node_file_is_held_back_and_the_output_keeps_the_rest() {
     let env = TestEnv::new();
     env.ok(&["add", "s1", "10.0.0.1"]);
     let before = fs::read(&env.output).unwrap();
@@ -335,11 +335,13 @@ fn corrupt_node_file_leaves_output_identical() {
         ("bad name", "10.0.0.2"),
     ] {
         let path = env.write(&format!("nodes/{name}"), content);
-        let stderr = env.fails(&["render"], 1);
+        // Held back, never fatal: the rest renders (here, as it was).
+        let stderr = env.call(&["render"]).code(6).stderr;
         assert!(
-            stderr.contains(&format!("nodes/{name}`")),
+            stderr.contains(&format!("nodes/{name}`")) && stderr.contains("held back"),
             "{content:?}: {stderr}"
         );
+        assert!(stderr.contains("1 node file(s) hacfg cannot read held back, the rest applied"));
         assert_eq!(before, fs::read(&env.output).unwrap(), "{content:?}");
         fs::remove_file(path).unwrap();
     }
@@ -351,7 +353,7 @@ fn links_out_of_the_folder_are_refused() {
     env.ok(&["add", "s1", "10.0.0.1"]);
     env.write("outside", "10.9.9.9");
     std::os::unix::fs::symlink(env.path("outside"), env.nodes.join("s2")).unwrap();
-    let stderr = env.fails(&["render"], 1);
+    let stderr = env.call(&["render"]).code(6).stderr;
     assert!(stderr.contains("not a regular file"), "{stderr}");
     assert!(!env.output_text().contains("10.9.9.9"));
 }
@@ -769,7 +771,10 @@ fn editor_probes_and_swap_files_are_ignored() {
     env.write("nodes/4913", "");
     env.write("nodes/s1.swp", "garbage");
     env.write("nodes/s1.swx", "garbage");
-    env.ok(&["render"]);
+    env.call(&["render"]).code(0).stderr_has(
+        "skipped 3 file(s) in `$TMP/nodes` that are never nodes (editor, package-manager or lock \
+         leftovers, hidden files): \"4913\", \"s1.swp\", \"s1.swx\"",
+    );
     assert_eq!(env.servers(), ["s1 10.0.0.1:3000"]);
     env.call(&["add", "4913", "10.0.0.2"])
         .unchanged()
@@ -777,7 +782,7 @@ fn editor_probes_and_swap_files_are_ignored() {
         .stderr_has("files named like this are ignored");
     env.write("nodes/s2", "");
     env.call(&["render"])
-        .code(1)
+        .code(6)
         .stderr_has("invalid node file `$TMP/nodes/s2`")
         .stderr_has("the file is empty");
 }

@@ -280,3 +280,101 @@ fn fleet_without_balancers_is_an_error() {
         .stderr_has("invalid balancer role \"a|b\"");
     drop::<Agent>(bal);
 }
+
+/// A `serf` stand-in for `fleet`: `members` lists bal-a and bal-b alive
+/// (role `balancer`); `query` brings bal-a's digest and, from bal-b, an
+/// answer of `size` bytes.
+fn huge_answer_serf(env: &TestEnv, size: usize) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let member = |name: &str| {
+        format!(
+            r#"{{"name":"{name}","addr":"127.0.0.1:7946","tags":{{"role":"balancer"}},"status":"alive"}}"#
+        )
+    };
+    let members = env.write(
+        "members.json",
+        &format!(r#"{{"members":[{},{}]}}"#, member("bal-a"), member("bal-b")),
+    );
+    let digest = "hacfg-digest/1 rendered=0000000000000001 live=unknown nodes=1 held=0 \
+                  pending=0 hacfg=0.1.0 haproxy=2.6.12";
+    let head = env.write(
+        "head.json",
+        &format!(r#"{{"Acks":["bal-a","bal-b"],"Responses":{{"bal-a":"{digest}\n","bal-b":""#),
+    );
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\nmembers) cat '{}' ;;\nquery) cat '{}'; head -c {size} \
+         /dev/zero | tr '\\0' x; printf '\"}}}}\\n' ;;\nesac\n",
+        members.display(),
+        head.display()
+    );
+    let fake = env.write(&format!("serf-{size}"), &script);
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fake.display().to_string()
+}
+
+/// `hacfg fleet --json --serf-bin FAKE`: its exit code, stdout, stderr and
+/// peak resident memory in MiB (`wait4`'s rusage).
+#[allow(clippy::zombie_processes, reason = "reaped by wait4, for its rusage")]
+fn fleet_memory(fake: &str) -> (i32, String, String, i64) {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let child = crate::harness::clean_command(crate::harness::HACFG)
+        .args([
+            "fleet",
+            "--json",
+            "--serf-bin",
+            fake,
+            "--query-timeout",
+            "1",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which `child` does not wait for.
+    let waited = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    assert_eq!(waited, pid);
+    let read = |mut f: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        f.rewind().unwrap();
+        f.read_to_string(&mut text).unwrap();
+        text
+    };
+    let code = libc::WEXITSTATUS(status);
+    (code, read(out), read(err), usage.ru_maxrss / 1024)
+}
+
+/// Answers are read within a memory bound (issue 23, item 12): one 8 MiB
+/// answer is a `malformed` row, one 60 MiB answer makes the output longer
+/// than `fleet` reads (an error naming it); neither costs more than a few
+/// tens of MiB (before, a 60 MB answer cost 482 MB).
+#[test]
+fn a_huge_answer_costs_fleet_a_bounded_amount_of_memory() {
+    let env = TestEnv::new();
+    let (code, stdout, stderr, mib) = fleet_memory(&huge_answer_serf(&env, 8 << 20));
+    assert_eq!(code, 9, "{stderr}");
+    assert_eq!(
+        marks(&rows(&stdout)),
+        [
+            ("bal-a", String::new()),
+            (
+                "bal-b",
+                "malformed: answer of 8388608 bytes is longer than 512".into()
+            )
+        ]
+    );
+    assert!(mib < 64, "fleet used {mib} MiB for an 8 MiB answer");
+    let (code, stdout, stderr, mib) = fleet_memory(&huge_answer_serf(&env, 60 << 20));
+    assert_eq!((code, stdout.as_str()), (1, ""), "{stderr}");
+    assert!(
+        stderr.contains("query hacfg-digest` printed more than 16 MiB: its answers are not read"),
+        "{stderr}"
+    );
+    assert!(mib < 64, "fleet used {mib} MiB for a 60 MiB answer");
+}

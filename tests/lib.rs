@@ -17,6 +17,7 @@ mod hardening;
 mod locking;
 mod messages;
 mod metrics;
+mod operator;
 mod records;
 mod reliability;
 mod runtime;

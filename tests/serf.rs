@@ -785,3 +785,73 @@ fn a_failed_member_whose_server_serves_stays_through_events_and_sync() {
         .any(|s| s.name == "v1")));
     drop(bal);
 }
+
+/// A stay kept from a missed join must not judge a member Serf sees alive
+/// (issue 23, item 7): `sync` sees s1 alive and ends its stay, although
+/// s1's node file does not change; so when s1's app restarts and an
+/// unrelated member joins meanwhile, s1 stays in the folder and in HAProxy.
+#[test]
+fn sync_ends_the_stay_of_a_member_serf_sees_alive() {
+    let (Some(_), Some(_)) = (tool("serf"), tool("haproxy")) else {
+        return;
+    };
+    let env = TestEnv::new();
+    let Some(mut pool) = Pool::backends(&env, &["s1", "s3"]).start() else {
+        return;
+    };
+    let settings = [
+        ("HACFG_ON_FAILED", "verify".to_string()),
+        ("HACFG_RELOAD", "1".into()),
+        (
+            "HACFG_MASTER_SOCKET",
+            pool.master_socket.display().to_string(),
+        ),
+        ("HACFG_VARS", pool.vars_env()),
+    ];
+    let (bal, join) = balancer_with(&env, "bal-s", &settings);
+    let s1 = pool["s1"].port;
+    let _s1 = Agent::backend("s1", "127.0.0.1", s1, &join);
+    let seen = |pool: &Pool, name: &str, op: u8| {
+        pool.servers()
+            .iter()
+            .any(|s| s.name == name && s.op_state == op)
+    };
+    assert!(wait_until(15.0, || seen(&pool, "s1", 2)), "{}", bal.log());
+    // Serf called s1 failed while HAProxy saw it UP: it stays. Its join
+    // back was missed (a handler that failed, a full queue).
+    let mut args = pool.runtime_args(&["--check-timeout", "0.1"]);
+    args.extend(["serf", "--on-failed", "verify"]);
+    env.call(&args)
+        .env("SERF_EVENT", "member-failed")
+        .env("SERF_SELF_NAME", "bal-s")
+        .stdin(format!("s1\t127.0.0.1\tbackend\trole=backend,port={s1}\n"))
+        .code(0);
+    assert!(env.nodes.join(".hacfg.failed").exists());
+    // sync sees s1 alive: its stay ends.
+    let sync = ["--check-timeout", "0.1", "sync", "--rpc-addr", &bal.rpc];
+    let sync = [
+        &pool.runtime_args(&[])[..],
+        &sync,
+        &["--on-failed", "verify"],
+    ]
+    .concat();
+    env.call(&sync).code(0);
+    assert!(
+        !env.nodes.join(".hacfg.failed").exists(),
+        "sync kept the stay of a member it sees alive"
+    );
+    // s1's app restarts; meanwhile s3 joins, and its event reviews stays.
+    pool.stop("s1");
+    assert!(wait_until(10.0, || seen(&pool, "s1", 0)));
+    let _s3 = Agent::backend("s3", "127.0.0.1", pool["s3"].port, &join);
+    let log = || fs::read_to_string(env.path("serf.log")).unwrap_or_default();
+    assert!(
+        wait_until(15.0, || env.output_text().contains("server s3 ")),
+        "{}",
+        log()
+    );
+    assert!(env.nodes.join("s1").exists(), "s1 was removed:\n{}", log());
+    assert!(env.output_text().contains("server s1 "));
+    assert!(pool.servers().iter().any(|s| s.name == "s1"));
+    drop(bal);
+}

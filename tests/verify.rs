@@ -1,6 +1,8 @@
 //! `--on-failed verify`: a failed member goes only once HAProxy's own
 //! health checks see its server DOWN; a real HAProxy, real HTTP backends.
 
+use std::fmt::Write as _;
+
 use crate::harness::{Call, TestEnv, wait_until};
 use crate::live::Pool;
 
@@ -235,4 +237,100 @@ fn no_answer_from_haproxy_keeps_every_failed_member() {
     let record = std::fs::read_to_string(env.nodes.join(".hacfg.failed")).unwrap();
     assert!(names.iter().all(|n| record.contains(n)), "{record}");
     assert_eq!(pool.answering(20).len(), 3);
+}
+
+/// Failed members that stay are visible (issue 23, item 13): `-q` keeps
+/// their warnings off stderr (the log file names each), a batch without it
+/// prints one line, and `list`, `status` and the metrics show them;
+/// `status` calls a stay past `--check-timeout` drift.
+#[test]
+fn failed_members_that_stay_are_shown_and_quiet_with_q() {
+    let env = TestEnv::new();
+    let setup = Pool::backends(&env, &["s1"]).checks_every("500ms");
+    let port = setup["s1"].port;
+    let lines = |range: std::ops::Range<usize>| -> String {
+        let mut text = String::new();
+        for i in range {
+            let _ = writeln!(
+                text,
+                "n{i:03}\t127.0.0.1\tbackend\trole=backend,port={port}"
+            );
+        }
+        text
+    };
+    env.call(&["--no-check", "serf"])
+        .env("SERF_EVENT", "member-join")
+        .stdin(lines(0..100))
+        .code(0);
+    let Some(pool) = setup.start() else {
+        return;
+    };
+    let all_up = || (0..100).all(|i| seen(&pool, &format!("n{i:03}"), 2));
+    assert!(wait_until(20.0, all_up));
+    let metrics = env.path("m.prom").display().to_string();
+    let failed = |range, extra: &[&str]| {
+        let mut args = pool.runtime_args(&["--check-timeout", "0.1", "--metrics-file"]);
+        args.push(&metrics);
+        args.extend_from_slice(extra);
+        args.extend(["serf", "--on-failed", "verify"]);
+        env.call(&args)
+            .env("SERF_EVENT", "member-failed")
+            .env("SERF_SELF_NAME", "bal")
+            .stdin(lines(range))
+            .code(0)
+    };
+    let quiet = failed(0..60, &["-q"]);
+    assert_eq!(quiet.stderr, "", "-q printed the stays");
+    let loud = failed(60..100, &[]);
+    let warnings: Vec<&str> = loud
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "hacfg: warning: member-failed: 40 failed members stay: HAProxy's health checks see \
+          their servers UP (--on-failed verify); each goes once they see it DOWN or Serf reaps \
+          it (the log file names them, and so do `hacfg list` and `hacfg status`)"
+        ]
+    );
+    assert!(pool.logged("node `n000` stays"));
+    assert!(pool.logged("node `n099` stays"));
+    // list, list --json, status, status --json and the metrics show all 100.
+    let list = env.call(&["list"]).code(0).stdout;
+    assert_eq!(list.matches("stays: failed in Serf").count(), 100, "{list}");
+    let json = env.call(&["list", "--json"]).code(0).stdout;
+    assert_eq!(json.matches("\"stay\": {").count(), 100, "{json}");
+    let status = env.call(&pool.runtime_args(&["status"])).code(0).stdout;
+    assert_eq!(
+        status.matches("stays: failed in Serf, watched").count(),
+        100,
+        "{status}"
+    );
+    let json = env.call(&pool.runtime_args(&["status", "--json"]));
+    assert_eq!(
+        json.code(0).stdout.matches("\"overdue\": false").count(),
+        100
+    );
+    let prom = std::fs::read_to_string(env.path("m.prom")).unwrap();
+    assert!(
+        prom.contains("\nhacfg_failed_members_staying 100\n"),
+        "{prom}"
+    );
+    // Past --check-timeout, no worker watches them: status says drift.
+    let args = pool.runtime_args(&["--check-timeout", "0.1", "status"]);
+    let late = env.call(&args).code(8);
+    assert!(
+        late.stderr
+            .contains("100 server(s) of failed members stay past --check-timeout"),
+        "{}",
+        late.stderr
+    );
+    assert_eq!(
+        late.stdout
+            .matches("drift: failed in Serf, kept past --check-timeout")
+            .count(),
+        100
+    );
 }

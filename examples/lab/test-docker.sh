@@ -195,10 +195,15 @@ host_uri() {  # host_uri REGEX: the first source URI that matches
       for (i = 2; i <= NF; i++) if ($i ~ re) { print $i; found = 1; break }
     }' "${sources[@]}"
 }
-mirror=$(host_uri '^https?://.*/debian/?$')
-mirror=${mirror:-http://deb.debian.org/debian}
-security=$(host_uri '^https?://.*/debian-security/?$')
-security=${security:-http://deb.debian.org/debian-security}
+# The mirrors come from this machine's apt sources alone (or the environment):
+# no registry host is written here.
+mirror=${DEBIAN_MIRROR:-$(host_uri '^https?://.*/debian/?$')}
+security=${DEBIAN_SECURITY_MIRROR:-$(host_uri '^https?://.*/debian-security/?$')}
+if [ -z "$mirror" ] || [ -z "$security" ]; then
+  echo "test-docker: no Debian (and security) mirror in this machine's apt sources; set" \
+    "DEBIAN_MIRROR and DEBIAN_SECURITY_MIRROR" >&2
+  exit 1
+fi
 
 # debian:bookworm-slim's stand-in: a minbase bookworm, slimmed as the real
 # one is (no docs, man pages or translations), apt lists removed.

@@ -260,6 +260,8 @@ pub enum Unusable {
     NotSocket(Address),
     /// Nothing listens there.
     Refused(Address),
+    /// This user may not connect (the socket's owner, group or mode).
+    Denied(Address),
     /// Anything else: permissions, a host that drops the connect.
     Other(Address, String),
 }
@@ -279,6 +281,7 @@ impl Unusable {
             Unusable::Missing(to)
             | Unusable::NotSocket(to)
             | Unusable::Refused(to)
+            | Unusable::Denied(to)
             | Unusable::Other(to, _) => to,
         }
     }
@@ -289,6 +292,11 @@ impl Unusable {
             Unusable::Missing(_) => "no such file".to_string(),
             Unusable::NotSocket(_) => "not a socket".to_string(),
             Unusable::Refused(_) => "connection refused (nothing listens there)".to_string(),
+            Unusable::Denied(_) => "permission denied (run hacfg as a user the socket lets in, \
+                                    its owner or root, or open it to a group with HAProxy's \
+                                    `stats socket PATH mode 660 group G` or `-S PATH,mode,660,\
+                                    group,G`)"
+                .to_string(),
             Unusable::Other(_, why) => format!("unable to connect: {why}"),
         }
     }
@@ -325,6 +333,7 @@ pub fn probe_once(to: &Address, deadline: Instant) -> Result<(), Unusable> {
     let refused = |e: &io::Error| match e.kind() {
         ErrorKind::NotFound => Unusable::Missing(to.clone()),
         ErrorKind::ConnectionRefused => Unusable::Refused(to.clone()),
+        ErrorKind::PermissionDenied => Unusable::Denied(to.clone()),
         _ => other(e),
     };
     match to {

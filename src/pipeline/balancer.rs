@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::quarantine::HeldSet;
 use super::records::lock::{self, Job};
-use super::verify::{self, Reviewed};
+use super::verify::{self, Reviewed, Shown};
 use super::{Applied, Counts, Pending, Settings, check, reload, worker};
 use crate::exit::{Failure, Outcome};
 use crate::haproxy::RuntimeApi;
@@ -23,7 +23,7 @@ use crate::haproxy::target::Target;
 use crate::log::Log;
 use crate::node::Node;
 use crate::output::{OutputFile, WriteMode};
-use crate::store::{Exclusive, Lock, Mode, Shared, Store};
+use crate::store::{Exclusive, Loaded, Lock, Mode, Shared, Store, Unreadable};
 
 /// One balancer: its settings, nodes folder, output and log.
 pub struct Balancer<'a> {
@@ -49,12 +49,14 @@ impl Place<'_> {
 
     /// The config as the folder asks for it now (held-back nodes left
     /// out), written nowhere.
-    fn desired(&self, output: &OutputFile) -> Result<String> {
+    /// Also the files hacfg cannot read, which it leaves out.
+    fn desired(&self, output: &OutputFile) -> Result<(String, Vec<Unreadable>)> {
         let lock = self.store.lock::<Shared>()?;
         let mut held = HeldSet::load(self.store.dir());
-        let (live, _) = held.split(self.store.load_all(&lock)?);
-        let renderer = &self.settings.renderer;
-        renderer.render(Arc::new(live), output.size(), output.path())
+        let loaded = self.store.load(&lock)?;
+        let (live, _) = held.split(loaded.nodes);
+        let text = (self.settings.renderer).render(Arc::new(live), output.size(), output.path())?;
+        Ok((text, loaded.unreadable))
     }
 }
 
@@ -65,8 +67,10 @@ pub struct Folder<'a, M: Mode> {
 }
 
 impl<M: Mode> Folder<'_, M> {
+    /// The nodes hacfg can read (a file it cannot is held back, never
+    /// fatal: see `Store::load`).
     pub fn load_all(&self) -> Result<Vec<Node>> {
-        self.place.store.load_all(self.lock)
+        Ok(self.place.store.load(self.lock)?.nodes)
     }
 
     /// Writes `node`'s file; whether it changed.
@@ -114,8 +118,8 @@ impl Folder<'_, Exclusive> {
         reviewed.record(self.dir())
     }
 
-    /// Ends the stays of `names` without asking HAProxy.
-    pub fn end_stays(&self, names: &[String]) -> Result<()> {
+    /// Ends the stays of `names` without asking HAProxy; how many are left.
+    pub fn end_stays(&self, names: &[String]) -> Result<usize> {
         verify::end(self.dir(), names)
     }
 }
@@ -143,6 +147,10 @@ pub struct Observed {
     pub pending: Pending,
     /// A worker (or `hacfg settle`) is at work on the pending work.
     pub worker: bool,
+    /// Node files hacfg cannot read (held back, so in no server).
+    pub unreadable: Vec<Unreadable>,
+    /// The servers of the failed members that stay (`--on-failed verify`).
+    pub stays: Vec<(Target, Shown)>,
 }
 
 /// What `render --stdout` and `--diff` show: the render, and the output
@@ -308,15 +316,22 @@ impl<'a> Balancer<'a> {
     }
 
     /// The nodes and those held back (`hacfg list`).
-    pub fn list(&mut self) -> Result<(Vec<Node>, HeldSet)> {
-        let nodes = self.with_shared(|folder, _| folder.load_all())?;
-        Ok((nodes, self.held()))
+    /// Stray files are one warning.
+    pub fn list(&mut self) -> Result<(Loaded, HeldSet)> {
+        let loaded = self.with_shared(|folder, _| folder.place.store.load(folder.lock))?;
+        if let Some(stray) = loaded.stray_warning(self.nodes_dir()) {
+            self.log.warn(&stray);
+        }
+        Ok((loaded, self.held()))
     }
 
     /// `render --stdout` and `--diff`: the render, written nowhere.
-    pub fn preview(&self) -> Result<Preview> {
+    pub fn preview(&mut self) -> Result<Preview> {
         let output = self.place.output()?;
-        let rendered = self.place.desired(&output)?;
+        let (rendered, unreadable) = self.place.desired(&output)?;
+        for file in &unreadable {
+            self.log.warn(&format!("{file}: held back"));
+        }
         let current = output.read()?.unwrap_or_default();
         let current = String::from_utf8_lossy(&current).into_owned();
         Ok(Preview { rendered, current })
@@ -328,9 +343,10 @@ impl<'a> Balancer<'a> {
             bail!("status reads HAProxy's runtime API: set --master-socket or --stats-socket");
         };
         let output = self.place.output()?;
-        let rendered = self.place.desired(&output)?;
+        let (rendered, unreadable) = self.place.desired(&output)?;
         let desired = crate::haproxy::config::servers(&rendered);
         let pending = self.pending()?;
+        let staying = self.stays_served(&desired)?;
         let (live, stats) = (api.live()?, api.stats()?);
         let worker = pending.is_waiting() && worker_at_work(self.place.store.dir());
         // Read again when no worker runs: one may have just finished.
@@ -341,7 +357,37 @@ impl<'a> Balancer<'a> {
             stats,
             pending,
             worker,
+            unreadable,
+            stays: staying,
         })
+    }
+
+    /// The failed members that stay (`--on-failed verify`), by name (read
+    /// without the lock). A damaged record is an error naming it, as for
+    /// `pending`.
+    pub fn stays(&self) -> Result<BTreeMap<String, Shown>> {
+        let stays = super::records::read::<verify::Stays>(self.place.store.dir())?;
+        Ok(stays.shown(self.place.settings.waits.first_check, super::now_ms()))
+    }
+
+    /// The stays' servers among `desired`, found as `--on-failed verify`
+    /// finds them (see `verify::servers_of`).
+    fn stays_served(&self, desired: &[Server]) -> Result<Vec<(Target, Shown)>> {
+        let mut served = Vec::new();
+        for (name, shown) in self.stays()? {
+            let Ok(Some(node)) = self.place.store.read(&name) else {
+                continue; // no node file: the next review forgets the stay
+            };
+            for s in verify::servers_of(&node, self.default_port(), desired) {
+                served.push((Target::new(&s.backend, &s.name), shown));
+            }
+        }
+        Ok(served)
+    }
+
+    /// Notes how many failed members stay, for the metrics' gauge.
+    pub fn count_stays(&mut self, stays: usize) {
+        self.counts.stays = Some(stays);
     }
 
     /// `hacfg reload`: the live state saved, then a reload of the config
@@ -517,10 +563,23 @@ fn report(applied: &Applied, own: Option<&str>, log: &mut Log) -> Result<Outcome
         ));
     }
     warn_held_before(applied, own, log);
-    Ok(match applied.newly.len() {
-        0 => Outcome::Done,
-        n => Outcome::Skipped(format!(
+    for file in &applied.unreadable {
+        log.warn(&format!(
+            "{file}: held back, the rest went live (fix or remove the file: the next run \
+             brings the node in)"
+        ));
+    }
+    Ok(match (applied.newly.len(), applied.unreadable.len()) {
+        (0, 0) => Outcome::Done,
+        (n, 0) => Outcome::Skipped(format!(
             "{n} node(s) refused by HAProxy held back, the rest applied"
+        )),
+        (0, m) => Outcome::Skipped(format!(
+            "{m} node file(s) hacfg cannot read held back, the rest applied"
+        )),
+        (n, m) => Outcome::Skipped(format!(
+            "{n} node(s) refused by HAProxy and {m} node file(s) hacfg cannot read held back, \
+             the rest applied"
         )),
     })
 }
@@ -575,7 +634,7 @@ mod tests {
 
     fn names(b: &mut Balancer) -> Vec<String> {
         let nodes = b.list().unwrap().0;
-        nodes.into_iter().map(|n| n.name).collect()
+        nodes.nodes.into_iter().map(|n| n.name).collect()
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub fn candidate(
     let Some(rejection) = run(&s.check, candidate.path(), output.path())? else {
         return Ok(Checked::Accepted(staged));
     };
-    match q.hold_blamed(&rejection, rendered) {
+    let said = (rejection.output.as_str(), rejection.candidate.as_str());
+    match q.hold_blamed(said, rendered) {
         Blamed::Held => Ok(Checked::HeldBack),
         Blamed::Nobody => Err(rejection.into_failure(output.path(), None).into()),
         Blamed::Most { names, of } => {

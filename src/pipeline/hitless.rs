@@ -168,11 +168,20 @@ impl Hitless<'_> {
         log: &mut Log,
         counts: &mut Counts,
     ) -> Result<Ended> {
+        // A reload goes through the same HAProxy: one that did not answer
+        // is no reason to suggest one.
+        let unanswered = live.is_err();
         let why = match self.route(live, (rendered, unchanged), log, counts)? {
             Step::On(ended) => return Ok(ended),
             Step::Reload(why) => why,
         };
-        if unchanged {
+        if unchanged && unanswered {
+            log.warn(&format!(
+                "unable to compare HAProxy's servers with `{}` ({why}); check that HAProxy runs \
+                 and that this user may use its socket, then run again",
+                self.output.path().display()
+            ));
+        } else if unchanged {
             log.warn(&format!(
                 "the live servers differ from `{}` in a way the runtime API cannot repair \
                  ({why}); `hacfg --force render` reloads",

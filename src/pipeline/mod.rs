@@ -33,6 +33,7 @@ pub use pending::{Pending, Why};
 pub use quarantine::HeldSet;
 pub use records::now_ms;
 pub use settle::Waits;
+pub use verify::Shown;
 pub use worker::Worker;
 
 use std::sync::Arc;
@@ -46,7 +47,7 @@ use crate::haproxy::reload::Reload;
 use crate::log::Log;
 use crate::output::{Current, OutputFile};
 use crate::render::Renderer;
-use crate::store::{Exclusive, Lock, Shared, Store};
+use crate::store::{Exclusive, Lock, Shared, Store, Unreadable};
 use check::Checked;
 use hitless::{Ended, Fallback, Hitless};
 use quarantine::{Quarantine, Retry};
@@ -192,6 +193,9 @@ pub struct Counts {
     /// hacfg's drains not finished (first checks, removals), as the last
     /// settle pass left them.
     pub pending: Option<(usize, usize)>,
+    /// Failed members that stay (`--on-failed verify`), as the last run
+    /// that reviewed them left them.
+    pub stays: Option<usize>,
 }
 
 impl Counts {
@@ -225,6 +229,7 @@ impl Counts {
         self.nodes = other.nodes.or(self.nodes);
         self.servers_live = other.servers_live.or(self.servers_live);
         self.pending = other.pending.or(self.pending);
+        self.stays = other.stays.or(self.stays);
     }
 }
 
@@ -238,6 +243,8 @@ pub struct Applied {
     /// What runtime work waits for HAProxy (a first check, a drain):
     /// [`after`] starts the worker for it.
     pub left: Left,
+    /// Files in the folder that are no node hacfg can read: held back.
+    pub unreadable: Vec<Unreadable>,
 }
 
 /// Makes the output (and, with `--reload`, HAProxy) match the folder as it
@@ -258,12 +265,31 @@ pub fn update(
     crate::haproxy::reload::probe_sockets(s.apply.runtime(), s.apply.reload())
         .map_err(Failure::Unusable)?;
     // HAProxy's live servers are read while the folder is read and rendered.
-    let mut prefetched = hitless::prefetch(s);
+    let prefetched = hitless::prefetch(s);
     output.remove_leftovers(lock);
     records::sweep(store.dir(), lock, log);
-    let mut q = Quarantine::load(store, lock, retry(s))?;
+    let q = Quarantine::load(store, lock, retry(s))?;
     log.debug(&loaded_text(&q, store));
-    counts.nodes = Some((q.nodes().len(), q.held()));
+    if let Some(stray) = q.stray() {
+        log.warn(stray);
+    }
+    counts.nodes = Some((q.nodes().len(), q.held() + q.unreadable().len()));
+    let loaded = (q, prefetched);
+    apply_loaded(s, (store, output, dead), loaded, log, counts)
+}
+
+/// The live servers, read on a thread of their own (`hitless::prefetch`).
+type Prefetched = Option<std::thread::JoinHandle<Result<Vec<crate::haproxy::state::Live>>>>;
+
+/// The render loop of [`update`]: the hitless path when it can, else the
+/// checked one, holding back what HAProxy refuses until a candidate passes.
+fn apply_loaded(
+    s: &Settings,
+    (store, output, dead): (&Store, &OutputFile, &[String]),
+    (mut q, mut prefetched): (Quarantine, Prefetched),
+    log: &mut Log,
+    counts: &mut Counts,
+) -> Result<Applied> {
     loop {
         let rendered = render_guarded(s, &q, output)?;
         let unchanged = output.compare(rendered.as_bytes())? == Current::Same && !s.force;
@@ -424,7 +450,12 @@ fn render_guarded(s: &Settings, q: &Quarantine, output: &OutputFile) -> Result<S
 
 fn applied(q: &Quarantine, left: Left) -> Applied {
     let (held, newly) = q.outcome();
-    Applied { held, newly, left }
+    Applied {
+        held,
+        newly,
+        left,
+        unreadable: q.unreadable().to_vec(),
+    }
 }
 
 /// `init`'s guard: a config that has servers is never replaced by one with
@@ -442,7 +473,7 @@ pub fn refuse_emptier(s: &Settings, store: &Store, output: &OutputFile) -> Resul
     let nodes = if store.dir().is_dir() {
         let lock = store.lock::<Shared>()?;
         quarantine::HeldSet::load(store.dir())
-            .split(store.load_all(&lock)?)
+            .split(store.load(&lock)?.nodes)
             .0
     } else {
         Vec::new()

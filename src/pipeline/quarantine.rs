@@ -23,11 +23,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::check::Rejection;
 use super::records::{self, Kind, clock, now_ms};
 use crate::haproxy::config::{self, Line};
 use crate::node::Node;
-use crate::store::{Exclusive, Lock, Store};
+use crate::store::{Exclusive, Lock, Store, Unreadable};
 
 /// How long a held node is left out without a check before a run that
 /// checks tries it again.
@@ -234,6 +233,10 @@ pub struct Quarantine {
     retrying: usize,
     /// Nodes of the first candidate that were not held back before.
     fresh: usize,
+    /// Files in the folder that are no node hacfg can read: held back too.
+    unreadable: Vec<Unreadable>,
+    /// One warning naming the files skipped by name (`Store::load`).
+    stray: Option<String>,
 }
 
 impl Quarantine {
@@ -242,7 +245,9 @@ impl Quarantine {
     pub fn load(store: &Store, lock: &Lock<Exclusive>, retry: Retry) -> Result<Quarantine> {
         let mut held = HeldSet::load(store.dir());
         let before = held.clone();
-        let (mut nodes, out) = held.split(store.load_all(lock)?);
+        let loaded = store.load(lock)?;
+        let stray = loaded.stray_warning(store.dir());
+        let (mut nodes, out) = held.split(loaded.nodes);
         let fresh = nodes.len();
         let now = now_ms();
         let retried: BTreeSet<String> = out
@@ -267,7 +272,19 @@ impl Quarantine {
             retrying: retried.len(),
             retried,
             fresh,
+            stray,
+            unreadable: loaded.unreadable,
         })
+    }
+
+    /// The warning that names the stray files this run skipped, if any.
+    pub fn stray(&self) -> Option<&str> {
+        self.stray.as_deref()
+    }
+
+    /// The files hacfg could not read as nodes, held back this run.
+    pub fn unreadable(&self) -> &[Unreadable] {
+        &self.unreadable
     }
 
     /// The nodes to render.
@@ -286,20 +303,16 @@ impl Quarantine {
         self.retrying > 0
     }
 
-    /// Holds back the nodes `rejection` blames in `rendered`, unless it
+    /// Holds back the nodes a rejection blames in `rendered` (`said`: the
+    /// check's output, which names the candidate by its path), unless it
     /// blames none or most of them (see [`Blamed`]). A node tried again and
     /// blamed again is held as before, not newly.
-    pub fn hold_blamed(&mut self, rejection: &Rejection, rendered: &str) -> Blamed {
+    pub fn hold_blamed(&mut self, (said, candidate): (&str, &str), rendered: &str) -> Blamed {
         self.passes += 1;
         if self.passes > MAX_CHECK_PASSES {
             return Blamed::Nobody;
         }
-        let blamed = blame(
-            &rejection.output,
-            &rejection.candidate,
-            rendered,
-            &self.nodes,
-        );
+        let blamed = blame(said, candidate, rendered, &self.nodes);
         if blamed.is_empty() {
             return Blamed::Nobody;
         }

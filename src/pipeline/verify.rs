@@ -5,7 +5,9 @@
 //! worker finds it DOWN, or Serf reaps the member. A server without checks
 //! gives no second opinion: it goes at once, as with `remove`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -84,6 +86,43 @@ impl Stays {
     fn forget(&mut self, name: &str) {
         self.entries.retain(|s| s.name != name);
     }
+
+    /// Each stay by name, as `status`, `list` and the metrics show it at
+    /// `now_ms`; `watch` is how long the worker watches one
+    /// (`--check-timeout`).
+    pub fn shown(&self, watch: Duration, now_ms: u64) -> BTreeMap<String, Shown> {
+        let watch_ms = u64::try_from(watch.as_millis()).unwrap_or(u64::MAX);
+        let shown = |st: &Stay| Shown {
+            since_ms: st.since_ms,
+            overdue: now_ms >= st.since_ms.saturating_add(watch_ms),
+        };
+        self.entries
+            .iter()
+            .map(|st| (st.name.clone(), shown(st)))
+            .collect()
+    }
+}
+
+/// A failed member that stays, as `status` and `list` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shown {
+    /// When Serf first reported it failed (ms since the epoch; 0 when
+    /// the clock was stepped back since).
+    pub since_ms: u64,
+    /// Past `--check-timeout`: the worker no longer watches it, and only
+    /// a later event or `sync` judges it again. `status` calls it drift.
+    pub overdue: bool,
+}
+
+impl Shown {
+    /// The words `status` and `list` show.
+    pub fn text(&self) -> &'static str {
+        if self.overdue {
+            "failed in Serf, past --check-timeout"
+        } else {
+            "failed in Serf, watched"
+        }
+    }
 }
 
 /// What HAProxy's checks say of one node.
@@ -99,16 +138,7 @@ pub enum Verdict {
 /// config hacfg wrote) named after it (or, when none is, at its endpoint),
 /// as `live` runs them. A server counts only if its line has `check`.
 pub fn verdict(node: &Node, default_port: u16, desired: &[Server], live: &[Live]) -> Verdict {
-    let port = node.port_or(default_port);
-    let named: Vec<&Server> = desired.iter().filter(|s| s.name == node.name).collect();
-    // By endpoint only when no server carries its name: another node at
-    // the same address (a reused IP) must not vouch for this one.
-    let mine = if named.is_empty() {
-        let at_endpoint = |s: &&Server| s.port == port && same_addr(&s.addr, &node.address);
-        desired.iter().filter(at_endpoint).collect()
-    } else {
-        named
-    };
+    let mine = servers_of(node, default_port, desired);
     if mine.is_empty() {
         return Verdict::Down("the config has no server for it".into());
     }
@@ -131,6 +161,19 @@ pub fn verdict(node: &Node, default_port: u16, desired: &[Server], live: &[Live]
     Verdict::Down(format!("HAProxy sees {}", seen.join(", ")))
 }
 
+/// `node`'s servers among `desired`: the ones named after it, or, when
+/// none is, the ones at its endpoint. By endpoint only then: another node
+/// at the same address (a reused IP) must not vouch for this one.
+pub fn servers_of<'a>(node: &Node, default_port: u16, desired: &'a [Server]) -> Vec<&'a Server> {
+    let named: Vec<&Server> = desired.iter().filter(|s| s.name == node.name).collect();
+    if !named.is_empty() {
+        return named;
+    }
+    let port = node.port_or(default_port);
+    let at_endpoint = |s: &&Server| s.port == port && same_addr(&s.addr, &node.address);
+    desired.iter().filter(at_endpoint).collect()
+}
+
 fn describe(live: &Live) -> String {
     match live.admin() {
         Admin::Maint => "in maintenance".to_string(),
@@ -149,9 +192,9 @@ pub struct Reviewed {
 }
 
 impl Reviewed {
-    /// Some failed member stays: the worker watches for it to go DOWN.
-    pub fn staying(&self) -> bool {
-        !self.stays.entries.is_empty()
+    /// How many failed members stay (the metrics' gauge).
+    pub fn count(&self) -> usize {
+        self.stays.entries.len()
     }
 
     /// Keeps `name`'s earlier stay after all (its node file could not be
@@ -239,14 +282,15 @@ fn keep_unjudged(failed: &[String], stays: &mut Stays, err: &anyhow::Error, log:
 
 /// Ends the stays of `names` (they joined again, left or were reaped),
 /// without asking HAProxy: what a run that does not verify still owes the
-/// record. Runs under the exclusive lock.
-pub fn end(dir: &Path, names: &[String]) -> Result<()> {
+/// record. Returns how many stays are left. Runs under the exclusive lock.
+pub fn end(dir: &Path, names: &[String]) -> Result<usize> {
     let before = Stays::load(dir);
     let mut stays = before.clone();
     for name in names {
         stays.forget(name);
     }
-    stays.save(dir, &before)
+    stays.save(dir, &before)?;
+    Ok(stays.entries.len())
 }
 
 /// Judges the `failed` members and the earlier stays (less the `alive`
@@ -261,13 +305,14 @@ fn judge_all(
 ) -> Vec<String> {
     let earlier: Vec<String> = stays.entries.iter().map(|st| st.name.clone()).collect();
     let mut remove: Vec<String> = Vec::new();
+    let mut fresh = Vec::new();
     for name in failed.iter().chain(&earlier) {
         if alive.contains(name) || remove.contains(name) {
             continue;
         }
         match judge(store, name, port, desired, live) {
             Ok(Verdict::Up(target)) if !stays.contains(name) => {
-                log.warn(&format!(
+                fresh.push(format!(
                     "member-failed: node `{name}` stays: HAProxy's health checks see `{target}` \
                      UP (--on-failed verify); it goes once they see it DOWN or Serf reaps it"
                 ));
@@ -291,7 +336,29 @@ fn judge_all(
             }
         }
     }
+    say_stays(&fresh, log);
     remove
+}
+
+/// Says which failed members began to stay: a line each in the log file;
+/// on stderr (not with `-q`: a stay is hacfg working as asked) the line
+/// itself for one, one line for a batch, rather than 500.
+fn say_stays(lines: &[String], log: &mut Log) {
+    match lines {
+        [] => {}
+        [line] => log.warn_unless_quiet(line),
+        _ => {
+            for line in lines {
+                log.warn_to_file(line);
+            }
+            log.warn_unless_quiet(&format!(
+                "member-failed: {} failed members stay: HAProxy's health checks see their \
+                 servers UP (--on-failed verify); each goes once they see it DOWN or Serf reaps \
+                 it (the log file names them, and so do `hacfg list` and `hacfg status`)",
+                lines.len()
+            ));
+        }
+    }
 }
 
 /// The config hacfg wrote and the servers HAProxy runs: one socket
@@ -343,6 +410,41 @@ mod tests {
 
     const CONFIG: &str = "backend web\n    server s1 127.0.0.2:3000 check\n    server s2 \
                           127.0.0.3:3000\n";
+
+    /// A stay's start follows the records' clock rule: one written by a
+    /// clock since stepped back a day reads as long past, so it is overdue
+    /// at once (no worker watches it, `status` calls it drift), however
+    /// often it is read; one from now is watched for `--check-timeout`.
+    #[test]
+    fn a_stay_from_a_clock_stepped_back_is_overdue_at_once() {
+        let now = now_ms();
+        let ahead = now + 24 * clock::MAX_WAIT_MS;
+        let text =
+            format!(r#"[{{"name":"s1","since_ms":{ahead}}},{{"name":"s2","since_ms":{now}}}]"#);
+        let stays = Stays::parse(text.as_bytes(), now).unwrap();
+        let watch = Duration::from_secs(60);
+        let shown = stays.shown(watch, now);
+        assert_eq!(
+            shown["s1"],
+            Shown {
+                since_ms: 0,
+                overdue: true
+            }
+        );
+        assert_eq!(
+            shown["s2"],
+            Shown {
+                since_ms: now,
+                overdue: false
+            }
+        );
+        // An hour later the stepped-back one is still past, never "ahead".
+        let later = now + clock::MAX_WAIT_MS;
+        let again = Stays::parse(text.as_bytes(), later)
+            .unwrap()
+            .shown(watch, later);
+        assert!(again["s1"].overdue && again["s2"].overdue);
+    }
 
     #[test]
     fn only_a_checked_server_seen_up_stays() {

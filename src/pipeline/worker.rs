@@ -191,6 +191,7 @@ fn remove_down(
         }
     }
     reviewed.record(store.dir())?;
+    counts.stays = Some(reviewed.count());
     // The change is the folder's now: a render that fails is said, and the
     // next run applies it.
     match super::update(s, store, (&lock, output), &[], log, counts) {

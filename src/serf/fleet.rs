@@ -3,16 +3,17 @@
 //! pool ([`Digest`]); `fleet` asks them all ([`query`]) and marks the ones
 //! that differ from the majority or did not answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::answer::{Digest, QUERY_NAME, Sum};
-use super::members::{member_list, query};
+use super::answer::{ANSWER_CAP, Digest, QUERY_NAME, Sum};
+use super::members::{Reply, STRANGERS_CAP, member_list, query};
 use crate::exit::Outcome;
+use crate::log::print_warning;
 use crate::quote::{cut, quote};
 use crate::stdout::print_stdout;
 
@@ -34,17 +35,25 @@ pub struct Ask {
 /// the alive members of `role`; exit 9 when one differs or did not answer.
 pub fn run(ask: &Ask) -> Result<Outcome> {
     let (serf_bin, rpc_addr, role) = (&ask.serf_bin, ask.rpc_addr.as_deref(), ask.role.as_str());
-    let expected: Vec<String> = member_list(serf_bin, rpc_addr)?
+    let expected: BTreeSet<String> = member_list(serf_bin, rpc_addr)?
         .alive
         .into_iter()
         .filter(|m| m.role == role)
         .map(|m| m.name)
         .collect();
     let tag = role_filter(role);
-    let answers = query(serf_bin, rpc_addr, QUERY_NAME, &tag, ask.timeout)?;
+    let asked = (QUERY_NAME, tag.as_str());
+    let answers = query(serf_bin, rpc_addr, asked, ask.timeout, &expected)?;
     let rows = compare(&expected, &answers.responses, &answers.acks);
     if rows.is_empty() {
         bail!("fleet: no alive Serf member has role `{role}`, and none answered (--balancer-role)");
+    }
+    if answers.dropped > 0 {
+        print_warning(&format!(
+            "fleet: {} more answer(s) from members that are no alive balancer of role `{role}` \
+             were not read (at most {STRANGERS_CAP} such rows are shown)",
+            answers.dropped
+        ));
     }
     let text = if ask.json {
         serde_json::to_string_pretty(&rows)? + "\n"
@@ -77,11 +86,14 @@ pub struct Row {
 /// The rows, by name: every expected balancer and every one that answered.
 /// What the majority is compared on: the rendered server set and the node
 /// and held counts (pending work and versions change in passing, and
-/// differ during an upgrade: shown, not compared). With no strict majority
-/// (a tie for the largest group) every answering balancer is marked.
+/// differ during an upgrade: shown, not compared). Only the expected
+/// balancers (alive members of the role) vote and are judged by the vote:
+/// any number of other responders cannot make a real balancer differ.
+/// With no strict majority (a tie for the largest group) every answering
+/// balancer is marked.
 pub fn compare(
-    expected: &[String],
-    answers: &BTreeMap<String, String>,
+    expected: &BTreeSet<String>,
+    answers: &BTreeMap<String, Reply>,
     acks: &[String],
 ) -> Vec<Row> {
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
@@ -93,7 +105,7 @@ pub fn compare(
         });
     }
     for row in rows.values_mut() {
-        match answers.get(&row.name).map(|a| Digest::parse(a)) {
+        match answers.get(&row.name).map(read_reply) {
             Some(Ok(digest)) => row.digest = Some(digest),
             Some(Err(e)) => row.marks.push(format!("malformed: {e:#}")),
             None if acks.contains(&row.name) => row.marks.push("no answer (query received)".into()),
@@ -104,8 +116,12 @@ pub fn compare(
         }
     }
     let key = |d: &Digest| (d.rendered, d.nodes, d.held);
+    let voters = || {
+        let voting = rows.values().filter(|r| expected.contains(&r.name));
+        voting.filter_map(|r| r.digest.as_ref())
+    };
     let mut groups: BTreeMap<_, usize> = BTreeMap::new();
-    for d in rows.values().filter_map(|r| r.digest.as_ref()) {
+    for d in voters() {
         *groups.entry(key(d)).or_default() += 1;
     }
     let top = groups.values().copied().max().unwrap_or(0);
@@ -115,7 +131,7 @@ pub fn compare(
     };
     for row in rows.values_mut() {
         let Some(d) = &row.digest else { continue };
-        if majority != Some(key(d)) {
+        if expected.contains(&row.name) && majority != Some(key(d)) {
             row.marks.push("differs".into());
         }
         if matches!(d.live, Sum::Of(_) | Sum::Error) && d.live != d.rendered {
@@ -123,6 +139,14 @@ pub fn compare(
         }
     }
     rows.into_values().collect()
+}
+
+/// A kept answer read as a digest; one too long to keep is malformed.
+fn read_reply(reply: &Reply) -> Result<Digest> {
+    match reply {
+        Reply::Text(text) => Digest::parse(text),
+        Reply::Long(len) => bail!("answer of {len} bytes is longer than {ANSWER_CAP}"),
+    }
 }
 
 /// An aligned table, one balancer per line.
@@ -199,15 +223,22 @@ mod tests {
     use super::*;
     use crate::serf::answer::tests::digest;
 
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(ToString::to_string).collect()
+    }
+
+    fn text(line: String) -> Reply {
+        Reply::Text(line)
+    }
+
     #[test]
     fn the_odd_one_out_is_marked() {
-        let names = |n: &[&str]| n.iter().map(ToString::to_string).collect::<Vec<_>>();
-        let expected = names(&["a", "b", "c", "d"]);
+        let expected: BTreeSet<String> = names(&["a", "b", "c", "d"]).into_iter().collect();
         let mut answers = BTreeMap::new();
-        answers.insert("a".to_string(), digest(1, 2).to_line());
-        answers.insert("b".to_string(), digest(1, 2).to_line());
-        answers.insert("c".to_string(), digest(2, 1).to_line());
-        answers.insert("x".to_string(), "garbage".to_string());
+        answers.insert("a".to_string(), text(digest(1, 2).to_line()));
+        answers.insert("b".to_string(), text(digest(1, 2).to_line()));
+        answers.insert("c".to_string(), text(digest(2, 1).to_line()));
+        answers.insert("x".to_string(), text("garbage".to_string()));
         let rows = compare(&expected, &answers, &names(&["d"]));
         let marks: Vec<(&str, String)> = rows
             .iter()
@@ -229,17 +260,54 @@ mod tests {
         );
         // A tie has no majority: both sides are marked.
         answers.remove("c");
-        answers.insert("c".to_string(), digest(2, 1).to_line());
-        answers.insert("d".to_string(), digest(2, 1).to_line());
+        answers.insert("c".to_string(), text(digest(2, 1).to_line()));
+        answers.insert("d".to_string(), text(digest(2, 1).to_line()));
         let rows = compare(&expected, &answers, &[]);
         assert!(rows[..4].iter().all(|r| r.marks == ["differs"]), "{rows:?}");
         let table = table(&rows);
         assert!(table.starts_with("BALANCER  RENDERED"), "{table}");
         // A name from the network never breaks the table's lines.
-        answers.insert("evil\nname".repeat(20), digest(2, 1).to_line());
+        answers.insert("evil\nname".repeat(20), text(digest(2, 1).to_line()));
         let table = super::table(&compare(&expected, &answers, &[]));
         assert_eq!(table.lines().count(), 7, "{table}");
         assert!(table.contains(r#""evil\nnameevil\nname"#), "{table}");
+        // An answer too long to keep is malformed.
+        answers.insert("d".to_string(), Reply::Long(60 << 20));
+        let rows = compare(&expected, &answers, &[]);
+        let d = rows.iter().find(|r| r.name == "d").unwrap();
+        assert_eq!(
+            d.marks,
+            ["malformed: answer of 62914560 bytes is longer than 512"]
+        );
+    }
+
+    /// Only alive balancers of the role vote: 10,000 other responders that
+    /// agree with each other make neither real balancer `differs`.
+    #[test]
+    fn only_the_expected_balancers_vote() {
+        let expected: BTreeSet<String> = names(&["a", "b"]).into_iter().collect();
+        let mut answers = BTreeMap::new();
+        answers.insert("a".to_string(), text(digest(1, 2).to_line()));
+        answers.insert("b".to_string(), text(digest(1, 2).to_line()));
+        for i in 0..10_000 {
+            answers.insert(format!("x{i}"), text(digest(9, 9).to_line()));
+        }
+        let rows = compare(&expected, &answers, &[]);
+        assert_eq!(rows.len(), 10_002);
+        let marks = |name: &str| {
+            let row = rows.iter().find(|r| r.name == name).unwrap();
+            row.marks.join(", ")
+        };
+        assert_eq!((marks("a"), marks("b")), (String::new(), String::new()));
+        assert_eq!(marks("x0"), "not expected");
+        // Strangers cannot break a tie either: one against one stays a tie.
+        answers.insert("b".to_string(), text(digest(9, 9).to_line()));
+        let rows = compare(&expected, &answers, &[]);
+        assert_eq!(rows[0].marks, ["differs"]);
+        assert_eq!(rows[1].marks, ["differs"]);
+        // A stranger alone in the fleet still gets its row, marked.
+        let rows = compare(&BTreeSet::new(), &answers, &[]);
+        assert!(rows.iter().all(|r| r.marks == ["not expected"]));
     }
 
     #[test]

@@ -47,7 +47,11 @@ impl Event<'_> {
         let mut changes = plan_event(lines, action, self.roles, self.self_name, port);
         let skipped = warn_planned(&changes, self.name, b.log());
         let modes = (action, self.on_failed);
-        let staying = second_opinion(b, modes, &mut changes)?;
+        let stays = second_opinion(b, modes, &mut changes)?;
+        if let Some(n) = stays {
+            b.count_stays(n);
+        }
+        let staying = self.on_failed == OnFailed::Verify && stays.is_some_and(|n| n > 0);
         // A failed member is dead: its server is never kept serving.
         let failed = self.name == "member-failed";
         let dead = if failed {
@@ -89,15 +93,15 @@ impl Event<'_> {
 /// now or one stays from before, and keeps the removals it agrees with.
 /// An event's upserts and removals end their members' stays (in every
 /// mode: a stale stay must never judge a member Serf sees alive). Returns
-/// whether some member stays.
+/// how many members stay, if the record was read.
 fn second_opinion(
     b: &mut Balancer,
     (action, on_failed): (Action, OnFailed),
     changes: &mut Changes,
-) -> Result<bool> {
+) -> Result<Option<usize>> {
     let recorded = b.stays_recorded();
-    if b.runtime().is_none() || (action != Action::Verify && !recorded) {
-        return Ok(false);
+    if action != Action::Verify && !recorded {
+        return Ok(None);
     }
     let failed = match action {
         Action::Verify => std::mem::take(&mut changes.removals),
@@ -106,12 +110,12 @@ fn second_opinion(
     let ended = changes.names();
     b.with_exclusive(|folder, log| {
         if on_failed != OnFailed::Verify {
-            return folder.end_stays(&ended).map(|()| false);
+            return folder.end_stays(&ended).map(Some);
         }
         let reviewed = folder.review(&failed, &ended, log)?;
         folder.record(&reviewed)?;
         changes.removals.extend(reviewed.remove.iter().cloned());
-        Ok(reviewed.staying())
+        Ok(Some(reviewed.count()))
     })
 }
 

@@ -102,11 +102,15 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// The names this plan writes or removes: members Serf says joined
-    /// again, left or were reaped (their stays under `--on-failed verify` end).
+    /// The names this plan writes or removes, and the members it skipped
+    /// with a valid name: members Serf says are alive (they joined or
+    /// changed), left or were reaped. Their stays under `--on-failed
+    /// verify` end: a stale stay must never judge a member Serf sees alive.
     pub fn names(&self) -> Vec<String> {
         let upserts = self.upserts.iter().map(|n| n.name.clone());
-        upserts.chain(self.removals.iter().cloned()).collect()
+        let untouched = self.untouched.iter().cloned();
+        let removals = self.removals.iter().cloned();
+        upserts.chain(untouched).chain(removals).collect()
     }
 }
 
@@ -275,6 +279,16 @@ mod tests {
         let plan = plan_sync(&current, batch(members, &roles, "", 1));
         assert_eq!(plan.removals, ["d"]);
         assert_eq!(plan.skipped.len(), 1);
+    }
+
+    #[test]
+    fn every_member_a_join_names_ends_its_stay() {
+        let roles = ["backend".to_string()];
+        let lines = ["s1\t10.0.0.1\tbackend\t", "s2\t10.0.0.2\tbackend\tport=0"];
+        let lines = lines.into_iter().map(|l| Ok(l.to_string())).collect();
+        let plan = plan_event(lines, Action::Upsert, &roles, "", 1);
+        // s2 is skipped for its port, but Serf says it is alive all the same.
+        assert_eq!(plan.names(), ["s1", "s2"]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::event::OnFailed;
 use super::handler::{apply_changes, partial, warn_planned};
-use super::members::member_list;
+use super::members::{MemberList, member_list};
 use super::plan::{Changes, batch, plan_sync, shrinks_too_much};
 use crate::exit::{Failure, Outcome};
 use crate::log::Log;
@@ -50,11 +50,11 @@ impl Sync<'_> {
             self.show(b, wanted, &list.failed)?;
             return Ok(partial("sync", skipped, Outcome::Done));
         }
-        let apply = |folder: &Folder<Exclusive>, log: &mut Log| {
-            self.apply(folder, wanted, &list.failed, log)
-        };
-        let ((more, staying), outcome) = b.change_whole(apply)?;
-        if staying {
+        let apply =
+            |folder: &Folder<Exclusive>, log: &mut Log| self.apply(folder, wanted, &list, log);
+        let ((more, stays), outcome) = b.change_whole(apply)?;
+        b.count_stays(stays);
+        if self.on_failed == OnFailed::Verify && stays > 0 {
             b.start_worker();
         }
         Ok(partial("sync", skipped + more, outcome))
@@ -62,20 +62,25 @@ impl Sync<'_> {
 
     /// Plans from the folder as it is (`wanted` against it), asks HAProxy
     /// about failed members with `--on-failed verify`, and applies the
-    /// plan: all under the exclusive lock the render then uses. Returns how
-    /// many were skipped, and whether some failed member stays.
+    /// plan: all under the exclusive lock the render then uses. Every
+    /// member the `list` shows alive ends its stay, whether or not its node
+    /// file changes: a stay kept from a missed join would otherwise judge
+    /// an alive member at the next event. Returns how many were skipped,
+    /// and how many failed members stay.
     fn apply(
         &self,
         folder: &Folder<Exclusive>,
         wanted: Changes,
-        failed: &BTreeSet<String>,
+        list: &MemberList,
         log: &mut Log,
-    ) -> Result<(usize, bool)> {
+    ) -> Result<(usize, usize)> {
         let current = folder.load_all()?;
         let mut changes = plan_sync(&current, wanted);
-        let failed = self.failed_removals(&mut changes, failed);
+        let failed = self.failed_removals(&mut changes, &list.failed);
+        let alive = list.alive.iter().map(|m| m.name.clone());
+        let ended: Vec<String> = changes.names().into_iter().chain(alive).collect();
         let reviewed = if self.on_failed == OnFailed::Verify {
-            Some(folder.review(&failed, &changes.names(), log)?)
+            Some(folder.review(&failed, &ended, log)?)
         } else {
             None
         };
@@ -86,11 +91,15 @@ impl Sync<'_> {
         }
         // A refused plan changes nothing, the record of stays included.
         self.guard(current.len(), &changes)?;
-        if let Some(reviewed) = &reviewed {
-            folder.record(reviewed)?;
-        }
+        let stays = match &reviewed {
+            Some(reviewed) => {
+                folder.record(reviewed)?;
+                reviewed.count()
+            }
+            None => folder.end_stays(&ended)?,
+        };
         let skipped = apply_changes(folder, &changes, "sync", log)?;
-        Ok((skipped, reviewed.is_some_and(|r| r.staying())))
+        Ok((skipped, stays))
     }
 
     /// `--dry-run`: the plan on stdout, nothing changed; refused as the
