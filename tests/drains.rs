@@ -5,12 +5,15 @@
 //! shown as drift and finished by the next run.
 
 use std::fs;
-use std::sync::atomic::Ordering;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process};
 
-use crate::harness::{TestEnv, wait_until};
+use crate::harness::{TestEnv, free_port, wait_until};
 use crate::live::{Pool, Traffic};
 use crate::settle::worker_of;
 
@@ -71,6 +74,86 @@ fn replacing_the_only_server_under_traffic_fails_no_request() {
         .join(".hacfg.pending")
         .exists()));
     env.call(&pool.runtime_args(&["status"])).code(0);
+}
+
+/// An HTTP server answering `late` on `port`, started after the node that
+/// names it (an app that starts after its member joined); stopped when
+/// dropped.
+struct Late {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Late {
+    fn start(port: u16) -> Late {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the late app");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let body = if buf[..n].starts_with(b"HEAD") {
+                    ""
+                } else {
+                    "late"
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n{body}"
+                );
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+        Late { port, stop }
+    }
+}
+
+impl Drop for Late {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// A rolling deploy whose new app starts after its first check: the new
+/// server is DOWN, and the old one serves until the new one comes UP.
+#[test]
+fn the_old_server_serves_until_a_late_replacement_comes_up() {
+    let env = TestEnv::new();
+    let Some(pool) = Pool::backends(&env, &["old"])
+        .nodes(&["old"])
+        .checks_every("500ms")
+        .start()
+    else {
+        return;
+    };
+    if pool.init_state() {
+        return;
+    }
+    assert!(wait_until(10.0, || pool.answering(5).contains("old")));
+    let port = free_port();
+    let traffic = Traffic::start(pool.port);
+    env.ok(&pool.runtime_args(&["add", "new", &format!("127.0.0.1:{port}")]));
+    env.ok(&pool.runtime_args(&["remove", "old"]));
+    // Its first check failed: DOWN, and the old one still serves.
+    assert!(wait_until(10.0, || pool
+        .stat("new", "status")
+        .starts_with("DOWN")
+        && pool.stat("new", "check_status").starts_with("L4")));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(pool.stat("old", "status").starts_with("UP"));
+    let _late = Late::start(port);
+    assert!(wait_until(15.0, || !runs(&pool, "old")), "old never left");
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed) = traffic.finish();
+    assert!(ok > 20, "too little traffic to mean anything: {ok}");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    assert_eq!(pool.answering(5), ["late".to_string()].into());
 }
 
 /// Three of five servers replaced at once by Serf events (three joins,
