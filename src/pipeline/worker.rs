@@ -278,10 +278,7 @@ fn is_due(entry: &Entry, stat: Option<&Stat>) -> bool {
     match (stat, entry.why) {
         (None, _) => true,
         (Some(s), Why::FirstCheck) => {
-            s.checked()
-                || ["UP", "MAINT", "no check"]
-                    .iter()
-                    .any(|w| s.status.starts_with(w))
+            s.checked() || ["UP", "MAINT"].iter().any(|w| s.status.starts_with(w))
         }
         (Some(s), Why::Removal) => s.sessions == 0,
         (Some(_), Why::KeptServing) => false,
