@@ -2,20 +2,17 @@
 //! through one [`Balancer`], built here once; the Serf commands live in
 //! `serf/`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use anyhow::{Result, bail};
 
 use crate::cli::{Command, Config, RenderMode};
+use crate::etcd;
 use crate::exit::Outcome;
 use crate::log::{Log, Verbosity};
 use crate::node::Node;
-use crate::pipeline::{Balancer, HeldSet, Shown, Then};
-use crate::render;
+use crate::pipeline::{Balancer, Then};
 use crate::serf;
 use crate::stdout::print_stdout;
-use crate::store::{Store, Unreadable};
+use crate::store::Store;
 
 /// Runs the command, then records in the metrics what the pipeline did
 /// (a run that failed part-way did some of it too).
@@ -39,7 +36,7 @@ fn dispatch(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
             strict,
             render,
         } => remove(b, name, *strict, *render),
-        Command::List { json } => list(b, *json),
+        Command::List { json } => crate::list::run(b, *json),
         Command::Render {
             mode: RenderMode::Write,
         } => b.render(),
@@ -47,6 +44,18 @@ fn dispatch(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
         Command::Reload => b.reload(),
         Command::Serf { .. } | Command::Sync { .. } => serf_run(b, cfg),
         Command::Fleet(ask) => serf::fleet(ask),
+        Command::Doctor(setup) => crate::doctor::run(b, setup),
+        Command::Etcd { prefix, vars } => etcd::Event { prefix, vars }.run(b),
+        Command::SyncEtcd {
+            client,
+            dry_run,
+            allow_empty,
+        } => etcd::Sync {
+            client,
+            dry_run: *dry_run,
+            allow_empty: *allow_empty,
+        }
+        .run(b),
     }
 }
 
@@ -59,9 +68,18 @@ fn balancer(cfg: &Config) -> Balancer<'_> {
     } else {
         cfg.verbosity
     };
-    let log = Log::new(verbosity, cfg.log_file.as_deref());
+    // Doctor checks the log file; opening it would create it.
+    let log_file = match cfg.command {
+        Command::Doctor(_) => None,
+        _ => cfg.log_file.as_deref(),
+    };
+    let log = Log::new(verbosity, log_file);
     let output = (cfg.output.as_path(), cfg.write_mode);
-    let store = Store::new(&cfg.nodes_dir).with_lock_wait(cfg.lock_wait);
+    let lock_wait = match cfg.command {
+        Command::Doctor(_) => cfg.lock_wait.min(crate::doctor::LOCK_WAIT),
+        _ => cfg.lock_wait,
+    };
+    let store = Store::new(&cfg.nodes_dir).with_lock_wait(lock_wait);
     Balancer::new(&cfg.pipeline, store, output, log)
 }
 
@@ -101,34 +119,6 @@ fn serf_run(b: &mut Balancer, cfg: &Config) -> Result<Outcome> {
         .run(b),
         other => bail!("not a Serf command: {other:?}"),
     }
-}
-
-/// `hacfg list`: the nodes, those HAProxy refused, and the failed members
-/// that stay. A damaged record of stays is a warning: the nodes are still
-/// listed.
-fn list(b: &mut Balancer, json: bool) -> Result<Outcome> {
-    let (loaded, held) = b.list()?;
-    for file in &loaded.unreadable {
-        b.log().warn(&format!("{file}: held back"));
-    }
-    let stays = b.stays().unwrap_or_else(|e| {
-        b.log().warn(&format!("{e:#}"));
-        BTreeMap::new()
-    });
-    let marks = Marks {
-        held: &held,
-        stays: &stays,
-        unreadable: &loaded.unreadable,
-    };
-    print_stdout(&list_text(&loaded.nodes, &marks, b.default_port(), json)?)?;
-    Ok(Outcome::Done)
-}
-
-/// What `list` says of a node besides its fields.
-struct Marks<'a> {
-    held: &'a HeldSet,
-    stays: &'a BTreeMap<String, Shown>,
-    unreadable: &'a [Unreadable],
 }
 
 /// `hacfg add`: one node file, then (unless `--no-render`) a render.
@@ -213,75 +203,4 @@ fn preview(b: &mut Balancer, cfg: &Config, mode: RenderMode) -> Result<Outcome> 
         RenderMode::Diff { exit_code: true } if differs => Outcome::Differs,
         _ => Outcome::Done,
     })
-}
-
-/// `hacfg list`: an aligned table, or a JSON array of what templates see.
-/// A node HAProxy refused shows as `rejected` with HAProxy's words (JSON:
-/// a `rejected` field); a failed member that stays (`--on-failed verify`)
-/// as `stays: …` (JSON: a `stay` field, as `status` has it); a file hacfg
-/// cannot read as `unreadable: …` (JSON: `file` and `unreadable`).
-fn list_text(nodes: &[Node], marks: &Marks, default_port: u16, json: bool) -> Result<String> {
-    let reason = |n: &Node| marks.held.get(n).map(|h| h.reason.as_str());
-    let stay = |n: &Node| marks.stays.get(&n.name);
-    let unreadable = marks.unreadable;
-    if json {
-        let views = render::views(Arc::new(nodes.to_vec()), default_port);
-        let mut list = Vec::with_capacity(views.len() + unreadable.len());
-        for (view, node) in views.iter().zip(nodes) {
-            let mut value = serde_json::to_value(view)?;
-            if let Some(map) = value.as_object_mut() {
-                if let Some(r) = reason(node) {
-                    map.insert("rejected".into(), r.into());
-                }
-                if let Some(st) = stay(node) {
-                    map.insert("stay".into(), serde_json::to_value(st)?);
-                }
-            }
-            list.push(value);
-        }
-        list.extend(
-            unreadable
-                .iter()
-                .map(|u| serde_json::json!({ "file": u.name, "unreadable": u.reason })),
-        );
-        return Ok(serde_json::to_string_pretty(&list)? + "\n");
-    }
-    let mut rows: Vec<[String; 6]> = nodes
-        .iter()
-        .map(|node| {
-            let status = match (reason(node), stay(node)) {
-                (Some(r), _) => format!("rejected: {}", r.lines().next().unwrap_or_default()),
-                (None, Some(st)) => format!("stays: {}", st.text()),
-                (None, None) => "ok".to_string(),
-            };
-            node_row(node, default_port, status)
-        })
-        .collect();
-    rows.extend(unreadable.iter().map(|u| {
-        let status = format!("unreadable: {}", u.reason);
-        [
-            u.name.clone(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            status,
-        ]
-    }));
-    rows.sort_by(|a, b| a[0].cmp(&b[0]));
-    let header = ["NAME", "ADDRESS", "PORT", "WEIGHT", "TAGS", "STATUS"];
-    Ok(crate::stdout::table(header, &rows))
-}
-
-/// One node's row in `list`'s table.
-fn node_row(node: &Node, default_port: u16, status: String) -> [String; 6] {
-    let tags: Vec<String> = node.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    [
-        node.name.clone(),
-        node.address.clone(),
-        node.port_or(default_port).to_string(),
-        node.weight_or_default().to_string(),
-        tags.join(","),
-        status,
-    ]
 }

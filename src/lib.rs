@@ -28,10 +28,13 @@
 mod atomic;
 mod cli;
 mod commands;
+mod doctor;
+mod etcd;
 mod exit;
 mod file;
 mod haproxy;
 mod index;
+mod list;
 mod lock;
 mod log;
 mod metrics;

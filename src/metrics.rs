@@ -26,8 +26,8 @@ const FILE_CAP: u64 = 1024 * 1024;
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// The `command` label: every command that counts (see `cli::metrics_from`).
-pub const COMMANDS: [&str; 9] = [
-    "init", "add", "remove", "render", "reload", "serf", "sync", "settle", "worker",
+pub const COMMANDS: [&str; 10] = [
+    "init", "add", "remove", "render", "reload", "serf", "etcd", "sync", "settle", "worker",
 ];
 
 /// Runtime operations, the `kind` label of `hacfg_runtime_operations_total`.

@@ -178,7 +178,7 @@ struct NodeRef {
     index: usize,
 }
 
-const NODE_FIELDS: &[&str] = &[
+pub const NODE_FIELDS: &[&str] = &[
     "name", "address", "port", "weight", "tags", "id", "endpoint",
 ];
 

@@ -331,3 +331,78 @@ fn verbose_runtime_operations_are_for_people() {
     done.stderr_has("runtime API: 1 operation(s): delete `nodes/s2`\n");
     assert_readable(&done.stderr);
 }
+
+/// `-h` is short (a command's own options, one line each), `--help` long
+/// (the global options under one heading, the examples, the exit codes).
+#[test]
+fn short_help_is_short_and_long_help_has_the_global_options() {
+    let env = TestEnv::new();
+    let commands = [
+        "init",
+        "add",
+        "remove",
+        "list",
+        "render",
+        "reload",
+        "serf",
+        "sync",
+        "status",
+        "fleet",
+        "settle",
+        "doctor",
+        "completions",
+        "man",
+    ];
+    for command in commands {
+        let short = env.call(&[command, "-h"]).code(0).stdout;
+        let lines = short.lines().count();
+        assert!(lines <= 25, "`{command} -h` has {lines} lines:\n{short}");
+        assert!(!short.contains("--nodes-dir"), "{short}");
+        assert!(short.contains("see more with '--help'"), "{short}");
+        let long = env.call(&[command, "--help"]).code(0).stdout;
+        assert_eq!(long.matches("Global options").count(), 1, "{long}");
+        assert!(long.contains("\nGlobal options:\n") && long.contains("--nodes-dir"));
+    }
+    let short = env.call(&["-h"]).code(0).stdout;
+    assert!(short.lines().count() <= 26, "{short}");
+    assert!(
+        short.contains("--help") && short.contains("man hacfg"),
+        "{short}"
+    );
+    assert!(
+        !short.contains("Exit codes") && !short.contains("--nodes-dir <"),
+        "{short}"
+    );
+    let long = env.call(&["--help"]).code(0).stdout;
+    assert!(
+        long.contains("Exit codes") && long.contains("--lock-timeout"),
+        "{long}"
+    );
+    assert!(long.contains("[env: HACFG_FORCE=]") && long.contains("[env: HACFG_IN_PLACE="));
+}
+
+/// A usage error's usage line shows no optional global as if it were
+/// required (clap lists what it took, a variable's value too), and a
+/// suggestion is a near miss only.
+#[test]
+fn usage_errors_show_plain_usage_and_near_suggestions() {
+    let env = TestEnv::new();
+    let nodes = env.path("nodes");
+    let done = env
+        .call(&["add", "s1"])
+        .env("HACFG_NODES_DIR", &nodes)
+        .env("HACFG_RELOAD", "yes")
+        .code(2);
+    done.stderr_has("\nUsage: hacfg add [OPTIONS] <NAME> <ADDRESS>\n");
+    assert!(!done.stderr.contains("--nodes-dir"), "{}", done.stderr);
+    let done = env.call(&["list", "--format"]).code(2);
+    done.stderr_has("unexpected argument '--format'")
+        .stderr_has("\nUsage: hacfg list [OPTIONS]\n");
+    assert!(!done.stderr.contains("--force"), "{}", done.stderr);
+    env.call(&["status", "--jsn"])
+        .code(2)
+        .stderr_has("a similar argument exists: '--json'");
+    env.call(&["list", "--nodes-dr", "x"])
+        .code(2)
+        .stderr_has("a similar argument exists: '--nodes-dir'");
+}

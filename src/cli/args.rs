@@ -22,6 +22,8 @@ Examples:
   hacfg --master-socket /run/haproxy-master.sock status
                                                live servers against the folder
   serf agent -event-handler 'hacfg serf'       a complete Serf event handler
+  hacfg --master-socket /run/haproxy-master.sock doctor
+                                               check the setup, one line per check
 
 Exit codes:
   0  success            1  error (or: render --diff --exit-code found changes)
@@ -29,11 +31,25 @@ Exit codes:
   4  reload failed      5  a guard refused to shrink the pool
   6  partial success    7  --apply runtime: the change needs a reload
   8  status: live servers differ from the folder
-  9  fleet: balancers disagree, or one did not answer";
+  9  fleet: balancers disagree, or one did not answer
+  10 the nodes folder's lock was still held after --lock-timeout";
+
+/// What `-h` ends with: where the rest is.
+const AFTER_SHORT_HELP: &str = "\
+Global options (--nodes-dir, --reload, ...), examples, exit codes: --help. All: man hacfg";
 
 /// Keep an HAProxy configuration in step with a changing set of backend nodes.
+///
+/// One file per node in a folder, a Jinja template, `haproxy -c` before anything goes live,
+/// changes through HAProxy's runtime API or a verified reload, and a complete Serf event handler.
 #[derive(Debug, Parser)]
-#[command(name = "hacfg", version, about, max_term_width = 100, after_help = AFTER_HELP)]
+#[command(
+    name = "hacfg",
+    version,
+    max_term_width = 100,
+    after_help = AFTER_SHORT_HELP,
+    after_long_help = AFTER_HELP
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -41,61 +57,83 @@ pub struct Cli {
     pub command: CommandArgs,
 }
 
-/// Global options come after a command's own in its `--help`, under their
-/// own headings. The detached worker gets them serialized (see `worker`).
+/// Global options come after a command's own in its `--help`, under one
+/// heading, and not in `-h` (`hide_short_help`, as fd does). The detached worker gets them serialized (see `worker`).
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Folder with one file per node
-    #[arg(long, global = true, env = "HACFG_NODES_DIR", default_value = "/nodes")]
+    #[arg(
+        long,
+        global = true,
+        hide_short_help = true,
+        env = "HACFG_NODES_DIR",
+        default_value = "/nodes"
+    )]
     #[serde(with = "os_path")]
     pub nodes_dir: PathBuf,
     /// Jinja template to render [default: the built-in templates/haproxy.cfg.j2]
-    #[arg(long, global = true, env = "HACFG_TEMPLATE")]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_TEMPLATE")]
     #[serde(with = "os_path::option")]
     pub template: Option<PathBuf>,
     /// The HAProxy configuration file to write
     #[arg(
         long,
         global = true,
+        hide_short_help = true,
         env = "HACFG_OUTPUT",
         default_value = "/usr/local/etc/haproxy/haproxy.cfg"
     )]
     #[serde(with = "os_path")]
     pub output: PathBuf,
     /// Port of nodes whose file gives none
-    #[arg(long, global = true, env = "HACFG_DEFAULT_PORT", default_value = "3000",
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_DEFAULT_PORT", default_value = "3000",
           value_parser = port_arg)]
     pub default_port: u16,
-    /// Template variable, `vars.KEY` in the template (repeatable; the value
-    /// is taken whole, commas too). Adds to HACFG_VARS (comma-separated,
+    /// Template variable, `vars.KEY` in the template (repeatable)
+    ///
+    /// The value is taken whole, commas too. Adds to HACFG_VARS (comma-separated,
     /// `\,` for a comma in a value); a flag wins over the variable per key.
     /// The built-in template's variables: see `hacfg render --help`
-    #[arg(long = "var", global = true, value_name = "KEY=VALUE")]
+    #[arg(
+        long = "var",
+        global = true,
+        hide_short_help = true,
+        value_name = "KEY=VALUE"
+    )]
     pub vars: Vec<String>,
     /// Refuse to write a config with fewer nodes than this
-    #[arg(long, global = true, env = "HACFG_MIN_NODES", default_value = "0",
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_MIN_NODES", default_value = "0",
           value_parser = count_arg)]
     pub min_nodes: usize,
     /// Print only errors (not with --verbose)
-    #[arg(short, long, global = true, env = "HACFG_QUIET", value_parser = bool_arg)]
+    #[arg(short, long, global = true, hide_short_help = true, env = "HACFG_QUIET", value_parser = bool_arg)]
     pub quiet: bool,
-    /// Print debug lines too (which path a change takes, what runs), and
-    /// a template error's variables (not with --quiet)
-    #[arg(short, long, global = true, env = "HACFG_VERBOSE", value_parser = bool_arg)]
+    /// Print debug lines too (not with --quiet)
+    ///
+    /// Which path a change takes, what runs, and a template error's variables.
+    #[arg(short, long, global = true, hide_short_help = true, env = "HACFG_VERBOSE", value_parser = bool_arg)]
     pub verbose: bool,
     /// Append one line per action to this file
-    #[arg(long, global = true, env = "HACFG_LOG_FILE")]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_LOG_FILE")]
     #[serde(with = "os_path::option")]
     pub log_file: Option<PathBuf>,
-    /// After each run that may change something, write Prometheus metrics
-    /// to this file (for node_exporter's textfile collector: name it `*.prom`)
-    #[arg(long, global = true, env = "HACFG_METRICS_FILE", value_name = "PATH")]
+    /// Write Prometheus metrics to this file after each run that may change something
+    ///
+    /// For node_exporter's textfile collector: name it `*.prom`.
+    #[arg(
+        long,
+        global = true,
+        hide_short_help = true,
+        env = "HACFG_METRICS_FILE",
+        value_name = "PATH"
+    )]
     #[serde(with = "os_path::option")]
     pub metrics_file: Option<PathBuf>,
-    /// Seconds to wait for the nodes folder's lock before giving up with
-    /// exit 10 (up to 3600); the message names the holder
-    #[arg(long, global = true, env = "HACFG_LOCK_TIMEOUT", default_value = "30",
+    /// Seconds to wait for the nodes folder's lock, then exit 10 (up to 3600)
+    ///
+    /// The message names the holder.
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_LOCK_TIMEOUT", default_value = "30",
           value_name = "SECS", value_parser = seconds_arg)]
     pub lock_timeout: Duration,
     #[command(flatten)]
@@ -104,45 +142,46 @@ pub struct GlobalArgs {
 
 /// How a changed config is checked, written and loaded.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
-#[command(next_help_heading = "Global options (check, reload, runtime API)")]
+#[command(next_help_heading = "Global options")]
 #[allow(clippy::struct_excessive_bools)] // each is a command-line flag
 pub struct ApplyArgs {
     /// HAProxy binary used for `haproxy -c` [default: `haproxy` from PATH, if any]
-    #[arg(long, global = true, env = "HACFG_HAPROXY_BIN")]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_HAPROXY_BIN")]
     #[serde(with = "os_path::option")]
     pub haproxy_bin: Option<PathBuf>,
     /// Command that checks a candidate config; `{}` is its path
     #[arg(
         long,
         global = true,
+        hide_short_help = true,
         env = "HACFG_CHECK_CMD",
         conflicts_with = "no_check"
     )]
     pub check_cmd: Option<String>,
     /// Do not check the candidate config before writing it
-    #[arg(long, global = true, env = "HACFG_NO_CHECK", value_parser = bool_arg)]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_NO_CHECK", value_parser = bool_arg)]
     pub no_check: bool,
     /// Reload HAProxy after the config changed
-    #[arg(long, global = true, env = "HACFG_RELOAD", value_parser = bool_arg)]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_RELOAD", value_parser = bool_arg)]
     pub reload: bool,
     /// Write and reload even when the rendered config is unchanged
-    #[arg(long, global = true)]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_FORCE", value_parser = bool_arg)]
     pub force: bool,
     /// Reload by running this shell command (e.g. `s6-svc -h /var/run/s6/services/ha`)
-    #[arg(long, global = true, env = "HACFG_RELOAD_CMD")]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_RELOAD_CMD")]
     pub reload_cmd: Option<String>,
     /// Reload by sending SIGUSR2 to the master process whose pid is in this file
-    #[arg(long, global = true, env = "HACFG_PID_FILE")]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_PID_FILE")]
     #[serde(with = "os_path::option")]
     pub pid_file: Option<PathBuf>,
     /// Reload through HAProxy's master CLI socket (`haproxy -W -S PATH`, or `ipv4@IP:PORT`) and verify it
-    #[arg(long, global = true, env = "HACFG_MASTER_SOCKET", value_parser = socket_arg())]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_MASTER_SOCKET", value_parser = socket_arg())]
     #[serde(with = "os_address")]
     pub master_socket: Option<Address>,
     /// Seconds a reload may take, its verification included, before it counts as failed (up to 3600)
     #[arg(
         long,
-        global = true,
+        global = true, hide_short_help = true,
         env = "HACFG_RELOAD_TIMEOUT",
         default_value = "10",
         value_name = "SECS",
@@ -153,33 +192,42 @@ pub struct ApplyArgs {
     #[arg(
         long = "apply",
         global = true,
+        hide_short_help = true,
         env = "HACFG_APPLY",
         default_value = "auto"
     )]
     pub apply_mode: ApplyArg,
     /// An admin-level stats socket (a path, or `ipv4@IP:PORT`) for runtime changes (or use --master-socket)
-    #[arg(long, global = true, env = "HACFG_STATS_SOCKET", value_parser = socket_arg())]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_STATS_SOCKET", value_parser = socket_arg())]
     #[serde(with = "os_address")]
     pub stats_socket: Option<Address>,
-    /// Seconds a removed server may take to finish its requests before it
-    /// is left drained (up to 3600); the wait happens outside the handler
-    #[arg(long, global = true, env = "HACFG_DRAIN_TIMEOUT", default_value = "5",
+    /// Seconds a removed server may take to finish its requests (up to 3600)
+    ///
+    /// Then it is left drained; the wait happens outside the handler.
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_DRAIN_TIMEOUT", default_value = "5",
           value_name = "SECS", value_parser = seconds_arg)]
     pub drain_timeout: Duration,
-    /// Seconds a new server may take to have its first health check before
-    /// it is left drained (up to 3600); the wait happens outside the handler
-    #[arg(long, global = true, env = "HACFG_CHECK_TIMEOUT", default_value = "60",
+    /// Seconds a new server may take to pass its first health check (up to 3600)
+    ///
+    /// Then it is left drained; the wait happens outside the handler.
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_CHECK_TIMEOUT", default_value = "60",
           value_name = "SECS", value_parser = seconds_arg)]
     pub check_timeout: Duration,
     /// Seconds one exchange on HAProxy's socket may take (up to 3600)
-    #[arg(long, global = true, env = "HACFG_SOCKET_TIMEOUT", default_value = "5",
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_SOCKET_TIMEOUT", default_value = "5",
           value_name = "SECS", value_parser = seconds_arg)]
     pub socket_timeout: Duration,
     /// Overwrite the output in place instead of renaming over it (bind-mounted files)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, hide_short_help = true, env = "HACFG_IN_PLACE", value_parser = bool_arg)]
     pub in_place: bool,
     /// `rename` (atomic, default) or `in-place`; --in-place wins
-    #[arg(long, global = true, env = "HACFG_WRITE_MODE", hide = true)]
+    #[arg(
+        long,
+        global = true,
+        hide_short_help = true,
+        env = "HACFG_WRITE_MODE",
+        hide = true
+    )]
     pub write_mode: Option<WriteModeArg>,
 }
 
@@ -217,20 +265,29 @@ pub enum CommandArgs {
     /// Show the nodes, sorted by name
     List(ListArgs),
     /// Render the config from the current nodes
-    #[command(after_help = super::vars::help())]
+    #[command(after_long_help = super::vars::help())]
     Render(RenderArgs),
     /// Reload HAProxy with the current config
     Reload,
     /// Handle a Serf event: SERF_EVENT and member lines on stdin
     Serf(SerfArgs),
     /// Make the nodes folder equal to the alive members of a Serf cluster
+    /// (or, with --source etcd, to the keys under an etcd prefix)
     Sync(SyncArgs),
+    /// Handle an etcd watch event: `etcdctl watch --prefix PREFIX -- hacfg etcd`
+    Etcd(EtcdArgs),
     /// Compare the servers HAProxy runs with the nodes folder
     Status(StatusArgs),
     /// Compare the balancers of a Serf cluster: their pools, through a query
     Fleet(FleetArgs),
     /// Finish pending runtime work (first checks, drains), waiting for it
     Settle(SettleArgs),
+    /// Check the setup: folder, template, output, haproxy, sockets, files, Serf, worker
+    ///
+    /// One line per check: `ok`, `warn` or `fail`, each failure saying what to do. Changes
+    /// nothing, and every wait is bounded (the folder's lock: 2 s). Exit 1 when a check
+    /// failed; warnings alone exit 0.
+    Doctor(DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the man page (roff)
@@ -245,10 +302,26 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct SettleArgs {
-    /// Run as the detached worker a changing run starts (own session,
-    /// quiet, at most one per nodes folder)
+    /// Run as the detached worker a changing run starts
+    ///
+    /// Own session, quiet, at most one per nodes folder.
     #[arg(long, hide = true)]
     pub worker: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also ask the Serf agent (on by itself when --rpc-addr or SERF_RPC_ADDR is set)
+    #[arg(long)]
+    pub serf: bool,
+    /// Address of the Serf agent's RPC endpoint
+    #[arg(long, env = "SERF_RPC_ADDR")]
+    pub rpc_addr: Option<String>,
+    /// The `serf` binary
+    #[arg(long, env = "HACFG_SERF_BIN", default_value = "serf")]
+    pub serf_bin: PathBuf,
+    #[command(flatten)]
+    pub roles: RolesArgs,
 }
 
 #[derive(Debug, Args)]
@@ -330,9 +403,10 @@ pub struct RolesArgs {
 /// What a failed member's node becomes (shared by `serf` and `sync`).
 #[derive(Debug, Args)]
 pub struct OnFailedArgs {
-    /// What a failed member does to its node: `remove` it, `keep` it, or
-    /// `verify` (remove it once HAProxy's health checks see it DOWN too;
-    /// needs --master-socket or --stats-socket)
+    /// What a failed member does to its node: remove, keep or verify
+    ///
+    /// `remove` it, `keep` it, or `verify` (remove it once HAProxy's health checks see it
+    /// DOWN too; needs --master-socket or --stats-socket).
     #[arg(long, env = "HACFG_ON_FAILED", default_value = "remove")]
     pub on_failed: OnFailedArg,
 }
@@ -354,8 +428,9 @@ pub struct SerfArgs {
         value_name = "NAME"
     )]
     pub self_name: Option<String>,
-    /// The query to answer (Serf sets it for a `query` event); only
-    /// `hacfg-digest` gets an answer
+    /// The query to answer (Serf sets it for a `query` event)
+    ///
+    /// Only `hacfg-digest` gets an answer.
     #[arg(
         long,
         env = "SERF_QUERY_NAME",
@@ -401,10 +476,103 @@ pub struct SyncArgs {
     /// Show the changes; change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Apply the member list even if the agent sees no other member, or it
-    /// would remove more than half of the nodes
+    /// Apply the member list even if it looks like a partition
+    ///
+    /// That is: the agent sees no other member, or the list would remove more than half of
+    /// the nodes.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Where the members come from: the local Serf agent, or etcd's keys
+    #[arg(long, env = "HACFG_SYNC_SOURCE", default_value = "serf")]
+    pub source: SourceArg,
+    #[command(flatten)]
+    pub etcd: EtcdClientArgs,
+}
+
+/// `sync --source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    Serf,
+    Etcd,
+}
+
+/// The etcd keys that are nodes (shared by `etcd` and `sync`).
+#[derive(Debug, Args)]
+pub struct EtcdPrefixArgs {
+    /// The etcd prefix whose keys are nodes: a key's last segment under
+    /// it is the node's name, its value the node file's content
+    #[arg(long, env = "HACFG_ETCD_PREFIX", default_value = crate::etcd::DEFAULT_PREFIX,
+          value_parser = prefix_arg)]
+    pub etcd_prefix: String,
+}
+
+/// How `sync --source etcd` reaches etcd: options passed to etcdctl
+/// (etcdctl's own ETCDCTL_* variables, such as ETCDCTL_PASSWORD, pass too).
+#[derive(Debug, Args)]
+pub struct EtcdClientArgs {
+    #[command(flatten)]
+    pub prefix: EtcdPrefixArgs,
+    /// etcd's client endpoints, comma-separated [default: etcdctl's]
+    #[arg(long, env = "HACFG_ETCD_ENDPOINTS", value_name = "HOST:PORT,...")]
+    pub etcd_endpoints: Option<String>,
+    /// The `etcdctl` binary (etcd API 3)
+    #[arg(long, env = "HACFG_ETCDCTL_BIN", default_value = "etcdctl")]
+    pub etcdctl_bin: PathBuf,
+    /// CA bundle that verifies etcd's TLS certificate (etcdctl --cacert)
+    #[arg(long, env = "HACFG_ETCD_CACERT", value_name = "PATH")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate for etcd (etcdctl --cert)
+    #[arg(long, env = "HACFG_ETCD_CERT", value_name = "PATH")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key for etcd (etcdctl --key)
+    #[arg(long, env = "HACFG_ETCD_KEY", value_name = "PATH")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, `NAME` or `NAME:PASSWORD` (etcdctl --user; better:
+    /// ETCDCTL_PASSWORD in the environment)
+    #[arg(long, env = "HACFG_ETCD_USER", value_name = "NAME")]
+    pub etcd_user: Option<String>,
+    /// Seconds etcdctl may take to connect, and then to answer (up to 3600)
+    #[arg(long, env = "HACFG_ETCD_TIMEOUT", default_value = "5", value_name = "SECS",
+          value_parser = seconds_arg)]
+    pub etcd_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct EtcdArgs {
+    #[command(flatten)]
+    pub prefix: EtcdPrefixArgs,
+    /// The event's revision (etcdctl sets it for its watch's command)
+    #[arg(
+        long,
+        env = "ETCD_WATCH_REVISION",
+        hide_env_values = true,
+        value_name = "N"
+    )]
+    pub watch_revision: Option<String>,
+    /// `"PUT"` or `"DELETE"`, Go-quoted (etcdctl sets it)
+    #[arg(
+        long,
+        env = "ETCD_WATCH_EVENT_TYPE",
+        hide_env_values = true,
+        value_name = "TYPE"
+    )]
+    pub watch_event_type: Option<String>,
+    /// The key, Go-quoted (etcdctl sets it)
+    #[arg(
+        long,
+        env = "ETCD_WATCH_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub watch_key: Option<String>,
+    /// The value, Go-quoted (etcdctl sets it)
+    #[arg(
+        long,
+        env = "ETCD_WATCH_VALUE",
+        hide_env_values = true,
+        value_name = "VALUE"
+    )]
+    pub watch_value: Option<String>,
 }
 
 /// `ADDRESS` as given, and what it says: the host and the port, if any.
@@ -419,6 +587,14 @@ pub struct AddressArg {
 /// they refuse is a usage error (exit 2) whatever its kind.
 fn balancer_role_arg(text: &str) -> Result<String, String> {
     crate::serf::validate_role(text).map_err(|e| format!("{e:#}"))?;
+    Ok(text.to_string())
+}
+
+/// A prefix names keys: it cannot be empty (every key would be a node).
+fn prefix_arg(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the etcd prefix cannot be empty".into());
+    }
     Ok(text.to_string())
 }
 
@@ -632,21 +808,36 @@ mod tests {
         assert_eq!(seconds_arg("0.5"), Ok(Duration::from_millis(500)));
     }
 
-    /// An option added to `GlobalArgs` after the flattened `ApplyArgs`
-    /// would take on ApplyArgs' heading (clap does not reset it).
+    /// Every global option under one heading, in `--help` only: `-h` shows
+    /// a command's own options (`hide_short_help`, as fd does).
     #[test]
-    fn each_global_option_is_under_its_structs_heading() {
+    fn global_options_are_under_one_heading_in_long_help_only() {
         let global = GlobalArgs::augment_args(clap::Command::new("g"));
-        let apply = ApplyArgs::augment_args(clap::Command::new("a"));
-        let applies = |id: &clap::Id| apply.get_arguments().any(|a| a.get_id() == id);
         for arg in global.get_arguments() {
-            let expected = if applies(arg.get_id()) {
-                "Global options (check, reload, runtime API)"
-            } else {
-                "Global options"
-            };
-            assert_eq!(arg.get_help_heading(), Some(expected), "{}", arg.get_id());
+            assert_eq!(
+                arg.get_help_heading(),
+                Some("Global options"),
+                "{}",
+                arg.get_id()
+            );
+            assert!(arg.is_hide_short_help_set(), "{}", arg.get_id());
         }
+    }
+
+    /// Every global flag has a variable, `--force` and `--in-place` too.
+    #[test]
+    fn every_global_option_but_var_has_a_variable() {
+        let global = GlobalArgs::augment_args(clap::Command::new("g"));
+        for arg in global.get_arguments().filter(|a| a.get_id() != "vars") {
+            assert!(arg.get_env().is_some(), "{}", arg.get_id());
+        }
+        // Safe: this test alone touches HACFG_FORCE and HACFG_IN_PLACE.
+        unsafe { std::env::set_var("HACFG_FORCE", "yes") };
+        unsafe { std::env::set_var("HACFG_IN_PLACE", "on") };
+        let cli = Cli::try_parse_from(["hacfg", "render"]).unwrap();
+        unsafe { std::env::remove_var("HACFG_FORCE") };
+        unsafe { std::env::remove_var("HACFG_IN_PLACE") };
+        assert!(cli.global.apply.force && cli.global.apply.in_place);
     }
 
     #[test]

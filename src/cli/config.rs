@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::args::{
-    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, GlobalArgs, OnFailedArg, WriteModeArg,
+    AddArgs, ApplyArg, ApplyArgs, Cli, CommandArgs, DoctorArgs, EtcdArgs, EtcdClientArgs,
+    GlobalArgs, OnFailedArg, SourceArg, SyncArgs, WriteModeArg,
 };
 use crate::haproxy::reload::{Reload, Strategy};
 use crate::haproxy::{RuntimeApi, Socket};
@@ -78,11 +79,23 @@ pub enum Command {
         query: String,
     },
     Fleet(crate::serf::Ask),
+    Doctor(Box<crate::doctor::Setup>),
     Sync {
         roles: Vec<String>,
         on_failed: OnFailed,
         rpc_addr: Option<String>,
         serf_bin: PathBuf,
+        dry_run: bool,
+        allow_empty: bool,
+    },
+    /// `etcd`: one watch event (`vars`: ETCD_WATCH_*) for the keys under `prefix`.
+    Etcd {
+        prefix: String,
+        vars: crate::etcd::Vars,
+    },
+    /// `sync --source etcd`.
+    SyncEtcd {
+        client: crate::etcd::Client,
         dry_run: bool,
         allow_empty: bool,
     },
@@ -102,7 +115,7 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config> {
         let global = cli.global;
         let verbosity = verbosity_from(global.quiet, global.verbose)?;
-        let command = command_from(cli.command, global.default_port)?;
+        let command = command_from(cli.command, &global)?;
         let renderer = Renderer {
             template: global.template.clone(),
             default_port: global.default_port,
@@ -140,7 +153,9 @@ impl Command {
                 | Command::Man
                 | Command::Completions(_)
                 | Command::Fleet(_)
+                | Command::Doctor(_)
                 | Command::Sync { dry_run: true, .. }
+                | Command::SyncEtcd { dry_run: true, .. }
         )
     }
 }
@@ -210,6 +225,7 @@ pub fn metrics_from(cli: &Cli) -> Option<crate::metrics::Target> {
         CommandArgs::Serf(a) if a.event.as_deref() == Some("query") => return None,
         CommandArgs::Serf(_) => "serf",
         CommandArgs::Sync(a) if !a.dry_run => "sync",
+        CommandArgs::Etcd(_) => "etcd",
         CommandArgs::Settle(a) if a.worker => "worker",
         CommandArgs::Settle(_) => "settle",
         _ => return None,
@@ -231,8 +247,20 @@ fn apply_mode_from(arg: ApplyArg, has_runtime: bool) -> Result<ApplyMode> {
     Ok(mode)
 }
 
-fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
+/// `render`'s flags: `--stdout`, else `--diff` (with `--exit-code`), else
+/// a write.
+fn render_mode_from(stdout: bool, diff: bool, exit_code: bool) -> RenderMode {
+    match (stdout, diff) {
+        (true, _) => RenderMode::Stdout,
+        (_, true) => RenderMode::Diff { exit_code },
+        _ => RenderMode::Write,
+    }
+}
+
+fn command_from(args: CommandArgs, global: &GlobalArgs) -> Result<Command> {
+    let default_port = global.default_port;
     Ok(match args {
+        CommandArgs::Doctor(a) => Command::Doctor(Box::new(doctor_from(a, global))),
         CommandArgs::Add(a) => add_from(a, default_port)?,
         CommandArgs::Remove(a) => Command::Remove {
             name: a.name,
@@ -245,13 +273,7 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
         CommandArgs::Status(a) => Command::Status { json: a.json },
         CommandArgs::List(a) => Command::List { json: a.json },
         CommandArgs::Render(a) => Command::Render {
-            mode: match (a.stdout, a.diff) {
-                (true, _) => RenderMode::Stdout,
-                (_, true) => RenderMode::Diff {
-                    exit_code: a.exit_code,
-                },
-                _ => RenderMode::Write,
-            },
+            mode: render_mode_from(a.stdout, a.diff, a.exit_code),
         },
         CommandArgs::Reload => Command::Reload,
         CommandArgs::Settle(a) => Command::Settle { worker: a.worker },
@@ -269,6 +291,8 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             role: a.balancer_role,
             timeout: a.query_timeout,
         }),
+        CommandArgs::Sync(a) if a.source == SourceArg::Etcd => sync_etcd_from(a),
+        CommandArgs::Etcd(a) => etcd_from(a),
         CommandArgs::Sync(a) => Command::Sync {
             roles: a.roles.roles,
             on_failed: on_failed_from(a.on_failed.on_failed),
@@ -278,6 +302,37 @@ fn command_from(args: CommandArgs, default_port: u16) -> Result<Command> {
             allow_empty: a.allow_empty,
         },
     })
+}
+
+/// What `hacfg doctor` checks, as given: a setting that would refuse a
+/// run (no `haproxy` found) is a finding here, not an error.
+fn doctor_from(a: DoctorArgs, global: &GlobalArgs) -> crate::doctor::Setup {
+    let apply = &global.apply;
+    let bin = apply.haproxy_bin.as_deref().unwrap_or(Path::new("haproxy"));
+    let haproxy = find_executable(bin).ok_or_else(|| match &apply.haproxy_bin {
+        Some(bin) => format!("`{}` not found (--haproxy-bin)", bin.display()),
+        None => "no `haproxy` on PATH, in /usr/local/sbin or in /usr/sbin".to_string(),
+    });
+    let asked = a.serf || a.rpc_addr.is_some();
+    let serf = asked.then_some(crate::doctor::Serf {
+        bin: a.serf_bin,
+        rpc_addr: a.rpc_addr,
+        roles: a.roles.roles,
+    });
+    crate::doctor::Setup {
+        haproxy,
+        check_cmd: apply.check_cmd.clone().filter(|_| !apply.no_check),
+        master_socket: apply.master_socket.clone(),
+        stats_socket: apply.stats_socket.clone(),
+        socket_timeout: apply.socket_timeout,
+        write_mode: write_mode_from(apply),
+        log_file: global.log_file.clone(),
+        metrics_file: global
+            .metrics_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty()),
+        serf,
+    }
 }
 
 fn add_from(a: AddArgs, default_port: u16) -> Result<Command> {
@@ -303,6 +358,39 @@ fn add_from(a: AddArgs, default_port: u16) -> Result<Command> {
         node,
         render: !a.no_render,
     })
+}
+
+fn etcd_from(a: EtcdArgs) -> Command {
+    Command::Etcd {
+        prefix: a.prefix.etcd_prefix,
+        vars: crate::etcd::Vars {
+            revision: a.watch_revision,
+            event_type: a.watch_event_type,
+            key: a.watch_key,
+            value: a.watch_value,
+        },
+    }
+}
+
+fn sync_etcd_from(a: SyncArgs) -> Command {
+    Command::SyncEtcd {
+        client: etcd_client_from(a.etcd),
+        dry_run: a.dry_run,
+        allow_empty: a.allow_empty,
+    }
+}
+
+fn etcd_client_from(a: EtcdClientArgs) -> crate::etcd::Client {
+    crate::etcd::Client {
+        etcdctl_bin: a.etcdctl_bin,
+        endpoints: a.etcd_endpoints,
+        prefix: a.prefix.etcd_prefix,
+        cacert: a.etcd_cacert,
+        cert: a.etcd_cert,
+        key: a.etcd_key,
+        user: a.etcd_user,
+        timeout: a.etcd_timeout,
+    }
 }
 
 fn on_failed_from(arg: OnFailedArg) -> OnFailed {
@@ -697,7 +785,10 @@ mod tests {
 
     #[test]
     fn serf_reads_its_event_from_clap() {
-        let command = |args: &[&str]| command_from(cli(args).command, 3000).unwrap();
+        let command = |args: &[&str]| {
+            let cli = cli(args);
+            command_from(cli.command, &cli.global).unwrap()
+        };
         let Command::Serf {
             event,
             self_name,

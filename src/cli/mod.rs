@@ -9,6 +9,7 @@ mod args;
 mod argv;
 mod config;
 mod docs;
+mod manual;
 mod usage;
 mod vars;
 mod worker;

@@ -20,6 +20,7 @@ use crate::haproxy::config::Server;
 use crate::haproxy::stat::Stat;
 use crate::haproxy::state::Live;
 use crate::haproxy::target::Target;
+use crate::lock::Holder;
 use crate::log::Log;
 use crate::node::Node;
 use crate::output::{OutputFile, WriteMode};
@@ -240,6 +241,22 @@ impl<'a> Balancer<'a> {
     /// Checks that the output can be written, before anything is.
     pub fn check_output(&self) -> Result<()> {
         self.place.output().map(drop)
+    }
+
+    /// What `hacfg doctor` reads of the folder, under the shared lock (and
+    /// its wait): the nodes, the files that are no node, the stray ones.
+    /// Under the shared lock a load writes nothing.
+    pub fn survey(&self) -> Result<Loaded> {
+        let lock = self.place.store.lock::<Shared>()?;
+        self.place.store.load(&lock)
+    }
+
+    /// Who holds a worker's lock file now (`hacfg doctor`), as
+    /// `/proc/locks` tells: the lock itself is not taken, so a worker
+    /// starting at that moment is never turned away. `None`: no lock file.
+    pub fn worker_holders(&self, job: Job) -> Result<Option<Vec<Holder>>> {
+        let path = self.place.store.dir().join(job.file_name());
+        Ok(crate::file::open(&path)?.map(|(file, _)| crate::lock::holders_of(&file)))
     }
 
     /// Runs `f` on the folder under the shared lock; renders nothing.

@@ -121,7 +121,7 @@ fn second_opinion(
 
 /// Warns of the tags `changes` dropped and the members it skipped (`who`:
 /// the event, or `sync`); returns how many were skipped.
-pub(super) fn warn_planned(changes: &Changes, who: &str, log: &mut Log) -> usize {
+pub(crate) fn warn_planned(changes: &Changes, who: &str, log: &mut Log) -> usize {
     for note in &changes.notes {
         log.warn(&format!("{who}: {note}"));
     }
@@ -136,7 +136,7 @@ pub(super) fn warn_planned(changes: &Changes, who: &str, log: &mut Log) -> usize
 /// the file, and counts as skipped: the rest is applied all the same.
 /// Returns how many were skipped; fails only when the batch as a whole
 /// could not be made durable.
-pub(super) fn apply_changes<M: Mode>(
+pub(crate) fn apply_changes<M: Mode>(
     folder: &Folder<M>,
     changes: &Changes,
     who: &str,
@@ -168,7 +168,7 @@ pub(super) fn apply_changes<M: Mode>(
 
 /// A run that skipped members is a partial success (exit 6), however the
 /// rest of it went.
-pub(super) fn partial(who: &str, skipped: usize, outcome: Outcome) -> Outcome {
+pub(crate) fn partial(who: &str, skipped: usize, outcome: Outcome) -> Outcome {
     match skipped {
         0 => outcome,
         n => Outcome::Skipped(format!("{who}: {n} member(s) skipped, the rest applied")),

@@ -15,4 +15,9 @@ mod sync;
 pub use event::OnFailed;
 pub use fleet::{Ask, run as fleet, validate_role};
 pub use handler::Event;
+pub use members::member_list;
 pub use sync::Sync;
+
+// What `etcd/` shares: one batch policy, applied to the folder one way.
+pub(crate) use handler::{apply_changes, partial, warn_planned};
+pub(crate) use plan::{Changes, plan_sync, shrinks_too_much};
