@@ -126,6 +126,7 @@ fn add(b: &mut Balancer, node: &Node, render: bool) -> Result<Outcome> {
     let then = if render {
         Then::Render {
             own: Some(&node.name),
+            dead: &[],
         }
     } else {
         Then::Stop
@@ -152,7 +153,10 @@ fn add(b: &mut Balancer, node: &Node, render: bool) -> Result<Outcome> {
 /// `hacfg remove`: one node file deleted, then (unless `--no-render`) a render.
 fn remove(b: &mut Balancer, name: &str, strict: bool, render: bool) -> Result<Outcome> {
     let then = if render {
-        Then::Render { own: None }
+        Then::Render {
+            own: None,
+            dead: &[],
+        }
     } else {
         Then::Stop
     };

@@ -55,7 +55,8 @@ pub struct Row {
 /// `hacfg status`: the table (or JSON) on stdout; exit 8 on drift.
 pub fn run(b: &Balancer, json: bool) -> Result<Outcome> {
     let seen = b.status()?;
-    let mut rows = compare(&seen.desired, &seen.live, &seen.stats, &seen.pending);
+    let waits = (&seen.pending, seen.worker);
+    let mut rows = compare(&seen.desired, &seen.live, &seen.stats, waits);
     mark_stays(&mut rows, &seen.stays);
     let text = if json {
         serde_json::to_string_pretty(&rows)? + "\n"
@@ -123,7 +124,7 @@ pub fn compare(
     desired: &[Server],
     live: &[Live],
     stats: &BTreeMap<Target, Stat>,
-    pending: &Pending,
+    (pending, worker): (&Pending, bool),
 ) -> Vec<Row> {
     let mut rows = Rows::new();
     for s in desired {
@@ -146,7 +147,7 @@ pub fn compare(
             .map(|s| s.check.clone())
             .filter(|c| !c.is_empty());
     }
-    mark_pending(&mut rows, pending);
+    mark_pending(&mut rows, pending, worker);
     for r in rows.values_mut() {
         r.drift = drift_of(r);
     }
@@ -176,8 +177,9 @@ fn row<'a>(rows: &'a mut Rows, backend: &str, server: &str) -> &'a mut Row {
     })
 }
 
-/// Marks the live servers hacfg is settling; one past its deadline drifts.
-fn mark_pending(rows: &mut Rows, pending: &Pending) {
+/// Marks the live servers hacfg is settling; one past its deadline, or
+/// with no worker at work on it (killed), drifts.
+fn mark_pending(rows: &mut Rows, pending: &Pending, worker: bool) {
     let now = now_ms();
     for entry in &pending.entries {
         let key = (entry.target.backend.clone(), entry.target.name.clone());
@@ -185,11 +187,21 @@ fn mark_pending(rows: &mut Rows, pending: &Pending) {
             let what = match entry.why {
                 Why::FirstCheck => "waiting for its first check",
                 Why::Removal => "draining until idle",
+                Why::KeptServing => "serving until a replacement is UP",
             };
             r.pending = Some(if entry.overdue(now) {
+                let by = match entry.why {
+                    Why::KeptServing => "kept serving",
+                    _ => "drained",
+                };
                 r.drift
-                    .push(format!("drained by hacfg past its deadline ({what})"));
+                    .push(format!("{by} by hacfg past its deadline ({what})"));
                 format!("{what}, overdue")
+            } else if !worker {
+                r.drift.push(format!(
+                    "no worker at work ({what}): the next hacfg run or `hacfg settle` finishes it"
+                ));
+                format!("{what}, no worker")
             } else {
                 what.to_string()
             });
@@ -204,7 +216,7 @@ fn drift_of(row: &Row) -> Vec<String> {
     let mut drift = r.drift.clone();
     match (r.desired, r.live) {
         (true, false) => drift.push("not running".into()),
-        (false, true) if r.pending.as_deref() == Some("draining until idle") => {}
+        (false, true) if r.pending.as_deref().is_some_and(leaving) => {}
         (false, true) => drift.push("not in the nodes folder".into()),
         _ => {
             let same = match (&r.wanted_at, &r.live_at) {
@@ -222,6 +234,13 @@ fn drift_of(row: &Row) -> Vec<String> {
         }
     }
     drift
+}
+
+/// Whether a pending row's server leaves the pool, and is still waited for
+/// (`drift_of`'s `not in the nodes folder` is no news then).
+fn leaving(pending: &str) -> bool {
+    ["draining until idle", "serving until a replacement is UP"].contains(&pending)
+        || pending.ends_with("no worker") && !pending.starts_with("waiting")
 }
 
 /// An aligned table, one server per line.
@@ -282,7 +301,7 @@ mod tests {
             desired,
             &[live("a", 81, 2), live("z", 80, 1)],
             &BTreeMap::new(),
-            &Pending::default(),
+            (&Pending::default(), false),
         );
         let drift: Vec<(&str, Vec<String>)> = rows
             .iter()
@@ -308,7 +327,12 @@ mod tests {
         let live: Vec<Live> = crate::haproxy::state::all_up(
             "backend b\n    server a 10.0.0.1:80\n    server c 10.0.0.3:80\n",
         );
-        let mut rows = compare(&desired, &live, &BTreeMap::new(), &Pending::default());
+        let mut rows = compare(
+            &desired,
+            &live,
+            &BTreeMap::new(),
+            (&Pending::default(), false),
+        );
         let watched = Shown {
             since_ms: 1,
             overdue: false,
@@ -360,7 +384,8 @@ mod tests {
             op_state: 2,
             admin_state: 0,
         };
-        let rows = compare(&desired, &[live], &BTreeMap::new(), &Pending::default());
+        let pending = (&Pending::default(), false);
+        let rows = compare(&desired, &[live], &BTreeMap::new(), pending);
         assert_eq!(rows[0].drift, Vec::<String>::new());
         assert_eq!(rows[0].live_address.as_deref(), Some("[::127.0.0.11]:80"));
     }

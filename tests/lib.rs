@@ -12,6 +12,7 @@ mod availability;
 mod core;
 mod docs;
 mod doctor;
+mod drains;
 mod etcd;
 mod fleet;
 mod hardening;

@@ -210,7 +210,7 @@ fn an_operators_maintenance_on_a_settling_server_is_kept() {
 
 /// The worker of this test's folder, if one runs: `settle --worker` in
 /// its `/proc/*/cmdline`, the folder in its settings (`/proc/*/environ`).
-fn worker_of(env: &TestEnv) -> Option<i32> {
+pub(crate) fn worker_of(env: &TestEnv) -> Option<i32> {
     let folder = env.nodes.to_string_lossy().into_owned();
     let words = |path: std::path::PathBuf| -> Option<Vec<String>> {
         let bytes = fs::read(path).ok()?;

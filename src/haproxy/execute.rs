@@ -170,6 +170,19 @@ pub fn set_ready(api: &dyn Runtime, targets: &[Target]) -> Result<()> {
     check_answers(api, &commands, &api.batch(&commands)?)
 }
 
+/// `set server … state drain` for each target, in one batch: a server
+/// kept serving until its replacement was UP, drained now.
+pub fn set_drain(api: &dyn Runtime, targets: &[Target]) -> Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let commands: Vec<String> = targets
+        .iter()
+        .map(|t| format!("set server {t} state drain"))
+        .collect();
+    check_answers(api, &commands, &api.batch(&commands)?)
+}
+
 /// Answers that must be empty: HAProxy's words for the first that is not.
 fn check_answers(api: &dyn Runtime, commands: &[String], answers: &[String]) -> Result<()> {
     match commands.iter().zip(answers).find(|(_, a)| !a.is_empty()) {

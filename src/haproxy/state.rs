@@ -196,6 +196,35 @@ pub fn to_keep(state: &str, desired: &[Server]) -> String {
     out
 }
 
+/// `state` with the forced drain of `targets` cleared: hacfg's own drains
+/// (a new server's, until its first check), which must never come back
+/// from the file at a later reload, when nothing waits to undo them.
+pub fn without_drain(state: &str, targets: &[Target]) -> String {
+    let mut out = String::with_capacity(state.len());
+    for line in state.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let ours = !line.starts_with('#')
+            && f.len() > col::ADMIN_STATE
+            && targets
+                .iter()
+                .any(|t| t.backend == f[col::BACKEND] && t.name == f[col::NAME]);
+        match f[..]
+            .get(col::ADMIN_STATE)
+            .and_then(|a| a.parse::<u8>().ok())
+        {
+            Some(admin) if ours => {
+                let mut f = f.clone();
+                let cleared = (admin & !FORCED_DRAIN).to_string();
+                f[col::ADMIN_STATE] = &cleared;
+                out.push_str(&f.join(" "));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// The servers of `config` as HAProxy would run them, all up and ready:
 /// the live state planners' unit tests start from.
 #[cfg(test)]

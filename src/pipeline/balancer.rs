@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use super::quarantine::HeldSet;
-use super::records::lock::Job;
+use super::records::lock::{self, Job};
 use super::verify::{self, Reviewed, Shown};
 use super::{Applied, Counts, Pending, Settings, check, reload, worker};
 use crate::exit::{Failure, Outcome};
@@ -131,8 +131,13 @@ pub enum Then<'a> {
     /// Nothing (`--no-render`).
     Stop,
     /// A render; it fails (exit 3) if HAProxy refuses `own`, the node this
-    /// run added.
-    Render { own: Option<&'a str> },
+    /// run added. `dead`: the nodes of failed members the change removed,
+    /// whose servers are drained at once (never kept serving until a
+    /// replacement is UP).
+    Render {
+        own: Option<&'a str>,
+        dead: &'a [String],
+    },
 }
 
 /// What `status` compares: the servers the folder asks for, and HAProxy's.
@@ -141,6 +146,8 @@ pub struct Observed {
     pub live: Vec<Live>,
     pub stats: BTreeMap<Target, Stat>,
     pub pending: Pending,
+    /// A worker (or `hacfg settle`) is at work on the pending work.
+    pub worker: bool,
     /// Node files hacfg cannot read (held back, so in no server).
     pub unreadable: Vec<Unreadable>,
     /// The servers of the failed members that stay (`--on-failed verify`).
@@ -289,12 +296,12 @@ impl<'a> Balancer<'a> {
         edit: impl FnOnce(&Folder<Shared>, &mut Log) -> Result<T>,
     ) -> Result<(T, Outcome)> {
         let output = match then {
-            Then::Render { own } => Some((self.place.output()?, own)),
+            Then::Render { own, dead } => Some((self.place.output()?, own, dead)),
             Then::Stop => None,
         };
         let done = self.under_lock(edit)?;
         let outcome = match output {
-            Some((output, own)) => self.update(&output, own)?,
+            Some((output, own, dead)) => self.update(&output, own, dead)?,
             None => Outcome::Done,
         };
         Ok((done, outcome))
@@ -315,14 +322,14 @@ impl<'a> Balancer<'a> {
         };
         let done = edit(&folder, &mut self.log)?;
         let s = self.place.settings;
-        let outcome = self.update_under(s, lock, &output, None)?;
+        let outcome = self.update_under(s, lock, &output, (None, &[]))?;
         Ok((done, outcome))
     }
 
     /// `hacfg render`: the folder as it is, rendered and applied.
     pub fn render(&mut self) -> Result<Outcome> {
         let output = self.place.output()?;
-        self.update(&output, None)
+        self.update(&output, None, &[])
     }
 
     /// The nodes and those held back (`hacfg list`).
@@ -358,11 +365,15 @@ impl<'a> Balancer<'a> {
         let pending = self.pending()?;
         let staying = self.stays_served(&desired)?;
         let (live, stats) = (api.live()?, api.stats()?);
+        let worker = pending.is_waiting() && worker_at_work(self.place.store.dir());
+        // Read again when no worker runs: one may have just finished.
+        let pending = if worker { pending } else { self.pending()? };
         Ok(Observed {
             desired,
             live,
             stats,
             pending,
+            worker,
             unreadable,
             stays: staying,
         })
@@ -406,7 +417,8 @@ impl<'a> Balancer<'a> {
         if let Some(current) = self.place.output()?.read()? {
             let text = String::from_utf8_lossy(&current);
             let api = crate::haproxy::reload::state_api(api, settings);
-            reload::prepare_state(api.as_ref(), &text, &mut self.log)?;
+            let dir = self.place.store.dir();
+            reload::prepare_state(api.as_ref(), dir, &text, &mut self.log)?;
         }
         if let Some(settings) = settings {
             reload::reload_or_restore(settings, None, &mut self.log, &mut self.counts)?;
@@ -428,6 +440,13 @@ impl<'a> Balancer<'a> {
         }
         let output = self.place.output()?;
         let store = &self.place.store;
+        if !worker && let Some(h) = lock::holder(store.dir(), Job::Settle) {
+            self.log.info(&format!(
+                "settle: worker {h} holds the pending work of `{}` and finishes it",
+                store.dir().display()
+            ));
+            return Ok(Outcome::Done);
+        }
         let counts = &mut self.counts;
         worker::work(api, store, &output, s.waits, &mut self.log, counts)?;
         if worker {
@@ -463,7 +482,8 @@ impl<'a> Balancer<'a> {
         let settings = super::for_init(self.place.settings, &output, &mut self.log);
         let lock = self.place.store.lock::<Exclusive>()?;
         let (store, log) = (&self.place.store, &mut self.log);
-        let applied = super::update(&settings, store, &lock, &output, log, &mut self.counts)?;
+        let at = (&lock, &output);
+        let applied = super::update(&settings, store, at, &[], log, &mut self.counts)?;
         if let Some(text) = output.read()? {
             reload::first_state(&String::from_utf8_lossy(&text), &mut self.log);
         }
@@ -483,9 +503,14 @@ impl<'a> Balancer<'a> {
     /// queues here, the first to get the lock renders everyone's nodes and
     /// the rest find the live config already equal to their render: few
     /// writes, few reloads.
-    fn update(&mut self, output: &OutputFile, own: Option<&str>) -> Result<Outcome> {
+    fn update(
+        &mut self,
+        output: &OutputFile,
+        own: Option<&str>,
+        dead: &[String],
+    ) -> Result<Outcome> {
         let lock = self.place.store.lock::<Exclusive>()?;
-        self.update_under(self.place.settings, lock, output, own)
+        self.update_under(self.place.settings, lock, output, (own, dead))
     }
 
     /// `update` under a lock already taken; it is let go before the work
@@ -495,15 +520,34 @@ impl<'a> Balancer<'a> {
         s: &Settings,
         lock: Lock<Exclusive>,
         output: &OutputFile,
-        own: Option<&str>,
+        (own, dead): (Option<&str>, &[String]),
     ) -> Result<Outcome> {
         let (store, log) = (&self.place.store, &mut self.log);
-        let applied = super::update(s, store, &lock, output, log, &mut self.counts)?;
+        let at = (&lock, output);
+        let applied = super::update(s, store, at, dead, log, &mut self.counts)?;
         drop(lock);
         super::after(s, &applied, &mut self.log);
         report(&applied, own, &mut self.log)
     }
 }
+
+/// Whether a worker holds the folder's pending work. One just started by
+/// the run before may not have taken its lock yet: it is given a moment.
+fn worker_at_work(dir: &Path) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if lock::holder(dir, Job::Settle).is_some() {
+            return true;
+        }
+        if start.elapsed() > WORKER_START {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// How long `status` waits for a worker just started to take its lock.
+const WORKER_START: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `name address:port` for messages.
 fn describe(node: &Node, default_port: u16) -> String {
@@ -615,7 +659,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), "missing/haproxy.cfg");
         let b = &mut door(&cfg);
-        let render = Then::Render { own: None };
+        let render = Then::Render {
+            own: None,
+            dead: &[],
+        };
         let err = b.change(render, |folder, _| folder.write(&node("a")));
         let err = format!("{:#}", err.unwrap_err());
         assert!(err.contains("output folder"), "{err}");
@@ -637,7 +684,10 @@ mod tests {
         });
         assert!(failed.is_err());
         assert!(!cfg.output.exists(), "a refused plan renders nothing");
-        let render = Then::Render { own: None };
+        let render = Then::Render {
+            own: None,
+            dead: &[],
+        };
         let ((), outcome) = b.change(render, |_, _| Ok(())).unwrap();
         assert_eq!(outcome, Outcome::Done);
         let text = std::fs::read_to_string(&cfg.output).unwrap();

@@ -128,11 +128,18 @@ pub struct Hitless<'a> {
     pub dir: &'a Path,
     pub output: &'a OutputFile,
     pub waits: Waits,
+    /// The nodes of failed members this run removes: never kept serving.
+    pub dead: &'a [String],
 }
 
 impl<'a> Hitless<'a> {
     /// The path `s` takes, if it may take one.
-    pub fn of(s: &'a Settings, dir: &'a Path, output: &'a OutputFile) -> Option<Hitless<'a>> {
+    pub fn of(
+        s: &'a Settings,
+        dir: &'a Path,
+        output: &'a OutputFile,
+        dead: &'a [String],
+    ) -> Option<Hitless<'a>> {
         let Apply::Hitless {
             runtime, fallback, ..
         } = &s.apply
@@ -145,6 +152,7 @@ impl<'a> Hitless<'a> {
             dir,
             output,
             waits: s.waits,
+            dead,
         })
     }
 }
@@ -250,10 +258,12 @@ impl Hitless<'_> {
             as_now(live, done, desired);
         }
         // HAProxy runs the desired servers now, and the removed ones that
-        // still drain (an idle one was deleted, a new one is there, with
-        // init-state too).
+        // still drain or are kept serving (an idle one was deleted, a new
+        // one is there, with init-state too).
+        let kept = Pending::load(self.dir);
         let leaving = live.iter().filter(|l| {
-            l.admin_state & FORCED_DRAIN != 0 && !desired.iter().any(|s| s.is(&l.target()))
+            (l.admin_state & FORCED_DRAIN != 0 || kept.kept(&l.target()))
+                && !desired.iter().any(|s| s.is(&l.target()))
         });
         counts.servers_live = Some(desired.len() + leaving.count());
         // HAProxy has been told: whatever the pass meets, the file must
@@ -285,12 +295,16 @@ impl Hitless<'_> {
                 Step::On(decided) => decided,
                 Step::Reload(why) => return Ok(Step::Reload(why)),
             };
-            // A server hacfg already drains for its removal is left to drain.
+            // A server hacfg already drains for its removal is left to drain,
+            // one it keeps serving to the settle passes.
             let ops: Vec<Op> = ops
                 .into_iter()
-                .filter(|op| !matches!(op, Op::Delete(t) if drains_already(pending, input.live, t)))
+                .filter(|op| {
+                    !matches!(op, Op::Delete(t)
+                        if drains_already(pending, input.live, t) || pending.kept(t))
+                })
                 .collect();
-            match self.execute(input, &ops, log, counts) {
+            match self.execute(input, (&ops, pending), log, counts) {
                 Ok(executed) => {
                     if let Some(part) = &part {
                         Record::load(self.dir).save(self.dir, &part.waiting)?;
@@ -420,12 +434,24 @@ impl Hitless<'_> {
     fn execute(
         &self,
         input: &Input,
-        ops: &[Op],
+        (ops, pending): (&[Op], &Pending),
         log: &mut Log,
         counts: &mut Counts,
     ) -> Result<Option<Executed>> {
         if ops.is_empty() {
             log.debug("runtime API: HAProxy already runs the desired servers");
+            return Ok(None);
+        }
+        let safe = safe_add(self.api, input, ops, log);
+        let kept = settle::keep(ops, input.live, pending, safe, self.dead);
+        let ops: Vec<Op> = ops
+            .iter()
+            .filter(|op| !matches!(op, Op::Delete(t) if kept.contains(t)))
+            .cloned()
+            .collect();
+        settle::intend(self.dir, (&ops, &kept), input.live, safe, self.waits)?;
+        log_kept(&kept, log);
+        if ops.is_empty() {
             return Ok(None);
         }
         let shown: Vec<String> = ops.iter().map(ToString::to_string).collect();
@@ -434,10 +460,8 @@ impl Hitless<'_> {
             ops.len(),
             shown.join(", ")
         ));
-        let safe = safe_add(self.api, input, ops, log);
-        settle::intend(self.dir, ops, input.live, safe, self.waits)?;
-        let executed = execute::execute(self.api, ops, input.live, safe)?;
-        counts.ran(ops);
+        let executed = execute::execute(self.api, &ops, input.live, safe)?;
+        counts.ran(&ops);
         Ok(Some(executed))
     }
 }
@@ -557,6 +581,16 @@ fn safe_add(api: &dyn Runtime, input: &Input, ops: &[Op], log: &mut Log) -> Safe
     input.dialect(api, log).safe_add()
 }
 
+fn log_kept(kept: &[Target], log: &mut Log) {
+    for target in kept {
+        log.info(&format!(
+            "runtime: kept `{target}` serving: its backend has no other server that takes \
+             traffic while the servers added to it wait for their first check; it is drained \
+             once one of them is UP"
+        ));
+    }
+}
+
 fn log_done(done: &Executed, log: &mut Log) {
     for line in &done.done {
         log.info(&format!("runtime: {line}"));
@@ -617,6 +651,7 @@ mod tests {
                     drain: Duration::from_secs(60),
                     first_check: Duration::from_secs(60),
                 },
+                dead: &[],
             };
             let unchanged = rendered == BASE;
             let mut counts = Counts::default();

@@ -257,8 +257,8 @@ pub struct Applied {
 pub fn update(
     s: &Settings,
     store: &Store,
-    lock: &Lock<Exclusive>,
-    output: &OutputFile,
+    (lock, output): (&Lock<Exclusive>, &OutputFile),
+    dead: &[String],
     log: &mut Log,
     counts: &mut Counts,
 ) -> Result<Applied> {
@@ -274,16 +274,19 @@ pub fn update(
         log.warn(stray);
     }
     counts.nodes = Some((q.nodes().len(), q.held() + q.unreadable().len()));
-    apply_loaded(s, (store, output), q, prefetched, log, counts)
+    let loaded = (q, prefetched);
+    apply_loaded(s, (store, output, dead), loaded, log, counts)
 }
+
+/// The live servers, read on a thread of their own (`hitless::prefetch`).
+type Prefetched = Option<std::thread::JoinHandle<Result<Vec<crate::haproxy::state::Live>>>>;
 
 /// The render loop of [`update`]: the hitless path when it can, else the
 /// checked one, holding back what HAProxy refuses until a candidate passes.
 fn apply_loaded(
     s: &Settings,
-    (store, output): (&Store, &OutputFile),
-    mut q: Quarantine,
-    mut prefetched: Option<std::thread::JoinHandle<Result<Vec<crate::haproxy::state::Live>>>>,
+    (store, output, dead): (&Store, &OutputFile, &[String]),
+    (mut q, mut prefetched): (Quarantine, Prefetched),
     log: &mut Log,
     counts: &mut Counts,
 ) -> Result<Applied> {
@@ -293,7 +296,7 @@ fn apply_loaded(
         // Nodes tried again were refused by `haproxy -c`: only it judges them.
         if !q.is_retrying()
             && let Some(live) = prefetched.take()
-            && let Some(runtime) = Hitless::of(s, store.dir(), output)
+            && let Some(runtime) = Hitless::of(s, store.dir(), output, dead)
         {
             let live = hitless::join(live);
             let ended = runtime.apply(live, &rendered, unchanged, log, counts)?;
@@ -314,7 +317,7 @@ fn apply_loaded(
         if let Checked::Accepted(staged) = check::candidate(s, output, &rendered, &mut q, log)? {
             q.save()?;
             partial::forget(store.dir())?;
-            let written = (rendered.as_str(), q.nodes().len());
+            let written = (store.dir(), rendered.as_str(), q.nodes().len());
             reload::write_and_reload(s, output, staged, written, log, counts)?;
             let left = hitless::finish_pending(s, store, &rendered, log, counts);
             return Ok(applied(&q, left));
@@ -644,10 +647,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let output =
             OutputFile::new(&dir.path().join("h.cfg"), crate::output::WriteMode::Rename).unwrap();
-        assert!(Hitless::of(&s, dir.path(), &output).is_some());
+        assert!(Hitless::of(&s, dir.path(), &output, &[]).is_some());
         s.force = true;
         assert!(hitless::prefetch(&s).is_none(), "--force reloads");
         s.apply = Apply::new(Some(reload()), Some(socket()), ApplyMode::Reload);
-        assert!(Hitless::of(&s, dir.path(), &output).is_none());
+        assert!(Hitless::of(&s, dir.path(), &output, &[]).is_none());
     }
 }

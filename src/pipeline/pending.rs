@@ -21,6 +21,18 @@ pub enum Why {
     FirstCheck,
     /// Removed: in drain until idle, then deleted.
     Removal,
+    /// Removed, but among the last servers of its backend that take
+    /// traffic while servers added to it wait for their first check: it
+    /// serves on until one of them is UP (or their deadline passes), then
+    /// drains as a removal (make before break).
+    KeptServing,
+}
+
+impl Why {
+    /// Whether the server is on its way out of HAProxy.
+    pub fn leaves(self) -> bool {
+        matches!(self, Why::Removal | Why::KeptServing)
+    }
 }
 
 /// One server hacfg drained.
@@ -40,6 +52,29 @@ pub struct Entry {
     /// Past this, no one waits for it any more: it stays drained (shown by
     /// `status` as drift) and any later run still finishes it when due.
     pub deadline_ms: u64,
+    /// Kept serving only: the servers of its backend that may replace it
+    /// (one UP ends the wait), as the last pass found them. The worker asks
+    /// `show stat` of these alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replacements: Vec<Replacement>,
+}
+
+/// A server of the same backend that a server kept serving waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+}
+
+impl Entry {
+    /// The servers it waits for, as targets with their ids.
+    pub fn replacement_targets(&self) -> impl Iterator<Item = (Target, Option<u32>)> + '_ {
+        let backend = &self.target.backend;
+        self.replacements
+            .iter()
+            .map(move |r| (Target::new(backend, &r.name), r.id))
+    }
 }
 
 impl Entry {
@@ -76,10 +111,17 @@ impl Kind for Pending {
     fn parse(bytes: &[u8], now_ms: u64) -> Result<Pending> {
         let mut entries: Vec<Entry> = serde_json::from_slice(bytes)?;
         // Names go into runtime commands: only what HAProxy's names are made of.
-        if let Some(bad) = entries.iter().find(|e| !plain(&e.target)) {
+        let bad = entries
+            .iter()
+            .flat_map(|e| {
+                let replacements = e.replacement_targets().map(|(t, _)| t);
+                std::iter::once(e.target.clone()).chain(replacements)
+            })
+            .find(|t| !plain(t));
+        if let Some(bad) = bad {
             anyhow::bail!(
                 "server {} is no HAProxy name",
-                crate::quote::quote(&bad.target.to_string())
+                crate::quote::quote(&bad.to_string())
             );
         }
         // Whatever the file or the clock says, no wait outlasts the longest
@@ -128,6 +170,7 @@ impl Pending {
             why,
             since_ms: now_ms(),
             deadline_ms: deadline(wait),
+            replacements: Vec::new(),
         });
         self.entries.sort_by(|a, b| a.target.cmp(&b.target));
     }
@@ -169,6 +212,18 @@ impl Pending {
     /// Whether hacfg records `target` as draining for its removal.
     pub fn removing(&self, target: &Target) -> bool {
         self.get(target).is_some_and(|e| e.why == Why::Removal)
+    }
+
+    /// Whether hacfg keeps `target` serving until its replacement is UP.
+    pub fn kept(&self, target: &Target) -> bool {
+        self.get(target).is_some_and(|e| e.why == Why::KeptServing)
+    }
+
+    /// Whether a server added to `backend` still waits for its first
+    /// check (its deadline ahead).
+    pub fn replacing(&self, backend: &str, now_ms: u64) -> bool {
+        self.waiting(now_ms)
+            .any(|e| e.why == Why::FirstCheck && e.target.backend == backend)
     }
 
     /// The targets drained for `why`, with their ids.
@@ -218,6 +273,9 @@ mod tests {
     fn names_that_are_no_haproxy_names_are_damage() {
         let evil = format!("[{}]", entry("a; shutdown sessions server nodes/b", 0, 0));
         let err = Pending::parse(evil.as_bytes(), now_ms()).unwrap_err();
+        assert!(format!("{err:#}").contains("is no HAProxy name"), "{err:#}");
+        let kept = r#"[{"target":{"backend":"nodes","name":"a"},"why":"kept-serving","since_ms":0,"deadline_ms":0,"replacements":[{"name":"b; shutdown sessions"}]}]"#;
+        let err = Pending::parse(kept.as_bytes(), now_ms()).unwrap_err();
         assert!(format!("{err:#}").contains("is no HAProxy name"), "{err:#}");
         let shape = Pending::parse(br#"{"entries":[]}"#, now_ms()).unwrap_err();
         assert!(

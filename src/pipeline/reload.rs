@@ -4,29 +4,33 @@
 
 use anyhow::Result;
 
+use std::path::Path;
+
+use super::pending::{Pending, Why};
 use super::{Counts, Settings, nodes_text};
 use crate::atomic::{self, Staged};
 use crate::exit::Failure;
 use crate::haproxy::reload::{self, Reload, Strategy};
-use crate::haproxy::{RuntimeApi, config, state};
+use crate::haproxy::{RuntimeApi, Target, config, state};
 use crate::log::Log;
 use crate::output::{OutputFile, Replaced};
 
 /// Replaces the output with `rendered` (`staged` beside it, if staged),
 /// then reloads if asked. The state file the new config loads is made to
-/// hold this run's live state, or nothing, before anything is written.
+/// hold this run's live state (less hacfg's own drains, recorded in the
+/// nodes folder `dir`), or nothing, before anything is written.
 pub fn write_and_reload(
     s: &Settings,
     output: &OutputFile,
     staged: Option<Staged>,
-    (rendered, count): (&str, usize),
+    (dir, rendered, count): (&Path, &str, usize),
     log: &mut Log,
     counts: &mut Counts,
 ) -> Result<()> {
     let reload = s.apply.reload();
     if reload.is_some() {
         let api = reload::state_api(s.apply.runtime(), reload);
-        prepare_state(api.as_ref(), rendered, log)?;
+        prepare_state(api.as_ref(), dir, rendered, log)?;
     }
     let replaced = output.replace(staged, rendered.as_bytes())?;
     if let Some(edit) = replaced.hand_edit() {
@@ -46,7 +50,12 @@ pub fn write_and_reload(
 /// Saves the live server state where the new config loads it from
 /// (`server-state-file`), so that a server DOWN by its checks, drained or
 /// weighted at runtime is still so right after the reload; servers whose
-/// address or port the new config changes are left out.
+/// address or port the new config changes are left out. hacfg's own
+/// drains of new servers (`.hacfg.pending` in `dir`) are saved undone: the
+/// file outlives this reload, and a later one by anyone else would bring
+/// them back drained with nothing left to undo them. After this reload
+/// such a server serves as any server a reload brings does, HAProxy's
+/// checks taking it out if they fail.
 ///
 /// Only a state file this run saved may be loaded: one left by an earlier
 /// run would put servers back into the states they had then (a server in
@@ -55,22 +64,20 @@ pub fn write_and_reload(
 /// alone): HAProxy loads nothing from it, and does not warn of a missing
 /// file as it would were the file removed. Fails only when a stale file can
 /// be neither emptied nor removed.
-pub fn prepare_state(api: Option<&RuntimeApi>, rendered: &str, log: &mut Log) -> Result<()> {
+pub fn prepare_state(
+    api: Option<&RuntimeApi>,
+    dir: &Path,
+    rendered: &str,
+    log: &mut Log,
+) -> Result<()> {
     let Some(path) = config::state_file(rendered) else {
         return Ok(());
     };
     let why = match api {
-        Some(api) => {
-            let desired = config::servers(rendered);
-            let saved = api
-                .servers_state()
-                .map(|text| state::to_keep(&text, &desired))
-                .and_then(|text| atomic::write_atomic(&path, text.as_bytes()));
-            match saved {
-                Ok(()) => return Ok(()),
-                Err(e) => format!("unable to save the server state before the reload: {e:#}"),
-            }
-        }
+        Some(api) => match save_live(api, dir, rendered, &path) {
+            Ok(()) => return Ok(()),
+            Err(e) => format!("unable to save the server state before the reload: {e:#}"),
+        },
         None => "no socket to save the live server state from".to_string(),
     };
     if path.symlink_metadata().is_err() {
@@ -101,6 +108,21 @@ pub fn prepare_state(api: Option<&RuntimeApi>, rendered: &str, log: &mut Log) ->
         },
     }
     Ok(())
+}
+
+/// Saves the live state at `path`, as the reload of `rendered` must load it.
+fn save_live(api: &RuntimeApi, dir: &Path, rendered: &str, path: &Path) -> Result<()> {
+    let desired = config::servers(rendered);
+    let kept = state::to_keep(&api.servers_state()?, &desired);
+    let text = state::without_drain(&kept, &first_checks(dir));
+    atomic::write_atomic(path, text.as_bytes())
+}
+
+/// The new servers hacfg drains until their first check.
+fn first_checks(dir: &Path) -> Vec<Target> {
+    let pending = Pending::load(dir);
+    let targets = pending.targets(Why::FirstCheck).into_iter();
+    targets.map(|(t, _)| t).collect()
 }
 
 /// A server-state file with no server in it: HAProxy reads its version

@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Counts;
-use super::pending::{Entry, Pending, Why};
+use super::pending::{Entry, Pending, Replacement, Why};
+use super::records::now_ms;
 use crate::haproxy::config::Server;
 use crate::haproxy::execute::{self, Executed, Op, SafeAdd};
 use crate::haproxy::state::{Admin, Live};
@@ -56,9 +57,18 @@ impl Left {
 /// Records, before `ops` run, what they will drain: a run that dies or
 /// loses its socket half-way leaves its drains known, and the next pass
 /// finishes them (an entry whose server never came is simply dropped).
-pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits) -> Result<()> {
+pub fn intend(
+    dir: &Path,
+    (ops, kept): (&[Op], &[Target]),
+    live: &[Live],
+    safe: SafeAdd,
+    waits: Waits,
+) -> Result<()> {
     let before = Pending::load(dir);
     let mut pending = before.clone();
+    for target in kept {
+        pending.insert(target.clone(), Why::KeptServing, waits.first_check);
+    }
     for op in ops {
         match op {
             Op::Add(s) if s.check && safe == SafeAdd::Drain => {
@@ -78,6 +88,52 @@ pub fn intend(dir: &Path, ops: &[Op], live: &[Live], safe: SafeAdd, waits: Waits
         }
     }
     pending.save(dir, &before)
+}
+
+/// Make before break: the removed servers (`Op::Delete` in `ops`) to keep
+/// serving, because they are the last servers of their backend that take
+/// traffic while servers added to it wait for their first check (added by
+/// `ops`, or recorded by an earlier run). A server whose node is `dead`
+/// (a failed member) is never kept.
+pub fn keep(
+    ops: &[Op],
+    live: &[Live],
+    pending: &Pending,
+    safe: SafeAdd,
+    dead: &[String],
+) -> Vec<Target> {
+    let now = now_ms();
+    let removed: Vec<&Target> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Delete(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let added = |backend: &str| {
+        ops.iter().any(|op| {
+            matches!(op, Op::Add(s) if s.check && safe == SafeAdd::Drain && s.backend == backend)
+        })
+    };
+    // A backend whose servers that serve now all leave, and gains some.
+    let emptied = |backend: &str| {
+        !live
+            .iter()
+            .any(|l| l.backend == backend && serves(l) && !removed.iter().any(|t| l.is(t)))
+            && (added(backend) || pending.replacing(backend, now))
+    };
+    removed
+        .iter()
+        .filter(|t| !dead.contains(&t.name))
+        .filter(|t| live.iter().any(|l| l.is(t) && serves(l)))
+        .filter(|t| emptied(&t.backend))
+        .map(|t| (*t).clone())
+        .collect()
+}
+
+/// Whether HAProxy sends `l` requests: ready and running.
+fn serves(l: &Live) -> bool {
+    l.admin() == Admin::Ready && l.op_state == 2
 }
 
 /// What a pass finished, and the record as it left it.
@@ -113,11 +169,15 @@ pub fn pass(
     if !pending.is_empty() {
         counts.undrained = reconcile(api, &mut pending, desired, live, log)?;
         let (ready, deleted) = finish_due(api, &mut pending, log)?;
-        (counts.ready, counts.deleted) = (ready, deleted);
+        (counts.ready, counts.deleted) = (ready.len() as u64, deleted);
+        counts.drained = drain_kept(api, &mut pending, (desired, live, &ready), waits, log)?;
     }
     pending.save(dir, &before)?;
-    let of = |why| pending.entries.iter().filter(|e| e.why == why).count();
-    counts.pending = Some((of(Why::FirstCheck), of(Why::Removal)));
+    let of = |leaves: bool| {
+        let entries = pending.entries.iter();
+        entries.filter(|e| e.why.leaves() == leaves).count()
+    };
+    counts.pending = Some((of(false), of(true)));
     Ok(Passed { pending, counts })
 }
 
@@ -134,6 +194,8 @@ enum Verdict {
     OperatorDrained,
     /// Wanted again: hacfg's drain is undone.
     Undrain,
+    /// Kept serving, and wanted again: it simply serves on.
+    KeptWanted,
     /// Still waits, as this entry (its id learnt; a new server no longer
     /// wanted becomes a removal: never set ready, deleted once idle).
     Keep(Entry),
@@ -145,6 +207,13 @@ fn judge(entry: Entry, live: &[Live], desired: &[Server]) -> Verdict {
         return Verdict::Gone;
     };
     let wanted = desired.iter().any(|s| s.is(&entry.target));
+    if entry.why == Why::KeptServing {
+        if wanted {
+            return Verdict::KeptWanted;
+        }
+        let id = (l.id != 0).then_some(l.id);
+        return Verdict::Keep(Entry { id, ..entry });
+    }
     match (entry.why, l.admin(), wanted) {
         (Why::FirstCheck, Admin::Maint, _) | (Why::Removal, Admin::Maint, true) => Verdict::Maint,
         (_, Admin::Ready, _) => Verdict::Ready,
@@ -190,6 +259,7 @@ fn reconcile(
             }
             Verdict::Maint => "is in maintenance, set by an operator: hacfg leaves it so",
             Verdict::Ready => "was set ready by someone else: nothing to do",
+            Verdict::KeptWanted => "is in the nodes folder again: it serves on",
             Verdict::OperatorDrained => {
                 "is in the nodes folder again; an operator had drained it before it left, so \
                  it stays drained"
@@ -217,7 +287,11 @@ fn undo_drains(api: &dyn Runtime, again: &[Target], log: &mut Log) -> Result<u64
 /// Sets ready the new servers whose first check has run (and that are
 /// still wanted: a removal turns the entry into a `Removal`), deletes the
 /// idle removed ones; how many of each.
-fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result<(u64, u64)> {
+fn finish_due(
+    api: &dyn Runtime,
+    pending: &mut Pending,
+    log: &mut Log,
+) -> Result<(Vec<Target>, u64)> {
     let done = execute::finish(
         api,
         &pending.targets(Why::FirstCheck),
@@ -226,7 +300,13 @@ fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result
     for (t, stat) in &done.ready {
         pending.remove(t);
         let check = &stat.check;
-        if stat.status.starts_with("DOWN") {
+        if stat.status.starts_with("DOWN") && passed(check) {
+            // Moved to a new address (set DOWN there): rising, not failed.
+            log.info(&format!(
+                "settle: `{t}` passed a health check ({check}) and serves once HAProxy's \
+                 checks see it UP"
+            ));
+        } else if stat.status.starts_with("DOWN") {
             log.warn(&format!(
                 "settle: added `{t}`, but its first health check failed ({check}): it is DOWN \
                  and takes no request until its checks pass"
@@ -248,7 +328,96 @@ fn finish_due(api: &dyn Runtime, pending: &mut Pending, log: &mut Log) -> Result
              request), and later runs try again"
         ));
     }
-    Ok((done.ready.len() as u64, done.deleted.len() as u64))
+    // Those set ready whose check passed, and that HAProxy does not see
+    // DOWN, now serve.
+    let serving = done
+        .ready
+        .iter()
+        .filter(|(_, stat)| passed(&stat.check) && !stat.status.starts_with("DOWN"));
+    let serving = serving.map(|(t, _)| t.clone()).collect();
+    Ok((serving, done.deleted.len() as u64))
+}
+
+/// The servers kept serving whose time has come: another server of their
+/// backend serves (one set ready by this pass, `ready`, or any other that
+/// is wanted and ready), none could (no other server is wanted there), or
+/// their deadline has passed. The others learn which servers they wait for
+/// (a replacement whose first check failed is DOWN, and may still come UP
+/// before the deadline).
+fn kept_due(
+    pending: &mut Pending,
+    (desired, live, ready): (&[Server], &[Live], &[Target]),
+) -> Vec<Entry> {
+    let now = now_ms();
+    let leaving: Vec<Target> = pending
+        .entries
+        .iter()
+        .filter(|e| e.why.leaves())
+        .map(|e| e.target.clone())
+        .collect();
+    let staying = |backend: &str| -> Vec<&Live> {
+        let wanted = |l: &Live| desired.iter().any(|s| s.is(&l.target()));
+        let leaves = |l: &Live| leaving.iter().any(|t| l.is(t));
+        live.iter()
+            .filter(|l| l.backend == backend && wanted(l) && !leaves(l))
+            .collect()
+    };
+    let mut due = Vec::new();
+    for e in pending
+        .entries
+        .iter_mut()
+        .filter(|e| e.why == Why::KeptServing)
+    {
+        let stay = staying(&e.target.backend);
+        let serving =
+            ready.iter().any(|t| t.backend == e.target.backend) || stay.iter().any(|l| serves(l));
+        e.replacements = stay
+            .iter()
+            .filter(|l| l.admin() != Admin::Maint)
+            .map(|l| Replacement {
+                name: l.name.clone(),
+                id: (l.id != 0).then_some(l.id),
+            })
+            .collect();
+        if e.overdue(now) || e.replacements.is_empty() || serving {
+            due.push(e.clone());
+        }
+    }
+    due
+}
+
+/// Whether a check result is a pass (`L4OK`, `L6OK`, `L7OK`, `L7OKC`).
+fn passed(check: &str) -> bool {
+    check.starts_with('L') && check.contains("OK")
+}
+
+/// Drains the servers kept serving whose time has come (see [`kept_due`]).
+/// Each becomes a removal, deleted once idle; one someone else drained or
+/// put in maintenance is left so. How many were drained.
+fn drain_kept(
+    api: &dyn Runtime,
+    pending: &mut Pending,
+    (desired, live, ready): (&[Server], &[Live], &[Target]),
+    waits: Waits,
+    log: &mut Log,
+) -> Result<u64> {
+    let due = kept_due(pending, (desired, live, ready));
+    let drain: Vec<Target> = due
+        .iter()
+        .map(|e| e.target.clone())
+        .filter(|t| live.iter().any(|l| l.is(t) && l.admin() == Admin::Ready))
+        .collect();
+    execute::set_drain(api, &drain)?;
+    for e in due {
+        let t = e.target;
+        pending.remove(&t);
+        pending.insert(t.clone(), Why::Removal, waits.drain);
+        pending.mark_operator_drain(&t, !drain.contains(&t));
+        log.info(&format!(
+            "settle: drained `{t}`, kept serving until now: no new request; it is deleted              once idle"
+        ));
+    }
+    Ok(drain.len() as u64)
 }
 
 /// What an overdue entry means, for the log and `status`.
@@ -262,6 +431,11 @@ pub fn overdue_text(entry: &Entry) -> String {
         Why::Removal => format!(
             "`{}` still had requests in flight at --drain-timeout: it stays drained (no new \
              request) and any later hacfg run deletes it once idle",
+            entry.target
+        ),
+        Why::KeptServing => format!(
+            "`{}` was kept serving past its deadline for a replacement: any later hacfg run \
+             drains and deletes it",
             entry.target
         ),
     }
@@ -397,11 +571,132 @@ mod tests {
             Op::Delete(Target::new("nodes", "a")),
             Op::Delete(Target::new("nodes", "b")),
         ];
-        intend(dir.path(), &ops, &live, SafeAdd::Drain, waits).unwrap();
+        intend(dir.path(), (&ops, &[]), &live, SafeAdd::Drain, waits).unwrap();
         let pending = Pending::load(dir.path());
         let by_operator: Vec<bool> = pending.entries.iter().map(|e| e.operator_drained).collect();
         assert_eq!(by_operator, [false, true]);
         assert!(pending.entries.iter().all(|e| e.why == Why::Removal));
+    }
+
+    #[test]
+    fn the_last_serving_servers_are_kept_while_their_replacements_wait() {
+        let live = crate::haproxy::state::all_up(CONFIG);
+        let c = "backend nodes\n    server c 10.0.0.3:80 check id 13\n";
+        let add = Op::Add(config::servers(c).remove(0));
+        let del = |n| Op::Delete(Target::new("nodes", n));
+        let none = Pending::default();
+        let both = [add.clone(), del("a"), del("b")];
+        assert_eq!(keep(&both, &live, &none, SafeAdd::Drain, &[]).len(), 2);
+        // A failed member's server is dead: never kept.
+        let dead = ["a".to_string()];
+        let kept = keep(&both, &live, &none, SafeAdd::Drain, &dead);
+        assert_eq!(kept, [Target::new("nodes", "b")]);
+        // Another server serves on, or none is added: nothing is kept.
+        assert!(keep(&[add, del("a")], &live, &none, SafeAdd::Drain, &[]).is_empty());
+        let leave = [del("a"), del("b")];
+        assert!(keep(&leave, &live, &none, SafeAdd::Drain, &[]).is_empty());
+        // Nor a server that takes no traffic (DOWN by its checks).
+        let mut down = live.clone();
+        down[0].op_state = 0;
+        // A server added by an earlier run still waits for its first check.
+        let mut earlier = Pending::default();
+        let c = Target::new("nodes", "c");
+        earlier.insert(c, Why::FirstCheck, Duration::from_secs(60));
+        assert_eq!(keep(&leave, &live, &earlier, SafeAdd::Drain, &[]).len(), 2);
+        let kept = keep(&leave, &down, &earlier, SafeAdd::Drain, &[]);
+        assert_eq!(kept, [Target::new("nodes", "b")]);
+    }
+
+    #[test]
+    fn a_server_kept_serving_drains_once_its_replacement_is_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server c 10.0.0.3:80 check id 13\n";
+        let fake = Fake::of(both);
+        fake.set("nodes/c", |s| {
+            s.live.admin_state = FORCED_DRAIN;
+            s.check = "INI".into();
+        });
+        let waits = Waits {
+            drain: Duration::from_secs(60),
+            first_check: Duration::from_secs(60),
+        };
+        let (a, c) = (Target::new("nodes", "a"), Target::new("nodes", "c"));
+        let mut p = Pending::default();
+        p.insert(a.clone(), Why::KeptServing, waits.first_check);
+        p.insert(c.clone(), Why::FirstCheck, waits.first_check);
+        p.save(dir.path(), &Pending::default()).unwrap();
+        let desired = config::servers(both).split_off(1);
+        let mut log = Log::new(Verbosity::Quiet, None);
+        let pass = |fake: &Fake, log: &mut Log| {
+            let live = fake.live().unwrap();
+            pass(fake, dir.path(), &desired, &live, None, waits, log).unwrap()
+        };
+        let left = pass(&fake, &mut log).pending;
+        assert!(left.kept(&a), "c has not been checked: a serves on");
+        assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Ready);
+        fake.set("nodes/c", |s| s.check = "L7OK".into());
+        let Passed { pending, counts } = pass(&fake, &mut log);
+        assert_eq!(fake.get("nodes/c").unwrap().live.admin(), Admin::Ready);
+        assert_eq!((counts.ready, counts.drained), (1, 1));
+        // a is drained as any removal; idle, the next pass deletes it.
+        assert!(pending.removing(&a));
+        assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Drain);
+        assert!(pass(&fake, &mut log).pending.is_empty());
+        assert!(fake.get("nodes/a").is_none());
+    }
+
+    #[test]
+    fn a_server_kept_serving_waits_for_a_replacement_that_failed_its_first_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server c 10.0.0.3:80 check id 13\n";
+        let fake = Fake::of(both);
+        fake.set("nodes/c", |s| {
+            s.live.admin_state = FORCED_DRAIN;
+            s.live.op_state = 0;
+            s.check = "L4CON".into();
+        });
+        let waits = Waits {
+            drain: Duration::from_secs(60),
+            first_check: Duration::from_secs(60),
+        };
+        let (a, c) = (Target::new("nodes", "a"), Target::new("nodes", "c"));
+        let mut p = Pending::default();
+        p.insert(a.clone(), Why::KeptServing, waits.first_check);
+        p.insert(c, Why::FirstCheck, waits.first_check);
+        p.save(dir.path(), &Pending::default()).unwrap();
+        let desired = config::servers(both).split_off(1);
+        let mut log = Log::new(Verbosity::Quiet, None);
+        let pass = |fake: &Fake, log: &mut Log| {
+            let live = fake.live().unwrap();
+            pass(fake, dir.path(), &desired, &live, None, waits, log).unwrap()
+        };
+        // c is set ready, DOWN: a serves on, waiting for c alone.
+        let left = pass(&fake, &mut log).pending;
+        assert_eq!(fake.get("nodes/c").unwrap().live.admin(), Admin::Ready);
+        let kept = left.get(&a).unwrap();
+        assert_eq!(kept.why, Why::KeptServing);
+        let names: Vec<&str> = kept.replacements.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["c"]);
+        assert_eq!(Pending::load(dir.path()), left, "recorded");
+        assert!(pass(&fake, &mut log).pending.kept(&a), "c is still DOWN");
+        // c comes UP: a drains.
+        fake.set("nodes/c", |s| {
+            s.live.op_state = 2;
+            s.check = "L7OK".into();
+        });
+        assert!(pass(&fake, &mut log).pending.removing(&a));
+        assert!(pass(&fake, &mut log).pending.is_empty(), "idle, deleted");
+        assert!(fake.get("nodes/a").is_none());
+    }
+
+    #[test]
+    fn a_server_kept_serving_and_wanted_again_serves_on() {
+        let desired = config::servers(CONFIG);
+        let kept = entry("a", Why::KeptServing);
+        assert_eq!(
+            judge(kept, &live_with("a", 0), &desired),
+            Verdict::KeptWanted
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! pending, at most one per nodes folder. It waits without the folder lock
 //! and takes it only for a [`settle::pass`], and exits once nothing waits.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -193,7 +194,7 @@ fn remove_down(
     counts.stays = Some(reviewed.count());
     // The change is the folder's now: a render that fails is said, and the
     // next run applies it.
-    match super::update(s, store, &lock, output, log, counts) {
+    match super::update(s, store, (&lock, output), &[], log, counts) {
         Ok(applied) => {
             drop(lock);
             super::after(s, &applied, log);
@@ -231,23 +232,56 @@ fn pass_from_file(
 }
 
 /// Whether any waiting entry is due now: its check has run, it is idle,
-/// an operator put it in maintenance, or its server is no longer there.
+/// an operator put it in maintenance, its server is no longer there, or it
+/// was kept serving and a server it waits for is UP (see [`kept_due`]).
 /// An unreadable answer counts as due, so that the pass says what is wrong.
 fn due(api: &dyn Runtime, waiting: &[&Entry]) -> bool {
-    let targets: Vec<(Target, Option<u32>)> =
+    let mut targets: Vec<(Target, Option<u32>)> =
         waiting.iter().map(|e| (e.target.clone(), e.id)).collect();
+    for e in waiting.iter().filter(|e| e.why == Why::KeptServing) {
+        targets.extend(e.replacement_targets());
+    }
     match api.stats_of(&targets) {
-        Ok(stats) => waiting.iter().any(|e| is_due(e, stats.get(&e.target))),
+        Ok(stats) => waiting.iter().any(|e| match e.why {
+            Why::KeptServing => kept_due(e, waiting, &stats),
+            _ => is_due(e, stats.get(&e.target)),
+        }),
         Err(_) => true,
     }
 }
 
-/// Whether `entry` is due, by what `show stat` says of its server.
+/// Whether a server kept serving is due: while servers added to its
+/// backend wait for a first check, their own entries say when a pass is
+/// due; then, once a server it waits for is UP, or none of them is left
+/// (a pass finds which servers it waits for).
+fn kept_due(kept: &Entry, waiting: &[&Entry], stats: &BTreeMap<Target, Stat>) -> bool {
+    let backend = &kept.target.backend;
+    if waiting
+        .iter()
+        .any(|e| e.why == Why::FirstCheck && e.target.backend == *backend)
+    {
+        return false;
+    }
+    let seen: Vec<Option<&Stat>> = kept
+        .replacement_targets()
+        .map(|(t, _)| stats.get(&t))
+        .collect();
+    seen.iter().all(Option::is_none) || seen.iter().flatten().any(|s| s.status.starts_with("UP"))
+}
+
+/// Whether `entry` is due, by what `show stat` says of its server. A new
+/// server is due once its check has a result, or someone set it ready or
+/// put it in maintenance; DOWN with no result (moved to a new address, say)
+/// it still waits: its check has not run. One kept serving waits for its
+/// replacements (see [`due`]).
 fn is_due(entry: &Entry, stat: Option<&Stat>) -> bool {
     match (stat, entry.why) {
         (None, _) => true,
-        (Some(s), Why::FirstCheck) => s.checked() || !s.status.starts_with("DRAIN"),
+        (Some(s), Why::FirstCheck) => {
+            s.checked() || ["UP", "MAINT"].iter().any(|w| s.status.starts_with(w))
+        }
         (Some(s), Why::Removal) => s.sessions == 0,
+        (Some(_), Why::KeptServing) => false,
     }
 }
 
@@ -310,8 +344,14 @@ mod tests {
             is_due(&first, Some(&stat("DRAIN", "L4CON", 0))),
             "failed is a result"
         );
+        // DOWN with no result (moved to a new address, set DOWN there): its
+        // check has not run, no pass is due.
+        assert!(!is_due(&first, Some(&stat("DOWN", "INI", 0))));
+        assert!(!is_due(&first, Some(&stat("DOWN", "* INI", 0))));
+        assert!(is_due(&first, Some(&stat("DOWN 1/2", "L7OK", 0))));
         // Set ready or put in maint by someone: the pass says what it sees.
         assert!(is_due(&first, Some(&stat("MAINT", "INI", 0))));
+        assert!(is_due(&first, Some(&stat("UP", "INI", 0))));
         assert!(is_due(&first, None), "gone");
     }
 
@@ -321,6 +361,42 @@ mod tests {
         assert!(!is_due(&removal, Some(&stat("DRAIN", "L7OK", 2))));
         assert!(is_due(&removal, Some(&stat("DRAIN", "L7OK", 0))));
         assert!(is_due(&removal, None));
+    }
+
+    #[test]
+    fn a_server_kept_serving_is_due_once_nothing_added_to_its_backend_waits() {
+        let fake = crate::haproxy::fake::Fake::of(
+            "backend nodes\n    server a 10.0.0.1:80 id 11\n    server n 10.0.0.2:80 check id 12\n",
+        );
+        fake.set("nodes/n", |s| {
+            s.check = "INI".into();
+            s.checks = true;
+            s.live.admin_state = crate::haproxy::state::FORCED_DRAIN;
+        });
+        let kept = entry(Why::KeptServing);
+        let mut p = Pending::default();
+        let n = Target::new("nodes", "n");
+        p.insert(n, Why::FirstCheck, Duration::from_secs(60));
+        let new = p.entries.remove(0);
+        assert!(!due(&fake, &[&kept, &new]), "its replacement waits");
+        fake.set("nodes/n", |s| s.check = "L7OK".into());
+        assert!(due(&fake, &[&kept, &new]), "the replacement's check ran");
+        assert!(due(&fake, &[&kept]), "it waits for no server any more");
+        // Its replacement's first check failed: it waits for it to come UP.
+        let mut kept = kept;
+        kept.replacements = vec![super::super::pending::Replacement {
+            name: "n".into(),
+            id: Some(12),
+        }];
+        fake.set("nodes/n", |s| {
+            s.check = "L4CON".into();
+            s.live.admin_state = 0;
+        });
+        assert!(!due(&fake, &[&kept]), "DOWN: it may still come UP");
+        fake.set("nodes/n", |s| s.check = "L7OK".into());
+        assert!(due(&fake, &[&kept]), "UP");
+        fake.servers.borrow_mut().retain(|s| s.live.name != "n");
+        assert!(due(&fake, &[&kept]), "gone");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::haproxy::config::{self, Server};
 use crate::haproxy::state::{self, Live};
 use crate::haproxy::{RuntimeApi, endpoint, same_addr};
 use crate::index;
-use crate::pipeline::{Balancer, Pending, Why};
+use crate::pipeline::{Balancer, Pending};
 use crate::process::Run;
 use crate::quote::quote;
 
@@ -145,7 +145,7 @@ fn live_sum(live: &[Live], desired: &[Server], pending: Option<&Pending>) -> u64
         pending.is_some_and(|p| {
             p.entries
                 .iter()
-                .any(|e| e.why == Why::Removal && e.target == l.target())
+                .any(|e| e.why.leaves() && e.target == l.target())
         })
     };
     let wanted: BTreeMap<(&str, &str), &Server> = desired

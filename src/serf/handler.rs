@@ -52,7 +52,17 @@ impl Event<'_> {
             b.count_stays(n);
         }
         let staying = self.on_failed == OnFailed::Verify && stays.is_some_and(|n| n > 0);
-        let render = Then::Render { own: None };
+        // A failed member is dead: its server is never kept serving.
+        let failed = self.name == "member-failed";
+        let dead = if failed {
+            changes.removals.clone()
+        } else {
+            Vec::new()
+        };
+        let render = Then::Render {
+            own: None,
+            dead: &dead,
+        };
         let (more, outcome) = b.change(render, |folder, log| {
             apply_changes(folder, &changes, self.name, log)
         })?;

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 
 use super::Damage;
 use crate::file;
+use crate::lock::Holder;
 use crate::log::Log;
 use crate::store::{Exclusive, Store};
 
@@ -74,6 +75,22 @@ impl WorkerLock {
     }
 }
 
+/// The process that holds `job`'s lock in the nodes folder `dir`, if one
+/// does, as `/proc/locks` says. Read only: nothing is created or locked (a
+/// lock taken to test it would turn a starting worker away).
+pub fn holder(dir: &Path, job: Job) -> Option<Holder> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(job.file_name()))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    crate::lock::holders_of(&file).into_iter().next()
+}
+
 /// Whether something other than a regular file (a link, a FIFO, a folder)
 /// holds a lock file's name.
 fn damaged(path: &Path) -> bool {
@@ -128,11 +145,24 @@ mod tests {
             logged.contains("a new lock file takes its place"),
             "{logged}"
         );
-        // The one worker of a job: a second is told no.
+        // The one worker of a job: a second is told no, and who holds it.
         assert!(
             WorkerLock::try_take(&store, Job::Settle, &mut log)
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_holder_of_a_workers_lock_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        let mut log = Log::new(Verbosity::Quiet, None);
+        assert!(holder(tmp.path(), Job::Settle).is_none(), "no file");
+        let held = WorkerLock::try_take(&store, Job::Settle, &mut log).unwrap();
+        let pid = holder(tmp.path(), Job::Settle).map(|h| h.pid);
+        assert_eq!(pid, Some(std::process::id()));
+        drop(held);
+        assert!(holder(tmp.path(), Job::Settle).is_none(), "let go");
     }
 }
