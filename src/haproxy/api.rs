@@ -3,7 +3,7 @@
 //! reads the rest of hacfg needs (`show servers state`, `show stat`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -52,14 +52,104 @@ pub enum Socket {
 /// instead of waiting out a deadline each. Clones, such as the thread that
 /// reads the live servers ahead, share that memory: it is kept per socket
 /// path for the process (one hacfg run, or one settle worker).
+///
+/// All the exchanges of a run draw on one [`Budget`], which clones share
+/// too: a socket that answers each command just within its deadline
+/// cannot make a run take a deadline per command.
 #[derive(Debug, Clone)]
 pub struct RuntimeApi {
     pub socket: Socket,
     /// One exchange's deadline (`--socket-timeout`).
     pub timeout: Duration,
+    /// What is left of the run's time for its exchanges.
+    pub budget: Budget,
 }
 
+/// How many exchanges' deadlines a run's budget holds: a run's own work
+/// (read the live servers, run its change) needs two exchanges, and
+/// HAProxy answers each in milliseconds; what it only might do (a settle
+/// pass) is left to the worker once the budget is spent.
+pub const BUDGET_EXCHANGES: u32 = 2;
+
+/// The total time a run's socket exchanges may take together, shared by
+/// the clones of one [`RuntimeApi`]. What is spent is the time spent in
+/// exchanges, not the time since the run started: waiting for the folder
+/// lock has its own deadline (`--lock-timeout`).
+#[derive(Debug, Clone)]
+pub struct Budget {
+    limit: Duration,
+    spent: Arc<Mutex<Duration>>,
+}
+
+impl Budget {
+    pub fn new(limit: Duration) -> Budget {
+        Budget {
+            limit,
+            spent: Arc::new(Mutex::new(Duration::ZERO)),
+        }
+    }
+
+    /// The budget's size.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    fn spent(&self) -> MutexGuard<'_, Duration> {
+        // A duration stays whole whatever panicked while it was held.
+        self.spent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What is left of it.
+    pub fn left(&self) -> Duration {
+        self.limit.saturating_sub(*self.spent())
+    }
+
+    fn spend(&self, took: Duration) {
+        let mut spent = self.spent();
+        *spent = spent.saturating_add(took);
+    }
+
+    /// Whole again: a long-lived process (the settle worker) starts each
+    /// of its polls as a run of its own.
+    pub fn renew(&self) {
+        *self.spent() = Duration::ZERO;
+    }
+}
+
+/// A run's budget was spent before an exchange: it was not sent. What it
+/// was for is left to the worker (or the next run).
+#[derive(Debug)]
+pub struct Spent {
+    pub path: Address,
+    pub limit: Duration,
+    pub line: String,
+}
+
+impl std::fmt::Display for Spent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this run's time for `{}` ({:.1}s, {BUDGET_EXCHANGES} times --socket-timeout) is              spent; `{}` was not sent",
+            self.path.display(),
+            self.limit.as_secs_f64(),
+            self.line
+        )
+    }
+}
+
+impl std::error::Error for Spent {}
+
 impl RuntimeApi {
+    /// The API on `socket`, each exchange within `timeout`, all of a run's
+    /// within [`BUDGET_EXCHANGES`] times that.
+    pub fn new(socket: Socket, timeout: Duration) -> RuntimeApi {
+        RuntimeApi {
+            socket,
+            timeout,
+            budget: Budget::new(timeout.saturating_mul(BUDGET_EXCHANGES)),
+        }
+    }
+
     /// Sends one command; returns HAProxy's answer, trimmed. The answer must
     /// be whole: HAProxy ends every answer with an empty line, so one that
     /// stops before it (a connection cut half-way) is an [`Error::Answer`],
@@ -120,8 +210,9 @@ impl RuntimeApi {
         Ok(answers)
     }
 
-    /// One exchange within `--socket-timeout`, unless this socket already
-    /// let one run into its deadline in this run.
+    /// One exchange within `--socket-timeout` and what is left of the
+    /// run's budget, unless this socket already let one run into its
+    /// deadline in this run.
     fn exchange(&self, line: &str) -> Result<String> {
         let path = self.path();
         if unanswered().contains(path) {
@@ -131,13 +222,34 @@ impl RuntimeApi {
                 shown(line)
             );
         }
-        let answer = socket::exchange_with(path, line, Instant::now() + self.timeout);
-        if let Err(e) = &answer
-            && e.is::<socket::Late>()
-        {
-            unanswered().insert(path.clone());
+        let left = self.budget.left();
+        if left.is_zero() {
+            return Err(Spent {
+                path: path.clone(),
+                limit: self.budget.limit(),
+                line: shown(line),
+            }
+            .into());
         }
-        answer
+        let given = self.timeout.min(left);
+        let start = Instant::now();
+        let answer = socket::exchange_with(path, line, start + given);
+        self.budget.spend(start.elapsed());
+        match answer {
+            Err(e) if e.is::<socket::Late>() => {
+                unanswered().insert(path.clone());
+                if given < self.timeout {
+                    // Cut short by the budget, not by the socket's deadline.
+                    return Err(e.context(Spent {
+                        path: path.clone(),
+                        limit: self.budget.limit(),
+                        line: shown(line),
+                    }));
+                }
+                Err(e)
+            }
+            answer => answer,
+        }
     }
 
     /// An answer that stopped before its closing empty line: its end is
@@ -175,7 +287,15 @@ impl RuntimeApi {
         RuntimeApi {
             socket: self.socket.clone(),
             timeout: self.timeout.min(max),
+            budget: self.budget.clone(),
         }
+    }
+
+    /// Starts a run of its own on this API: the run's budget whole again,
+    /// and the socket asked again even if it ran late before.
+    pub fn begin_run(&self) {
+        forget_late(self.path());
+        self.budget.renew();
     }
 
     /// Where the socket listens.
@@ -329,6 +449,9 @@ impl super::Runtime for RuntimeApi {
     fn batch(&self, commands: &[String]) -> Result<Vec<String>> {
         RuntimeApi::batch(self, commands)
     }
+    fn begin_run(&self) {
+        RuntimeApi::begin_run(self);
+    }
 }
 
 /// A command line in a message: hacfg's own, but a batch may be KiBs long.
@@ -444,10 +567,7 @@ mod tests {
     }
 
     fn api(path: &Path) -> RuntimeApi {
-        RuntimeApi {
-            socket: Socket::Stats(path.into()),
-            timeout: Duration::from_secs(5),
-        }
+        RuntimeApi::new(Socket::Stats(path.into()), Duration::from_secs(5))
     }
 
     #[test]
@@ -534,6 +654,51 @@ mod tests {
             let err = format!("{:#}", missing.stats().unwrap_err());
             assert!(err.contains("unable to connect"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_run_s_exchanges_share_one_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            // Answers each command just within its deadline.
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                *count.lock().unwrap() += 1;
+                std::thread::spawn(move || {
+                    let mut line = String::new();
+                    conn.read_to_string(&mut line).unwrap();
+                    std::thread::sleep(Duration::from_millis(150));
+                    let _ = conn.write_all(b"\n");
+                });
+            }
+        });
+        let slow = RuntimeApi::new(
+            Socket::Stats(path.as_path().into()),
+            Duration::from_millis(200),
+        );
+        assert_eq!(slow.budget.limit(), Duration::from_millis(400));
+        let commands = ["set server nodes/a weight 2".to_string()];
+        let clone = slow.within(Duration::from_secs(1));
+        slow.batch(&commands).unwrap();
+        clone.batch(&commands).unwrap();
+        // Two answers took 300 ms of the 400: the third is given what is
+        // left, and runs into it.
+        let err = slow.batch(&commands).unwrap_err();
+        let shown = format!("{err:#}");
+        assert!(err.is::<Spent>(), "{shown}");
+        assert!(shown.contains("this run's time for"), "{shown}");
+        // Spent: the next is not sent at all.
+        forget_late(slow.path());
+        let err = slow.batch(&commands).unwrap_err();
+        assert!(err.is::<Spent>(), "{err:#}");
+        assert_eq!(*accepted.lock().unwrap(), 3);
+        // A worker's next poll is a run of its own.
+        slow.begin_run();
+        slow.batch(&commands).unwrap();
     }
 
     #[test]
