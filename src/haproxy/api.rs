@@ -116,24 +116,29 @@ impl Budget {
     }
 }
 
-/// A run's budget was spent before an exchange: it was not sent. What it
-/// was for is left to the worker (or the next run).
+/// A run's budget was spent before an exchange (it was not sent) or
+/// during it. What it was for is left to the worker (or the next run).
 #[derive(Debug)]
 pub struct Spent {
     pub path: Address,
     pub limit: Duration,
     pub line: String,
+    /// The exchange was sent, and the budget ran out before its answer.
+    pub cut: bool,
 }
 
 impl std::fmt::Display for Spent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "this run's time for `{}` ({:.1}s, {BUDGET_EXCHANGES} times --socket-timeout) is              spent; `{}` was not sent",
-            self.path.display(),
-            self.limit.as_secs_f64(),
-            self.line
-        )
+        let (path, line) = (self.path.display(), &self.line);
+        let limit = self.limit.as_secs_f64();
+        let budget = format!(
+            "this run's time for `{path}` ({limit:.1}s, {BUDGET_EXCHANGES} times --socket-timeout)"
+        );
+        if self.cut {
+            write!(f, "{budget} ran out while it answered `{line}`")
+        } else {
+            write!(f, "{budget} is spent; `{line}` was not sent")
+        }
     }
 }
 
@@ -228,6 +233,7 @@ impl RuntimeApi {
                 path: path.clone(),
                 limit: self.budget.limit(),
                 line: shown(line),
+                cut: false,
             }
             .into());
         }
@@ -244,6 +250,7 @@ impl RuntimeApi {
                         path: path.clone(),
                         limit: self.budget.limit(),
                         line: shown(line),
+                        cut: true,
                     }));
                 }
                 Err(e)
@@ -690,11 +697,18 @@ mod tests {
         let err = slow.batch(&commands).unwrap_err();
         let shown = format!("{err:#}");
         assert!(err.is::<Spent>(), "{shown}");
-        assert!(shown.contains("this run's time for"), "{shown}");
+        assert!(shown.contains("ran out while it answered"), "{shown}");
         // Spent: the next is not sent at all.
         forget_late(slow.path());
         let err = slow.batch(&commands).unwrap_err();
-        assert!(err.is::<Spent>(), "{err:#}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "this run's time for `{}` (0.4s, 2 times --socket-timeout) is spent; `set \
+                 server nodes/a weight 2` was not sent",
+                path.display()
+            )
+        );
         assert_eq!(*accepted.lock().unwrap(), 3);
         // A worker's next poll is a run of its own.
         slow.begin_run();
