@@ -1,7 +1,8 @@
 //! The detached worker that finishes pending runtime work with no further
 //! hacfg call: `hacfg settle --worker`, started by the run that left work
-//! pending, at most one per nodes folder. It waits without the folder lock
-//! and takes it only for a [`settle::pass`], and exits once nothing waits.
+//! pending, at most one per nodes folder. It reads HAProxy without the
+//! folder lock and takes it only to act on what it read (see [`Read`]), and
+//! exits once nothing waits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -262,7 +263,9 @@ fn give_up(e: &anyhow::Error, failing: &mut Option<Instant>, log: &mut Log) -> b
 /// The worker's second job (`--on-failed verify`): it watches the failed
 /// members that stay until HAProxy's checks see them DOWN (then they go:
 /// node file removed, the change applied) or `--check-timeout` has passed
-/// since they stayed (later events and `sync` review them then).
+/// since they stayed (later events and `sync` review them then). It polls
+/// without the folder lock; removing a member is a run like the event it
+/// stands for (under the lock, within a run's budget).
 pub fn watch(
     s: &Settings,
     store: &Store,
