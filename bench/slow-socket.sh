@@ -4,6 +4,7 @@
 #   bash bench/slow-socket.sh                      # N = 1,000, show stat slowed to 2 s, 5 runs
 #   bash bench/slow-socket.sh --size 1000 --delay 2 --runs 5 --hacfg /path/to/hacfg
 #   bash bench/slow-socket.sh --smoke              # N = 10, 0.5 s, one run (~40 s)
+#   bash bench/slow-socket.sh --every --delay 4 --runs 1   # every answer 4 s late, no drain pending
 #
 # A master-worker HAProxy runs N servers (the built-in template: `check`, `inter 2s`; N dead
 # ones on 127.x.y.z, DOWN). hacfg talks to it through a socket of this script's own in front of
@@ -15,6 +16,8 @@
 # Reported: each handler's wall clock. Before the run budget and the worker's read-then-act,
 # a handler could wait for the worker's `show stat` under the folder lock as well as its own.
 #
+# --every delays every answer, not only `show stat`, and leaves out the pending drain: with the
+# default --socket-timeout (5 s) and --delay 4, each exchange of a run comes just in time.
 # --hacfg PATH measures that binary instead of building this tree (to compare two builds).
 # --smoke exits 0 only if every handler exited 0 and the pending drain was there throughout.
 set -euo pipefail
@@ -22,7 +25,7 @@ export LC_ALL=C
 cd "$(dirname "$0")/.."
 root=$PWD
 
-n=1000; delay=2; runs=5; smoke=0; hacfg=""
+n=1000; delay=2; runs=5; smoke=0; hacfg=""; every=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1; n=10; delay=0.5; runs=1 ;;
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
     --delay) delay="$2"; shift ;;
     --runs) runs="$2"; shift ;;
     --hacfg) hacfg="$2"; shift ;;
+    --every) every=1 ;;
     *) echo "usage: bench/slow-socket.sh [--smoke] [--size N] [--delay SECS] [--runs R] [--hacfg PATH]" >&2; exit 2 ;;
   esac
   shift
@@ -80,7 +84,7 @@ cli() { timeout 30 socat -t 10 stdio "unix-connect:$sock" <<<"$1"; }
 # then HAProxy's answer back. Exits with this script.
 cat > "$work/relay.py" <<'EOF'
 import os, socket, sys, threading, time
-listen, upstream, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+listen, upstream, delay, every = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
 parent = os.getppid()
 def serve(c):
     try:
@@ -89,7 +93,7 @@ def serve(c):
             b = c.recv(65536)
             if not b: break
             data += b
-        if b"show stat" in data:
+        if every or b"show stat" in data:
             time.sleep(delay)
         u = socket.socket(socket.AF_UNIX); u.connect(upstream); u.sendall(data); u.shutdown(socket.SHUT_WR)
         while True:
@@ -170,7 +174,7 @@ while [ "$(now_us)" -lt "$end" ]; do
   sleep 0.1
 done
 [ "$up" = 1 ] || { echo "haproxy did not start" >&2; exit 1; }
-python3 "$work/relay.py" "$slow" "$sock" "$delay" >/dev/null 2>&1 &
+python3 "$work/relay.py" "$slow" "$sock" "$delay" "$every" >/dev/null 2>&1 &
 bgpids+=($!)
 for ((i = 0; i < 100; i++)); do [ -S "$slow" ] && break; sleep 0.05; done
 # Every dead server DOWN (HAProxy starts them UP).
@@ -182,18 +186,19 @@ while [ "$(now_us)" -lt "$end" ]; do
 done
 
 # The pending drain: web-b added, a long request in flight to it, then removed.
-"${rt[@]}" add web-b "127.0.0.1:$port_b" 2>>"$d/hacfg.err" || fail "add web-b exited $?"
-end=$(($(now_us) + 30000000))
-until [ "$(curl -s -m 2 "http://127.0.0.1:$front/" 2>/dev/null)" = web-b ]; do
-  [ "$(now_us)" -lt "$end" ] || { fail "web-b never answered"; break; }
-  sleep 0.1
-done
-curl -s -o /dev/null -m $((busy_s + 5)) "http://127.0.0.1:$front/slow" >/dev/null 2>&1 &
-bgpids+=($!)
-sleep 0.5
-"${rt[@]}" remove web-b 2>>"$d/hacfg.err" || fail "remove web-b exited $?"
-grep -q web-b "$nodes/.hacfg.pending" 2>/dev/null || fail "web-b's drain is not pending"
-
+if [ "$every" = 0 ]; then
+  "${rt[@]}" add web-b "127.0.0.1:$port_b" 2>>"$d/hacfg.err" || fail "add web-b exited $?"
+  end=$(($(now_us) + 30000000))
+  until [ "$(curl -s -m 2 "http://127.0.0.1:$front/" 2>/dev/null)" = web-b ]; do
+    [ "$(now_us)" -lt "$end" ] || { fail "web-b never answered"; break; }
+    sleep 0.1
+  done
+  curl -s -o /dev/null -m $((busy_s + 5)) "http://127.0.0.1:$front/slow" >/dev/null 2>&1 &
+  bgpids+=($!)
+  sleep 0.5
+  "${rt[@]}" remove web-b 2>>"$d/hacfg.err" || fail "remove web-b exited $?"
+  grep -q web-b "$nodes/.hacfg.pending" 2>/dev/null || fail "web-b's drain is not pending"
+fi
 j=(); l=()
 line=$'web-a\t127.0.0.1\tbackend\trole=backend,port='"$port_a"
 timed() {
@@ -211,15 +216,17 @@ for ((run = 1; run <= runs; run++)); do
   timed l member-leave
   sleep 1
 done
-grep -q web-b "$nodes/.hacfg.pending" 2>/dev/null || fail "web-b's drain was not pending throughout"
+[ "$every" = 1 ] || grep -q web-b "$nodes/.hacfg.pending" 2>/dev/null \
+  || fail "web-b's drain was not pending throughout"
 
-echo "hacfg slow-socket benchmark: $(nproc) cores, $(uname -sr), $(haproxy -v | sed -n 1p | cut -d' ' -f1-3), N=$n, show stat +${delay}s, runs=$runs, $(date -u +%Y-%m-%d)"
+echo "hacfg slow-socket benchmark: $(nproc) cores, $(uname -sr), $(haproxy -v | sed -n 1p | cut -d' ' -f1-3), N=$n, $([ "$every" = 1 ] && echo "every answer" || echo "show stat") +${delay}s, runs=$runs, $(date -u +%Y-%m-%d)"
 echo "binary: $hacfg"
 echo
-echo "| N | show stat delay | handler | wall time, ms: median (range) |"
-echo "|---|---|---|---|"
-echo "| $n | ${delay} s | \`serf\` member-join (web-a), a drain pending | $(stats "${j[@]}") |"
-echo "| $n | ${delay} s | \`serf\` member-leave (web-a), a drain pending | $(stats "${l[@]}") |"
+slowed=$([ "$every" = 1 ] && echo "every answer" || echo "show stat, a drain pending")
+echo "| N | slowed | delay | handler | wall time, ms: median (range) |"
+echo "|---|---|---|---|---|"
+echo "| $n | $slowed | ${delay} s | \`serf\` member-join (web-a) | $(stats "${j[@]}") |"
+echo "| $n | $slowed | ${delay} s | \`serf\` member-leave (web-a) | $(stats "${l[@]}") |"
 echo
 if [ "${#failures[@]}" -gt 0 ]; then
   echo "bench/slow-socket: ${#failures[@]} failure(s):"

@@ -65,10 +65,13 @@ pub struct RuntimeApi {
     pub budget: Budget,
 }
 
-/// How many exchanges' deadlines a run's budget holds: a run's own work
-/// (read the live servers, run its change) needs two exchanges, and
-/// HAProxy answers each in milliseconds; what it only might do (a settle
-/// pass) is left to the worker once the budget is spent.
+/// How many exchanges' deadlines a run's budget holds. An exchange starts
+/// only while some of it is left, and then gets its whole deadline, so a
+/// run spends at most one more deadline than this on its socket. The
+/// first exchanges of a change (the live servers, the version, the
+/// change itself) always start: two that answered in time took less than
+/// two deadlines. What a run only might do (a settle pass) is left to the
+/// worker once the budget is spent; HAProxy answers each in milliseconds.
 pub const BUDGET_EXCHANGES: u32 = 2;
 
 /// The total time a run's socket exchanges may take together, shared by
@@ -116,29 +119,25 @@ impl Budget {
     }
 }
 
-/// A run's budget was spent before an exchange (it was not sent) or
-/// during it. What it was for is left to the worker (or the next run).
+/// A run's budget was spent before an exchange: it was not sent. What it
+/// was for is left to the worker (or the next run).
 #[derive(Debug)]
 pub struct Spent {
     pub path: Address,
     pub limit: Duration,
     pub line: String,
-    /// The exchange was sent, and the budget ran out before its answer.
-    pub cut: bool,
 }
 
 impl std::fmt::Display for Spent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (path, line) = (self.path.display(), &self.line);
-        let limit = self.limit.as_secs_f64();
-        let budget = format!(
-            "this run's time for `{path}` ({limit:.1}s, {BUDGET_EXCHANGES} times --socket-timeout)"
-        );
-        if self.cut {
-            write!(f, "{budget} ran out while it answered `{line}`")
-        } else {
-            write!(f, "{budget} is spent; `{line}` was not sent")
-        }
+        write!(
+            f,
+            "this run's time for `{}` ({:.1}s, {BUDGET_EXCHANGES} times --socket-timeout) is \
+             spent; `{}` was not sent",
+            self.path.display(),
+            self.limit.as_secs_f64(),
+            self.line
+        )
     }
 }
 
@@ -215,9 +214,11 @@ impl RuntimeApi {
         Ok(answers)
     }
 
-    /// One exchange within `--socket-timeout` and what is left of the
-    /// run's budget, unless this socket already let one run into its
-    /// deadline in this run.
+    /// One exchange within `--socket-timeout`, unless this socket already
+    /// let one run into its deadline in this run, or the run's budget is
+    /// spent. An exchange that starts gets its whole deadline: a change
+    /// is never cut half-way by the budget, which only keeps later
+    /// exchanges from starting.
     fn exchange(&self, line: &str) -> Result<String> {
         let path = self.path();
         if unanswered().contains(path) {
@@ -227,36 +228,23 @@ impl RuntimeApi {
                 shown(line)
             );
         }
-        let left = self.budget.left();
-        if left.is_zero() {
+        if self.budget.left().is_zero() {
             return Err(Spent {
                 path: path.clone(),
                 limit: self.budget.limit(),
                 line: shown(line),
-                cut: false,
             }
             .into());
         }
-        let given = self.timeout.min(left);
         let start = Instant::now();
-        let answer = socket::exchange_with(path, line, start + given);
+        let answer = socket::exchange_with(path, line, start + self.timeout);
         self.budget.spend(start.elapsed());
-        match answer {
-            Err(e) if e.is::<socket::Late>() => {
-                unanswered().insert(path.clone());
-                if given < self.timeout {
-                    // Cut short by the budget, not by the socket's deadline.
-                    return Err(e.context(Spent {
-                        path: path.clone(),
-                        limit: self.budget.limit(),
-                        line: shown(line),
-                        cut: true,
-                    }));
-                }
-                Err(e)
-            }
-            answer => answer,
+        if let Err(e) = &answer
+            && e.is::<socket::Late>()
+        {
+            unanswered().insert(path.clone());
         }
+        answer
     }
 
     /// An answer that stopped before its closing empty line: its end is
@@ -689,18 +677,15 @@ mod tests {
         );
         assert_eq!(slow.budget.limit(), Duration::from_millis(400));
         let commands = ["set server nodes/a weight 2".to_string()];
+        // Clones draw on the same budget. The third exchange starts with
+        // 100 ms left, and gets its whole deadline.
         let clone = slow.within(Duration::from_secs(1));
         slow.batch(&commands).unwrap();
         clone.batch(&commands).unwrap();
-        // Two answers took 300 ms of the 400: the third is given what is
-        // left, and runs into it.
+        slow.batch(&commands).unwrap();
+        // Spent: the next is not sent.
         let err = slow.batch(&commands).unwrap_err();
-        let shown = format!("{err:#}");
-        assert!(err.is::<Spent>(), "{shown}");
-        assert!(shown.contains("ran out while it answered"), "{shown}");
-        // Spent: the next is not sent at all.
-        forget_late(slow.path());
-        let err = slow.batch(&commands).unwrap_err();
+        assert!(err.is::<Spent>(), "{err:#}");
         assert_eq!(
             err.to_string(),
             format!(
