@@ -115,8 +115,8 @@ fn a_slow_socket_costs_a_handler_its_budget_and_the_worker_finishes_the_rest() {
     let Some(pool) = Pool::backends(&env, &all).nodes(&all).start() else {
         return;
     };
-    // Each answer 0.4 s late, within the 1 s --socket-timeout: a run has
-    // 2 s for all its exchanges. Six idle servers leave: reading the live
+    // Each answer 0.4 s late, within the 1 s --socket-timeout: a run's
+    // exchanges start only within 2 s. Six idle servers leave: reading the live
     // servers, draining them, reading their stats and deleting each (one
     // exchange per server) takes 9 exchanges, 3.6 s.
     let slow = SlowSocket::start(&env, &pool.master_socket, Duration::from_millis(400), true);
