@@ -9,6 +9,7 @@ mod live;
 
 mod apply;
 mod availability;
+mod budget;
 mod core;
 mod docs;
 mod doctor;

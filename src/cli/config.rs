@@ -574,10 +574,7 @@ fn runtime_from(apply: &ApplyArgs) -> Option<RuntimeApi> {
         (None, Some(s)) => Socket::Stats(s.clone()),
         (None, None) => return None,
     };
-    Some(RuntimeApi {
-        socket,
-        timeout: apply.socket_timeout,
-    })
+    Some(RuntimeApi::new(socket, apply.socket_timeout))
 }
 
 /// `--in-place` wins over HACFG_WRITE_MODE (`--write-mode`).

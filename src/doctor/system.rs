@@ -263,7 +263,7 @@ fn admin_level(address: &Address, master: bool, timeout: Duration, subject: &str
     } else {
         Socket::Stats(address.clone())
     };
-    let api = RuntimeApi { socket, timeout };
+    let api = RuntimeApi::new(socket, timeout);
     match api.command("show cli level") {
         Ok(level) if level == "admin" => r.ok(subject, "reachable, admin level"),
         Ok(level) => r.fail(

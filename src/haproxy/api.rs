@@ -3,7 +3,7 @@
 //! reads the rest of hacfg needs (`show servers state`, `show stat`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -52,14 +52,108 @@ pub enum Socket {
 /// instead of waiting out a deadline each. Clones, such as the thread that
 /// reads the live servers ahead, share that memory: it is kept per socket
 /// path for the process (one hacfg run, or one settle worker).
+///
+/// All the exchanges of a run draw on one [`Budget`], which clones share
+/// too: a socket that answers each command just within its deadline
+/// cannot make a run take a deadline per command.
 #[derive(Debug, Clone)]
 pub struct RuntimeApi {
     pub socket: Socket,
     /// One exchange's deadline (`--socket-timeout`).
     pub timeout: Duration,
+    /// What is left of the run's time for its exchanges.
+    pub budget: Budget,
 }
 
+/// How many exchanges' deadlines a run's budget holds. An exchange starts
+/// only while some of it is left, and then gets its whole deadline, so a
+/// run spends at most one more deadline than this on its socket. The
+/// first exchanges of a change (the live servers, the version, the
+/// change itself) always start: two that answered in time took less than
+/// two deadlines. What a run only might do (a settle pass) is left to the
+/// worker once the budget is spent; HAProxy answers each in milliseconds.
+pub const BUDGET_EXCHANGES: u32 = 2;
+
+/// The total time a run's socket exchanges may take together, shared by
+/// the clones of one [`RuntimeApi`]. What is spent is the time spent in
+/// exchanges, not the time since the run started: waiting for the folder
+/// lock has its own deadline (`--lock-timeout`).
+#[derive(Debug, Clone)]
+pub struct Budget {
+    limit: Duration,
+    spent: Arc<Mutex<Duration>>,
+}
+
+impl Budget {
+    pub fn new(limit: Duration) -> Budget {
+        Budget {
+            limit,
+            spent: Arc::new(Mutex::new(Duration::ZERO)),
+        }
+    }
+
+    /// The budget's size.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    fn spent(&self) -> MutexGuard<'_, Duration> {
+        // A duration stays whole whatever panicked while it was held.
+        self.spent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What is left of it.
+    pub fn left(&self) -> Duration {
+        self.limit.saturating_sub(*self.spent())
+    }
+
+    fn spend(&self, took: Duration) {
+        let mut spent = self.spent();
+        *spent = spent.saturating_add(took);
+    }
+
+    /// Whole again: a long-lived process (the settle worker) starts each
+    /// of its polls as a run of its own.
+    pub fn renew(&self) {
+        *self.spent() = Duration::ZERO;
+    }
+}
+
+/// A run's budget was spent before an exchange: it was not sent. What it
+/// was for is left to the worker (or the next run).
+#[derive(Debug)]
+pub struct Spent {
+    pub path: Address,
+    pub limit: Duration,
+    pub line: String,
+}
+
+impl std::fmt::Display for Spent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this run's time for `{}` ({:.1}s, {BUDGET_EXCHANGES} times --socket-timeout) is \
+             spent; `{}` was not sent",
+            self.path.display(),
+            self.limit.as_secs_f64(),
+            self.line
+        )
+    }
+}
+
+impl std::error::Error for Spent {}
+
 impl RuntimeApi {
+    /// The API on `socket`, each exchange within `timeout`, all of a run's
+    /// within [`BUDGET_EXCHANGES`] times that.
+    pub fn new(socket: Socket, timeout: Duration) -> RuntimeApi {
+        RuntimeApi {
+            socket,
+            timeout,
+            budget: Budget::new(timeout.saturating_mul(BUDGET_EXCHANGES)),
+        }
+    }
+
     /// Sends one command; returns HAProxy's answer, trimmed. The answer must
     /// be whole: HAProxy ends every answer with an empty line, so one that
     /// stops before it (a connection cut half-way) is an [`Error::Answer`],
@@ -121,7 +215,10 @@ impl RuntimeApi {
     }
 
     /// One exchange within `--socket-timeout`, unless this socket already
-    /// let one run into its deadline in this run.
+    /// let one run into its deadline in this run, or the run's budget is
+    /// spent. An exchange that starts gets its whole deadline: a change
+    /// is never cut half-way by the budget, which only keeps later
+    /// exchanges from starting.
     fn exchange(&self, line: &str) -> Result<String> {
         let path = self.path();
         if unanswered().contains(path) {
@@ -131,7 +228,17 @@ impl RuntimeApi {
                 shown(line)
             );
         }
-        let answer = socket::exchange_with(path, line, Instant::now() + self.timeout);
+        if self.budget.left().is_zero() {
+            return Err(Spent {
+                path: path.clone(),
+                limit: self.budget.limit(),
+                line: shown(line),
+            }
+            .into());
+        }
+        let start = Instant::now();
+        let answer = socket::exchange_with(path, line, start + self.timeout);
+        self.budget.spend(start.elapsed());
         if let Err(e) = &answer
             && e.is::<socket::Late>()
         {
@@ -175,7 +282,15 @@ impl RuntimeApi {
         RuntimeApi {
             socket: self.socket.clone(),
             timeout: self.timeout.min(max),
+            budget: self.budget.clone(),
         }
+    }
+
+    /// Starts a run of its own on this API: the run's budget whole again,
+    /// and the socket asked again even if it ran late before.
+    pub fn begin_run(&self) {
+        forget_late(self.path());
+        self.budget.renew();
     }
 
     /// Where the socket listens.
@@ -329,6 +444,9 @@ impl super::Runtime for RuntimeApi {
     fn batch(&self, commands: &[String]) -> Result<Vec<String>> {
         RuntimeApi::batch(self, commands)
     }
+    fn begin_run(&self) {
+        RuntimeApi::begin_run(self);
+    }
 }
 
 /// A command line in a message: hacfg's own, but a batch may be KiBs long.
@@ -444,10 +562,7 @@ mod tests {
     }
 
     fn api(path: &Path) -> RuntimeApi {
-        RuntimeApi {
-            socket: Socket::Stats(path.into()),
-            timeout: Duration::from_secs(5),
-        }
+        RuntimeApi::new(Socket::Stats(path.into()), Duration::from_secs(5))
     }
 
     #[test]
@@ -534,6 +649,55 @@ mod tests {
             let err = format!("{:#}", missing.stats().unwrap_err());
             assert!(err.contains("unable to connect"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_run_s_exchanges_share_one_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            // Answers each command just within its deadline.
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                *count.lock().unwrap() += 1;
+                std::thread::spawn(move || {
+                    let mut line = String::new();
+                    conn.read_to_string(&mut line).unwrap();
+                    std::thread::sleep(Duration::from_millis(150));
+                    let _ = conn.write_all(b"\n");
+                });
+            }
+        });
+        let slow = RuntimeApi::new(
+            Socket::Stats(path.as_path().into()),
+            Duration::from_millis(200),
+        );
+        assert_eq!(slow.budget.limit(), Duration::from_millis(400));
+        let commands = ["set server nodes/a weight 2".to_string()];
+        // Clones draw on the same budget. The third exchange starts with
+        // 100 ms left, and gets its whole deadline.
+        let clone = slow.within(Duration::from_secs(1));
+        slow.batch(&commands).unwrap();
+        clone.batch(&commands).unwrap();
+        slow.batch(&commands).unwrap();
+        // Spent: the next is not sent.
+        let err = slow.batch(&commands).unwrap_err();
+        assert!(err.is::<Spent>(), "{err:#}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "this run's time for `{}` (0.4s, 2 times --socket-timeout) is spent; `set \
+                 server nodes/a weight 2` was not sent",
+                path.display()
+            )
+        );
+        assert_eq!(*accepted.lock().unwrap(), 3);
+        // A worker's next poll is a run of its own.
+        slow.begin_run();
+        slow.batch(&commands).unwrap();
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub trait Runtime {
     ) -> anyhow::Result<BTreeMap<Target, stat::Stat>>;
     /// Runs `commands`, one answer each.
     fn batch(&self, commands: &[String]) -> anyhow::Result<Vec<String>>;
+    /// Starts a run of its own (the settle worker, at each poll): the
+    /// run's budget for socket exchanges whole again.
+    fn begin_run(&self) {}
 }
 
 /// What HAProxy itself said no to, or answered in a way hacfg cannot read.

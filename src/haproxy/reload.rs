@@ -500,9 +500,11 @@ mod tests {
             strategy: Strategy::MasterSocket(at(name)),
             timeout: Duration::from_millis(50),
         };
-        let stats = |name: &str| RuntimeApi {
-            socket: super::super::Socket::Stats(at(name)),
-            timeout: Duration::from_millis(50),
+        let stats = |name: &str| {
+            RuntimeApi::new(
+                super::super::Socket::Stats(at(name)),
+                Duration::from_millis(50),
+            )
         };
         // No reload: nothing is checked.
         assert!(probe_sockets(Some(&stats("typo")), None).is_ok());

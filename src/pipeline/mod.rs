@@ -533,10 +533,10 @@ mod tests {
     }
 
     fn socket() -> RuntimeApi {
-        RuntimeApi {
-            socket: Socket::Stats(std::path::Path::new("/run/haproxy.sock").into()),
-            timeout: Duration::from_secs(1),
-        }
+        RuntimeApi::new(
+            Socket::Stats(std::path::Path::new("/run/haproxy.sock").into()),
+            Duration::from_secs(1),
+        )
     }
 
     fn settings(apply: Apply, check: Check) -> Settings {

@@ -1,11 +1,12 @@
 //! The detached worker that finishes pending runtime work with no further
 //! hacfg call: `hacfg settle --worker`, started by the run that left work
-//! pending, at most one per nodes folder. It waits without the folder lock
-//! and takes it only for a [`settle::pass`], and exits once nothing waits.
+//! pending, at most one per nodes folder. It reads HAProxy without the
+//! folder lock and takes it only to act on what it read (see [`Read`]), and
+//! exits once nothing waits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,11 +17,12 @@ use super::Counts;
 use super::Settings;
 use super::pending::{Entry, Pending, Why};
 use super::records::lock::{Job, WorkerLock};
-use super::records::now_ms;
+use super::records::{self, Kind, now_ms};
 use super::settle::{self, Passed, Waits};
 use super::verify::{self, Stays};
 use crate::haproxy::stat::Stat;
-use crate::haproxy::{Runtime, Target, config};
+use crate::haproxy::state::Live;
+use crate::haproxy::{Address, Runtime, Target, config};
 use crate::log::Log;
 use crate::output::OutputFile;
 use crate::store::{Exclusive, Lock, Store};
@@ -44,6 +46,12 @@ pub struct Worker {
 
 /// Waits for the folder's pending work and finishes it; returns when
 /// nothing waits any more (or another worker already runs).
+///
+/// The worker never holds the folder lock across a read of HAProxy: it
+/// reads what a pass needs ([`Read`]) without the lock, takes the lock,
+/// and acts only if the record and the config file are still as it read
+/// them; else it reads again. Handlers therefore never wait for a slow
+/// `show stat` of the worker's.
 pub fn work(
     api: &dyn Runtime,
     store: &Store,
@@ -58,37 +66,179 @@ pub fn work(
     };
     let mut failing: Option<Instant> = None;
     loop {
-        crate::haproxy::api::forget_late(api.path());
-        let pending = Pending::load(store.dir());
-        let waiting: Vec<&Entry> = pending.waiting(now_ms()).collect();
-        if waiting.is_empty() || due(api, &waiting) {
-            let lock = store.lock::<Exclusive>()?;
-            // Read again under the lock: a run may have recorded work since.
-            let left = if pending.is_empty() {
-                Pending::load(store.dir())
-            } else {
-                match pass_from_file(api, store, output, waits, log) {
-                    Ok((passed, live)) => {
-                        failing = None;
-                        counts.add(&passed.counts);
-                        counts.servers_live = Some(live);
-                        passed.pending
-                    }
-                    Err(e) => {
-                        if give_up(&e, &mut failing, log) {
-                            drop(worker_lock);
-                            return Ok(());
-                        }
-                        Pending::load(store.dir())
-                    }
-                }
-            };
-            if !left.is_waiting() {
-                exit(worker_lock, lock, &left, log);
-                return Ok(());
+        // Each poll is a run of its own: a budget of its own, and a socket
+        // that ran late is asked again.
+        api.begin_run();
+        let left = match poll(api, store, output, waits, log) {
+            Ok(Polled::Passed(lock, passed, live)) => {
+                failing = None;
+                counts.add(&passed.counts);
+                counts.servers_live = live.or(counts.servers_live);
+                Some((lock, passed.pending))
             }
+            Err(e) if give_up(&e, &mut failing, log) => return Ok(()),
+            // Nothing waits any more: what is left is said, and the worker ends.
+            Err(_) if !Pending::load(store.dir()).is_waiting() => {
+                let lock = store.lock::<Exclusive>()?;
+                Some((lock, Pending::load(store.dir())))
+            }
+            Ok(Polled::Wait) | Err(_) => None,
+        };
+        if let Some((lock, left)) = left
+            && !left.is_waiting()
+        {
+            exit(worker_lock, lock, &left, log);
+            return Ok(());
         }
         thread::sleep(POLL);
+    }
+}
+
+/// What one poll of the worker came to.
+enum Polled {
+    /// Nothing is due yet, or a run came between the read and the lock.
+    Wait,
+    /// Under the lock: the pass made (none when nothing was pending), and
+    /// how many servers HAProxy ran.
+    Passed(Lock<Exclusive>, Passed, Option<usize>),
+}
+
+/// Reads HAProxy without the lock; makes a pass under it if something is
+/// due and no run came between.
+fn poll(
+    api: &dyn Runtime,
+    store: &Store,
+    output: &OutputFile,
+    waits: Waits,
+    log: &mut Log,
+) -> Result<Polled> {
+    let dir = store.dir();
+    let pending = Pending::load(dir);
+    if pending.is_empty() {
+        // Read again under the lock: a run may have recorded work since.
+        let lock = store.lock::<Exclusive>()?;
+        let pending = Pending::load(dir);
+        let passed = Passed {
+            pending,
+            counts: Counts::default(),
+        };
+        return Ok(Polled::Passed(lock, passed, None));
+    }
+    let Some(read) = Read::now(api, dir, output, &pending)? else {
+        return Ok(Polled::Wait);
+    };
+    let lock = store.lock::<Exclusive>()?;
+    if !read.current(dir, output)? {
+        log.debug("settle: a run changed the folder's work since it was read; reading again");
+        return Ok(Polled::Wait);
+    }
+    let desired = config::servers(&String::from_utf8_lossy(&read.config));
+    let live = read.live.clone();
+    let passed = settle::pass(&read.with(api), dir, &desired, &live, None, waits, log)?;
+    Ok(Polled::Passed(lock, passed, Some(live.len())))
+}
+
+/// What a worker's pass needs from HAProxy, read without the folder lock,
+/// and what it was read against.
+///
+/// Invariant: every change hacfg makes to HAProxy's servers is made under
+/// the folder lock by a run that writes the config file or the pending
+/// record (it records its drains before it runs them, and a pass that
+/// finishes one saves the record). So when both are byte for byte as they
+/// were before the read, no hacfg run came between the read and the lock,
+/// and acting on the read under the lock is as sound as reading under it:
+/// what HAProxy itself changed meanwhile (a check, a session) the act
+/// already tolerates, as it did when the read took its own time under the
+/// lock (a server busy again is put back in drain, a server gone is
+/// dropped). Only the act (`set server`, `del server`) is sent under it.
+struct Read {
+    /// The record's bytes, and the config file's, before the read.
+    record: Option<Vec<u8>>,
+    config: Vec<u8>,
+    /// The servers the stats were read for.
+    asked: BTreeSet<Target>,
+    stats: BTreeMap<Target, Stat>,
+    live: Vec<Live>,
+}
+
+impl Read {
+    /// The pending servers' stats and, if any waiting one is due (or
+    /// none waits: the overdue ones are finished once more), the live
+    /// servers; `None` when nothing is due yet.
+    fn now(
+        api: &dyn Runtime,
+        dir: &Path,
+        output: &OutputFile,
+        pending: &Pending,
+    ) -> Result<Option<Read>> {
+        let record = record_bytes(dir);
+        let config = output.read()?.unwrap_or_default();
+        let targets = stat_targets(pending);
+        let stats = api.stats_of(&targets)?;
+        let waiting: Vec<&Entry> = pending.waiting(now_ms()).collect();
+        if !waiting.is_empty() && !any_due(&waiting, &stats) {
+            return Ok(None);
+        }
+        let live = api.live()?;
+        let asked = targets.into_iter().map(|(t, _)| t).collect();
+        Ok(Some(Read {
+            record,
+            config,
+            asked,
+            stats,
+            live,
+        }))
+    }
+
+    /// Whether the record and the config file are as they were before the
+    /// read: then no run came between (see [`Read`]).
+    fn current(&self, dir: &Path, output: &OutputFile) -> Result<bool> {
+        Ok(record_bytes(dir) == self.record && output.read()?.unwrap_or_default() == self.config)
+    }
+
+    /// HAProxy as this read saw it, for a pass: the reads answered from
+    /// it, the commands sent to `api`.
+    fn with<'a>(&'a self, api: &'a dyn Runtime) -> Seen<'a> {
+        Seen { read: self, api }
+    }
+}
+
+/// The record's bytes as they are now (`None`: no file, or unreadable).
+fn record_bytes(dir: &Path) -> Option<Vec<u8>> {
+    crate::file::read_capped(&dir.join(records::PENDING), Pending::CAP)
+        .ok()
+        .flatten()
+}
+
+/// A [`Read`] in front of the socket: a pass made under the lock reads
+/// what was read before it, and sends only its commands.
+struct Seen<'a> {
+    read: &'a Read,
+    api: &'a dyn Runtime,
+}
+
+impl Runtime for Seen<'_> {
+    fn path(&self) -> &Address {
+        self.api.path()
+    }
+    fn live(&self) -> Result<Vec<Live>> {
+        Ok(self.read.live.clone())
+    }
+    fn version(&self) -> Result<(u32, u32)> {
+        self.api.version()
+    }
+    fn stats_of(&self, servers: &[(Target, Option<u32>)]) -> Result<BTreeMap<Target, Stat>> {
+        if !servers.iter().all(|(t, _)| self.read.asked.contains(t)) {
+            return self.api.stats_of(servers);
+        }
+        let stats = &self.read.stats;
+        Ok(servers
+            .iter()
+            .filter_map(|(t, _)| Some((t.clone(), stats.get(t)?.clone())))
+            .collect())
+    }
+    fn batch(&self, commands: &[String]) -> Result<Vec<String>> {
+        self.api.batch(commands)
     }
 }
 
@@ -109,7 +259,9 @@ fn give_up(e: &anyhow::Error, failing: &mut Option<Instant>, log: &mut Log) -> b
 /// The worker's second job (`--on-failed verify`): it watches the failed
 /// members that stay until HAProxy's checks see them DOWN (then they go:
 /// node file removed, the change applied) or `--check-timeout` has passed
-/// since they stayed (later events and `sync` review them then).
+/// since they stayed (later events and `sync` review them then). It polls
+/// without the folder lock; removing a member is a run like the event it
+/// stands for (under the lock, within a run's budget).
 pub fn watch(
     s: &Settings,
     store: &Store,
@@ -122,6 +274,10 @@ pub fn watch(
     };
     let mut failing: Option<Instant> = None;
     loop {
+        // Each poll is a run of its own (see `work`).
+        if let Some(api) = s.apply.runtime() {
+            api.begin_run();
+        }
         let mut stays = Stays::load(store.dir());
         if !watching(s, &stays) {
             // Read again under the folder lock, and let go of the watch lock
@@ -215,39 +371,29 @@ fn exit(worker_lock: WorkerLock, lock: Lock<Exclusive>, left: &Pending, log: &mu
     drop(lock);
 }
 
-/// A pass against the config file hacfg last wrote and the live servers;
-/// how many servers HAProxy ran.
-fn pass_from_file(
-    api: &dyn Runtime,
-    store: &Store,
-    output: &OutputFile,
-    waits: Waits,
-    log: &mut Log,
-) -> Result<(Passed, usize)> {
-    let text = output.read()?.unwrap_or_default();
-    let desired = config::servers(&String::from_utf8_lossy(&text));
-    let live = api.live()?;
-    let passed = settle::pass(api, store.dir(), &desired, &live, None, waits, log)?;
-    Ok((passed, live.len()))
+/// Whether any waiting entry is due, by what `show stat` says: its check
+/// has run, it is idle, an operator put it in maintenance, its server is no
+/// longer there, or it was kept serving and a server it waits for is UP
+/// (see [`kept_due`]).
+fn any_due(waiting: &[&Entry], stats: &BTreeMap<Target, Stat>) -> bool {
+    waiting.iter().any(|e| match e.why {
+        Why::KeptServing => kept_due(e, waiting, stats),
+        _ => is_due(e, stats.get(&e.target)),
+    })
 }
 
-/// Whether any waiting entry is due now: its check has run, it is idle,
-/// an operator put it in maintenance, its server is no longer there, or it
-/// was kept serving and a server it waits for is UP (see [`kept_due`]).
-/// An unreadable answer counts as due, so that the pass says what is wrong.
-fn due(api: &dyn Runtime, waiting: &[&Entry]) -> bool {
-    let mut targets: Vec<(Target, Option<u32>)> =
-        waiting.iter().map(|e| (e.target.clone(), e.id)).collect();
-    for e in waiting.iter().filter(|e| e.why == Why::KeptServing) {
+/// The servers whose `show stat` decides what is due: the pending ones,
+/// and the replacements a server kept serving waits for.
+fn stat_targets(pending: &Pending) -> Vec<(Target, Option<u32>)> {
+    let mut targets: Vec<(Target, Option<u32>)> = pending
+        .entries
+        .iter()
+        .map(|e| (e.target.clone(), e.id))
+        .collect();
+    for e in pending.entries.iter().filter(|e| e.why == Why::KeptServing) {
         targets.extend(e.replacement_targets());
     }
-    match api.stats_of(&targets) {
-        Ok(stats) => waiting.iter().any(|e| match e.why {
-            Why::KeptServing => kept_due(e, waiting, &stats),
-            _ => is_due(e, stats.get(&e.target)),
-        }),
-        Err(_) => true,
-    }
+    targets
 }
 
 /// Whether a server kept serving is due: while servers added to its
@@ -363,6 +509,16 @@ mod tests {
         assert!(is_due(&removal, None));
     }
 
+    /// What a poll decides from one `show stat` of the servers `waiting`
+    /// needs (each entry's own, and the replacements kept servers wait for).
+    fn due(api: &dyn Runtime, waiting: &[&Entry]) -> bool {
+        let pending = Pending {
+            entries: waiting.iter().map(|e| (*e).clone()).collect(),
+        };
+        let stats = api.stats_of(&stat_targets(&pending)).unwrap();
+        any_due(waiting, &stats)
+    }
+
     #[test]
     fn a_server_kept_serving_is_due_once_nothing_added_to_its_backend_waits() {
         let fake = crate::haproxy::fake::Fake::of(
@@ -400,13 +556,53 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_answer_counts_as_due() {
-        let fake =
-            crate::haproxy::fake::Fake::of("backend nodes\n    server a 10.0.0.1:80 id 11\n");
-        fake.set("nodes/a", |s| s.sessions = 1);
-        let removal = entry(Why::Removal);
-        assert!(!due(&fake, &[&removal]));
-        fake.answers.set(0);
-        assert!(due(&fake, &[&removal]), "the pass says what is wrong");
+    fn a_pass_acts_on_what_was_read_unless_a_run_came_between() {
+        const CONFIG: &str = "backend nodes\n    server a 10.0.0.1:80 check id 11\n";
+        let dir = tempfile::tempdir().unwrap();
+        let output =
+            OutputFile::new(&dir.path().join("h.cfg"), crate::output::WriteMode::Rename).unwrap();
+        let _ = output.replace(None, CONFIG.as_bytes()).unwrap();
+        let fake = crate::haproxy::fake::Fake::of(CONFIG);
+        fake.set("nodes/a", |s| {
+            s.live.admin_state = crate::haproxy::state::FORCED_DRAIN;
+            s.check = "INI".into();
+        });
+        let mut pending = Pending::default();
+        let a = Target::new("nodes", "a");
+        pending.insert(a.clone(), Why::FirstCheck, Duration::from_secs(60));
+        pending.save(dir.path(), &Pending::default()).unwrap();
+        let load = || Pending::load(dir.path());
+        // Its check has not run: nothing is due, nothing more is read.
+        assert!(
+            Read::now(&fake, dir.path(), &output, &load())
+                .unwrap()
+                .is_none()
+        );
+        fake.set("nodes/a", |s| s.check = "L7OK".into());
+        let read = Read::now(&fake, dir.path(), &output, &load())
+            .unwrap()
+            .unwrap();
+        assert!(read.current(dir.path(), &output).unwrap());
+        // The pass reads nothing more: only its command goes to HAProxy.
+        let sent = fake.sent().len();
+        let seen = read.with(&fake);
+        assert!(seen.stats_of(&[(a.clone(), Some(11))]).unwrap()[&a].checked());
+        crate::haproxy::execute::set_ready(&seen, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(fake.sent()[sent..], ["set server nodes/a state ready"]);
+        // A run that records other work, or writes the config, in between:
+        // the read is stale.
+        let mut other = load();
+        other.insert(
+            Target::new("nodes", "b"),
+            Why::Removal,
+            Duration::from_secs(60),
+        );
+        other.save(dir.path(), &load()).unwrap();
+        assert!(!read.current(dir.path(), &output).unwrap());
+        let read = Read::now(&fake, dir.path(), &output, &load())
+            .unwrap()
+            .unwrap();
+        let _ = output.replace(None, b"backend nodes\n").unwrap();
+        assert!(!read.current(dir.path(), &output).unwrap());
     }
 }
