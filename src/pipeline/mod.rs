@@ -16,11 +16,11 @@ mod balancer;
 mod check;
 mod hitless;
 mod partial;
-/// Public for `metrics` alone, which the pipeline itself reaches: through
-/// the `pub use` below, that would be an import circle.
-pub mod pending;
+mod pending;
 mod plan;
 mod quarantine;
+/// hacfg's own files in the nodes folder: the one module the node store's
+/// index, `etcd`'s revision and `doctor` share with the pipeline.
 pub mod records;
 mod reload;
 mod settle;
