@@ -6,7 +6,7 @@
 //! When HAProxy refuses a runtime command, `--apply auto` takes the checked
 //! reload path instead (what this run changed at runtime is undone first).
 //! `--apply runtime` never reloads: what it cannot take waits for a reload
-//! while every other change goes through (see `partial`).
+//! while every other change goes through (see `split`).
 
 use std::cell::OnceCell;
 use std::path::Path;
@@ -14,11 +14,11 @@ use std::thread::JoinHandle;
 
 use anyhow::Result;
 
-use super::partial::{self, Part, Record, Sorted, Waiting};
 use super::pending::Pending;
 use super::plan::{self, Plan};
 use super::quarantine::RETRY_AFTER;
 use super::settle::{self, Left, Waits};
+use super::split::{self, Part, Record, Sorted, Waiting};
 use super::{Apply, Counts, Settings};
 use crate::exit::Failure;
 use crate::haproxy::config::{self, Server};
@@ -349,7 +349,7 @@ impl Hitless<'_> {
     /// `--apply runtime`: the part of the render the runtime takes now.
     fn part(&self, old: &str, input: &Input) -> Result<Step<Decided>> {
         let record = Record::load(self.dir);
-        let part = match partial::sort(old, input.rendered, input.live, input.known(), &record) {
+        let part = match split::sort(old, input.rendered, input.live, input.known(), &record) {
             Sorted::Part(part) => part,
             Sorted::Blocked(why) => {
                 return Ok(Step::Reload(format!(
@@ -390,7 +390,7 @@ impl Hitless<'_> {
     /// changes were undone, or said not to be): `--apply auto` reloads
     /// instead. `--apply runtime` records the refused part as waiting; a
     /// part refused for the first time fails the run (exit 3), one tried
-    /// again (see `partial`) is left out and the rest goes through
+    /// again (see `split`) is left out and the rest goes through
     /// (`Step::On`: decide once more).
     fn refused(&self, err: anyhow::Error, input: &Input) -> Result<Step<()>> {
         let Some((target, words, undo)) = refusal(&err) else {
@@ -401,7 +401,7 @@ impl Hitless<'_> {
         }
         let change = input
             .old
-            .and_then(|old| partial::change_of(old, input.rendered, target));
+            .and_then(|old| split::change_of(old, input.rendered, target));
         let Some(change) = change else {
             return Err(err);
         };

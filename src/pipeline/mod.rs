@@ -6,7 +6,7 @@
 //! renders them, and then takes one of two paths: the hitless one
 //! (`hitless`: plan the runtime operations, execute them, record and
 //! finish what is due, `settle`; with `--apply runtime`, what the runtime
-//! cannot take waits for a reload, `partial`), or the checked one
+//! cannot take waits for a reload, `split`), or the checked one
 //! (`check`, holding back the nodes HAProxy refuses, then write and
 //! `reload`). What must wait
 //! for HAProxy is left to the detached `worker`, started by [`after`] once
@@ -15,7 +15,6 @@
 mod balancer;
 mod check;
 mod hitless;
-mod partial;
 mod pending;
 mod plan;
 mod quarantine;
@@ -24,6 +23,7 @@ mod quarantine;
 pub mod records;
 mod reload;
 mod settle;
+mod split;
 mod verify;
 mod worker;
 
@@ -316,7 +316,7 @@ fn apply_loaded(
         }
         if let Checked::Accepted(staged) = check::candidate(s, output, &rendered, &mut q, log)? {
             q.save()?;
-            partial::forget(store.dir())?;
+            split::forget(store.dir())?;
             let written = (store.dir(), rendered.as_str(), q.nodes().len());
             reload::write_and_reload(s, output, staged, written, log, counts)?;
             let left = hitless::finish_pending(s, store, &rendered, log, counts);
@@ -336,7 +336,7 @@ fn keep_unchanged(
     counts: &mut Counts,
 ) -> Result<Applied> {
     q.save()?;
-    partial::forget(store.dir())?;
+    split::forget(store.dir())?;
     let shown = output.path().display();
     log.info(&format!(
         "`{shown}` unchanged ({})",
@@ -384,7 +384,7 @@ impl Written<'_> {
             // Not applied: the caller takes the reload path.
             Ended::Reload => return Ok(Left::Nothing),
             Ended::All(left) => {
-                partial::forget(store.dir())?;
+                split::forget(store.dir())?;
                 if !self.unchanged {
                     write_applied(output, self.rendered, &nodes_text(self.count), log)?;
                 }

@@ -41,7 +41,7 @@ pub const PENDING: &str = ".hacfg.pending";
 pub const HELD: &str = ".hacfg.held";
 /// Failed members that stay (the `verify` module).
 pub const FAILED: &str = ".hacfg.failed";
-/// Parts that wait for a reload (the `partial` module).
+/// Parts that wait for a reload (the `split` module).
 pub const WAITING: &str = ".hacfg.waiting";
 /// The cache of the node files (the `index` module): a damaged one is ignored
 /// and rewritten, since the node files hold everything it says.
@@ -179,9 +179,9 @@ mod tests {
     use crate::haproxy::Target;
     use crate::log::Verbosity;
     use crate::node::Node;
-    use crate::pipeline::partial;
     use crate::pipeline::pending::{Pending, Why};
     use crate::pipeline::quarantine::HeldSet;
+    use crate::pipeline::split;
     use crate::pipeline::verify::{Stay, Stays};
     use crate::store::{Exclusive, Store};
 
@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(Pending::load(f.dir()), pending);
         assert_eq!(HeldSet::load(f.dir()), held);
         assert_eq!(Stays::load(f.dir()).entries, stays);
-        assert_eq!(partial::Record::load(f.dir()).entries.len(), 1);
+        assert_eq!(split::Record::load(f.dir()).entries.len(), 1);
         // None of them is a file once empty; a missing one reads as empty.
         forget::<Stays>(f.dir()).unwrap();
         assert!(!present::<Stays>(f.dir()));
@@ -327,7 +327,7 @@ mod tests {
     fn a_fifo_never_blocks_a_read() {
         let f = Folder::new();
         mkfifo(&f.path(WAITING));
-        assert!(partial::Record::load(f.dir()).entries.is_empty());
+        assert!(split::Record::load(f.dir()).entries.is_empty());
         assert_set_aside(&f, WAITING, "a FIFO");
     }
 

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use super::{Kind, read};
 use crate::log::Log;
-use crate::pipeline::partial;
 use crate::pipeline::pending::Pending;
 use crate::pipeline::quarantine::HeldSet;
+use crate::pipeline::split;
 use crate::pipeline::verify::Stays;
 use crate::store::{Lock, Mode};
 
@@ -18,7 +18,7 @@ pub fn sweep<M: Mode>(dir: &Path, _lock: &Lock<M>, log: &mut Log) {
     set_aside::<Pending>(dir, log);
     set_aside::<HeldSet>(dir, log);
     set_aside::<Stays>(dir, log);
-    set_aside::<partial::Record>(dir, log);
+    set_aside::<split::Record>(dir, log);
 }
 
 fn set_aside<R: Kind>(dir: &Path, log: &mut Log) {
