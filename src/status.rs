@@ -296,6 +296,7 @@ mod tests {
             weight,
             op_state: 2,
             admin_state: 8,
+            unchecked: false,
         };
         let rows = compare(
             desired,
@@ -383,6 +384,7 @@ mod tests {
             weight: 1,
             op_state: 2,
             admin_state: 0,
+            unchecked: false,
         };
         let pending = (&Pending::default(), false);
         let rows = compare(&desired, &[live], &BTreeMap::new(), pending);

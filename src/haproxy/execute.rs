@@ -65,6 +65,9 @@ pub struct Executed {
     pub done: Vec<String>,
     /// New servers in drain until their first check has run.
     pub checking: Vec<Target>,
+    /// New servers HAProxy keeps DOWN until a check passes (`init-state`):
+    /// nothing to finish, but they wait for their first check too.
+    pub starting: Vec<Target>,
     /// Removed servers in drain until they are idle.
     pub draining: Vec<Target>,
 }
@@ -429,8 +432,10 @@ impl Execution<'_> {
             format!("set server {target} state {state}"),
         ));
         self.out.done.push(done);
-        if check && !init {
-            self.out.checking.push(target);
+        match (check, init) {
+            (true, false) => self.out.checking.push(target),
+            (true, true) => self.out.starting.push(target),
+            (false, _) => {}
         }
     }
 
@@ -496,6 +501,13 @@ mod tests {
         let ops = [Op::Add(server("server c 10.0.0.3:80 check id 13"))];
         let done = run(&fake, &ops, SafeAdd::InitState).unwrap();
         assert!(done.checking.is_empty());
+        assert_eq!(done.starting, [Target::new("nodes", "c")]);
+        let c = fake.live().unwrap().into_iter().find(|l| l.name == "c");
+        let c = c.unwrap();
+        assert_eq!(
+            (c.admin(), c.op_state, c.unchecked),
+            (Admin::Ready, 0, true)
+        );
         assert!(
             fake.sent()[0].ends_with("init-state down"),
             "{:?}",

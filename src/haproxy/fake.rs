@@ -184,8 +184,14 @@ impl Fake {
             addr: addr.trim_matches(['[', ']']).into(),
             port: port.parse().unwrap_or(0),
             weight: word("weight").and_then(|v| v.parse().ok()).unwrap_or(1),
-            op_state: 2,
+            // `init-state down` (3.1 and later): DOWN until a check passes.
+            op_state: if word("init-state") == Some("down") {
+                0
+            } else {
+                2
+            },
             admin_state: FORCED_MAINT,
+            unchecked: false,
         };
         self.servers.borrow_mut().push(Server {
             live,
@@ -231,7 +237,10 @@ impl Runtime for Fake {
             .servers
             .borrow()
             .iter()
-            .map(|s| s.live.clone())
+            .map(|s| Live {
+                unchecked: s.checks && s.check == "INI",
+                ..s.live.clone()
+            })
             .collect())
     }
     fn version(&self) -> Result<(u32, u32)> {

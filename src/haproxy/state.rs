@@ -17,6 +17,8 @@ mod col {
     pub const OP_STATE: usize = 5;
     pub const ADMIN_STATE: usize = 6;
     pub const WEIGHT: usize = 7;
+    pub const CHECK_STATUS: usize = 10;
+    pub const CHECK_STATE: usize = 13;
     pub const PORT: usize = 18;
 }
 
@@ -34,7 +36,15 @@ pub struct Live {
     pub op_state: u8,
     /// `srv_admin_state` bits: 0x1 forced maint, 0x8 forced drain, …
     pub admin_state: u8,
+    /// Its health checks run and none has a result yet: what a server
+    /// HAProxy keeps DOWN by `init-state` until its first check waits for.
+    pub unchecked: bool,
 }
+
+/// `srv_check_status` before a check has a result (`HCHK_STATUS_INI`).
+const CHECK_INI: u32 = 1;
+/// `srv_check_state`'s bit for checks that run (`CHK_ST_ENABLED`).
+const CHECK_ENABLED: u32 = 0x04;
 
 /// `srv_admin_state`'s bit for a drain forced through the runtime API.
 pub const FORCED_DRAIN: u8 = 0x08;
@@ -120,6 +130,10 @@ fn parse_line(line: &str) -> Result<Live, Error> {
     // A number past its range is an error, never read as another value
     // (a weight of 99999 as 0, an op state of 300 as down).
     let at = Target::new(backend, name);
+    // Read only to keep a server serving for a while: a column that is
+    // missing or no number claims nothing.
+    let unchecked = num(col::CHECK_STATUS) == Some(CHECK_INI)
+        && num(col::CHECK_STATE).is_some_and(|s| s & CHECK_ENABLED != 0);
     Ok(Live {
         id,
         port: in_range("srv_port", port, u16::MAX.into(), &at)?,
@@ -129,6 +143,7 @@ fn parse_line(line: &str) -> Result<Live, Error> {
         backend: at.backend,
         name: at.name,
         addr: addr.to_string(),
+        unchecked,
     })
 }
 
@@ -240,6 +255,7 @@ pub fn all_up(config: &str) -> Vec<Live> {
             weight: s.weight,
             op_state: 2,
             admin_state: 0,
+            unchecked: false,
         })
         .collect()
 }
@@ -266,6 +282,26 @@ mod tests {
         );
         assert!(parse("garbage").is_err());
         assert!(parse("1\n3 nodes x\n").is_err());
+    }
+
+    #[test]
+    fn a_server_whose_checks_have_no_result_yet_is_unchecked() {
+        // As HAProxy 3.4 and 2.6 wrote them: `n` added with `init-state
+        // down` before its first check; `a` after a failed one; `p` with no
+        // `check`; `q` with `check` whose checks were never enabled.
+        let head = STATE.lines().take(2).collect::<Vec<_>>().join("\n");
+        let text = format!(
+            "{head}\n\
+             2 nodes 1 a 127.0.0.1 0 0 1 1 4 8 2 0 6 0 0 0 - 1 - 0 0 - - 0\n\
+             2 nodes 2 n 127.0.0.1 0 0 1 1 0 1 0 1 6 0 0 0 - 18931 - 0 0 - - 0\n\
+             2 nodes 3 p 127.0.0.1 0 1 1 1 0 1 0 0 0 0 0 0 - 18931 - 0 0 - - 0\n\
+             2 nodes 4 q 127.0.0.1 0 1 1 1 0 1 0 0 2 0 0 0 - 18931 - 0 0 - - 0\n"
+        );
+        let unchecked: Vec<bool> = parse(&text).unwrap().iter().map(|l| l.unchecked).collect();
+        assert_eq!(unchecked, [false, true, false, false]);
+        // Columns cut short or no number: no claim, and still a server.
+        let short = format!("{head}\n2 nodes 2 n 127.0.0.1 0 0 1 1 0 x 0 1 y 0 0 0 - 80\n");
+        assert!(!parse(&short).unwrap()[0].unchecked);
     }
 
     #[test]

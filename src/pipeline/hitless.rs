@@ -443,7 +443,7 @@ impl Hitless<'_> {
             return Ok(None);
         }
         let safe = safe_add(self.api, input, ops, log);
-        let kept = settle::keep(ops, input.live, pending, safe, self.dead);
+        let kept = settle::keep(ops, input.live, pending, self.dead);
         let ops: Vec<Op> = ops
             .iter()
             .filter(|op| !matches!(op, Op::Delete(t) if kept.contains(t)))
@@ -545,7 +545,9 @@ fn as_now(live: &mut Vec<Live>, done: &Executed, desired: &[Server]) {
             l.admin_state |= FORCED_DRAIN;
         }
     }
-    for t in &done.checking {
+    // In drain until checked, or ready and DOWN until a check passes.
+    let drained = done.checking.iter().map(|t| (t, FORCED_DRAIN));
+    for (t, admin_state) in drained.chain(done.starting.iter().map(|t| (t, 0))) {
         let Some(s) = desired.iter().find(|s| s.is(t)) else {
             continue;
         };
@@ -557,7 +559,8 @@ fn as_now(live: &mut Vec<Live>, done: &Executed, desired: &[Server]) {
             port: s.port,
             weight: s.weight,
             op_state: 0,
-            admin_state: FORCED_DRAIN,
+            admin_state,
+            unchecked: true,
         });
     }
 }
@@ -799,6 +802,85 @@ mod tests {
         assert!(Pending::load(&folder.dir()).removing(&b), "still busy");
     }
 
+    /// A pass the worker would make, with nothing new to run.
+    fn settle_once(folder: &mut Folder, fake: &Fake, rendered: &str) -> Pending {
+        std::fs::write(folder.output.path(), rendered).unwrap();
+        match folder.apply(fake, Fallback::Reload, rendered).unwrap() {
+            Ended::All(Left::Passed(pending)) => pending,
+            ended => panic!("{ended:?}"),
+        }
+    }
+
+    #[test]
+    fn on_3_1_the_only_servers_serve_until_their_init_state_replacement_is_up() {
+        let (mut folder, mut fake) = (Folder::new(), Fake::of(BASE));
+        fake.version = (3, 1);
+        let (a, b) = (Target::new("nodes", "a"), Target::new("nodes", "b"));
+        let new = BASE
+            .replace(B, "")
+            .replace("    server a 10.0.0.1:80 check weight 1 id 11\n", "")
+            + C;
+        let Ended::All(Left::Passed(pending)) =
+            folder.apply(&fake, Fallback::Reload, &new).unwrap()
+        else {
+            panic!("not applied at runtime");
+        };
+        // c waits DOWN by init-state, nothing of hacfg's to finish; a and b
+        // serve on, waiting for c.
+        assert!(fake.sent().iter().any(|c| c.ends_with("init-state down")));
+        assert!(pending.get(&Target::new("nodes", "c")).is_none());
+        assert!(pending.kept(&a) && pending.kept(&b), "{pending:?}");
+        let waits_for: Vec<&str> = pending
+            .get(&a)
+            .unwrap()
+            .replacements
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(waits_for, ["c"]);
+        assert!(pending.is_waiting(), "a worker is needed");
+        assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Ready);
+        // Still unchecked: nothing changes.
+        assert!(settle_once(&mut folder, &fake, &new).kept(&a));
+        // c passes its check and is UP: a and b drain, then go once idle.
+        fake.set("nodes/c", |s| {
+            s.check = "L7OK".into();
+            s.live.op_state = 2;
+        });
+        let pending = settle_once(&mut folder, &fake, &new);
+        assert!(pending.removing(&a) && pending.removing(&b), "{pending:?}");
+        assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Drain);
+        assert!(settle_once(&mut folder, &fake, &new).is_empty());
+        assert!(fake.get("nodes/a").is_none() && fake.get("nodes/b").is_none());
+    }
+
+    #[test]
+    fn on_3_1_a_removal_after_an_init_state_add_keeps_the_last_server_serving() {
+        let (mut folder, mut fake) = (Folder::new(), Fake::of(BASE));
+        fake.version = (3, 1);
+        let a = Target::new("nodes", "a");
+        // One run adds c (a member-join): nothing is recorded.
+        let added = BASE.to_string() + C;
+        assert!(settle_once(&mut folder, &fake, &added).is_empty());
+        // b went DOWN by its checks: a is the only server that serves.
+        fake.set("nodes/b", |s| s.live.op_state = 0);
+        // The next run removes a (a member-leave) before c's first check.
+        let a_line = "    server a 10.0.0.1:80 check weight 1 id 11\n";
+        let left = added.replace(a_line, "");
+        let pending = settle_once(&mut folder, &fake, &left);
+        assert!(pending.kept(&a), "{pending:?}");
+        assert!(folder.logged().contains("runtime: kept `nodes/a` serving"));
+        assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Ready);
+        // Once c has a result but is DOWN (it failed), a waits on for it.
+        fake.set("nodes/c", |s| s.check = "L4CON".into());
+        assert!(settle_once(&mut folder, &fake, &left).kept(&a));
+        fake.set("nodes/c", |s| {
+            s.check = "L7OK".into();
+            s.live.op_state = 2;
+        });
+        assert!(settle_once(&mut folder, &fake, &left).removing(&a));
+    }
+
     #[test]
     fn the_live_state_is_as_a_run_left_it() {
         let desired = config::servers(&(BASE.to_string() + C));
@@ -806,6 +888,7 @@ mod tests {
         let done = Executed {
             done: Vec::new(),
             checking: vec![Target::new("nodes", "c")],
+            starting: Vec::new(),
             draining: vec![Target::new("nodes", "b")],
         };
         as_now(&mut live, &done, &desired);

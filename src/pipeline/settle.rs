@@ -92,16 +92,12 @@ pub fn intend(
 
 /// Make before break: the removed servers (`Op::Delete` in `ops`) to keep
 /// serving, because they are the last servers of their backend that take
-/// traffic while servers added to it wait for their first check (added by
-/// `ops`, or recorded by an earlier run). A server whose node is `dead`
-/// (a failed member) is never kept.
-pub fn keep(
-    ops: &[Op],
-    live: &[Live],
-    pending: &Pending,
-    safe: SafeAdd,
-    dead: &[String],
-) -> Vec<Target> {
+/// traffic while servers added to it wait for their first check: added by
+/// `ops`, recorded by an earlier run (in hacfg's drain), or live and kept
+/// DOWN by HAProxy's `init-state` until then (3.1 and later, where hacfg
+/// records nothing: HAProxy itself says which have no check result). A
+/// server whose node is `dead` (a failed member) is never kept.
+pub fn keep(ops: &[Op], live: &[Live], pending: &Pending, dead: &[String]) -> Vec<Target> {
     let now = now_ms();
     let removed: Vec<&Target> = ops
         .iter()
@@ -110,17 +106,23 @@ pub fn keep(
             _ => None,
         })
         .collect();
+    let stays = |l: &&Live| !removed.iter().any(|t| l.is(t));
     let added = |backend: &str| {
-        ops.iter().any(|op| {
-            matches!(op, Op::Add(s) if s.check && safe == SafeAdd::Drain && s.backend == backend)
-        })
+        ops.iter()
+            .any(|op| matches!(op, Op::Add(s) if s.check && s.backend == backend))
+    };
+    let starting = |backend: &str| {
+        live.iter()
+            .filter(stays)
+            .any(|l| l.backend == backend && starts(l))
     };
     // A backend whose servers that serve now all leave, and gains some.
     let emptied = |backend: &str| {
         !live
             .iter()
-            .any(|l| l.backend == backend && serves(l) && !removed.iter().any(|t| l.is(t)))
-            && (added(backend) || pending.replacing(backend, now))
+            .filter(stays)
+            .any(|l| l.backend == backend && serves(l))
+            && (added(backend) || pending.replacing(backend, now) || starting(backend))
     };
     removed
         .iter()
@@ -134,6 +136,12 @@ pub fn keep(
 /// Whether HAProxy sends `l` requests: ready and running.
 fn serves(l: &Live) -> bool {
     l.admin() == Admin::Ready && l.op_state == 2
+}
+
+/// Whether `l` takes no request only because its first health check has
+/// not run: ready, and DOWN by `init-state` until a check passes.
+fn starts(l: &Live) -> bool {
+    l.admin() == Admin::Ready && l.op_state == 0 && l.unchecked
 }
 
 /// What a pass finished, and the record as it left it.
@@ -523,6 +531,7 @@ mod tests {
         let executed = Executed {
             done: Vec::new(),
             checking: vec![Target::new("nodes", "a")],
+            starting: Vec::new(),
             draining: Vec::new(),
         };
         let desired = config::servers(CONFIG);
@@ -586,15 +595,15 @@ mod tests {
         let del = |n| Op::Delete(Target::new("nodes", n));
         let none = Pending::default();
         let both = [add.clone(), del("a"), del("b")];
-        assert_eq!(keep(&both, &live, &none, SafeAdd::Drain, &[]).len(), 2);
+        assert_eq!(keep(&both, &live, &none, &[]).len(), 2);
         // A failed member's server is dead: never kept.
         let dead = ["a".to_string()];
-        let kept = keep(&both, &live, &none, SafeAdd::Drain, &dead);
+        let kept = keep(&both, &live, &none, &dead);
         assert_eq!(kept, [Target::new("nodes", "b")]);
         // Another server serves on, or none is added: nothing is kept.
-        assert!(keep(&[add, del("a")], &live, &none, SafeAdd::Drain, &[]).is_empty());
+        assert!(keep(&[add, del("a")], &live, &none, &[]).is_empty());
         let leave = [del("a"), del("b")];
-        assert!(keep(&leave, &live, &none, SafeAdd::Drain, &[]).is_empty());
+        assert!(keep(&leave, &live, &none, &[]).is_empty());
         // Nor a server that takes no traffic (DOWN by its checks).
         let mut down = live.clone();
         down[0].op_state = 0;
@@ -602,9 +611,38 @@ mod tests {
         let mut earlier = Pending::default();
         let c = Target::new("nodes", "c");
         earlier.insert(c, Why::FirstCheck, Duration::from_secs(60));
-        assert_eq!(keep(&leave, &live, &earlier, SafeAdd::Drain, &[]).len(), 2);
-        let kept = keep(&leave, &down, &earlier, SafeAdd::Drain, &[]);
+        assert_eq!(keep(&leave, &live, &earlier, &[]).len(), 2);
+        let kept = keep(&leave, &down, &earlier, &[]);
         assert_eq!(kept, [Target::new("nodes", "b")]);
+    }
+
+    #[test]
+    fn a_server_down_by_init_state_until_its_first_check_is_a_replacement() {
+        // 3.1 and later: c was added by an earlier run, ready and DOWN until
+        // a check passes; hacfg recorded nothing.
+        let both = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server c 10.0.0.3:80 check id 13\n";
+        let mut live = crate::haproxy::state::all_up(both);
+        live[1].op_state = 0;
+        live[1].unchecked = true;
+        let (none, a) = (Pending::default(), Target::new("nodes", "a"));
+        let leave = [Op::Delete(a.clone())];
+        assert_eq!(keep(&leave, &live, &none, &[]), std::slice::from_ref(&a));
+        assert!(
+            keep(&leave, &live, &none, &["a".to_string()]).is_empty(),
+            "dead"
+        );
+        // Leaving too, it replaces nothing.
+        let both_leave = [Op::Delete(a.clone()), Op::Delete(Target::new("nodes", "c"))];
+        assert!(keep(&both_leave, &live, &none, &[]).is_empty());
+        // Its first check has a result (it failed: DOWN): no longer waited
+        // for, as a server whose hacfg drain ended is not on 2.6.
+        let mut failed = live.clone();
+        failed[1].unchecked = false;
+        assert!(keep(&leave, &failed, &none, &[]).is_empty());
+        // In an operator's drain or maintenance, it is no replacement.
+        let mut drained = live.clone();
+        drained[1].admin_state = FORCED_DRAIN;
+        assert!(keep(&leave, &drained, &none, &[]).is_empty());
     }
 
     #[test]

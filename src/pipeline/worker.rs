@@ -397,9 +397,11 @@ fn stat_targets(pending: &Pending) -> Vec<(Target, Option<u32>)> {
 }
 
 /// Whether a server kept serving is due: while servers added to its
-/// backend wait for a first check, their own entries say when a pass is
-/// due; then, once a server it waits for is UP, or none of them is left
-/// (a pass finds which servers it waits for).
+/// backend wait in hacfg's drain for a first check, their own entries say
+/// when a pass is due; then, once a server it waits for is UP, or none of
+/// them is left (a pass finds which servers it waits for). One HAProxy
+/// keeps DOWN by `init-state` (3.1 and later) has no entry: it is waited
+/// for as a replacement, until it is UP.
 fn kept_due(kept: &Entry, waiting: &[&Entry], stats: &BTreeMap<Target, Stat>) -> bool {
     let backend = &kept.target.backend;
     if waiting
@@ -604,5 +606,28 @@ mod tests {
             .unwrap();
         let _ = output.replace(None, b"backend nodes\n").unwrap();
         assert!(!read.current(dir.path(), &output).unwrap());
+    }
+
+    #[test]
+    fn a_server_kept_serving_waits_for_an_init_state_replacement_to_come_up() {
+        let fake = crate::haproxy::fake::Fake::of(
+            "backend nodes\n    server a 10.0.0.1:80 id 11\n    server n 10.0.0.2:80 check id 12\n",
+        );
+        // 3.1 and later: ready, DOWN until its first check passes.
+        fake.set("nodes/n", |s| {
+            s.check = "INI".into();
+            s.live.op_state = 0;
+        });
+        let mut kept = entry(Why::KeptServing);
+        kept.replacements = vec![super::super::pending::Replacement {
+            name: "n".into(),
+            id: Some(12),
+        }];
+        assert!(!due(&fake, &[&kept]), "not checked yet");
+        fake.set("nodes/n", |s| {
+            s.check = "L7OK".into();
+            s.live.op_state = 2;
+        });
+        assert!(due(&fake, &[&kept]), "UP");
     }
 }

@@ -424,6 +424,7 @@ pub(super) mod tests {
             weight: if name == "a" { 2 } else { 1 },
             op_state: 2,
             admin_state: 0,
+            unchecked: false,
         };
         let running = [live("a", "10.0.0.1", 80), live("b", "0:0::1", 81)];
         assert_eq!(live_sum(&running, &desired, None), rendered);
