@@ -16,6 +16,9 @@ const MAX_PAUSE: Duration = Duration::from_millis(20);
 /// Largest `/proc/locks` read: one line per lock on the whole machine.
 const PROC_LOCKS_CAP: u64 = 4 * 1024 * 1024;
 
+/// What the nodes folder's lock is called in messages.
+pub const FOLDER: &str = "nodes folder";
+
 /// How an `flock` is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -58,7 +61,10 @@ impl fmt::Display for TimedOut {
                 write!(f, " (held by {})", shown.join(", "))
             }
         }?;
-        f.write_str("; --lock-timeout sets the wait")
+        if self.what == FOLDER {
+            f.write_str("; --lock-timeout sets the wait")?;
+        }
+        Ok(())
     }
 }
 

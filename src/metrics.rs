@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -463,24 +463,14 @@ fn lock_path(path: &Path) -> PathBuf {
 /// other user may open it to hold it.
 fn lock(path: &Path, wait: Duration) -> Result<File> {
     let file = crate::file::open_lock(path, 0o600, "metrics lock")?;
-    let deadline = Instant::now() + wait;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(TryLockError::WouldBlock) => anyhow::bail!(
-                "metrics lock `{}` is held by another process for more than {}s: this run is \
-                 not counted",
-                path.display(),
-                wait.as_secs_f64()
-            ),
-            Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("unable to lock `{}`", path.display()));
-            }
-        }
-    }
+    crate::lock::take(
+        &file,
+        crate::lock::Kind::Exclusive,
+        wait,
+        ("metrics file", path),
+    )
+    .context("this run is not counted")?;
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -569,7 +559,12 @@ mod tests {
         let started = Instant::now();
         let err = lock(&path, Duration::from_millis(50)).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(1));
-        assert!(err.to_string().contains("held by another process"), "{err}");
+        let text = format!("{err:#}");
+        assert!(text.starts_with("this run is not counted"), "{text}");
+        assert!(
+            text.contains("is still held after 0.05s") && text.contains("PID"),
+            "{text}"
+        );
         drop(held);
         assert!(lock(&path, Duration::from_millis(50)).is_ok());
         assert_eq!(

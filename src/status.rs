@@ -83,7 +83,9 @@ fn drift_text(rows: &[Row]) -> Option<String> {
     let mut parts = Vec::new();
     if servers > 0 {
         parts.push(format!(
-            "{servers} server(s) differ from the nodes folder; a run with --reload repairs them"
+            "{servers} server(s) differ from the nodes folder (see their rows): `hacfg --reload \
+             render` repairs them, with --force when the file is already as rendered; hacfg's \
+             own pending work, `hacfg settle`"
         ));
     }
     match stays.count() {

@@ -117,7 +117,7 @@ impl Store {
         } else {
             lock::Kind::Shared
         };
-        lock::take(&dir, kind, self.lock_wait, ("nodes folder", &self.dir))?;
+        lock::take(&dir, kind, self.lock_wait, (lock::FOLDER, &self.dir))?;
         Ok(Lock {
             _dir: dir,
             _mode: PhantomData,
@@ -247,7 +247,15 @@ impl Store {
                     let name = snapshot.name(at).to_string();
                     match read_node_file(&self.dir.join(&name), &name, &mut buf) {
                         Ok(read) => fresh.push(read),
-                        Err(e) => unreadable.push(Unreadable::new(&self.dir.join(&name), &e)),
+                        // A file read before and broken since (a typo, a
+                        // write caught half-way): its node keeps the last
+                        // version read, so one bad edit never drops a server.
+                        Err(e) => {
+                            snapshot.keep(at);
+                            let mut bad = Unreadable::new(&self.dir.join(&name), &e);
+                            bad.kept = true;
+                            unreadable.push(bad);
+                        }
                     }
                 }
             }
@@ -400,6 +408,9 @@ pub struct Unreadable {
     pub file: String,
     /// Why, on one line and cut to a readable length.
     pub reason: String,
+    /// Its node was read before (the index has it): it keeps that version
+    /// in the render until the file reads again.
+    pub kept: bool,
 }
 
 impl Unreadable {
@@ -416,13 +427,18 @@ impl Unreadable {
                 .to_string(),
             file: shown_name(path.as_os_str().as_bytes()),
             reason,
+            kept: false,
         }
     }
 }
 
 impl std::fmt::Display for Unreadable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid node file {}: {}", self.file, self.reason)
+        write!(f, "invalid node file {}: {}", self.file, self.reason)?;
+        if self.kept {
+            f.write_str(" (its node keeps the version read before)")?;
+        }
+        Ok(())
     }
 }
 
@@ -552,6 +568,34 @@ mod tests {
         // Fixed, it comes in at the next load.
         fs::write(dir.path().join("typo"), "10.0.0.2").unwrap();
         assert_eq!(store.load(&lock).unwrap().nodes.len(), 2);
+    }
+
+    #[test]
+    fn a_node_read_before_keeps_that_version_while_its_file_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        fs::write(dir.path().join("s1"), "10.0.0.1").unwrap();
+        // Older than the index's racy window, so the index keeps it.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let lock = store.lock::<Exclusive>().unwrap();
+        assert_eq!(store.load(&lock).unwrap().nodes.len(), 1);
+        fs::write(
+            dir.path().join("s1"),
+            r#"{"name":"s1","address":"10.0.0.9","wieght":1}"#,
+        )
+        .unwrap();
+        let loaded = store.load(&lock).unwrap();
+        assert_eq!(loaded.nodes.len(), 1, "the node stays");
+        assert_eq!(loaded.nodes[0].address, "10.0.0.1", "as read before");
+        assert!(loaded.unreadable[0].kept);
+        let said = loaded.unreadable[0].to_string();
+        assert!(said.contains("wieght") && said.contains("keeps the version read before"));
+        // Still broken at the next load: still kept; fixed: the new version.
+        assert_eq!(store.load(&lock).unwrap().nodes[0].address, "10.0.0.1");
+        fs::write(dir.path().join("s1"), "10.0.0.2").unwrap();
+        let loaded = store.load(&lock).unwrap();
+        assert_eq!(loaded.nodes[0].address, "10.0.0.2");
+        assert!(loaded.unreadable.is_empty());
     }
 
     #[test]

@@ -155,7 +155,11 @@ fn drift_is_reported_and_repaired() {
         "{}",
         done.stdout
     );
-    done.stderr_is("hacfg: warning: 2 server(s) differ from the nodes folder; a run with --reload repairs them\n");
+    done.stderr_is(
+        "hacfg: warning: 2 server(s) differ from the nodes folder (see their rows): `hacfg \
+         --reload render` repairs them, with --force when the file is already as rendered; \
+         hacfg's own pending work, `hacfg settle`\n",
+    );
     let json: serde_json::Value = serde_json::from_str(
         &env.call(&pool.runtime_args(&["status", "--json"]))
             .code(8)

@@ -410,9 +410,11 @@ fn verify_needs_runtime(command: &Command, has_runtime: bool) -> Result<()> {
             ..
         } | Command::Sync {
             on_failed: OnFailed::Verify,
+            dry_run: false,
             ..
         }
     );
+    // A dry run asks HAProxy nothing: it shows `?` for a failed member.
     if verify && !has_runtime {
         return Err(usage(
             "--on-failed verify asks HAProxy's health checks: it needs --master-socket or \

@@ -42,7 +42,7 @@ impl Sync<'_> {
         let apply = |folder: &Folder<Exclusive>, log: &mut Log| {
             self.apply(folder, wanted, listing.revision, log)
         };
-        let (more, outcome) = b.change_whole(apply)?;
+        let (more, outcome) = b.change_whole(&[], apply)?;
         Ok(partial("sync", skipped + more, outcome))
     }
 

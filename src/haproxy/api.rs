@@ -216,9 +216,10 @@ impl RuntimeApi {
 
     /// One exchange within `--socket-timeout`, unless this socket already
     /// let one run into its deadline in this run, or the run's budget is
-    /// spent. An exchange that starts gets its whole deadline: a change
-    /// is never cut half-way by the budget, which only keeps later
-    /// exchanges from starting.
+    /// spent. An exchange that starts gets its whole deadline: the budget
+    /// only keeps later exchanges from starting. A batch longer than one
+    /// line may therefore stop between its lines; what it recorded before
+    /// (drains are recorded before they run) the worker finishes.
     fn exchange(&self, line: &str) -> Result<String> {
         let path = self.path();
         if unanswered().contains(path) {
@@ -283,6 +284,17 @@ impl RuntimeApi {
             socket: self.socket.clone(),
             timeout: self.timeout.min(max),
             budget: self.budget.clone(),
+        }
+    }
+
+    /// The same socket with a budget of its own, `limit`: for an exchange
+    /// that another deadline bounds (the state saved before a reload is
+    /// part of the reload), so a run that spent its budget still saves it.
+    pub fn budgeted(&self, limit: Duration) -> RuntimeApi {
+        RuntimeApi {
+            socket: self.socket.clone(),
+            timeout: self.timeout.min(limit),
+            budget: Budget::new(limit),
         }
     }
 

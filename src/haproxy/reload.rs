@@ -61,11 +61,12 @@ pub fn probe_at_once(socket: &Address) -> Result<(), socket::Unusable> {
 }
 
 /// The runtime API for the state saved before a reload: its exchange is
-/// part of the reload, and ends within `--reload-timeout` too.
+/// part of the reload, and ends within `--reload-timeout` too, whatever the
+/// run spent before (a spent budget would empty the state file).
 pub fn state_api(runtime: Option<&RuntimeApi>, reload: Option<&Reload>) -> Option<RuntimeApi> {
     let api = runtime?;
     Some(match reload {
-        Some(reload) => api.within(reload.timeout),
+        Some(reload) => api.budgeted(reload.timeout),
         None => api.clone(),
     })
 }

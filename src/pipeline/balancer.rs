@@ -230,7 +230,10 @@ impl<'a> Balancer<'a> {
     /// A damaged record is an error naming it: `status` must not call a
     /// folder settled when it cannot read what hacfg left pending.
     pub fn pending(&self) -> Result<Pending> {
-        Ok(super::records::read::<Pending>(self.place.store.dir())?)
+        super::records::read::<Pending>(self.place.store.dir()).context(
+            "unable to tell hacfg's pending work (the next run that renders, `hacfg render` or \
+             an event, moves the damaged record aside and goes on from HAProxy's live state)",
+        )
     }
 
     /// Whether `--on-failed verify` left stays to review.
@@ -310,8 +313,11 @@ impl<'a> Balancer<'a> {
     /// Changes the folder and applies it under one exclusive lock (`sync`:
     /// nothing changes the folder between the plan `edit` makes from it
     /// and its render). An error of `edit` changes nothing more.
+    /// `dead`: members known dead (Serf's failed ones), whose servers are
+    /// never kept serving while a replacement waits (make before break).
     pub fn change_whole<T>(
         &mut self,
+        dead: &[String],
         edit: impl FnOnce(&Folder<Exclusive>, &mut Log) -> Result<T>,
     ) -> Result<(T, Outcome)> {
         let output = self.place.output()?;
@@ -322,7 +328,7 @@ impl<'a> Balancer<'a> {
         };
         let done = edit(&folder, &mut self.log)?;
         let s = self.place.settings;
-        let outcome = self.update_under(s, lock, &output, (None, &[]))?;
+        let outcome = self.update_under(s, lock, &output, (None, dead))?;
         Ok((done, outcome))
     }
 
@@ -483,7 +489,8 @@ impl<'a> Balancer<'a> {
         let lock = self.place.store.lock::<Exclusive>()?;
         let (store, log) = (&self.place.store, &mut self.log);
         let at = (&lock, &output);
-        let applied = super::update(&settings, store, at, &[], log, &mut self.counts)?;
+        let updated = super::update(&settings, store, at, &[], log, &mut self.counts);
+        let applied = self.after_failure(&settings, updated)?;
         if let Some(text) = output.read()? {
             reload::first_state(&String::from_utf8_lossy(&text), &mut self.log);
         }
@@ -524,10 +531,23 @@ impl<'a> Balancer<'a> {
     ) -> Result<Outcome> {
         let (store, log) = (&self.place.store, &mut self.log);
         let at = (&lock, output);
-        let applied = super::update(s, store, at, dead, log, &mut self.counts)?;
+        let updated = super::update(s, store, at, dead, log, &mut self.counts);
         drop(lock);
+        let applied = self.after_failure(s, updated)?;
         super::after(s, &applied, &mut self.log);
         report(&applied, own, &mut self.log)
+    }
+
+    /// A run that failed part-way may have recorded drains before it failed
+    /// (they are recorded before they run): the worker still finishes them.
+    fn after_failure(&mut self, s: &Settings, updated: Result<Applied>) -> Result<Applied> {
+        if updated.is_err()
+            && s.apply.runtime().is_some()
+            && Pending::load(self.place.store.dir()).is_waiting()
+        {
+            worker::spawn(&s.worker, &mut self.log);
+        }
+        updated
     }
 }
 
@@ -678,7 +698,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), "haproxy.cfg");
         let b = &mut door(&cfg);
-        let failed = b.change_whole(|folder, _| -> Result<()> {
+        let failed = b.change_whole(&[], |folder, _| -> Result<()> {
             folder.write(&node("a"))?;
             anyhow::bail!("refused")
         });
@@ -693,7 +713,7 @@ mod tests {
         let text = std::fs::read_to_string(&cfg.output).unwrap();
         assert!(text.contains("10.0.0.1:80"), "{text}");
         let ((), _) = b
-            .change_whole(|folder, _| folder.remove("a").map(drop))
+            .change_whole(&[], |folder, _| folder.remove("a").map(drop))
             .unwrap();
         let text = std::fs::read_to_string(&cfg.output).unwrap();
         assert!(!text.contains("10.0.0.1:80"), "{text}");

@@ -262,8 +262,8 @@ pub fn update(
     log: &mut Log,
     counts: &mut Counts,
 ) -> Result<Applied> {
-    crate::haproxy::reload::probe_sockets(s.apply.runtime(), s.apply.reload())
-        .map_err(Failure::Unusable)?;
+    let reload = s.apply.reload().filter(|_| s.apply.may_reload());
+    crate::haproxy::reload::probe_sockets(s.apply.runtime(), reload).map_err(Failure::Unusable)?;
     // HAProxy's live servers are read while the folder is read and rendered.
     let prefetched = hitless::prefetch(s);
     output.remove_leftovers(lock);

@@ -5,8 +5,9 @@
 //! new server's first check, a removed server going idle — is finished by a
 //! [`pass`]: every later run makes one, and the run that left work pending
 //! starts one detached worker (see `worker`) that polls HAProxy without
-//! the folder lock and makes a pass under it whenever something is due. Each pass re-reads the record, the config file and the live servers,
-//! so it acts only on what still matches them.
+//! the folder lock and makes a pass under it whenever something is due.
+//! Each pass re-reads the record, the config file and the live servers, so
+//! it acts only on what still matches them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -135,7 +136,8 @@ pub fn keep(ops: &[Op], live: &[Live], pending: &Pending, dead: &[String]) -> Ve
 
 /// Whether HAProxy sends `l` requests: ready and running.
 fn serves(l: &Live) -> bool {
-    l.admin() == Admin::Ready && l.op_state == 2
+    // 2 is UP, 1 STARTING (slowstart): `show stat` says UP for both.
+    l.admin() == Admin::Ready && matches!(l.op_state, 1 | 2)
 }
 
 /// Whether `l` takes no request only because its first health check has
@@ -422,7 +424,7 @@ fn drain_kept(
         pending.insert(t.clone(), Why::Removal, waits.drain);
         pending.mark_operator_drain(&t, !drain.contains(&t));
         log.info(&format!(
-            "settle: drained `{t}`, kept serving until now: no new request; it is deleted              once idle"
+            "settle: drained `{t}`, kept serving until now: no new request; it is deleted once idle"
         ));
     }
     Ok(drain.len() as u64)

@@ -61,7 +61,7 @@ pub fn work(
     counts: &mut Counts,
 ) -> Result<()> {
     let Some(worker_lock) = WorkerLock::try_take(store, Job::Settle, log)? else {
-        log.debug("settle: another worker is at work");
+        log.info("settle: another worker holds the pending work and finishes it");
         return Ok(());
     };
     let mut failing: Option<Instant> = None;
@@ -82,7 +82,11 @@ pub fn work(
                 let lock = store.lock::<Exclusive>()?;
                 Some((lock, Pending::load(store.dir())))
             }
-            Ok(Polled::Wait) | Err(_) => None,
+            Ok(Polled::Wait) => {
+                failing = None; // HAProxy answered
+                None
+            }
+            Err(_) => None,
         };
         if let Some((lock, left)) = left
             && !left.is_waiting()
@@ -113,6 +117,9 @@ fn poll(
     log: &mut Log,
 ) -> Result<Polled> {
     let dir = store.dir();
+    // The bytes the read is later held against come first: a record saved
+    // between them and this parse shows as a change, never as a match.
+    let record = record_bytes(dir);
     let pending = Pending::load(dir);
     if pending.is_empty() {
         // Read again under the lock: a run may have recorded work since.
@@ -124,7 +131,7 @@ fn poll(
         };
         return Ok(Polled::Passed(lock, passed, None));
     }
-    let Some(read) = Read::now(api, dir, output, &pending)? else {
+    let Some(read) = Read::now(api, (record, output), &pending)? else {
         return Ok(Polled::Wait);
     };
     let lock = store.lock::<Exclusive>()?;
@@ -167,11 +174,9 @@ impl Read {
     /// servers; `None` when nothing is due yet.
     fn now(
         api: &dyn Runtime,
-        dir: &Path,
-        output: &OutputFile,
+        (record, output): (Option<Vec<u8>>, &OutputFile),
         pending: &Pending,
     ) -> Result<Option<Read>> {
-        let record = record_bytes(dir);
         let config = output.read()?.unwrap_or_default();
         let targets = stat_targets(pending);
         let stats = api.stats_of(&targets)?;
@@ -421,7 +426,7 @@ fn kept_due(kept: &Entry, waiting: &[&Entry], stats: &BTreeMap<Target, Stat>) ->
 /// server is due once its check has a result, or someone set it ready or
 /// put it in maintenance; DOWN with no result (moved to a new address, say)
 /// it still waits: its check has not run. One kept serving waits for its
-/// replacements (see [`due`]).
+/// replacements (see [`kept_due`]).
 fn is_due(entry: &Entry, stat: Option<&Stat>) -> bool {
     match (stat, entry.why) {
         (None, _) => true,
@@ -576,12 +581,12 @@ mod tests {
         let load = || Pending::load(dir.path());
         // Its check has not run: nothing is due, nothing more is read.
         assert!(
-            Read::now(&fake, dir.path(), &output, &load())
+            Read::now(&fake, (record_bytes(dir.path()), &output), &load())
                 .unwrap()
                 .is_none()
         );
         fake.set("nodes/a", |s| s.check = "L7OK".into());
-        let read = Read::now(&fake, dir.path(), &output, &load())
+        let read = Read::now(&fake, (record_bytes(dir.path()), &output), &load())
             .unwrap()
             .unwrap();
         assert!(read.current(dir.path(), &output).unwrap());
@@ -601,7 +606,7 @@ mod tests {
         );
         other.save(dir.path(), &load()).unwrap();
         assert!(!read.current(dir.path(), &output).unwrap());
-        let read = Read::now(&fake, dir.path(), &output, &load())
+        let read = Read::now(&fake, (record_bytes(dir.path()), &output), &load())
             .unwrap()
             .unwrap();
         let _ = output.replace(None, b"backend nodes\n").unwrap();

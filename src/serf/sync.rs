@@ -52,7 +52,9 @@ impl Sync<'_> {
         }
         let apply =
             |folder: &Folder<Exclusive>, log: &mut Log| self.apply(folder, wanted, &list, log);
-        let ((more, stays), outcome) = b.change_whole(apply)?;
+        // Failed members that go are dead: none is kept serving.
+        let dead: Vec<String> = list.failed.iter().cloned().collect();
+        let ((more, stays), outcome) = b.change_whole(&dead, apply)?;
         b.count_stays(stays);
         if self.on_failed == OnFailed::Verify && stays > 0 {
             b.start_worker();
