@@ -13,7 +13,7 @@ fn nodes_haproxy_refuses_are_held_back_and_the_rest_goes_live() {
     if tool("haproxy").is_none() {
         return;
     }
-    let env = TestEnv::new();
+    let env = TestEnv::offline();
     env.ok(&["add", "good1", "127.0.0.1"]);
 
     // An unresolvable host name: that add fails with HAProxy's words...
@@ -257,7 +257,7 @@ fn without_haproxy<'e>(env: &'e TestEnv, args: &[&str]) -> Option<Call<'e>> {
 
 #[test]
 fn sync_from_an_empty_list_changes_nothing() {
-    let env = TestEnv::new();
+    let env = TestEnv::offline();
     env.ok(&["--no-check", "add", "w1", "10.0.0.1"]);
     let fake = env.write("fake-serf", "#!/bin/sh\necho '{\"members\":[]}'\n");
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
@@ -294,7 +294,7 @@ fn an_outage_that_blames_most_nodes_holds_nothing_back() {
     if tool("haproxy").is_none() {
         return;
     }
-    let env = TestEnv::new();
+    let env = TestEnv::offline();
     let tmpl = dns_template(&env);
     let t = tmpl.as_str();
     for (name, addr) in [
@@ -339,7 +339,7 @@ fn a_guard_that_refuses_a_write_records_no_held_node() {
     }
     // One node of two is blamed (held back, were the write allowed), but
     // --min-nodes 2 refuses a config of one: nothing is recorded.
-    let env = TestEnv::new();
+    let env = TestEnv::offline();
     let tmpl = dns_template(&env);
     let t = tmpl.as_str();
     env.ok(&with_template(t, &["add", "web1", "web1.invalid"]));
@@ -363,7 +363,7 @@ fn held_nodes_come_back_by_themselves() {
     if tool("haproxy").is_none() {
         return;
     }
-    let env = TestEnv::new();
+    let env = TestEnv::offline();
     let tmpl = dns_template(&env);
     let t = tmpl.as_str();
     for (name, addr) in [

@@ -19,6 +19,9 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub nodes: PathBuf,
     pub output: PathBuf,
+    /// hacfg (and the `haproxy -c` it runs) resolves names only from a
+    /// private `/etc/hosts`, never through this machine's name server.
+    offline: bool,
 }
 
 impl TestEnv {
@@ -29,7 +32,37 @@ impl TestEnv {
         let output = dir.path().join("etc/haproxy.cfg");
         fs::create_dir_all(&nodes).expect("nodes dir");
         fs::create_dir_all(output.parent().expect("output folder")).expect("output folder");
-        TestEnv { dir, nodes, output }
+        TestEnv {
+            dir,
+            nodes,
+            output,
+            offline: false,
+        }
+    }
+
+    /// The same, but every hacfg run resolves names offline: it runs in a
+    /// mount namespace of its own (`unshare -m`, root only) whose
+    /// `/etc/hosts` knows only localhost and whose `resolv.conf` points at
+    /// the loopback, where no name server listens. A test whose nodes have
+    /// host names (`web1.invalid`) never makes the machine's resolver look
+    /// one up.
+    #[track_caller]
+    pub fn offline() -> TestEnv {
+        let root = rustix::process::geteuid().is_root();
+        if !root || !Path::new("/usr/bin/unshare").exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs as root with unshare"
+            );
+            eprintln!("note: not root or no unshare; names resolve as the machine does");
+            return TestEnv::new();
+        }
+        let mut env = TestEnv::new();
+        fs::write(env.path("hosts"), "127.0.0.1 localhost\n::1 localhost\n").unwrap();
+        let resolv = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
+        fs::write(env.path("resolv.conf"), resolv).unwrap();
+        env.offline = true;
+        env
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -57,6 +90,19 @@ impl TestEnv {
     /// `hacfg` without the folder flags, for tests of how it finds its
     /// folders or whom it runs as.
     pub fn hacfg(&self) -> Call<'_> {
+        if self.offline {
+            let script = r#"/bin/mount --bind "$HOSTS" /etc/hosts || exit 92
+                /bin/mount --bind "$RESOLV" /etc/resolv.conf || exit 93
+                exec "$HACFG" "$@""#;
+            let private = ["--mount", "--propagation", "private", "/bin/sh", "-c", script];
+            return self
+                .program("/usr/bin/unshare")
+                .args(private)
+                .arg("sh")
+                .env("HACFG", HACFG)
+                .env("HOSTS", self.path("hosts"))
+                .env("RESOLV", self.path("resolv.conf"));
+        }
         self.program(HACFG)
     }
 
