@@ -94,7 +94,14 @@ impl TestEnv {
             let script = r#"/bin/mount --bind "$HOSTS" /etc/hosts || exit 92
                 /bin/mount --bind "$RESOLV" /etc/resolv.conf || exit 93
                 exec "$HACFG" "$@""#;
-            let private = ["--mount", "--propagation", "private", "/bin/sh", "-c", script];
+            let private = [
+                "--mount",
+                "--propagation",
+                "private",
+                "/bin/sh",
+                "-c",
+                script,
+            ];
             return self
                 .program("/usr/bin/unshare")
                 .args(private)

@@ -258,8 +258,7 @@ impl<'a> Balancer<'a> {
     /// `/proc/locks` tells: the lock itself is not taken, so a worker
     /// starting at that moment is never turned away. `None`: no lock file.
     pub fn worker_holders(&self, job: Job) -> Result<Option<Vec<Holder>>> {
-        let path = self.place.store.dir().join(job.file_name());
-        Ok(crate::file::open(&path)?.map(|(file, _)| crate::lock::holders_of(&file)))
+        lock::holders(self.place.store.dir(), job)
     }
 
     /// Runs `f` on the folder under the shared lock; renders nothing.

@@ -79,16 +79,14 @@ impl WorkerLock {
 /// does, as `/proc/locks` says. Read only: nothing is created or locked (a
 /// lock taken to test it would turn a starting worker away).
 pub fn holder(dir: &Path, job: Job) -> Option<Holder> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(dir.join(job.file_name()))
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    crate::lock::holders_of(&file).into_iter().next()
+    holders(dir, job).ok().flatten()?.into_iter().next()
+}
+
+/// Who holds a worker's lock, as `/proc/locks` names them, without taking
+/// it; `None` when there is no lock file (a link or a FIFO is an error).
+pub fn holders(dir: &Path, job: Job) -> anyhow::Result<Option<Vec<Holder>>> {
+    let opened = crate::file::open(&dir.join(job.file_name()))?;
+    Ok(opened.map(|(file, _)| crate::lock::holders_of(&file)))
 }
 
 /// Whether something other than a regular file (a link, a FIFO, a folder)
