@@ -243,21 +243,13 @@ impl Store {
             match (seen, unchanged.get(at)) {
                 (false, _) => {} // gone from the folder
                 (true, Some(true)) => snapshot.keep(at),
-                (true, _) => {
-                    let name = snapshot.name(at).to_string();
-                    match read_node_file(&self.dir.join(&name), &name, &mut buf) {
-                        Ok(read) => fresh.push(read),
-                        // A file read before and broken since (a typo, a
-                        // write caught half-way): its node keeps the last
-                        // version read, so one bad edit never drops a server.
-                        Err(e) => {
-                            snapshot.keep(at);
-                            let mut bad = Unreadable::new(&self.dir.join(&name), &e);
-                            bad.kept = true;
-                            unreadable.push(bad);
-                        }
+                (true, _) => match self.reread(&snapshot, at, &mut buf) {
+                    Ok(read) => fresh.push(read),
+                    Err(bad) => {
+                        snapshot.keep(at);
+                        unreadable.push(bad);
                     }
-                }
+                },
             }
         }
         let (nodes, stamps, changed) = snapshot.merge(fresh, scan_start);
@@ -270,6 +262,25 @@ impl Store {
             nodes,
             unreadable,
             stray,
+        })
+    }
+
+    /// Reads again a file the index knows but whose stamp changed. One
+    /// broken since (a typo, a write caught half-way) is held back, and its
+    /// node keeps the version read before: one bad edit never drops a
+    /// server.
+    fn reread(
+        &self,
+        snapshot: &index::Snapshot,
+        at: usize,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<(Node, Stamp), Unreadable> {
+        let name = snapshot.name(at);
+        let path = self.dir.join(name);
+        read_node_file(&path, name, buf).map_err(|e| {
+            let mut bad = Unreadable::new(&path, &e);
+            bad.kept = true;
+            bad
         })
     }
 
