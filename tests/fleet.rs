@@ -313,12 +313,19 @@ fn huge_answer_serf(env: &TestEnv, size: usize) -> String {
 }
 
 /// `hacfg fleet --json --serf-bin FAKE`: its exit code, stdout, stderr and
-/// peak resident memory in MiB (`wait4`'s rusage).
-#[allow(clippy::zombie_processes, reason = "reaped by wait4, for its rusage")]
+/// peak resident memory in MiB. A small python3 starts it and reports its
+/// children's peak: a child's peak counts the memory of whoever forked it
+/// (the fork's copy), and the test binary itself is large and grows.
 fn fleet_memory(fake: &str) -> (i32, String, String, i64) {
-    let out = tempfile::tempfile().unwrap();
-    let err = tempfile::tempfile().unwrap();
-    let child = crate::harness::clean_command(crate::harness::HACFG)
+    const MEASURE: &str = "import resource, subprocess, sys\n\
+        code = subprocess.run(sys.argv[2:]).returncode\n\
+        open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n\
+        sys.exit(code)\n";
+    let peak = tempfile::NamedTempFile::new().unwrap();
+    let done = crate::harness::clean_command("python3")
+        .args(["-c", MEASURE])
+        .arg(peak.path())
+        .arg(crate::harness::HACFG)
         .args([
             "fleet",
             "--json",
@@ -328,26 +335,16 @@ fn fleet_memory(fake: &str) -> (i32, String, String, i64) {
             "1",
         ])
         .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .spawn()
+        .output()
+        .expect("python3");
+    let kib: i64 = std::fs::read_to_string(peak.path())
+        .unwrap()
+        .trim()
+        .parse()
         .unwrap();
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, which `child` does not wait for.
-    let waited = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
-    assert_eq!(waited, pid);
-    let read = |mut f: std::fs::File| {
-        use std::io::{Read, Seek};
-        let mut text = String::new();
-        f.rewind().unwrap();
-        f.read_to_string(&mut text).unwrap();
-        text
-    };
-    let code = libc::WEXITSTATUS(status);
-    (code, read(out), read(err), usage.ru_maxrss / 1024)
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    let code = done.status.code().unwrap_or(-1);
+    (code, text(done.stdout), text(done.stderr), kib / 1024)
 }
 
 /// Answers are read within a memory bound (issue 23, item 12): one 8 MiB

@@ -537,10 +537,15 @@ impl<'a> Balancer<'a> {
         report(&applied, own, &mut self.log)
     }
 
-    /// A run that failed part-way may have recorded drains before it failed
-    /// (they are recorded before they run): the worker still finishes them.
+    /// A run that HAProxy's socket failed part-way (no answer, the budget
+    /// spent) may have recorded drains before it failed (they are recorded
+    /// before they run): the worker still finishes them. A change HAProxy
+    /// refused was undone, and changes nothing more.
     fn after_failure(&mut self, s: &Settings, updated: Result<Applied>) -> Result<Applied> {
-        if updated.is_err()
+        let unanswered = updated
+            .as_ref()
+            .is_err_and(|e| crate::exit::code_of(e) == crate::exit::Code::Error);
+        if unanswered
             && s.apply.runtime().is_some()
             && Pending::load(self.place.store.dir()).is_waiting()
         {
