@@ -50,6 +50,10 @@ pub struct Row {
     wanted_at: Option<(String, u16)>,
     #[serde(skip)]
     live_at: Option<(String, u16)>,
+    /// hacfg is taking it out (a removal, or kept serving until then): its
+    /// absence from the folder is no drift of its own.
+    #[serde(skip)]
+    leaving: bool,
 }
 
 /// `hacfg status`: the table (or JSON) on stdout; exit 8 on drift.
@@ -176,6 +180,7 @@ fn row<'a>(rows: &'a mut Rows, backend: &str, server: &str) -> &'a mut Row {
         drift: Vec::new(),
         wanted_at: None,
         live_at: None,
+        leaving: false,
     })
 }
 
@@ -186,6 +191,7 @@ fn mark_pending(rows: &mut Rows, pending: &Pending, worker: bool) {
     for entry in &pending.entries {
         let key = (entry.target.backend.clone(), entry.target.name.clone());
         if let Some(r) = rows.get_mut(&key).filter(|r| r.live) {
+            r.leaving = entry.why.leaves();
             let what = match entry.why {
                 Why::FirstCheck => "waiting for its first check",
                 Why::Removal => "draining until idle",
@@ -218,7 +224,7 @@ fn drift_of(row: &Row) -> Vec<String> {
     let mut drift = r.drift.clone();
     match (r.desired, r.live) {
         (true, false) => drift.push("not running".into()),
-        (false, true) if r.pending.as_deref().is_some_and(leaving) => {}
+        (false, true) if r.leaving => {}
         (false, true) => drift.push("not in the nodes folder".into()),
         _ => {
             let same = match (&r.wanted_at, &r.live_at) {
@@ -236,13 +242,6 @@ fn drift_of(row: &Row) -> Vec<String> {
         }
     }
     drift
-}
-
-/// Whether a pending row's server leaves the pool, and is still waited for
-/// (`drift_of`'s `not in the nodes folder` is no news then).
-fn leaving(pending: &str) -> bool {
-    ["draining until idle", "serving until a replacement is UP"].contains(&pending)
-        || pending.ends_with("no worker") && !pending.starts_with("waiting")
 }
 
 /// An aligned table, one server per line.

@@ -32,6 +32,12 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long HAProxy may fail to answer (a reload makes the master socket
 /// refuse for a moment) before the worker leaves the rest to later runs.
 const UNANSWERED: Duration = Duration::from_secs(10);
+/// Who takes over when the worker gives up, for its last line.
+const SETTLE_TAKEN_OVER: (&str, &str) = ("settle", "the next hacfg run finishes the pending work");
+const WATCH_TAKEN_OVER: (&str, &str) = (
+    "watch",
+    "later events and `hacfg sync` review the failed members that stay",
+);
 /// How often the watch reads HAProxy's servers.
 const WATCH_POLL: Duration = Duration::from_millis(250);
 
@@ -76,7 +82,7 @@ pub fn work(
                 counts.servers_live = live.or(counts.servers_live);
                 Some((lock, passed.pending))
             }
-            Err(e) if give_up(&e, &mut failing, log) => return Ok(()),
+            Err(e) if give_up(&e, &mut failing, SETTLE_TAKEN_OVER, log) => return Ok(()),
             // Nothing waits any more: what is left is said, and the worker ends.
             Err(_) if !Pending::load(store.dir()).is_waiting() => {
                 let lock = store.lock::<Exclusive>()?;
@@ -249,14 +255,19 @@ impl Runtime for Seen<'_> {
 
 /// After a failed pass: whether to give up, HAProxy having failed to
 /// answer for [`UNANSWERED`]; else the failure is timed from its first.
-fn give_up(e: &anyhow::Error, failing: &mut Option<Instant>, log: &mut Log) -> bool {
+/// `(who, then)`: the job, and who takes over (`the next hacfg run
+/// finishes the pending work`).
+fn give_up(
+    e: &anyhow::Error,
+    failing: &mut Option<Instant>,
+    (who, then): (&str, &str),
+    log: &mut Log,
+) -> bool {
     if failing.is_some_and(|since| since.elapsed() > UNANSWERED) {
-        log.warn(&format!(
-            "settle: {e:#}; giving up for now: the next hacfg run finishes the pending work"
-        ));
+        log.warn(&format!("{who}: {e:#}; giving up for now: {then}"));
         return true;
     }
-    log.debug(&format!("settle: {e:#}; trying again"));
+    log.debug(&format!("{who}: {e:#}; trying again"));
     failing.get_or_insert_with(Instant::now);
     false
 }
@@ -303,16 +314,8 @@ pub fn watch(
                     remove_down(s, (store, output), log, counts)?;
                 }
             }
-            Err(e) if failing.is_some_and(|since| since.elapsed() > UNANSWERED) => {
-                log.warn(&format!(
-                    "watch: {e:#}; giving up for now: later events and `hacfg sync` review the \
-                     failed members that stay"
-                ));
-                return Ok(());
-            }
-            Err(_) => {
-                failing.get_or_insert_with(Instant::now);
-            }
+            Err(e) if give_up(&e, &mut failing, WATCH_TAKEN_OVER, log) => return Ok(()),
+            Err(_) => {}
         }
         thread::sleep(WATCH_POLL);
     }
@@ -321,12 +324,8 @@ pub fn watch(
 /// Whether a stay is young enough to watch: within `--check-timeout` of
 /// its start.
 fn watching(s: &Settings, stays: &Stays) -> bool {
-    let watch_ms = u64::try_from(s.waits.first_check.as_millis()).unwrap_or(u64::MAX);
-    let now = now_ms();
-    stays
-        .entries
-        .iter()
-        .any(|st| now < st.since_ms.saturating_add(watch_ms))
+    let shown = stays.shown(s.waits.first_check, now_ms());
+    shown.values().any(|st| !st.overdue)
 }
 
 /// Removes the failed members that stayed and HAProxy now sees DOWN, and
