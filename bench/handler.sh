@@ -13,7 +13,9 @@
 # `inter 2s`, `balance roundrobin`):
 #   - handler time: wall clock of the whole `hacfg serf` process for
 #     member-join, member-leave (idle, and busy: a 3 s request in flight to
-#     that server), member-failed, and of `hacfg add`;
+#     that server), member-failed, of `hacfg add`, and of `hacfg etcd` for
+#     a PUT and a DELETE (run as `etcdctl watch` runs it: the event in
+#     ETCD_WATCH_* variables, Go-quoted; no etcd needed);
 #   - from the join (handler start) to the first request the new server
 #     answers through HAProxy's frontend (curl, polled);
 #   - from the leave (handler start) to the server's deletion
@@ -294,6 +296,8 @@ for n in $sizes; do
   a_join=(); a_add=(); g_idle=(); g_busy=(); g_failed=(); after_busy=()
   by_idle=0; by_busy=0; by_failed=0
   w_join=(); w_add=(); w_idle=(); w_busy=(); w_failed=()
+  h_put=(); a_put=(); w_put=(); h_del=(); g_del=(); w_del=(); by_del=0
+  rev=1   # the etcd revision of the next event
   line_a=$'web-a\t127.0.0.1\tbackend\trole=backend,port='"$port_a"
   for ((run = 1; run <= runs; run++)); do
     # 1. member-join of web-a: handler, first answer, worker gone.
@@ -347,6 +351,19 @@ for n in $sizes; do
     s=$t0
     by_handler=0; gone g_failed web-a "$s" "failed: deletion of web-a"; by_failed=$((by_failed + by_handler))
     record w_failed "$(until_settled "$s")" "failed: settle (no worker, nothing pending)"
+    # 6. etcd: a PUT of web-a, then its DELETE (idle).
+    label="etcd PUT"; line=""; key='"/hacfg/nodes/web-a"'
+    ETCD_WATCH_KEY=$key ETCD_WATCH_REVISION=$((rev++)) ETCD_WATCH_EVENT_TYPE='"PUT"' ETCD_WATCH_VALUE="\"127.0.0.1:$port_a\"" \
+      handler h_put -- "${rt[@]}" etcd
+    s=$t0
+    record a_put "$(until_answer web-a "$s")" "etcd PUT: first answer from web-a"
+    record w_put "$(until_settled "$s")" "etcd PUT: settle (no worker, nothing pending)"
+    label="etcd DELETE"
+    ETCD_WATCH_KEY=$key ETCD_WATCH_REVISION=$((rev++)) ETCD_WATCH_EVENT_TYPE='"DELETE"' ETCD_WATCH_VALUE='""' \
+      handler h_del -- "${rt[@]}" etcd
+    s=$t0
+    by_handler=0; gone g_del web-a "$s" "etcd DELETE: deletion of web-a"; by_del=$((by_del + by_handler))
+    record w_del "$(until_settled "$s")" "etcd DELETE: settle (no worker, nothing pending)"
   done
   run=end
   reloads1=$(cli "show proc" | awk '$2 == "master" { print $3 }') || true
@@ -360,6 +377,8 @@ for n in $sizes; do
   table+=("| $nn | \`serf\` member-leave, idle | $(stats "${h_idle[@]}") | deleted (by the handler itself in $by_idle/$runs runs) | $(stats "${g_idle[@]}") | $(median_ms "${w_idle[@]}") |")
   table+=("| $nn | \`serf\` member-leave, busy (3 s request in flight) | $(stats "${h_busy[@]}") | deleted ($(median_ms "${after_busy[@]}") ms after that request's answer; by the handler in $by_busy/$runs) | $(stats "${g_busy[@]}") | $(median_ms "${w_busy[@]}") |")
   table+=("| $nn | \`serf\` member-failed | $(stats "${h_failed[@]}") | deleted (by the handler itself in $by_failed/$runs runs) | $(stats "${g_failed[@]}") | $(median_ms "${w_failed[@]}") |")
+  table+=("| $nn | \`etcd\` PUT (a new key) | $(stats "${h_put[@]}") | first answer through HAProxy | $(stats "${a_put[@]}") | $(median_ms "${w_put[@]}") |")
+  table+=("| $nn | \`etcd\` DELETE, idle | $(stats "${h_del[@]}") | deleted (by the handler itself in $by_del/$runs runs) | $(stats "${g_del[@]}") | $(median_ms "${w_del[@]}") |")
   table+=("| $nn | reloads during the runs: $((${reloads1:-0} - ${reloads0:-0})); socat round trips: \`show servers state nodes\` $cost_state ms, \`show stat nodes 4 -1\` $cost_stat ms | | | | |")
   kill -- "-${pids[-1]}" 2>/dev/null || true
   wait "${pids[-1]}" 2>/dev/null || true

@@ -66,9 +66,10 @@ enum Gauge {
     PendingFirstCheck,
     PendingRemoval,
     Stays,
+    EtcdRevision,
 }
 
-const GAUGES: usize = 6;
+const GAUGES: usize = 7;
 /// A gauge this run did not learn.
 const UNKNOWN: u64 = u64::MAX;
 
@@ -79,6 +80,12 @@ static GAUGE: [AtomicU64; GAUGES] = [const { AtomicU64::new(UNKNOWN) }; GAUGES];
 
 fn set(gauge: Gauge, value: usize) {
     GAUGE[gauge as usize].store(value as u64, Ordering::Relaxed);
+}
+
+/// The etcd revision the folder now reflects (`hacfg etcd` and `sync
+/// --source etcd` record one).
+pub fn etcd_revision(revision: u64) {
+    GAUGE[Gauge::EtcdRevision as usize].store(revision, Ordering::Relaxed);
 }
 
 /// Adds what the pipeline counted to this run's tally.
@@ -211,6 +218,11 @@ const STAYS: Family = Family(
     "gauge",
     "Members Serf reports failed that stay because HAProxy's checks see them UP (--on-failed verify), as the last run that reviewed them left them.",
 );
+const ETCD_REVISION: Family = Family(
+    "hacfg_etcd_revision",
+    "gauge",
+    "The etcd revision the nodes folder reflects, as the last hacfg etcd or sync --source etcd recorded it: balancers of one prefix at the same revision read the same keys.",
+);
 const RUNS: Family = Family(
     "hacfg_runs_total",
     "counter",
@@ -240,6 +252,7 @@ const GAUGE_LINES: [(&Family, Option<&str>); GAUGES] = [
     (&PENDING, Some("first-check")),
     (&PENDING, Some("removal")),
     (&STAYS, None),
+    (&ETCD_REVISION, None),
 ];
 
 fn head(out: &mut String, f: &Family) {

@@ -391,11 +391,20 @@ fn sync_without_quorum_fails_in_time_and_changes_nothing() {
     assert!(node_file(&env, "s1"));
     cluster.members[1].stop();
     cluster.members[2].stop();
-    env.call(&args)
+    let beside = tempfile::tempdir().expect("a folder for the log");
+    let log = beside.path().join("hacfg.log");
+    let log_arg = format!("--log-file={}", log.display());
+    let mut logged = vec![log_arg.as_str()];
+    logged.extend(args);
+    // etcdctl's own verdict, not the first of its client's JSON log lines.
+    env.call(&logged)
         .within(20.0)
         .unchanged()
         .code(1)
-        .stderr_has("etcdctl");
+        .stderr_has("etcdctl")
+        .stderr_has("Error: context deadline exceeded");
+    let text = std::fs::read_to_string(&log).expect("the log file");
+    assert!(text.contains("Error: context deadline exceeded"), "{text}");
 }
 
 /// The node files' names, sorted.

@@ -186,6 +186,36 @@ fn counters_grow_across_runs_and_a_real_parser_reads_them() {
 }
 
 #[test]
+fn the_etcd_revision_the_folder_reflects_is_a_gauge_kept_across_runs() {
+    let env = TestEnv::new();
+    let Some(python) = parser() else { return };
+    let prom = env.path("hacfg.prom");
+    let event = |revision: u64, name: &str| {
+        env.call(&["--no-check", "etcd"])
+            .env("HACFG_METRICS_FILE", &prom)
+            .env("ETCD_WATCH_REVISION", revision.to_string())
+            .env("ETCD_WATCH_EVENT_TYPE", "\"PUT\"")
+            .env("ETCD_WATCH_KEY", format!("\"/hacfg/nodes/{name}\""))
+            .env("ETCD_WATCH_VALUE", "\"127.0.0.2:8080\"")
+            .code(0);
+    };
+    event(7, "s1");
+    let first = Metrics::read(&python, &prom);
+    assert_eq!(first.get("hacfg_etcd_revision"), 7);
+    assert_eq!(first.types["hacfg_etcd_revision"], "gauge");
+    // An older event changes nothing, the gauge included; a run that
+    // knows no revision carries it.
+    event(5, "s2");
+    env.call(&["--no-check", "render"])
+        .env("HACFG_METRICS_FILE", &prom)
+        .code(0);
+    let last = Metrics::read(&python, &prom);
+    assert_eq!(last.runs("etcd"), 2);
+    assert_eq!(last.get("hacfg_etcd_revision"), 7);
+    assert_eq!(last.get("hacfg_nodes"), 1);
+}
+
+#[test]
 fn runtime_operations_and_reloads_are_counted_by_the_runs_and_the_worker() {
     let env = TestEnv::new();
     let Some(python) = parser() else { return };

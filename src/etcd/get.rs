@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
+use crate::quote::quote;
+
 /// Largest answer read (a node's key and value are well under 1 KiB,
 /// base64 included).
 const GET_CAP: usize = 256 << 20;
@@ -71,8 +73,11 @@ impl Client {
         );
         let done = crate::process::Run::new(&mut cmd, &what)
             .cap(GET_CAP)
-            .run(self.timeout * 2 + Duration::from_secs(5))?
-            .succeeded(&what)?;
+            .run(self.timeout * 2 + Duration::from_secs(5))?;
+        if !done.success() {
+            let said = reason(&done.stderr).unwrap_or_else(|| done.output());
+            bail!("{what} failed ({}): {}", done.status, quote(&said));
+        }
         parse_listing(&done.stdout).with_context(|| format!("unable to read the keys from {what}"))
     }
 
@@ -93,6 +98,15 @@ impl Client {
         args.extend(self.user.as_ref().map(|u| format!("--user={u}")));
         args
     }
+}
+
+/// etcdctl's own verdict (`Error: context deadline exceeded`): its last
+/// line that starts with `Error:`, rather than the JSON log lines of its
+/// client library's retries before it.
+fn reason(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text.lines().rev().find(|l| l.starts_with("Error:"))?;
+    Some(line.trim().to_string())
 }
 
 fn parse_listing(bytes: &[u8]) -> Result<Listing> {
@@ -176,6 +190,18 @@ mod tests {
         assert!(empty.kvs.is_empty());
         assert!(parse_listing(br#"{"kvs":[]}"#).is_err());
         assert!(parse_listing(br#"{"header":{"revision":3},"kvs":[{"key":"!"}]}"#).is_err());
+    }
+
+    #[test]
+    fn a_failure_names_etcdctls_own_error_line() {
+        let stderr = br#"{"level":"warn","msg":"retrying of unary invoker failed"}
+Error: context deadline exceeded
+"#;
+        assert_eq!(
+            reason(stderr).as_deref(),
+            Some("Error: context deadline exceeded")
+        );
+        assert_eq!(reason(b"{\"level\":\"warn\"}\n"), None);
     }
 
     #[test]

@@ -44,9 +44,11 @@ pub fn recorded(dir: &Path, log: &mut Log) -> u64 {
     }
 }
 
-/// Records `revision`. Under the exclusive lock.
+/// Records `revision`, and tells the metrics. Under the exclusive lock.
 pub fn record(dir: &Path, revision: u64) -> Result<()> {
-    records::save::<Revision, _>(dir, &[Revision { revision }])
+    records::save::<Revision, _>(dir, &[Revision { revision }])?;
+    crate::metrics::etcd_revision(revision);
+    Ok(())
 }
 
 #[cfg(test)]
