@@ -113,13 +113,15 @@ pub enum Failure {
         min: usize,
     },
     /// `init` would replace `output`, which has `current` servers, with a
-    /// config of `servers` rendered from the `nodes` of `dir`.
+    /// config of `servers` rendered from the `nodes` of `dir` (`missing`:
+    /// the folder does not exist).
     Emptier {
         output: PathBuf,
         current: usize,
         servers: usize,
         dir: PathBuf,
         nodes: usize,
+        missing: bool,
     },
     /// `sync` saw no member but its own agent (`members` alive): thin
     /// evidence.
@@ -247,6 +249,7 @@ impl Failure {
             servers,
             dir,
             nodes,
+            missing,
         } = self
         else {
             return Ok(());
@@ -254,14 +257,28 @@ impl Failure {
         write!(
             f,
             "init: refusing to replace `{}` ({}) with a config of {} rendered from `{}` ({}): \
-             init never empties a config (is --nodes-dir or HACFG_NODES_DIR mistyped? if the \
-             folder is right, `hacfg render` writes it); nothing was created or changed",
+             init never empties a config ",
             output.display(),
             counted(*current, "server"),
             counted(*servers, "server"),
             dir.display(),
             counted(*nodes, "node")
-        )
+        )?;
+        // A lost folder is no mistyped one: only the operator can tell.
+        if *missing {
+            write!(
+                f,
+                "(the folder does not exist: is --nodes-dir or HACFG_NODES_DIR mistyped? if that \
+                 path is right and the folder was lost, create it with `mkdir -p {}` and \
+                 `hacfg sync` refills it); nothing was created or changed",
+                dir.display()
+            )
+        } else {
+            f.write_str(
+                "(is --nodes-dir or HACFG_NODES_DIR mistyped? if the folder is right, `hacfg \
+                 render` writes it); nothing was created or changed",
+            )
+        }
     }
 
     fn needs_reload(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -221,7 +221,7 @@ const STAYS: Family = Family(
 const ETCD_REVISION: Family = Family(
     "hacfg_etcd_revision",
     "gauge",
-    "The etcd revision the nodes folder reflects, as the last hacfg etcd or sync --source etcd recorded it: balancers of one prefix at the same revision read the same keys.",
+    "The etcd revision the nodes folder reflects, as the last hacfg etcd or sync --source etcd recorded it.",
 );
 const RUNS: Family = Family(
     "hacfg_runs_total",

@@ -624,7 +624,9 @@ fn init_never_empties_a_config() {
         .unchanged()
         .code(5)
         .stderr_has("`$TMP/etc/haproxy.cfg` (2 servers)")
-        .stderr_has("`$TMP/nodez` (0 nodes)");
+        .stderr_has("`$TMP/nodez` (0 nodes)")
+        .stderr_has("the folder does not exist")
+        .stderr_has("`mkdir -p $TMP/nodez` and `hacfg sync` refills it");
     assert!(!mistyped.exists());
     assert_eq!(env.servers().len(), 2);
     // The right folder: init renders it as usual.

@@ -47,8 +47,13 @@ kill_all() {
 # kill_hard HOST: every process in a namespace, SIGKILL, at once: a host
 # that loses power. Its s6 services get no stop, and run no finish.
 kill_hard() {
-  ip netns pids "$tag-$1" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
-  wait_for 5 no_process "$1"
+  local i
+  for ((i = 0; i < 50; i++)); do
+    no_process "$1" && return 0
+    ip netns pids "$tag-$1" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+    sleep 0.1
+  done
+  return 1
 }
 no_process() { [ -z "$(ip netns pids "$tag-$1" 2>/dev/null)" ]; }
 
@@ -61,9 +66,12 @@ pid_of() {
   return 1
 }
 
+# Hosts go down in the reverse order of their start: clients and web apps
+# before what they depend on (an etcd member, the balancer).
 cleanup() {
-  local status=$?
-  for h in "${hosts[@]}"; do
+  local status=$? i h
+  for ((i = ${#hosts[@]} - 1; i >= 0; i--)); do
+    h=${hosts[i]}
     kill_all "$h"
     ip netns del "$tag-$h" 2>/dev/null
   done
@@ -102,12 +110,12 @@ add_host() {  # add_host NAME LAST_OCTET: a namespace on the bridge
   local h=$1 ns="$tag-$1"
   hosts+=("$h")
   ip netns add "$ns"
-  ip link add "$tag-$h" netns "$ns" type veth peer name "v-$h" netns "$tag-br"
-  ip -n "$tag-br" link set "v-$h" master br0 up
-  ip -n "$ns" link set lo up
-  ip -n "$ns" link set "$tag-$h" name eth0
-  ip -n "$ns" addr add "$net.$2/24" dev eth0
-  ip -n "$ns" link set eth0 up
+  # Each end is made in its namespace, so its name is unique there alone.
+  ip link add eth0 netns "$ns" type veth peer name "v-$h" netns "$tag-br" &&
+    ip -n "$tag-br" link set "v-$h" master br0 up &&
+    ip -n "$ns" link set lo up &&
+    ip -n "$ns" addr add "$net.$2/24" dev eth0 &&
+    ip -n "$ns" link set eth0 up || { echo "$me: unable to set up host $h" >&2; exit 1; }
   mkdir -p "$work/$h"
 }
 

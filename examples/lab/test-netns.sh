@@ -15,7 +15,7 @@
 # on any failure; removes every namespace, process and file it made.
 lab=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$lab/../.." && pwd)
-net=10.213.0 tools="haproxy serf node"
+net=10.213.0 tools="haproxy serf node curl"
 # shellcheck source=netns.sh
 . "$lab/netns.sh" "${1:-$root/target/debug/hacfg}"
 

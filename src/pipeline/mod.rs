@@ -492,6 +492,7 @@ pub fn refuse_emptier(s: &Settings, store: &Store, output: &OutputFile) -> Resul
         servers,
         dir: store.dir().to_path_buf(),
         nodes: count,
+        missing: !store.dir().is_dir(),
     }
     .into())
 }
