@@ -8,6 +8,8 @@ use std::time::SystemTime;
 
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::quote::shorten;
+
 /// How much goes to stderr (`-q`, `-v`). Warnings and errors always do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {
@@ -59,7 +61,8 @@ impl Log {
 
     /// Reports a problem that does not stop the run.
     pub fn warn(&mut self, message: &str) {
-        print_warning(message);
+        let message = shorten(message, LINE_CAP);
+        print_warning(&message);
         self.append(&format!("warning: {message}"));
     }
 
@@ -67,8 +70,9 @@ impl Log {
     /// what it was asked (a failed member that stays), of which a batch
     /// may bring hundreds. The log file always gets it.
     pub fn warn_unless_quiet(&mut self, message: &str) {
+        let message = shorten(message, LINE_CAP);
         if self.verbosity != Verbosity::Quiet {
-            print_warning(message);
+            print_warning(&message);
         }
         self.append(&format!("warning: {message}"));
     }
@@ -111,9 +115,9 @@ fn append_line(file: &mut File, message: &str) {
     let _ = file.write_all(line.as_bytes());
 }
 
-/// Longest `error:` line written to the log file (HAProxy's words
-/// included); the rest is cut, with its length.
-const EXIT_LINE_CAP: usize = 8 * 1024;
+/// Longest warning or error line written, on stderr or to the log file
+/// (HAProxy's words included); the rest is cut, with its length.
+const LINE_CAP: usize = 8 * 1024;
 
 /// Appends to the log file at `path` (if any) how a run ended: `message`
 /// on one line, with the exit code. Serf discards a handler's stderr, so
@@ -129,10 +133,7 @@ pub fn log_exit(path: Option<&Path>, message: &str, code: u8) {
         .filter(|l| !l.is_empty())
         .collect();
     let flat = flat.join(" | ");
-    let shown = match crate::quote::cut(&flat, EXIT_LINE_CAP) {
-        Some(head) => format!("{head}… ({} bytes)", flat.len()),
-        None => flat,
-    };
+    let shown = shorten(&flat, LINE_CAP);
     append_line(&mut file, &format!("{shown} (exit {code})"));
 }
 
@@ -150,9 +151,9 @@ pub fn print_warning(message: &str) {
 /// template error, the template line; with `verbose`, minijinja's whole
 /// debug view (the lines around it and every variable in scope).
 pub fn print_error(err: &anyhow::Error, verbose: bool) {
-    eprintln!("hacfg: error: {err}");
+    eprintln!("hacfg: error: {}", shorten(&err.to_string(), LINE_CAP));
     for cause in err.chain().skip(1) {
-        eprintln!("caused by: {cause}");
+        eprintln!("caused by: {}", shorten(&cause.to_string(), LINE_CAP));
     }
     let tmpl = err
         .chain()

@@ -348,7 +348,12 @@ pub fn parse_node_file(file_name: &str, content: &[u8]) -> Result<Node> {
     let text = std::str::from_utf8(content).context("the file is not UTF-8 text")?;
     let trimmed = text.trim();
     let node = if trimmed.starts_with('{') {
-        let node: Node = serde_json::from_str(trimmed).context("invalid JSON node")?;
+        // serde's words quote what they refuse (an unknown field's name)
+        // whole: cut to a readable length.
+        let node: Node = serde_json::from_str(trimmed).map_err(|e| {
+            let said = crate::quote::shorten(&e.to_string(), crate::quote::SHOWN);
+            anyhow::anyhow!("invalid JSON node: {said}")
+        })?;
         ensure!(
             node.name == file_name,
             "the file names node {} but is named `{file_name}`",

@@ -21,6 +21,9 @@ use crate::quote::quote;
 /// Output kept per stream; the rest is read and dropped, so the command
 /// never blocks on a full pipe.
 const DEFAULT_CAP: usize = 1024 * 1024;
+/// stderr kept: words for people, of which messages show a few hundred
+/// bytes; a command's answer (`etcdctl get`'s 256 MiB) is its stdout.
+pub const STDERR_CAP: usize = 64 * 1024;
 
 /// A command that ran to its end.
 pub struct Finished {
@@ -68,7 +71,8 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Keep up to `cap` bytes of each stream (default 1 MiB).
+    /// Keep up to `cap` bytes of stdout (default 1 MiB), and of stderr at
+    /// most [`STDERR_CAP`].
     #[must_use]
     pub fn cap(mut self, cap: usize) -> Run<'a> {
         self.cap = cap;
@@ -117,7 +121,7 @@ fn kill_group(child: &mut Child) {
 /// Reads both pipes until the child exits; `None` at the deadline.
 fn collect(child: &mut Child, cap: usize, deadline: Instant) -> Result<Option<Finished>> {
     let mut out = Pipe::new(child.stdout.take().map(Source::Out), cap)?;
-    let mut err = Pipe::new(child.stderr.take().map(Source::Err), cap)?;
+    let mut err = Pipe::new(child.stderr.take().map(Source::Err), cap.min(STDERR_CAP))?;
     // A pidfd becomes readable when the child exits: no polling interval.
     let exit_fd = i32::try_from(child.id())
         .ok()
@@ -294,5 +298,14 @@ mod tests {
         .unwrap();
         assert!(done.success());
         assert_eq!(done.stdout.len(), 1000);
+        let script = "head -c 3000000 /dev/zero >&2; head -c 200000 /dev/zero";
+        let done = Run::new(Command::new("sh").args(["-c", script]), "x")
+            .cap(1 << 20)
+            .run(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            (done.stdout.len(), done.stderr.len()),
+            (200_000, STDERR_CAP)
+        );
     }
 }

@@ -37,6 +37,16 @@ pub fn cut(value: &str, max: usize) -> Option<&str> {
     Some(&value[..end])
 }
 
+/// `text` whole, or its first `max` bytes and its length: `abc… (12345
+/// bytes)`. For a message that may carry untrusted text unescaped (a
+/// parser's error, a command's output).
+pub fn shorten(text: &str, max: usize) -> String {
+    match cut(text, max) {
+        Some(head) => format!("{head}… ({} bytes)", text.len()),
+        None => text.to_string(),
+    }
+}
+
 /// Untrusted bytes (a file's content, a socket's answer) shown the same way.
 pub fn quote_bytes(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(SHOWN)];
@@ -51,6 +61,13 @@ pub fn quote_bytes(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shorten_keeps_short_text_and_names_a_long_ones_length() {
+        assert_eq!(shorten("abc", 5), "abc");
+        assert_eq!(shorten("abcdef", 3), "abc… (6 bytes)");
+        assert_eq!(shorten("ééé", 3), "é… (6 bytes)");
+    }
 
     #[test]
     fn short_values_are_escaped_whole() {

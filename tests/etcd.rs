@@ -361,6 +361,31 @@ fn sync_makes_the_folder_equal_to_the_prefix_and_an_older_event_changes_nothing(
     );
     assert_eq!(recorded(&env.nodes), last + 1);
 
+    // (That event, made up, is now in etcd too.)
+    cluster.ctl(&["put", &key("s4"), "10.0.0.4"]);
+    // etcdctl refuses a flag whose ETCDCTL_ variable is set too: where
+    // hacfg passes the flag, its option wins and the variable is dropped.
+    sync(&[])
+        .env("ETCDCTL_DIAL_TIMEOUT", "3s")
+        .env("ETCDCTL_COMMAND_TIMEOUT", "3s")
+        .env("ETCDCTL_ENDPOINTS", "127.0.0.1:1")
+        .code(0);
+    // A prefix that does not end with `/` is a usage error.
+    env.call(&["sync", "--source", "etcd", "--etcd-prefix", "/hacfg/nodes"])
+        .unchanged()
+        .code(2)
+        .stderr_has("must end with `/`");
+    // A folder ahead of the cluster (a cluster rebuilt from scratch): the
+    // refusal says how to start over.
+    let record = env.nodes.join(".hacfg.etcd-revision");
+    std::fs::write(&record, format!("[{{\"revision\": {}}}]", last + 1000)).expect("record");
+    sync(&[])
+        .unchanged()
+        .code(1)
+        .stderr_has("older than the folder's")
+        .stderr_has("if the etcd cluster was rebuilt");
+    std::fs::remove_file(&record).expect("record");
+
     // An empty prefix is refused (exit 5) unless --allow-empty.
     cluster.ctl(&["del", "--prefix", PREFIX]);
     let before = env.snapshot();
@@ -402,9 +427,11 @@ fn sync_without_quorum_fails_in_time_and_changes_nothing() {
         .unchanged()
         .code(1)
         .stderr_has("etcdctl")
-        .stderr_has("Error: context deadline exceeded");
+        .stderr_has("\"Error: ")
+        .stderr_has("context deadline exceeded");
     let text = std::fs::read_to_string(&log).expect("the log file");
-    assert!(text.contains("Error: context deadline exceeded"), "{text}");
+    assert!(text.contains("context deadline exceeded"), "{text}");
+    assert!(!text.contains("\"level\""), "{text}");
 }
 
 /// The node files' names, sorted.

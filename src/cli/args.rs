@@ -591,9 +591,17 @@ fn balancer_role_arg(text: &str) -> Result<String, String> {
 }
 
 /// A prefix names keys: it cannot be empty (every key would be a node).
+/// A prefix ends with `/`: `/hacfg/nodes` would make `/hacfg/nodes2` a
+/// node named `2`, and every `/hacfg/nodes/x` a key to skip.
 fn prefix_arg(text: &str) -> Result<String, String> {
     if text.is_empty() {
         return Err("the etcd prefix cannot be empty".into());
+    }
+    if !text.ends_with('/') {
+        return Err(format!(
+            "the etcd prefix {} must end with `/` (a node is the key's last segment under it)",
+            crate::quote::quote(text)
+        ));
     }
     Ok(text.to_string())
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use super::quoted::unquote;
 use crate::node::{self, Node};
-use crate::quote::{quote, quote_bytes};
+use crate::quote::{SHOWN, quote, quote_bytes, shorten};
 
 /// Largest value read: a node is well under 1 KiB; a larger value is
 /// skipped, never parsed.
@@ -43,8 +43,8 @@ pub struct Vars {
 
 impl Vars {
     /// The event. A missing or malformed revision or type is an error (no
-    /// etcdctl watch ran this); a key or value that is no Go-quoted text
-    /// is one too, for the caller to skip.
+    /// etcdctl watch ran this), and so is a key or value that is no
+    /// Go-quoted text (etcdctl quotes every one).
     pub fn event(&self) -> Result<Watched> {
         let revision = self.revision.as_deref().unwrap_or_default();
         let revision = parse_revision(revision)
@@ -88,14 +88,25 @@ impl Vars {
 pub fn parse_revision(text: &str) -> Result<u64> {
     let n = (!text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit()))
         .then(|| text.parse::<u64>().ok())
-        .flatten()
-        .filter(|n| *n > 0);
-    n.with_context(|| {
+        .flatten();
+    let n = n.with_context(|| {
         format!(
             "invalid revision {}: expected a positive number",
             quote(text)
         )
-    })
+    })?;
+    check_revision(n)
+}
+
+/// etcd's revisions are positive int64s: a larger one, recorded, would
+/// make every later event look old and freeze the folder.
+pub fn check_revision(n: u64) -> Result<u64> {
+    ensure!(
+        n > 0 && i64::try_from(n).is_ok(),
+        "invalid revision {n}: etcd's revisions run from 1 to {}",
+        i64::MAX
+    );
+    Ok(n)
 }
 
 /// The node's name for `key`: its last segment under `prefix`, which
@@ -118,26 +129,55 @@ pub fn name_of(prefix: &str, key: &[u8]) -> Result<String> {
 /// object may leave `name` out (the key names the node) and give
 /// `backend` beside `tags`, as a tag.
 pub fn node_of(name: &str, value: &[u8]) -> Result<Node> {
-    ensure!(
-        value.len() <= VALUE_CAP,
-        "the value of {} bytes is longer than {} KiB",
-        value.len(),
-        VALUE_CAP / 1024
-    );
-    let json = value.trim_ascii_start().starts_with(b"{");
-    let node = if json {
-        node::parse_node_file(name, &named_json(name, value)?)
-    } else {
-        node::parse_node_file(name, value)
+    let node = || {
+        ensure!(
+            value.len() <= VALUE_CAP,
+            "the value of {} bytes is longer than {} KiB",
+            value.len(),
+            VALUE_CAP / 1024
+        );
+        if value.trim_ascii_start().starts_with(b"{") {
+            node::parse_node_file(name, &named_json(name, value)?)
+        } else {
+            node::parse_node_file(name, value)
+        }
     };
-    node.with_context(|| format!("node `{name}`: invalid value"))
+    node().with_context(|| format!("node `{name}`: invalid value"))
+}
+
+/// A JSON object whose fields are each given once (serde_json's `Map`
+/// keeps the last of two, where a node file refuses them).
+struct Fields(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Fields, A::Error> {
+                let mut map = serde_json::Map::new();
+                while let Some((key, value)) = a.next_entry::<String, serde_json::Value>()? {
+                    if map.contains_key(&key) {
+                        let shown = quote(&key);
+                        return Err(serde::de::Error::custom(format!("duplicate field {shown}")));
+                    }
+                    map.insert(key, value);
+                }
+                Ok(Fields(map))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// The JSON object with `name` set (when absent) and a top-level
 /// `backend` moved into `tags`.
 fn named_json(name: &str, value: &[u8]) -> Result<Vec<u8>> {
-    let mut object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(value).context("invalid JSON node")?;
+    let Fields(mut object) = serde_json::from_slice(value)
+        .map_err(|e| anyhow::anyhow!("invalid JSON node: {}", shorten(&e.to_string(), SHOWN)))?;
     object
         .entry("name")
         .or_insert_with(|| serde_json::Value::String(name.to_string()));
@@ -227,6 +267,9 @@ mod tests {
             br#"{"address":"10.0.0.1","extra":1}"#,
             br#"{"address":"10.0.0.1","backend":"a","tags":{"backend":"b"}}"#,
             br#"{"address":"10.0.0.1","backend":"a b"}"#,
+            br#"{"address":"10.0.0.1","address":"10.0.0.2"}"#,
+            br#"{"name":"s2","name":"s1","address":"10.0.0.1"}"#,
+            br#"{"address":"10.0.0.1","backend":"a","backend":"b"}"#,
             br#"{"address":"10.0.0.1","port":0}"#,
             b"10.0.0.1 x y",
             b"",
@@ -237,5 +280,26 @@ mod tests {
         }
         let big = vec![b' '; VALUE_CAP + 1];
         assert!(node_of("s1", &big).is_err());
+        // Every refusal names the node, and a parser's words are cut.
+        let long = format!(r#"{{"address":"10.0.0.1","{}":1}}"#, "x".repeat(60_000));
+        for bad in [&big[..], br#"{"tags":[]}"#, long.as_bytes(), b"{} x"] {
+            let e = format!("{:#}", node_of("s1", bad).unwrap_err());
+            assert!(e.starts_with("node `s1`: invalid value"), "{e}");
+            assert!(e.len() < 1000, "{} bytes", e.len());
+        }
+        let dup = node_of("s1", br#"{"address":"10.0.0.1","address":"10.0.0.2"}"#);
+        assert!(format!("{:#}", dup.unwrap_err()).contains("duplicate field \"address\""));
+    }
+
+    #[test]
+    fn revisions_are_etcds_int64s() {
+        assert_eq!(
+            parse_revision("9223372036854775807").unwrap(),
+            i64::MAX as u64
+        );
+        for bad in ["9223372036854775808", "18446744073709551615", "0"] {
+            let e = format!("{:#}", parse_revision(bad).unwrap_err());
+            assert!(e.contains("invalid revision"), "{e}");
+        }
     }
 }

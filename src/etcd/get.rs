@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
-use crate::quote::quote;
+use super::event::check_revision;
+use crate::quote::{SHOWN, quote};
 
 /// Largest answer read (a node's key and value are well under 1 KiB,
 /// base64 included).
@@ -64,7 +65,13 @@ impl Client {
     pub fn list(&self) -> Result<Listing> {
         let mut cmd = Command::new(&self.etcdctl_bin);
         cmd.env("ETCDCTL_API", "3");
-        cmd.args(self.global_args());
+        let (args, shadowed) = self.global_args();
+        // etcdctl refuses a flag whose ETCDCTL_ variable is also set: the
+        // option hacfg passes wins, and the variable is not passed on.
+        for var in shadowed {
+            cmd.env_remove(var);
+        }
+        cmd.args(args);
         cmd.args(["get", "--prefix", "-w", "json", "--", &self.prefix]);
         let what = format!(
             "`{} get --prefix {}`",
@@ -81,22 +88,29 @@ impl Client {
         parse_listing(&done.stdout).with_context(|| format!("unable to read the keys from {what}"))
     }
 
-    /// The options every etcdctl command of hacfg gets.
-    fn global_args(&self) -> Vec<String> {
+    /// The options every etcdctl command of hacfg gets, and the `ETCDCTL_`
+    /// variables they shadow.
+    fn global_args(&self) -> (Vec<String>, Vec<&'static str>) {
         let secs = format!("{}s", self.timeout.as_secs().max(1));
-        let mut args = vec![
-            format!("--dial-timeout={secs}"),
-            format!("--command-timeout={secs}"),
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let given = [
+            ("dial-timeout", "ETCDCTL_DIAL_TIMEOUT", Some(secs.clone())),
+            ("command-timeout", "ETCDCTL_COMMAND_TIMEOUT", Some(secs)),
+            ("endpoints", "ETCDCTL_ENDPOINTS", self.endpoints.clone()),
+            ("cacert", "ETCDCTL_CACERT", path(&self.cacert)),
+            ("cert", "ETCDCTL_CERT", path(&self.cert)),
+            ("key", "ETCDCTL_KEY", path(&self.key)),
+            ("user", "ETCDCTL_USER", self.user.clone()),
         ];
-        let path = |flag: &str, p: &Option<PathBuf>| {
-            p.as_ref().map(|p| format!("--{flag}={}", p.display()))
-        };
-        args.extend(self.endpoints.as_ref().map(|e| format!("--endpoints={e}")));
-        args.extend(path("cacert", &self.cacert));
-        args.extend(path("cert", &self.cert));
-        args.extend(path("key", &self.key));
-        args.extend(self.user.as_ref().map(|u| format!("--user={u}")));
-        args
+        let mut args = Vec::new();
+        let mut shadowed = Vec::new();
+        for (flag, var, value) in given {
+            if let Some(value) = value {
+                args.push(format!("--{flag}={value}"));
+                shadowed.push(var);
+            }
+        }
+        (args, shadowed)
     }
 }
 
@@ -110,8 +124,10 @@ fn reason(stderr: &[u8]) -> Option<String> {
 }
 
 fn parse_listing(bytes: &[u8]) -> Result<Listing> {
-    let got: GetJson = serde_json::from_slice(bytes)?;
-    ensure!(got.header.revision > 0, "the header's revision is 0");
+    // serde's words quote what they refuse whole: cut to a readable length.
+    let got: GetJson = serde_json::from_slice(bytes)
+        .map_err(|e| anyhow::anyhow!("{}", crate::quote::shorten(&e.to_string(), SHOWN)))?;
+    check_revision(got.header.revision).context("the header's revision")?;
     let mut kvs = Vec::with_capacity(got.kvs.len());
     for kv in got.kvs {
         let key = base64(&kv.key).context("a key")?;
@@ -189,6 +205,10 @@ mod tests {
         let empty = parse_listing(br#"{"header":{"revision":3}}"#).unwrap();
         assert!(empty.kvs.is_empty());
         assert!(parse_listing(br#"{"kvs":[]}"#).is_err());
+        assert!(parse_listing(br#"{"header":{"revision":18446744073709551615}}"#).is_err());
+        let long = format!(r#"{{"header":{{"revision":"{}"}}}}"#, "A".repeat(100_000));
+        let e = format!("{:#}", parse_listing(long.as_bytes()).unwrap_err());
+        assert!(e.len() < 1000, "{} bytes", e.len());
         assert!(parse_listing(br#"{"header":{"revision":3},"kvs":[{"key":"!"}]}"#).is_err());
     }
 
@@ -216,7 +236,17 @@ Error: context deadline exceeded
             user: Some("hacfg".into()),
             timeout: Duration::from_secs(3),
         };
-        let args = client.global_args();
+        let (args, shadowed) = client.global_args();
+        assert_eq!(
+            shadowed,
+            [
+                "ETCDCTL_DIAL_TIMEOUT",
+                "ETCDCTL_COMMAND_TIMEOUT",
+                "ETCDCTL_ENDPOINTS",
+                "ETCDCTL_CACERT",
+                "ETCDCTL_USER"
+            ]
+        );
         assert!(args.contains(&"--endpoints=127.0.0.1:1,127.0.0.1:2".to_string()));
         assert!(args.contains(&"--cacert=/ca.pem".to_string()));
         assert!(args.contains(&"--command-timeout=3s".to_string()));

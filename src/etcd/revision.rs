@@ -27,10 +27,13 @@ impl Kind for Revision {
     fn parse(bytes: &[u8], _now_ms: u64) -> Result<Revision> {
         let entries: Vec<Revision> = serde_json::from_slice(bytes)?;
         ensure!(entries.len() == 1, "expected one entry");
-        ensure!(entries[0].revision > 0, "the revision is 0");
+        super::event::check_revision(entries[0].revision)?;
         Ok(entries[0])
     }
 }
+
+/// The record's file name, in the nodes folder.
+pub const NAME: &str = Revision::NAME;
 
 /// The recorded revision (0: none). A damaged record is moved aside, with
 /// a line in the log, and reads as none. Under the exclusive lock.
@@ -69,6 +72,7 @@ mod tests {
             "[{\"revision\":0}]",
             "{\"revision\":3}",
             "[{\"revision\":-1}]",
+            "[{\"revision\":9223372036854775808}]",
         ] {
             std::fs::write(&path, bad).unwrap();
             assert_eq!(recorded(tmp.path(), &mut log), 0, "{bad}");

@@ -33,6 +33,9 @@ impl Sync<'_> {
         let wanted = wanted(&self.client.prefix, &listing);
         let skipped = warn_planned(&wanted, "sync", b.log());
         if self.dry_run {
+            let recorded =
+                b.with_shared(|folder, log| Ok(revision::recorded(folder.dir(), log)))?;
+            not_older(listing.revision, recorded)?;
             let current = b.with_shared(|folder, _| folder.load_all())?;
             let changes = plan_sync(&current, wanted);
             show(b, &changes)?;
@@ -56,13 +59,7 @@ impl Sync<'_> {
         at: u64,
         log: &mut Log,
     ) -> Result<usize> {
-        let recorded = revision::recorded(folder.dir(), log);
-        if at < recorded {
-            bail!(
-                "sync: etcd answered at revision {at}, older than the folder's {recorded}: \
-                 nothing changed"
-            );
-        }
+        not_older(at, revision::recorded(folder.dir(), log))?;
         let current: Vec<Node> = folder.load_all()?;
         let changes = plan_sync(&current, wanted);
         self.guard(current.len(), &changes)?;
@@ -82,6 +79,21 @@ impl Sync<'_> {
         }
         Err(Failure::Shrinks { removals, current }.into())
     }
+}
+
+/// A listing older than the folder changes nothing. A cluster rebuilt
+/// from scratch starts its revisions again: the error says how to start
+/// over from it.
+fn not_older(at: u64, recorded: u64) -> Result<()> {
+    if at < recorded {
+        bail!(
+            "sync: etcd answered at revision {at}, older than the folder's {recorded}: nothing \
+             changed (if the etcd cluster was rebuilt, its revisions start again: remove \
+             `{}` from the nodes folder, then sync)",
+            revision::NAME
+        );
+    }
+    Ok(())
 }
 
 /// The keys as nodes (the same rules as the handler's): a key that is no

@@ -186,10 +186,7 @@ fn first_lines(text: &str, max: usize) -> String {
     let mut lines: Vec<String> = text
         .lines()
         .take(max)
-        .map(|l| match crate::quote::cut(l, 400) {
-            Some(head) => format!("{head}… ({} bytes)", l.len()),
-            None => l.to_string(),
-        })
+        .map(|l| crate::quote::shorten(l, 400))
         .collect();
     let total = text.lines().count();
     if total > max {

@@ -11,6 +11,7 @@ use super::plan::{Changes, plan_event};
 use crate::exit::Outcome;
 use crate::log::{Log, Verbosity};
 use crate::pipeline::{Balancer, Folder, Then};
+use crate::quote::shorten;
 use crate::stdout::print_stdout;
 use crate::store::Mode;
 
@@ -121,15 +122,30 @@ fn second_opinion(
 
 /// Warns of the tags `changes` dropped and the members it skipped (`who`:
 /// the event, or `sync`); returns how many were skipped.
+/// The first `SHOWN_SKIPS` skipped members are named, each reason cut to
+/// `REASON_CAP` bytes; the rest are counted in one line: 100,000 bad keys
+/// must not write 100,000 lines.
 pub(crate) fn warn_planned(changes: &Changes, who: &str, log: &mut Log) -> usize {
-    for note in &changes.notes {
-        log.warn(&format!("{who}: {note}"));
+    for note in changes.notes.iter().take(SHOWN_SKIPS) {
+        log.warn(&format!("{who}: {}", shorten(note, REASON_CAP)));
     }
-    for reason in &changes.skipped {
-        log.warn(&format!("{who}: skipped: {reason}"));
+    for reason in changes.skipped.iter().take(SHOWN_SKIPS) {
+        log.warn(&format!("{who}: skipped: {}", shorten(reason, REASON_CAP)));
+    }
+    let more = changes.skipped.len().saturating_sub(SHOWN_SKIPS)
+        + changes.notes.len().saturating_sub(SHOWN_SKIPS);
+    if more > 0 {
+        log.warn(&format!(
+            "{who}: {more} more warning(s) like the ones above, not shown \
+             (at most {SHOWN_SKIPS} of each kind are)"
+        ));
     }
     changes.skipped.len()
 }
+
+/// Skipped members named one by one, and the length their reasons are cut to.
+const SHOWN_SKIPS: usize = 20;
+const REASON_CAP: usize = 400;
 
 /// Writes and removes the node files `changes` asks for, one line each. A
 /// file that cannot be written or removed is a warning naming the node and
@@ -172,5 +188,33 @@ pub(crate) fn partial(who: &str, skipped: usize, outcome: Outcome) -> Outcome {
     match skipped {
         0 => outcome,
         n => Outcome::Skipped(format!("{who}: {n} member(s) skipped, the rest applied")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_members_past_twenty_are_counted_in_one_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("hacfg.log");
+        let mut log = Log::new(Verbosity::Quiet, Some(&path));
+        let changes = Changes {
+            skipped: (0..100_000)
+                .map(|i| format!("member `m{i}`: {}", "x".repeat(1000)))
+                .collect(),
+            ..Changes::default()
+        };
+        assert_eq!(warn_planned(&changes, "sync", &mut log), 100_000);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), SHOWN_SKIPS + 1, "{text}");
+        assert!(lines[0].contains("member `m0`") && lines[0].contains("(1013 bytes)"));
+        assert!(lines[0].len() < REASON_CAP + 200, "{}", lines[0]);
+        assert!(
+            lines[SHOWN_SKIPS].contains("99980 more warning(s)"),
+            "{text}"
+        );
     }
 }

@@ -76,10 +76,7 @@ pub struct Damage {
 
 impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why = match quote::cut(&self.why, quote::SHOWN) {
-            Some(head) => format!("{head}… ({} bytes)", self.why.len()),
-            None => self.why.clone(),
-        };
+        let why = quote::shorten(&self.why, quote::SHOWN);
         write!(
             f,
             "{} `{}` is damaged ({why})",
