@@ -61,8 +61,7 @@ impl Log {
 
     /// Reports a problem that does not stop the run.
     pub fn warn(&mut self, message: &str) {
-        let message = shorten(message, LINE_CAP);
-        print_warning(&message);
+        print_warning(message);
         self.append(&format!("warning: {message}"));
     }
 
@@ -70,9 +69,8 @@ impl Log {
     /// what it was asked (a failed member that stays), of which a batch
     /// may bring hundreds. The log file always gets it.
     pub fn warn_unless_quiet(&mut self, message: &str) {
-        let message = shorten(message, LINE_CAP);
         if self.verbosity != Verbosity::Quiet {
-            print_warning(&message);
+            print_warning(message);
         }
         self.append(&format!("warning: {message}"));
     }
@@ -85,7 +83,7 @@ impl Log {
 
     fn append(&mut self, message: &str) {
         if let Some(file) = &mut self.file {
-            append_line(file, message);
+            append_line(file, &shorten(message, LINE_CAP));
         }
     }
 }
@@ -118,6 +116,9 @@ fn append_line(file: &mut File, message: &str) {
 /// Longest warning or error line written, on stderr or to the log file
 /// (HAProxy's words included); the rest is cut, with its length.
 const LINE_CAP: usize = 8 * 1024;
+/// Longest error or cause printed on stderr: room for the 40 lines of
+/// HAProxy's answer (each cut to 400 bytes) that a refusal shows.
+const ERROR_CAP: usize = 64 * 1024;
 
 /// Appends to the log file at `path` (if any) how a run ended: `message`
 /// on one line, with the exit code. Serf discards a handler's stderr, so
@@ -144,16 +145,16 @@ pub fn error_text(err: &anyhow::Error) -> String {
 
 /// Prints `hacfg: warning: …` on stderr.
 pub fn print_warning(message: &str) {
-    eprintln!("hacfg: warning: {message}");
+    eprintln!("hacfg: warning: {}", shorten(message, LINE_CAP));
 }
 
 /// Prints `hacfg: error: …`, then one `caused by: …` line per cause. For a
 /// template error, the template line; with `verbose`, minijinja's whole
 /// debug view (the lines around it and every variable in scope).
 pub fn print_error(err: &anyhow::Error, verbose: bool) {
-    eprintln!("hacfg: error: {}", shorten(&err.to_string(), LINE_CAP));
+    eprintln!("hacfg: error: {}", shorten(&err.to_string(), ERROR_CAP));
     for cause in err.chain().skip(1) {
-        eprintln!("caused by: {}", shorten(&cause.to_string(), LINE_CAP));
+        eprintln!("caused by: {}", shorten(&cause.to_string(), ERROR_CAP));
     }
     let tmpl = err
         .chain()

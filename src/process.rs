@@ -21,9 +21,6 @@ use crate::quote::quote;
 /// Output kept per stream; the rest is read and dropped, so the command
 /// never blocks on a full pipe.
 const DEFAULT_CAP: usize = 1024 * 1024;
-/// stderr kept: words for people, of which messages show a few hundred
-/// bytes; a command's answer (`etcdctl get`'s 256 MiB) is its stdout.
-pub const STDERR_CAP: usize = 64 * 1024;
 
 /// A command that ran to its end.
 pub struct Finished {
@@ -59,6 +56,7 @@ pub struct Run<'a> {
     cmd: &'a mut Command,
     what: &'a str,
     cap: usize,
+    err_cap: usize,
 }
 
 impl<'a> Run<'a> {
@@ -68,14 +66,24 @@ impl<'a> Run<'a> {
             cmd,
             what,
             cap: DEFAULT_CAP,
+            err_cap: DEFAULT_CAP,
         }
     }
 
-    /// Keep up to `cap` bytes of stdout (default 1 MiB), and of stderr at
-    /// most [`STDERR_CAP`].
+    /// Keep up to `cap` bytes of each stream (default 1 MiB).
     #[must_use]
     pub fn cap(mut self, cap: usize) -> Run<'a> {
         self.cap = cap;
+        self.err_cap = cap;
+        self
+    }
+
+    /// Keep up to `cap` bytes of stderr alone: for a command whose answer
+    /// is a large stdout and whose stderr is words for people (not `haproxy
+    /// -c`, whose answer is its stderr).
+    #[must_use]
+    pub fn stderr_cap(mut self, cap: usize) -> Run<'a> {
+        self.err_cap = cap;
         self
     }
 
@@ -91,7 +99,8 @@ impl<'a> Run<'a> {
             .process_group(0)
             .spawn()
             .with_context(|| format!("unable to run {what}"))?;
-        let result = collect(&mut child, self.cap, Instant::now() + timeout);
+        let caps = (self.cap, self.err_cap);
+        let result = collect(&mut child, caps, Instant::now() + timeout);
         match result {
             Ok(Some(finished)) => Ok(finished),
             Ok(None) => {
@@ -119,9 +128,9 @@ fn kill_group(child: &mut Child) {
 }
 
 /// Reads both pipes until the child exits; `None` at the deadline.
-fn collect(child: &mut Child, cap: usize, deadline: Instant) -> Result<Option<Finished>> {
-    let mut out = Pipe::new(child.stdout.take().map(Source::Out), cap)?;
-    let mut err = Pipe::new(child.stderr.take().map(Source::Err), cap.min(STDERR_CAP))?;
+fn collect(child: &mut Child, caps: (usize, usize), deadline: Instant) -> Result<Option<Finished>> {
+    let mut out = Pipe::new(child.stdout.take().map(Source::Out), caps.0)?;
+    let mut err = Pipe::new(child.stderr.take().map(Source::Err), caps.1)?;
     // A pidfd becomes readable when the child exits: no polling interval.
     let exit_fd = i32::try_from(child.id())
         .ok()
@@ -301,11 +310,9 @@ mod tests {
         let script = "head -c 3000000 /dev/zero >&2; head -c 200000 /dev/zero";
         let done = Run::new(Command::new("sh").args(["-c", script]), "x")
             .cap(1 << 20)
+            .stderr_cap(1000)
             .run(Duration::from_secs(10))
             .unwrap();
-        assert_eq!(
-            (done.stdout.len(), done.stderr.len()),
-            (200_000, STDERR_CAP)
-        );
+        assert_eq!((done.stdout.len(), done.stderr.len()), (200_000, 1000));
     }
 }

@@ -126,6 +126,31 @@ fn a_server_line_haproxy_refuses_is_held_back() {
 }
 
 #[test]
+fn a_refusal_found_far_down_the_checks_stderr_still_names_its_node() {
+    let env = TestEnv::new();
+    for (name, addr) in [("good", "10.0.0.1"), ("bad", "10.0.0.2")] {
+        env.ok(&["--no-check", "add", name, addr]);
+    }
+    // HAProxy's answer is its stderr: 800 warnings (about 100 KiB) before
+    // the alert that names the line of `bad`'s server.
+    let check = env.write(
+        "check.sh",
+        "grep -q 'server bad ' \"$1\" || exit 0\n\
+         i=0; while [ $i -lt 800 ]; do\n\
+         echo \"[WARNING]  (1) : config : a warning that changes nothing, number $i, padded to about \
+         a hundred bytes\" >&2; i=$((i + 1)); done\n\
+         n=$(grep -n 'server bad ' \"$1\" | cut -d: -f1)\n\
+         echo \"[ALERT]    (1) : config : parsing [$1:$n] : 'server bad' : refused.\" >&2\n\
+         exit 1\n",
+    );
+    let cmd = format!("sh {} {{}}", check.display());
+    env.call(&["--check-cmd", &cmd, "--force", "render"])
+        .code(6)
+        .stderr_has("`bad`");
+    assert_eq!(env.servers(), ["good 10.0.0.1:3000"]);
+}
+
+#[test]
 fn a_missing_folder_is_an_error_for_every_command() {
     let env = TestEnv::new();
     env.ok(&["--no-check", "add", "s1", "10.0.0.1"]);

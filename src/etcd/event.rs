@@ -145,39 +145,71 @@ pub fn node_of(name: &str, value: &[u8]) -> Result<Node> {
     node().with_context(|| format!("node `{name}`: invalid value"))
 }
 
-/// A JSON object whose fields are each given once (serde_json's `Map`
-/// keeps the last of two, where a node file refuses them).
-struct Fields(serde_json::Map<String, serde_json::Value>);
+/// A JSON value whose objects give each field once, at every depth
+/// (serde_json's `Map` keeps the last of two, where a node file refuses
+/// them).
+struct Unique(serde_json::Value);
 
-impl<'de> serde::Deserialize<'de> for Fields {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Fields;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Fields, A::Error> {
-                let mut map = serde_json::Map::new();
-                while let Some((key, value)) = a.next_entry::<String, serde_json::Value>()? {
-                    if map.contains_key(&key) {
-                        let shown = quote(&key);
-                        return Err(serde::de::Error::custom(format!("duplicate field {shown}")));
-                    }
-                    map.insert(key, value);
-                }
-                Ok(Fields(map))
-            }
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Unique, E> {
+        Ok(Unique(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Unique, E> {
+        Ok(Unique(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Unique, E> {
+        Ok(Unique(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Unique, E> {
+        Ok(Unique(v.into()))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Unique, E> {
+        Ok(Unique(v.into()))
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique(serde_json::Value::Null))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = a.next_element()? {
+            items.push(item);
         }
-        d.deserialize_map(Visit)
+        Ok(Unique(items.into()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
+        let mut map = serde_json::Map::new();
+        while let Some((key, Unique(value))) = a.next_entry::<String, Unique>()? {
+            if map.contains_key(&key) {
+                let shown = quote(&key);
+                return Err(serde::de::Error::custom(format!("duplicate field {shown}")));
+            }
+            map.insert(key, value);
+        }
+        Ok(Unique(map.into()))
     }
 }
 
 /// The JSON object with `name` set (when absent) and a top-level
 /// `backend` moved into `tags`.
 fn named_json(name: &str, value: &[u8]) -> Result<Vec<u8>> {
-    let Fields(mut object) = serde_json::from_slice(value)
+    let Unique(value) = serde_json::from_slice(value)
         .map_err(|e| anyhow::anyhow!("invalid JSON node: {}", shorten(&e.to_string(), SHOWN)))?;
+    let serde_json::Value::Object(mut object) = value else {
+        bail!("invalid JSON node: not an object");
+    };
     object
         .entry("name")
         .or_insert_with(|| serde_json::Value::String(name.to_string()));
@@ -261,6 +293,9 @@ mod tests {
         assert_eq!(n.tags["backend"], "api");
         assert_eq!(node_of("s1", b"10.0.0.1:81\n").unwrap().port, Some(81));
         let named = node_of("s1", br#"{"name":"s1","address":"10.0.0.1"}"#).unwrap();
+        let tagged = br#"{"address":"10.0.0.1","weight":2,"tags":{"k":"a","j":"b"}}"#;
+        let tagged = node_of("s1", tagged).unwrap();
+        assert_eq!((tagged.weight, tagged.tags.len()), (Some(2), 2));
         assert_eq!(named.address, "10.0.0.1");
         for bad in [
             &br#"{"name":"s2","address":"10.0.0.1"}"#[..],
@@ -270,6 +305,7 @@ mod tests {
             br#"{"address":"10.0.0.1","address":"10.0.0.2"}"#,
             br#"{"name":"s2","name":"s1","address":"10.0.0.1"}"#,
             br#"{"address":"10.0.0.1","backend":"a","backend":"b"}"#,
+            br#"{"address":"10.0.0.1","tags":{"k":"a","k":"b"}}"#,
             br#"{"address":"10.0.0.1","port":0}"#,
             b"10.0.0.1 x y",
             b"",

@@ -14,6 +14,8 @@ use crate::quote::{SHOWN, quote};
 /// Largest answer read (a node's key and value are well under 1 KiB,
 /// base64 included).
 const GET_CAP: usize = 256 << 20;
+/// etcdctl's stderr kept: its retries' log lines, then its `Error:` line.
+const STDERR_CAP: usize = 1 << 20;
 
 /// How etcdctl reaches the cluster (`--etcd-*` options; etcdctl's own
 /// `ETCDCTL_*` variables, such as ETCDCTL_PASSWORD, pass through).
@@ -80,6 +82,7 @@ impl Client {
         );
         let done = crate::process::Run::new(&mut cmd, &what)
             .cap(GET_CAP)
+            .stderr_cap(STDERR_CAP)
             .run(self.timeout * 2 + Duration::from_secs(5))?;
         if !done.success() {
             let said = reason(&done.stderr).unwrap_or_else(|| done.output());
@@ -109,6 +112,11 @@ impl Client {
                 args.push(format!("--{flag}={value}"));
                 shadowed.push(var);
             }
+        }
+        // `--user NAME:PASSWORD` and ETCDCTL_PASSWORD together would make
+        // the whole of it the user name.
+        if self.user.as_ref().is_some_and(|u| u.contains(':')) {
+            shadowed.push("ETCDCTL_PASSWORD");
         }
         (args, shadowed)
     }

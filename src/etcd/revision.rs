@@ -47,6 +47,12 @@ pub fn recorded(dir: &Path, log: &mut Log) -> u64 {
     }
 }
 
+/// The recorded revision for a look that changes nothing (`--dry-run`,
+/// under the shared lock): a damaged record reads as none and stays.
+pub fn peek(dir: &Path) -> u64 {
+    records::read::<Revision>(dir).map_or(0, |r| r.revision)
+}
+
 /// Records `revision`, and tells the metrics. Under the exclusive lock.
 pub fn record(dir: &Path, revision: u64) -> Result<()> {
     records::save::<Revision, _>(dir, &[Revision { revision }])?;

@@ -33,10 +33,10 @@ impl Sync<'_> {
         let wanted = wanted(&self.client.prefix, &listing);
         let skipped = warn_planned(&wanted, "sync", b.log());
         if self.dry_run {
-            let recorded =
-                b.with_shared(|folder, log| Ok(revision::recorded(folder.dir(), log)))?;
-            not_older(listing.revision, recorded)?;
-            let current = b.with_shared(|folder, _| folder.load_all())?;
+            let current = b.with_shared(|folder, _| {
+                not_older(listing.revision, revision::peek(folder.dir()))?;
+                folder.load_all()
+            })?;
             let changes = plan_sync(&current, wanted);
             show(b, &changes)?;
             self.guard(current.len(), &changes)?;

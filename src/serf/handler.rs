@@ -122,29 +122,47 @@ fn second_opinion(
 
 /// Warns of the tags `changes` dropped and the members it skipped (`who`:
 /// the event, or `sync`); returns how many were skipped.
-/// The first `SHOWN_SKIPS` skipped members are named, each reason cut to
-/// `REASON_CAP` bytes; the rest are counted in one line: 100,000 bad keys
-/// must not write 100,000 lines.
+/// Stderr names the first `SHOWN_SKIPS` skipped members (and notes), the
+/// log file the first `LOGGED_SKIPS`, each reason cut to `REASON_CAP`
+/// bytes; the rest are counted in one line: 100,000 bad keys must not
+/// write 100,000 lines.
 pub(crate) fn warn_planned(changes: &Changes, who: &str, log: &mut Log) -> usize {
-    for note in changes.notes.iter().take(SHOWN_SKIPS) {
-        log.warn(&format!("{who}: {}", shorten(note, REASON_CAP)));
+    let notes = changes
+        .notes
+        .iter()
+        .map(|n| format!("{who}: {}", shorten(n, REASON_CAP)));
+    let skips = changes.skipped.iter();
+    let skips = skips.map(|r| format!("{who}: skipped: {}", shorten(r, REASON_CAP)));
+    let notes: Vec<String> = notes.take(LOGGED_SKIPS).collect();
+    for lines in [notes, skips.take(LOGGED_SKIPS).collect()] {
+        for (i, line) in lines.iter().enumerate() {
+            if i < SHOWN_SKIPS {
+                log.warn(line);
+            } else {
+                log.warn_to_file(line);
+            }
+        }
     }
-    for reason in changes.skipped.iter().take(SHOWN_SKIPS) {
-        log.warn(&format!("{who}: skipped: {}", shorten(reason, REASON_CAP)));
-    }
-    let more = changes.skipped.len().saturating_sub(SHOWN_SKIPS)
-        + changes.notes.len().saturating_sub(SHOWN_SKIPS);
-    if more > 0 {
+    let more = |n: usize, cap| n.saturating_sub(cap);
+    let (notes, skipped) = (changes.notes.len(), changes.skipped.len());
+    let (unshown, unlogged) = (
+        more(notes, SHOWN_SKIPS) + more(skipped, SHOWN_SKIPS),
+        more(notes, LOGGED_SKIPS) + more(skipped, LOGGED_SKIPS),
+    );
+    if unshown > 0 {
         log.warn(&format!(
-            "{who}: {more} more warning(s) like the ones above, not shown \
-             (at most {SHOWN_SKIPS} of each kind are)"
+            "{who}: {unshown} more warning(s) like the ones above: {} in the log file, {unlogged} \
+             not written anywhere",
+            unshown - unlogged
         ));
     }
     changes.skipped.len()
 }
 
-/// Skipped members named one by one, and the length their reasons are cut to.
+/// Skipped members named on stderr and in the log file, and the length
+/// their reasons are cut to.
 const SHOWN_SKIPS: usize = 20;
+const LOGGED_SKIPS: usize = 1000;
 const REASON_CAP: usize = 400;
 
 /// Writes and removes the node files `changes` asks for, one line each. A
@@ -209,12 +227,15 @@ mod tests {
         assert_eq!(warn_planned(&changes, "sync", &mut log), 100_000);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), SHOWN_SKIPS + 1, "{text}");
+        assert_eq!(lines.len(), LOGGED_SKIPS + 1);
         assert!(lines[0].contains("member `m0`") && lines[0].contains("(1013 bytes)"));
         assert!(lines[0].len() < REASON_CAP + 200, "{}", lines[0]);
+        assert!(lines[LOGGED_SKIPS - 1].contains("member `m999`"));
+        let last = lines[LOGGED_SKIPS];
+        assert!(last.contains("99980 more warning(s)"), "{last}");
         assert!(
-            lines[SHOWN_SKIPS].contains("99980 more warning(s)"),
-            "{text}"
+            last.contains("980 in the log file, 99000 not written"),
+            "{last}"
         );
     }
 }
