@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
 use super::event::check_revision;
-use crate::quote::{SHOWN, quote};
+use crate::quote::{SHOWN, quote, shorten};
 
 /// Largest answer read (a node's key and value are well under 1 KiB,
 /// base64 included).
@@ -18,7 +18,8 @@ const GET_CAP: usize = 256 << 20;
 const STDERR_CAP: usize = 1 << 20;
 
 /// How etcdctl reaches the cluster (`--etcd-*` options; etcdctl's own
-/// `ETCDCTL_*` variables, such as ETCDCTL_PASSWORD, pass through).
+/// `ETCDCTL_*` variables, such as ETCDCTL_PASSWORD, pass through, but for
+/// those of the flags hacfg passes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub etcdctl_bin: PathBuf,
@@ -134,7 +135,7 @@ fn reason(stderr: &[u8]) -> Option<String> {
 fn parse_listing(bytes: &[u8]) -> Result<Listing> {
     // serde's words quote what they refuse whole: cut to a readable length.
     let got: GetJson = serde_json::from_slice(bytes)
-        .map_err(|e| anyhow::anyhow!("{}", crate::quote::shorten(&e.to_string(), SHOWN)))?;
+        .map_err(|e| anyhow::anyhow!("{}", shorten(&e.to_string(), SHOWN)))?;
     check_revision(got.header.revision).context("the header's revision")?;
     let mut kvs = Vec::with_capacity(got.kvs.len());
     for kv in got.kvs {
