@@ -23,14 +23,6 @@ struct Member {
 }
 
 impl Member {
-    fn log(&self) -> String {
-        let mut text = String::new();
-        let mut log = &self.log;
-        let _ = log.rewind();
-        let _ = log.read_to_string(&mut text);
-        text
-    }
-
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_group(&mut child);
@@ -41,10 +33,22 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("etcd member {:?}'s output:\n{}", self.name, self.log());
+            eprintln!(
+                "etcd member {:?}'s output:\n{}",
+                self.name,
+                read_all(&self.log)
+            );
         }
         self.stop();
     }
+}
+
+/// A process's output, captured in a temporary file, from its start.
+fn read_all(mut file: &File) -> String {
+    let mut text = String::new();
+    let _ = file.rewind();
+    let _ = file.read_to_string(&mut text);
+    text
 }
 
 fn kill_group(child: &mut Child) {
@@ -188,11 +192,7 @@ struct Watch {
 
 impl Watch {
     fn log(&self) -> String {
-        let mut text = String::new();
-        let mut log = &self.log;
-        let _ = log.rewind();
-        let _ = log.read_to_string(&mut text);
-        text
+        read_all(&self.log)
     }
 
     fn running(&mut self) -> bool {
@@ -531,10 +531,7 @@ struct Supervised {
 impl Drop for Supervised {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let mut text = String::new();
-            let _ = self.log.rewind();
-            let _ = self.log.read_to_string(&mut text);
-            eprintln!("the supervised watch's output:\n{text}");
+            eprintln!("the supervised watch's output:\n{}", read_all(&self.log));
         }
         kill_group(&mut self.child);
     }

@@ -647,85 +647,95 @@ mod tests {
         assert!(keep(&leave, &drained, &none, &[]).is_empty());
     }
 
+    /// Server `a` kept serving for its replacement `c`, which waits for its
+    /// first check (`c_is` sets how HAProxy sees it), both recorded.
+    struct KeptServing {
+        dir: tempfile::TempDir,
+        fake: Fake,
+        desired: Vec<Server>,
+        waits: Waits,
+        a: Target,
+    }
+
+    impl KeptServing {
+        fn new(c_is: impl FnOnce(&mut crate::haproxy::fake::Server)) -> KeptServing {
+            let dir = tempfile::tempdir().unwrap();
+            let both = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server c 10.0.0.3:80 check id 13\n";
+            let fake = Fake::of(both);
+            fake.set("nodes/c", c_is);
+            let waits = Waits {
+                drain: Duration::from_secs(60),
+                first_check: Duration::from_secs(60),
+            };
+            let (a, c) = (Target::new("nodes", "a"), Target::new("nodes", "c"));
+            let mut p = Pending::default();
+            p.insert(a.clone(), Why::KeptServing, waits.first_check);
+            p.insert(c, Why::FirstCheck, waits.first_check);
+            p.save(dir.path(), &Pending::default()).unwrap();
+            let desired = config::servers(both).split_off(1);
+            KeptServing {
+                dir,
+                fake,
+                desired,
+                waits,
+                a,
+            }
+        }
+
+        fn pass(&self, log: &mut Log) -> Passed {
+            let live = self.fake.live().unwrap();
+            let (dir, desired) = (self.dir.path(), &self.desired);
+            pass(&self.fake, dir, desired, &live, None, self.waits, log).unwrap()
+        }
+    }
+
     #[test]
     fn a_server_kept_serving_drains_once_its_replacement_is_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let both = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server c 10.0.0.3:80 check id 13\n";
-        let fake = Fake::of(both);
-        fake.set("nodes/c", |s| {
+        let k = KeptServing::new(|s| {
             s.live.admin_state = FORCED_DRAIN;
             s.check = "INI".into();
         });
-        let waits = Waits {
-            drain: Duration::from_secs(60),
-            first_check: Duration::from_secs(60),
-        };
-        let (a, c) = (Target::new("nodes", "a"), Target::new("nodes", "c"));
-        let mut p = Pending::default();
-        p.insert(a.clone(), Why::KeptServing, waits.first_check);
-        p.insert(c.clone(), Why::FirstCheck, waits.first_check);
-        p.save(dir.path(), &Pending::default()).unwrap();
-        let desired = config::servers(both).split_off(1);
+        let (fake, a) = (&k.fake, &k.a);
         let mut log = Log::new(Verbosity::Quiet, None);
-        let pass = |fake: &Fake, log: &mut Log| {
-            let live = fake.live().unwrap();
-            pass(fake, dir.path(), &desired, &live, None, waits, log).unwrap()
-        };
-        let left = pass(&fake, &mut log).pending;
-        assert!(left.kept(&a), "c has not been checked: a serves on");
+        let left = k.pass(&mut log).pending;
+        assert!(left.kept(a), "c has not been checked: a serves on");
         assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Ready);
         fake.set("nodes/c", |s| s.check = "L7OK".into());
-        let Passed { pending, counts } = pass(&fake, &mut log);
+        let Passed { pending, counts } = k.pass(&mut log);
         assert_eq!(fake.get("nodes/c").unwrap().live.admin(), Admin::Ready);
         assert_eq!((counts.ready, counts.drained), (1, 1));
         // a is drained as any removal; idle, the next pass deletes it.
-        assert!(pending.removing(&a));
+        assert!(pending.removing(a));
         assert_eq!(fake.get("nodes/a").unwrap().live.admin(), Admin::Drain);
-        assert!(pass(&fake, &mut log).pending.is_empty());
+        assert!(k.pass(&mut log).pending.is_empty());
         assert!(fake.get("nodes/a").is_none());
     }
 
     #[test]
     fn a_server_kept_serving_waits_for_a_replacement_that_failed_its_first_check() {
-        let dir = tempfile::tempdir().unwrap();
-        let both = "backend nodes\n    server a 10.0.0.1:80 check id 11\n    server c 10.0.0.3:80 check id 13\n";
-        let fake = Fake::of(both);
-        fake.set("nodes/c", |s| {
+        let k = KeptServing::new(|s| {
             s.live.admin_state = FORCED_DRAIN;
             s.live.op_state = 0;
             s.check = "L4CON".into();
         });
-        let waits = Waits {
-            drain: Duration::from_secs(60),
-            first_check: Duration::from_secs(60),
-        };
-        let (a, c) = (Target::new("nodes", "a"), Target::new("nodes", "c"));
-        let mut p = Pending::default();
-        p.insert(a.clone(), Why::KeptServing, waits.first_check);
-        p.insert(c, Why::FirstCheck, waits.first_check);
-        p.save(dir.path(), &Pending::default()).unwrap();
-        let desired = config::servers(both).split_off(1);
+        let (fake, a) = (&k.fake, &k.a);
         let mut log = Log::new(Verbosity::Quiet, None);
-        let pass = |fake: &Fake, log: &mut Log| {
-            let live = fake.live().unwrap();
-            pass(fake, dir.path(), &desired, &live, None, waits, log).unwrap()
-        };
         // c is set ready, DOWN: a serves on, waiting for c alone.
-        let left = pass(&fake, &mut log).pending;
+        let left = k.pass(&mut log).pending;
         assert_eq!(fake.get("nodes/c").unwrap().live.admin(), Admin::Ready);
-        let kept = left.get(&a).unwrap();
+        let kept = left.get(a).unwrap();
         assert_eq!(kept.why, Why::KeptServing);
         let names: Vec<&str> = kept.replacements.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["c"]);
-        assert_eq!(Pending::load(dir.path()), left, "recorded");
-        assert!(pass(&fake, &mut log).pending.kept(&a), "c is still DOWN");
+        assert_eq!(Pending::load(k.dir.path()), left, "recorded");
+        assert!(k.pass(&mut log).pending.kept(a), "c is still DOWN");
         // c comes UP: a drains.
         fake.set("nodes/c", |s| {
             s.live.op_state = 2;
             s.check = "L7OK".into();
         });
-        assert!(pass(&fake, &mut log).pending.removing(&a));
-        assert!(pass(&fake, &mut log).pending.is_empty(), "idle, deleted");
+        assert!(k.pass(&mut log).pending.removing(a));
+        assert!(k.pass(&mut log).pending.is_empty(), "idle, deleted");
         assert!(fake.get("nodes/a").is_none());
     }
 
