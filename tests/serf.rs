@@ -98,6 +98,13 @@ impl Agent {
         }
     }
 
+    /// Lets a paused agent run again (SIGCONT).
+    pub(crate) fn resume(&self) {
+        if let Some(child) = &self.child {
+            let _ = kill_process_group(Pid::from_child(child), Signal::CONT);
+        }
+    }
+
     /// `serf leave`: a graceful leave, then the agent exits.
     fn leave(mut self) {
         let _ = Command::new("serf")
