@@ -132,7 +132,45 @@ impl Index<&str> for PoolSetup<'_> {
     }
 }
 
+/// A `GET /slow` through HAProxy, in flight until [`Slow::finish`] (or
+/// its drop) lets the pool's backends answer it.
+pub struct Slow {
+    request: Option<thread::JoinHandle<Result<String, String>>>,
+    released: Vec<Arc<AtomicUsize>>,
+}
+
+impl Slow {
+    /// Lets the request answer; the answering backend's name, or an error.
+    pub fn finish(mut self) -> Result<String, String> {
+        self.release();
+        let request = self.request.take().expect("a request not yet finished");
+        request.join().expect("the request's thread")
+    }
+
+    fn release(&self) {
+        for released in &self.released {
+            released.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Slow {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl Pool {
+    /// Starts a `GET /slow` through HAProxy: it stays in flight on the
+    /// backend it reached until the test finishes it.
+    pub fn slow(&self) -> Slow {
+        let port = self.port;
+        Slow {
+            request: Some(thread::spawn(move || get_path(port, "/slow"))),
+            released: self.backends.iter().map(|b| b.released.clone()).collect(),
+        }
+    }
+
     /// Stops the backend `name`: its port refuses connections, so
     /// HAProxy's checks soon see it DOWN.
     #[track_caller]
@@ -164,6 +202,8 @@ pub struct Backend {
     pub name: String,
     pub port: u16,
     pub hits: Arc<AtomicUsize>,
+    /// Bumped to let the `/slow` requests in flight answer.
+    released: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -174,21 +214,24 @@ impl Backend {
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicUsize::new(0));
+        let released = Arc::new(AtomicUsize::new(0));
         let (stop2, hits2, body) = (stop.clone(), hits.clone(), name.to_string());
+        let released2 = released.clone();
         let thread = thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (hits, body) = (hits2.clone(), body.clone());
-                thread::spawn(move || serve(conn, &body, &hits, keep_alive));
+                let (hits, body, released) = (hits2.clone(), body.clone(), released2.clone());
+                thread::spawn(move || serve(conn, &body, &hits, &released, keep_alive));
             }
         });
         Backend {
             name: name.to_string(),
             port,
             hits,
+            released,
             stop,
             thread: Some(thread),
         }
@@ -202,14 +245,25 @@ impl Backend {
 
 /// Answers requests on `conn`: one, or (`keep_alive`) as many as come
 /// until the peer closes or is idle for 5 s, as a real HTTP/1.1 server does.
-fn serve(mut conn: TcpStream, body: &str, hits: &AtomicUsize, keep_alive: bool) {
+fn serve(
+    mut conn: TcpStream,
+    body: &str,
+    hits: &AtomicUsize,
+    released: &AtomicUsize,
+    keep_alive: bool,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    while answer(&mut conn, body, hits, keep_alive) && keep_alive {}
+    while answer(&mut conn, body, (hits, released), keep_alive) && keep_alive {}
     let _ = conn.shutdown(Shutdown::Both);
 }
 
 /// Reads one request and answers it; false when there was none.
-fn answer(conn: &mut TcpStream, body: &str, hits: &AtomicUsize, keep_alive: bool) -> bool {
+fn answer(
+    conn: &mut TcpStream,
+    body: &str,
+    (hits, released): (&AtomicUsize, &AtomicUsize),
+    keep_alive: bool,
+) -> bool {
     let mut buf = [0u8; 4096];
     let mut req = Vec::new();
     while !req.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -222,9 +276,14 @@ fn answer(conn: &mut TcpStream, body: &str, hits: &AtomicUsize, keep_alive: bool
     if !head {
         hits.fetch_add(1, Ordering::SeqCst);
     }
-    // A request in flight for a while, as a slow client download would be.
+    // A request in flight until the test lets it answer (30 s at most), as
+    // a slow client download would be: never a fixed time a loaded machine
+    // could outlast.
     if req.starts_with(b"GET /slow ") {
-        thread::sleep(Duration::from_millis(1500));
+        let (at, since) = (released.load(Ordering::SeqCst), Instant::now());
+        while released.load(Ordering::SeqCst) == at && since.elapsed() < SLOW_CAP {
+            thread::sleep(Duration::from_millis(10));
+        }
     }
     let reply = format!(
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n{}",
@@ -254,10 +313,13 @@ pub fn get(port: u16) -> Result<String, String> {
     get_path(port, "/")
 }
 
-/// One `GET path` through HAProxy (`/slow` takes 1.5 s to answer).
-pub fn get_path(port: u16, path: &str) -> Result<String, String> {
+/// Longest a `/slow` request waits for [`Slow::finish`].
+const SLOW_CAP: Duration = Duration::from_secs(30);
+
+/// One `GET path` through HAProxy (see [`Pool::slow`] for `/slow`).
+fn get_path(port: u16, path: &str) -> Result<String, String> {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))
+    conn.set_read_timeout(Some(SLOW_CAP + Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     conn.write_all(request.as_bytes())

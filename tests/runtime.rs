@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::harness::{TestEnv, free_port, wait_until};
-use crate::live::{Haproxy, Pool, Traffic, get_path};
+use crate::live::{Haproxy, Pool, Traffic};
 
 #[track_caller]
 fn names(hap: &Haproxy) -> Vec<String> {
@@ -60,8 +60,7 @@ fn a_request_in_flight_to_a_removed_server_completes() {
         return;
     };
     // A slow request lands on s1, the only server.
-    let port = pool.port;
-    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    let slow = pool.slow();
     assert!(wait_until(5.0, || pool["s1"].hits.load(Ordering::SeqCst) == 1));
     env.ok(&pool.runtime_args(&["add", "s2", &pool["s2"].endpoint()]));
     assert!(wait_until(10.0, || pool.stat("s2", "status") == "UP"));
@@ -72,7 +71,7 @@ fn a_request_in_flight_to_a_removed_server_completes() {
     // hacfg did not wait: s1 is still there, drained, its request in flight.
     done.stderr_has("runtime: drained `nodes/s1`");
     assert!(pool.stat("s1", "status").starts_with("DRAIN"));
-    assert_eq!(slow.join().unwrap(), Ok("s1".to_string()));
+    assert_eq!(slow.finish(), Ok("s1".to_string()));
     // New requests never reached s1 once hacfg acted; the worker deleted
     // it once idle, with no further hacfg call.
     assert_eq!(pool.answering(20), ["s2".to_string()].into());
@@ -86,7 +85,7 @@ fn a_request_in_flight_to_a_removed_server_completes() {
     env.ok(&pool.runtime_args(&["add", "s1", &pool["s1"].endpoint()]));
     assert!(wait_until(10.0, || pool.stat("s1", "status") == "UP"));
     env.ok(&pool.runtime_args(&["remove", "s2"]));
-    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    let slow = pool.slow();
     assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"));
     env.call(&pool.runtime_args(&["--drain-timeout", "0.2", "remove", "s1"]))
         .code(0);
@@ -97,11 +96,7 @@ fn a_request_in_flight_to_a_removed_server_completes() {
     env.call(&pool.runtime_args(&["status"]))
         .code(8)
         .stdout_has("drained by hacfg past its deadline");
-    assert_eq!(
-        slow.join().unwrap(),
-        Ok("s1".to_string()),
-        "a session was cut"
-    );
+    assert_eq!(slow.finish(), Ok("s1".to_string()), "a session was cut");
     assert_eq!(names(&pool), ["s1"]);
     env.call(&pool.runtime_args(&["render"]))
         .code(0)

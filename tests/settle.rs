@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::harness::{TestEnv, free_port, wait_until};
-use crate::live::{Pool, get_path};
+use crate::live::{Pool, Slow};
 
 /// A check interval no handler waits out: a handler that returned while
 /// the new server's check is still `INI` did not wait for it.
@@ -23,12 +23,8 @@ fn member(name: &str, endpoint: &str) -> String {
 
 /// A slow request through HAProxy, in flight on one of `servers`: that
 /// server's name, and the request to join.
-fn slow_request(
-    pool: &Pool,
-    servers: &[&str],
-) -> (String, std::thread::JoinHandle<Result<String, String>>) {
-    let port = pool.port;
-    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+fn slow_request(pool: &Pool, servers: &[&str]) -> (String, Slow) {
+    let slow = pool.slow();
     let mut busy = None;
     assert!(wait_until(5.0, || {
         busy = servers.iter().find(|s| pool.stat(s, "scur") == "1");
@@ -111,9 +107,8 @@ fn a_leave_with_a_request_in_flight_returns_at_once_and_the_server_goes_once_idl
     };
     assert!(wait_until(10.0, || pool.answering(10).len() == 2));
     // A slow request on s1, then s1 leaves.
-    let port = pool.port;
     let before = pool["s1"].hits.load(Ordering::SeqCst);
-    let slow = std::thread::spawn(move || get_path(port, "/slow"));
+    let slow = pool.slow();
     assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"));
     let leave = member("s1", &pool["s1"].endpoint());
     env.call(&pool.runtime_args(&["--drain-timeout", "10", "serf"]))
@@ -127,7 +122,7 @@ fn a_leave_with_a_request_in_flight_returns_at_once_and_the_server_goes_once_idl
         "deleted while busy"
     );
     assert_eq!(pool.answering(10), ["s2".to_string()].into());
-    assert_eq!(slow.join().unwrap(), Ok("s1".to_string()));
+    assert_eq!(slow.finish(), Ok("s1".to_string()));
     assert_eq!(pool["s1"].hits.load(Ordering::SeqCst), before + 1);
     assert!(wait_until(10.0, || pool
         .servers()
@@ -160,7 +155,7 @@ fn a_re_add_during_a_pending_delete_and_a_remove_during_a_pending_check_end_as_t
         "settle: `nodes/{busy}` is in the nodes folder again"
     )));
     assert!(pool.stat(busy, "status").starts_with("UP"));
-    assert!(slow.join().unwrap().is_ok());
+    assert!(slow.finish().is_ok());
     assert!(wait_until(10.0, || settled(&env)));
     assert!(
         pool.servers().iter().any(|l| l.name == busy),
@@ -256,7 +251,7 @@ fn a_killed_worker_leaves_nothing_the_next_run_cannot_finish() {
     let pid = Pid::from_raw(worker.unwrap()).unwrap();
     kill_process(pid, Signal::KILL).unwrap();
     assert!(wait_until(5.0, || worker_of(&env).is_none()));
-    assert!(slow.join().unwrap().is_ok());
+    assert!(slow.finish().is_ok());
     // The server stays drained (no request) and recorded as pending.
     assert!(!settled(&env));
     assert!(pool.stat(busy, "status").starts_with("DRAIN"));
@@ -293,7 +288,7 @@ fn a_still_draining_server_does_not_hold_up_an_unrelated_leave() {
         done.stderr
     );
     assert!(pool.stat(&busy, "status").starts_with("DRAIN"));
-    assert!(slow.join().unwrap().is_ok());
+    assert!(slow.finish().is_ok());
     assert!(wait_until(10.0, || settled(&env)));
     assert_eq!(pool.servers().len(), 1);
 }
@@ -380,7 +375,7 @@ fn an_operators_drain_survives_a_leave_and_a_rejoin() {
     env.ok(&pool.runtime_args(&["add", busy, &endpoint]));
     assert!(pool.logged("an operator had drained it before it left, so it stays drained"));
     assert!(pool.stat(busy, "status").starts_with("DRAIN"));
-    assert!(slow.join().unwrap().is_ok());
+    assert!(slow.finish().is_ok());
     assert!(wait_until(10.0, || settled(&env)));
     assert!(pool.stat(busy, "status").starts_with("DRAIN"));
     assert!(pool.servers().iter().any(|l| l.name == busy));
