@@ -234,9 +234,10 @@ fn reload_commands_with_background_children() {
             "s2",
             "10.0.0.2",
         ])
-        .within(10.0)
+        .within(14.0)
         .code(0);
-    assert!(done.elapsed < Duration::from_secs(5), "{:?}", done.elapsed);
+    // Not the child's 15 s.
+    assert!(done.elapsed < Duration::from_secs(12), "{:?}", done.elapsed);
 
     // A command that hangs is killed with its whole group at the deadline,
     // and the config this run wrote is put back.
@@ -709,7 +710,7 @@ fn back_to_back_pid_file_reloads_all_load() {
     let pid = pid_file.to_str().unwrap();
     let args = |template: &Path, extra: &[&str]| -> Vec<String> {
         let mut args = vec!["--template", template.to_str().unwrap(), "--var", &var];
-        args.extend(["--reload", "--pid-file", pid, "--reload-timeout", "5"]);
+        args.extend(["--reload", "--pid-file", pid, "--reload-timeout", "30"]);
         args.extend_from_slice(extra);
         args.into_iter().map(String::from).collect()
     };
@@ -730,7 +731,7 @@ fn back_to_back_pid_file_reloads_all_load() {
         assert_eq!(done.code, Some(0), "reload {i}: {}", done.stderr);
     }
     assert!(
-        crate::harness::wait_until(5.0, || master.workers_forked() == 6),
+        crate::harness::wait_until(20.0, || master.workers_forked() == 6),
         "{}",
         master.log()
     );
@@ -741,7 +742,8 @@ fn back_to_back_pid_file_reloads_all_load() {
         .within(20.0)
         .code(4);
     done.stderr_has("refused the new config at reload time");
-    assert!(done.elapsed < Duration::from_secs(4), "{:?}", done.elapsed);
+    // Told at once, not after waiting out the 30 s reload timeout.
+    assert!(done.elapsed < Duration::from_secs(15), "{:?}", done.elapsed);
     assert!(
         !env.output_text().contains("no-such-keyword"),
         "the config was not restored"

@@ -95,8 +95,9 @@ leader() {  # the member (e1..e3) that is the leader now
   url=$(ctl endpoint status -w simple 2>/dev/null | awk -F', ' '$5 == "true" { print $1 }')
   [[ "$url" =~ $net\.2([123]): ]] && echo "e${BASH_REMATCH[1]}"
 }
-dead=$(leader)
-check "the etcd leader is known" [ -n "$dead" ]
+dead=""
+known_leader() { dead=$(leader); [ -n "$dead" ]; }  # asked again during an election
+check "the etcd leader is known" wait_for 20 known_leader
 [ -n "$dead" ] && kill_hard "$dead"
 start_webapp w4 14
 check "with the leader dead, a new webapp registers and serves" wait_for 60 answering w4 w3
