@@ -261,10 +261,15 @@ fn reload_commands_with_background_children() {
         .stderr_has("restored `$TMP/etc/haproxy.cfg` from `$TMP/etc/haproxy.cfg.prev`");
     assert_eq!(env.output_text(), live);
     let pid = fs::read_to_string(&pid_file).unwrap();
-    let stat = fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    // SIGKILL is delivered at once, but a process takes a moment to die.
+    let stat = || fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
     assert!(
-        stat.is_empty() || stat.contains(") Z"),
-        "the grandchild lives: {stat}"
+        crate::harness::wait_until(5.0, || {
+            let stat = stat();
+            stat.is_empty() || stat.contains(") Z")
+        }),
+        "the grandchild lives: {}",
+        stat()
     );
 }
 
