@@ -515,8 +515,28 @@ pub fn haproxy_accepts(haproxy: &Path, config: &Path) -> bool {
     out.status.success()
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, for TCP and UDP (Serf
+/// binds both). Taken below the kernel's ephemeral range, in turn from a
+/// start that differs per process: a port the kernel picked (`bind :0`)
+/// may go to an outgoing connection before the test's server binds it,
+/// and no test hands out the same port twice.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let low = ephemeral
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000, low.saturating_sub(10_000));
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = first + (start.wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst)) % span);
+        let port = u16::try_from(port).expect("a port below the ephemeral range");
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
