@@ -528,15 +528,16 @@ pub fn free_port() -> u16 {
         .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
         .unwrap_or(32768);
     let (first, span) = (10_000, low.saturating_sub(10_000));
-    let start = std::process::id().wrapping_mul(7919);
+    let start = std::process::id().wrapping_mul(7919) % span.max(1);
     for _ in 0..span {
-        let port = first + (start.wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst)) % span);
+        let port = first + (start + NEXT.fetch_add(1, Ordering::SeqCst) % span) % span;
         let port = u16::try_from(port).expect("a port below the ephemeral range");
         let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
         if tcp.is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    eprintln!("free_port: no free port below the ephemeral range ({low}); one the kernel picks");
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -2,6 +2,7 @@
 //! master-worker HAProxy, on free 127.0.0.1 ports. Dropping them stops
 //! them, even when a test fails.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -9,8 +10,8 @@ use std::ops::{Deref, Index};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -132,12 +133,16 @@ impl Index<&str> for PoolSetup<'_> {
     }
 }
 
-/// A `GET /slow` through HAProxy, in flight until [`Slow::finish`] (or
-/// its drop) lets the pool's backends answer it.
+/// A `GET /slow?ID` through HAProxy, in flight until [`Slow::finish`] (or
+/// its drop) lets the backend answer it. Ids are unique in the process, so
+/// finishing one never lets another test's request answer.
 pub struct Slow {
+    id: usize,
     request: Option<thread::JoinHandle<Result<String, String>>>,
-    released: Vec<Arc<AtomicUsize>>,
 }
+
+/// The ids of the `Slow` requests let go.
+static SLOW_RELEASED: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
 
 impl Slow {
     /// Lets the request answer; the answering backend's name, or an error.
@@ -148,9 +153,17 @@ impl Slow {
     }
 
     fn release(&self) {
-        for released in &self.released {
-            released.fetch_add(1, Ordering::SeqCst);
-        }
+        SLOW_RELEASED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.id);
+    }
+
+    fn released(id: usize) -> bool {
+        SLOW_RELEASED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&id)
     }
 }
 
@@ -164,10 +177,13 @@ impl Pool {
     /// Starts a `GET /slow` through HAProxy: it stays in flight on the
     /// backend it reached until the test finishes it.
     pub fn slow(&self) -> Slow {
-        let port = self.port;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let (port, id) = (self.port, NEXT.fetch_add(1, Ordering::SeqCst));
         Slow {
-            request: Some(thread::spawn(move || get_path(port, "/slow"))),
-            released: self.backends.iter().map(|b| b.released.clone()).collect(),
+            id,
+            request: Some(thread::spawn(move || {
+                get_path(port, &format!("/slow?{id}"))
+            })),
         }
     }
 
@@ -202,8 +218,6 @@ pub struct Backend {
     pub name: String,
     pub port: u16,
     pub hits: Arc<AtomicUsize>,
-    /// Bumped to let the `/slow` requests in flight answer.
-    released: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -214,24 +228,21 @@ impl Backend {
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicUsize::new(0));
-        let released = Arc::new(AtomicUsize::new(0));
         let (stop2, hits2, body) = (stop.clone(), hits.clone(), name.to_string());
-        let released2 = released.clone();
         let thread = thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (hits, body, released) = (hits2.clone(), body.clone(), released2.clone());
-                thread::spawn(move || serve(conn, &body, &hits, &released, keep_alive));
+                let (hits, body) = (hits2.clone(), body.clone());
+                thread::spawn(move || serve(conn, &body, &hits, keep_alive));
             }
         });
         Backend {
             name: name.to_string(),
             port,
             hits,
-            released,
             stop,
             thread: Some(thread),
         }
@@ -245,25 +256,14 @@ impl Backend {
 
 /// Answers requests on `conn`: one, or (`keep_alive`) as many as come
 /// until the peer closes or is idle for 5 s, as a real HTTP/1.1 server does.
-fn serve(
-    mut conn: TcpStream,
-    body: &str,
-    hits: &AtomicUsize,
-    released: &AtomicUsize,
-    keep_alive: bool,
-) {
+fn serve(mut conn: TcpStream, body: &str, hits: &AtomicUsize, keep_alive: bool) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    while answer(&mut conn, body, (hits, released), keep_alive) && keep_alive {}
+    while answer(&mut conn, body, hits, keep_alive) && keep_alive {}
     let _ = conn.shutdown(Shutdown::Both);
 }
 
 /// Reads one request and answers it; false when there was none.
-fn answer(
-    conn: &mut TcpStream,
-    body: &str,
-    (hits, released): (&AtomicUsize, &AtomicUsize),
-    keep_alive: bool,
-) -> bool {
+fn answer(conn: &mut TcpStream, body: &str, hits: &AtomicUsize, keep_alive: bool) -> bool {
     let mut buf = [0u8; 4096];
     let mut req = Vec::new();
     while !req.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -279,9 +279,9 @@ fn answer(
     // A request in flight until the test lets it answer (30 s at most), as
     // a slow client download would be: never a fixed time a loaded machine
     // could outlast.
-    if req.starts_with(b"GET /slow ") {
-        let (at, since) = (released.load(Ordering::SeqCst), Instant::now());
-        while released.load(Ordering::SeqCst) == at && since.elapsed() < SLOW_CAP {
+    if let Some(id) = slow_id(&req) {
+        let since = Instant::now();
+        while !Slow::released(id) && since.elapsed() < SLOW_CAP {
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -316,10 +316,23 @@ pub fn get(port: u16) -> Result<String, String> {
 /// Longest a `/slow` request waits for [`Slow::finish`].
 const SLOW_CAP: Duration = Duration::from_secs(30);
 
-/// One `GET path` through HAProxy (see [`Pool::slow`] for `/slow`).
+/// The id of a `GET /slow?ID` request.
+fn slow_id(req: &[u8]) -> Option<usize> {
+    let rest = req.strip_prefix(b"GET /slow?")?;
+    let end = rest.iter().position(|&b| b == b' ')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// One `GET path` through HAProxy (see [`Pool::slow`] for `/slow`): 5 s
+/// for an answer, a `/slow` one as long as it may be held.
 fn get_path(port: u16, path: &str) -> Result<String, String> {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    conn.set_read_timeout(Some(SLOW_CAP + Duration::from_secs(5)))
+    let wait = if path.starts_with("/slow") {
+        SLOW_CAP + Duration::from_secs(5)
+    } else {
+        Duration::from_secs(5)
+    };
+    conn.set_read_timeout(Some(wait))
         .map_err(|e| e.to_string())?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     conn.write_all(request.as_bytes())

@@ -66,7 +66,7 @@ fn a_request_in_flight_to_a_removed_server_completes() {
     assert!(wait_until(10.0, || pool.stat("s2", "status") == "UP"));
     let hits = pool["s1"].hits.load(Ordering::SeqCst);
     let done = env
-        .call(&pool.runtime_args(&["--drain-timeout", "10", "remove", "s1"]))
+        .call(&pool.runtime_args(&["--drain-timeout", "30", "remove", "s1"]))
         .code(0);
     // hacfg did not wait: s1 is still there, drained, its request in flight.
     done.stderr_has("runtime: drained `nodes/s1`");

@@ -22,7 +22,7 @@ fn member(name: &str, endpoint: &str) -> String {
 }
 
 /// A slow request through HAProxy, in flight on one of `servers`: that
-/// server's name, and the request to join.
+/// server's name, and the request to finish.
 fn slow_request(pool: &Pool, servers: &[&str]) -> (String, Slow) {
     let slow = pool.slow();
     let mut busy = None;
@@ -111,7 +111,7 @@ fn a_leave_with_a_request_in_flight_returns_at_once_and_the_server_goes_once_idl
     let slow = pool.slow();
     assert!(wait_until(5.0, || pool.stat("s1", "scur") == "1"));
     let leave = member("s1", &pool["s1"].endpoint());
-    env.call(&pool.runtime_args(&["--drain-timeout", "10", "serf"]))
+    env.call(&pool.runtime_args(&["--drain-timeout", "30", "serf"]))
         .env("SERF_EVENT", "member-leave")
         .env("SERF_SELF_NAME", "bal")
         .stdin(leave)
@@ -279,7 +279,7 @@ fn a_still_draining_server_does_not_hold_up_an_unrelated_leave() {
     assert!(wait_until(30.0, || pool.answering(12).len() == 3));
     let (busy, slow) = slow_request(&pool, &["s1", "s2", "s3"]);
     let idle = if busy == "s1" { "s2" } else { "s1" };
-    env.ok(&pool.runtime_args(&["--drain-timeout", "10", "remove", &busy]));
+    env.ok(&pool.runtime_args(&["--drain-timeout", "30", "remove", &busy]));
     let done = env.call(&pool.runtime_args(&["remove", idle])).code(0);
     done.stderr_has(&format!("settle: removed `nodes/{idle}` (idle)"));
     assert!(
