@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{TestEnv, tool, wait_until};
+use crate::harness::{Done, TestEnv, tool, wait_until};
 use crate::live::Pool;
 use crate::serf::{Agent, balancer_with};
 
@@ -144,6 +144,16 @@ impl Three {
         })
     }
 
+    /// `hacfg fleet` through bal-a's agent, its table or (`json`) its
+    /// rows, with a 1 s query (the default is 3 s).
+    fn ask(&self, json: bool) -> Done {
+        let mut args = vec!["fleet", "--rpc-addr", &self.a.rpc, "--query-timeout", "1"];
+        if json {
+            args.push("--json");
+        }
+        self.envs[0].call(&args).run()
+    }
+
     /// `hacfg fleet` through bal-a's agent: its rows, asserted to carry
     /// `expected` marks and to exit `code`.
     #[track_caller]
@@ -153,7 +163,7 @@ impl Three {
 
     /// [`Three::fleet`], asked again (twice at most, `again` run before
     /// each) when a balancer that should answer was late on a loaded
-    /// machine: the query waits one second (the default three). A mark
+    /// machine (see [`Three::ask`]). A mark
     /// other than a late "no answer" fails at once.
     #[track_caller]
     fn fleet_again(
@@ -162,14 +172,6 @@ impl Three {
         expected: &[(&str, &str)],
         again: impl Fn(),
     ) -> Vec<(String, Vec<String>, Value)> {
-        let args = [
-            "fleet",
-            "--json",
-            "--rpc-addr",
-            &self.a.rpc,
-            "--query-timeout",
-            "1",
-        ];
         let expected: Vec<(&str, String)> =
             expected.iter().map(|(n, m)| (*n, m.to_string())).collect();
         // Unanswered (whether or not the query was received, acked), or
@@ -182,7 +184,7 @@ impl Three {
             })
         };
         for attempt in 1.. {
-            let done = self.envs[0].call(&args).run();
+            let done = self.ask(true);
             let rows = rows(&done.stdout);
             let got = marks(&rows);
             if attempt < 3 && late(&got) {
@@ -201,13 +203,12 @@ impl Three {
     /// at most) while one was late.
     #[track_caller]
     fn table(&self) -> String {
-        let args = ["fleet", "--rpc-addr", &self.a.rpc, "--query-timeout", "1"];
-        let mut done = self.envs[0].call(&args).run();
+        let mut done = self.ask(false);
         for _ in 1..3 {
             if !done.stdout.contains("no answer") {
                 break;
             }
-            done = self.envs[0].call(&args).run();
+            done = self.ask(false);
         }
         assert_eq!(
             done.code,
@@ -224,16 +225,8 @@ impl Three {
     /// time, so a query waits behind the join events the balancers' own
     /// start caused.
     fn settle(&self) {
-        let args = [
-            "fleet",
-            "--json",
-            "--rpc-addr",
-            &self.a.rpc,
-            "--query-timeout",
-            "1",
-        ];
         let answered = || {
-            let stdout = self.envs[0].call(&args).run().stdout;
+            let stdout = self.ask(true).stdout;
             let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(&stdout) else {
                 return false;
             };
