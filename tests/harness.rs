@@ -521,14 +521,20 @@ pub fn haproxy_accepts(haproxy: &Path, config: &Path) -> bool {
 /// may go to an outgoing connection before the test's server binds it,
 /// and no test hands out the same port twice.
 pub fn free_port() -> u16 {
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
-    let low = ephemeral
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
+    // Read once: (the ephemeral range's first port, this process's start).
+    static RANGE: OnceLock<(u32, u32)> = OnceLock::new();
+    let &(low, start) = RANGE.get_or_init(|| {
+        let ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+        let low = ephemeral
+            .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32768);
+        let span = low.saturating_sub(10_000).max(1);
+        (low, std::process::id().wrapping_mul(7919) % span)
+    });
     let (first, span) = (10_000, low.saturating_sub(10_000));
-    let start = std::process::id().wrapping_mul(7919) % span.max(1);
     for _ in 0..span {
         let port = first + (start + NEXT.fetch_add(1, Ordering::SeqCst) % span) % span;
         let port = u16::try_from(port).expect("a port below the ephemeral range");
